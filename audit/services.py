@@ -1,0 +1,218 @@
+"""Writing the audit trail. ``audit_record`` is the only writer of AuditEvent.
+
+Services call :func:`audited` around their work: on success the event is
+written inside the same transaction as the change; on failure the change
+rolls back and the event (with the error) is written in its own transaction,
+so a refused or failed call is always on record and a rolled-back change
+never is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import InternalError, KmsError
+
+if TYPE_CHECKING:
+    from keys.models import Key
+
+logger = logging.getLogger(__name__)
+
+# Request and response members that carry secrets or ciphertext: never
+# recorded, whatever a service passes in (CloudTrail omits them too).
+REDACTED_MEMBERS = frozenset(
+    {
+        "Plaintext",
+        "CiphertextBlob",
+        "SourceCiphertextBlob",
+        "CiphertextForRecipient",
+        "PrivateKeyPlaintext",
+        "PrivateKeyCiphertextBlob",
+        "Signature",
+        "Message",
+        "Mac",
+        "EncryptedKeyMaterial",
+        "ImportToken",
+        "SecretAccessKey",
+        "Secret",
+        "Password",
+        "Token",
+        "SharedSecret",
+        "PublicKey",
+    }
+)
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:] if name else name
+
+
+def redact(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """CloudTrail-style lowerCamelCase copy of ``params`` without secret members."""
+    if params is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in REDACTED_MEMBERS or isinstance(value, bytes | bytearray | memoryview):
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Mapping) and name not in (
+            "EncryptionContext",
+            "SourceEncryptionContext",
+            "DestinationEncryptionContext",
+        ):
+            value = redact(value)
+        elif isinstance(value, list):
+            value = [redact(v) if isinstance(v, Mapping) else v for v in value]
+        out[_camel(name)] = value
+    return out
+
+
+def user_identity(caller: Caller) -> dict[str, Any]:
+    """CloudTrail's userIdentity block for a caller."""
+    if caller.is_system:
+        return {"type": "AWSService", "invokedBy": "kmsweb", "principalId": caller.principal_name}
+    kind = {"user": "IAMUser", "role": "AssumedRole", "service": "AWSService"}.get(caller.principal_type, "Unknown")
+    identity: dict[str, Any] = {
+        "type": kind,
+        "principalId": caller.principal_name,
+        "arn": caller.principal_arn,
+        "accountId": caller.account_id,
+        "sessionContext": {"attributes": {"mfaAuthenticated": "true" if caller.mfa_present else "false"}},
+    }
+    if caller.access_key_id:
+        identity["accessKeyId"] = caller.access_key_id
+    if caller.principal_type == "user":
+        identity["userName"] = caller.principal_name
+    return identity
+
+
+def audit_record(
+    *,
+    caller: Caller,
+    event_name: str,
+    request_parameters: Mapping[str, Any] | None = None,
+    response_elements: Mapping[str, Any] | None = None,
+    additional_event_data: Mapping[str, Any] | None = None,
+    error: KmsError | None = None,
+    keys: Sequence[Key] = (),
+    key_arns: Sequence[str] = (),
+    read_only: bool = False,
+    event_time: datetime | None = None,
+) -> AuditEvent:
+    """Insert one audit event. One INSERT, no locks; the caller owns the transaction."""
+    resources = [{"accountId": k.account_id or "", "type": "AWS::KMS::Key", "ARN": k.arn} for k in keys]
+    resources += [{"type": "AWS::KMS::Key", "ARN": arn} for arn in key_arns]
+    event = AuditEvent(
+        event_time=event_time or timezone.now(),
+        event_name=event_name,
+        event_type="AwsServiceEvent" if caller.is_system else "AwsApiCall",
+        aws_region=caller.region,
+        source_ip=caller.source_ip or ("kmsweb" if caller.is_system else ""),
+        user_agent=(caller.user_agent or "")[:512],
+        user_identity=user_identity(caller),
+        request_parameters=redact(request_parameters),
+        response_elements=redact(response_elements),
+        additional_event_data=dict(additional_event_data) if additional_event_data else None,
+        error_code=error.code if error else "",
+        error_message=error.message if error else "",
+        request_id=caller.request_id,
+        read_only=read_only,
+        resources=resources,
+        recipient_account_id=caller.account_id,
+        origin=caller.origin,
+        key_id=str(keys[0].id) if keys else (key_arns[0].rsplit("/", 1)[-1] if key_arns else ""),
+        principal_arn=caller.principal_arn,
+    )
+    event.save(force_insert=True)
+    return event
+
+
+@dataclass
+class Operation:
+    """What a service learns while it works, for its audit event."""
+
+    caller: Caller
+    event_name: str
+    request_parameters: dict[str, Any] | None
+    read_only: bool
+    keys: list[Key] = field(default_factory=list)
+    key_arns: list[str] = field(default_factory=list)
+    response_elements: dict[str, Any] | None = None
+    additional_event_data: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, error: KmsError | None) -> None:
+        audit_record(
+            caller=self.caller,
+            event_name=self.event_name,
+            request_parameters=self.request_parameters,
+            response_elements=self.response_elements,
+            additional_event_data=self.additional_event_data or None,
+            error=error,
+            keys=self.keys,
+            key_arns=self.key_arns,
+            read_only=self.read_only,
+        )
+
+
+@contextmanager
+def audited(
+    caller: Caller,
+    event_name: str,
+    *,
+    request_parameters: Mapping[str, Any] | None = None,
+    read_only: bool = False,
+) -> Iterator[Operation]:
+    """Run a service's work in a transaction that ends with its audit event.
+
+    On a ``KmsError`` the work rolls back and the failure is recorded in a
+    transaction of its own before the error propagates. Any other exception
+    is a bug: it is logged, recorded and re-raised as ``InternalError``.
+    """
+    op = Operation(caller, event_name, dict(request_parameters) if request_parameters else None, read_only)
+    try:
+        with transaction.atomic():
+            yield op
+            op.record(None)
+    except KmsError as exc:
+        with transaction.atomic():
+            op.record(exc)
+        exc.audited = True
+        raise
+    except Exception as exc:
+        logger.exception("unexpected failure in %s (request %s)", event_name, caller.request_id)
+        internal = InternalError("An internal error occurred.")
+        with transaction.atomic():
+            op.record(internal)
+        internal.audited = True
+        raise internal from exc
+
+
+def audit_rejected_request(
+    *,
+    caller: Caller,
+    event_name: str,
+    error: KmsError,
+    request_parameters: Mapping[str, Any] | None = None,
+) -> None:
+    """Record a request refused outside a service (bad signature, bad input, unknown key).
+
+    Errors that a service already recorded carry ``audited = True`` and are
+    not recorded twice.
+    """
+    if error.audited:
+        return
+    with transaction.atomic():
+        audit_record(caller=caller, event_name=event_name, error=error, request_parameters=request_parameters)
+    error.audited = True

@@ -1,0 +1,179 @@
+"""Keys, versions of their material, aliases and tags."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.db import models
+
+
+class KeyManager(models.TextChoices):
+    CUSTOMER = "CUSTOMER", "Customer managed"
+    AWS = "AWS", "Service managed"
+    # Platform owned keys protect kmsweb's own secrets; never on the wire.
+    OWNED = "OWNED", "Platform owned"
+
+
+class KeyState(models.TextChoices):
+    CREATING = "Creating"
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+    PENDING_DELETION = "PendingDeletion"
+    PENDING_IMPORT = "PendingImport"
+    UNAVAILABLE = "Unavailable"
+    UPDATING = "Updating"
+
+
+class KeySpec(models.TextChoices):
+    SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+
+
+class KeyUsage(models.TextChoices):
+    ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
+
+
+class KeyOrigin(models.TextChoices):
+    AWS_KMS = "AWS_KMS"
+    EXTERNAL = "EXTERNAL"
+
+
+class KeyQuerySet(models.QuerySet["Key"]):
+    def visible(self) -> KeyQuerySet:
+        """Keys that exist on the wire: not platform owned, not yet deleted."""
+        return self.exclude(manager=KeyManager.OWNED).filter(deleted_at__isnull=True)
+
+    def enabled(self) -> KeyQuerySet:
+        return self.filter(state=KeyState.ENABLED)
+
+
+class Key(models.Model):
+    """A KMS key. Its material lives in ``KeyMaterial`` versions, wrapped.
+
+    A deleted key stays as a tombstone (``deleted_at`` set, material gone) so
+    that the audit trail keeps naming it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(
+        "policies.Account", null=True, blank=True, on_delete=models.PROTECT, related_name="keys"
+    )
+    region = models.CharField(max_length=32)
+    description = models.CharField(max_length=8192, blank=True)
+    key_spec = models.CharField(max_length=32, choices=KeySpec.choices, default=KeySpec.SYMMETRIC_DEFAULT)
+    key_usage = models.CharField(max_length=32, choices=KeyUsage.choices, default=KeyUsage.ENCRYPT_DECRYPT)
+    origin = models.CharField(max_length=16, choices=KeyOrigin.choices, default=KeyOrigin.AWS_KMS)
+    manager = models.CharField(max_length=10, choices=KeyManager.choices, default=KeyManager.CUSTOMER)
+    # What a platform owned key protects (e.g. "access-key-secrets").
+    purpose = models.CharField(max_length=64, blank=True)
+    state = models.CharField(max_length=24, choices=KeyState.choices, default=KeyState.ENABLED)
+    policy = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    deletion_date = models.DateTimeField(null=True, blank=True)
+    pending_window_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    rotation_enabled = models.BooleanField(default=False)
+    rotation_period_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    next_rotation_at = models.DateTimeField(null=True, blank=True)
+    last_rotated_at = models.DateTimeField(null=True, blank=True)
+    current_material = models.ForeignKey(
+        "KeyMaterial", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = KeyQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "region", "manager", "created_at"], name="key_list_idx"),
+            models.Index(fields=["state", "deletion_date"], name="key_deletion_idx"),
+            models.Index(fields=["rotation_enabled", "next_rotation_at"], name="key_rotation_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(manager="OWNED") | models.Q(account__isnull=False),
+                name="key_account_unless_owned",
+            ),
+            models.UniqueConstraint(
+                fields=["purpose"], condition=models.Q(manager="OWNED"), name="key_one_owned_per_purpose"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:key/{self.id}"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def deletion_date_or_none(self) -> datetime | None:
+        return self.deletion_date if self.state == KeyState.PENDING_DELETION else None
+
+
+class RotationType(models.TextChoices):
+    AUTOMATIC = "AUTOMATIC"
+    ON_DEMAND = "ON_DEMAND"
+
+
+class KeyMaterial(models.Model):
+    """One version of a key's material, wrapped by a root key.
+
+    Rotation adds a version and moves ``Key.current_material``; old versions
+    stay for Decrypt until the key is deleted.
+    """
+
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="materials")
+    version = models.PositiveIntegerField()
+    material_id = models.CharField(max_length=64, unique=True)
+    wrapped = models.BinaryField()
+    root_key_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    rotation_type = models.CharField(max_length=10, choices=RotationType.choices, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "version"], name="material_unique_version")]
+        ordering = ["key", "version"]
+
+    def __str__(self) -> str:
+        return f"{self.key_id}#{self.version}"
+
+
+class Alias(models.Model):
+    """A friendly name (``alias/...``) for one key in one account and region."""
+
+    account = models.ForeignKey("policies.Account", on_delete=models.PROTECT, related_name="aliases")
+    region = models.CharField(max_length=32)
+    name = models.CharField(max_length=256)
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="aliases")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "region", "name"], name="alias_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{self.name}"
+
+
+class Tag(models.Model):
+    """A tag on a key."""
+
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="tags")
+    tag_key = models.CharField(max_length=128)
+    tag_value = models.CharField(max_length=256, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "tag_key"], name="tag_unique_key")]
+        ordering = ["tag_key"]
+
+    def __str__(self) -> str:
+        return f"{self.tag_key}={self.tag_value}"

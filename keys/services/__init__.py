@@ -1,0 +1,58 @@
+"""The key operations: one audited, authorized service function each."""
+
+from keys.services.aliases import alias_create, alias_delete, alias_list, alias_update
+from keys.services.cryptography import (
+    key_decrypt,
+    key_encrypt,
+    key_generate_data_key,
+    key_reencrypt,
+    random_generate,
+)
+from keys.services.lifecycle import (
+    key_cancel_deletion,
+    key_create,
+    key_describe,
+    key_describe_metadata,
+    key_disable,
+    key_enable,
+    key_list,
+    key_schedule_deletion,
+    key_update_description,
+)
+from keys.services.rotation import (
+    key_disable_rotation,
+    key_enable_rotation,
+    key_list_rotations,
+    key_rotate,
+    key_rotation_status,
+)
+from keys.services.tags import key_list_tags, key_tag, key_untag
+
+__all__ = [
+    "alias_create",
+    "alias_delete",
+    "alias_list",
+    "alias_update",
+    "key_cancel_deletion",
+    "key_create",
+    "key_decrypt",
+    "key_describe",
+    "key_describe_metadata",
+    "key_disable",
+    "key_disable_rotation",
+    "key_enable",
+    "key_enable_rotation",
+    "key_encrypt",
+    "key_generate_data_key",
+    "key_list",
+    "key_list_rotations",
+    "key_list_tags",
+    "key_reencrypt",
+    "key_rotate",
+    "key_rotation_status",
+    "key_schedule_deletion",
+    "key_tag",
+    "key_untag",
+    "key_update_description",
+    "random_generate",
+]

@@ -1,0 +1,139 @@
+"""CreateAlias, UpdateAlias, DeleteAlias, ListAliases."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import audited
+from keys.models import Alias, Key
+from keys.selectors import alias_list_for, decode_marker, encode_marker
+from keys.services.common import require_customer_managed, require_not_pending_deletion
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, NotFound
+from policies.authorization import authorize
+
+_ALIAS_NAME = re.compile(r"^alias/[a-zA-Z0-9/_-]+$")
+RESERVED_PREFIX = "alias/aws/"
+
+
+def _check_name(name: str) -> None:
+    if not _ALIAS_NAME.match(name) or len(name) > 256:
+        raise InvalidAliasName(
+            f"Alias name '{name}' must begin with 'alias/' and contain only alphanumeric characters, "
+            "forward slashes (/), underscores (_), and dashes (-)."
+        )
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidAliasName(
+            f"Alias name '{name}' must not begin with '{RESERVED_PREFIX}': it is reserved for AWS managed keys."
+        )
+
+
+def _alias_arn(caller: Caller, name: str) -> str:
+    return f"arn:aws:kms:{caller.region}:{caller.account_id}:{name}"
+
+
+def alias_create(*, caller: Caller, name: str, key: Key) -> Alias:
+    """CreateAlias: a new name for a customer managed key in the caller's account."""
+    with audited(caller, "CreateAlias", request_parameters={"AliasName": name, "TargetKeyId": str(key.id)}) as op:
+        op.keys.append(key)
+        _check_name(name)
+        authorize(caller=caller, action="kms:CreateAlias", key=key)
+        require_customer_managed(key, "CreateAlias")
+        require_not_pending_deletion(key)
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                alias = Alias.objects.create(
+                    account_id=caller.account_id,
+                    region=caller.region,
+                    name=name,
+                    key=key,
+                    created_at=now,
+                    updated_at=now,
+                )
+        except IntegrityError as exc:
+            raise AlreadyExists(f"An alias with the name {_alias_arn(caller, name)} already exists") from exc
+        return alias
+
+
+def _get_alias(caller: Caller, name: str) -> Alias:
+    alias = (
+        Alias.objects.select_for_update()
+        .select_related("key")
+        .filter(account_id=caller.account_id, region=caller.region, name=name)
+        .first()
+    )
+    if alias is None:
+        raise NotFound(f"Alias {_alias_arn(caller, name)} is not found.")
+    return alias
+
+
+def alias_update(*, caller: Caller, name: str, key: Key) -> None:
+    """UpdateAlias: point an existing alias at another key of the same type."""
+    with audited(caller, "UpdateAlias", request_parameters={"AliasName": name, "TargetKeyId": str(key.id)}) as op:
+        op.keys.append(key)
+        if name.startswith(RESERVED_PREFIX):
+            _check_name(name)
+        alias = _get_alias(caller, name)
+        op.keys.append(alias.key)
+        authorize(caller=caller, action="kms:UpdateAlias", key=alias.key)
+        authorize(caller=caller, action="kms:UpdateAlias", key=key)
+        require_customer_managed(key, "UpdateAlias")
+        require_not_pending_deletion(key)
+        if key.account_id != caller.account_id:
+            raise NotFound(f"Key '{key.arn}' does not exist")
+        alias.key = key
+        alias.updated_at = timezone.now()
+        alias.save(update_fields=["key", "updated_at"])
+
+
+def alias_delete(*, caller: Caller, name: str) -> None:
+    """DeleteAlias: the key stays; only the name goes."""
+    with audited(caller, "DeleteAlias", request_parameters={"AliasName": name}) as op:
+        if name.startswith(RESERVED_PREFIX):
+            _check_name(name)
+        alias = _get_alias(caller, name)
+        op.keys.append(alias.key)
+        authorize(caller=caller, action="kms:DeleteAlias", key=alias.key)
+        alias.delete()
+
+
+def alias_list(
+    *, caller: Caller, key: Key | None = None, limit: int | None = None, marker: str | None = None
+) -> dict[str, Any]:
+    """ListAliases for the account and region, optionally for one key."""
+    limit = limit or 100
+    params: dict[str, Any] = {"Limit": limit}
+    if key is not None:
+        params["KeyId"] = str(key.id)
+    with audited(caller, "ListAliases", request_parameters=params, read_only=True) as op:
+        if key is not None:
+            op.keys.append(key)
+        authorize(caller=caller, action="kms:ListAliases")
+        qs = alias_list_for(caller=caller, key=key)
+        if marker:
+            (last_name,) = decode_marker(marker, 1)
+            qs = qs.filter(name__gt=last_name)
+        page = list(qs[: limit + 1])
+        truncated = len(page) > limit
+        page = page[:limit]
+        result: dict[str, Any] = {
+            "Aliases": [
+                {
+                    "AliasName": a.name,
+                    "AliasArn": a.arn,
+                    "TargetKeyId": str(a.key_id),
+                    "CreationDate": a.created_at,
+                    "LastUpdatedDate": a.updated_at,
+                }
+                for a in page
+            ],
+            "Truncated": truncated,
+        }
+        if truncated:
+            result["NextMarker"] = encode_marker([page[-1].name])
+        return result

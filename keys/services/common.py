@@ -1,0 +1,119 @@
+"""Pieces every key service shares: state checks and the metadata shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from keys.models import Key, KeyManager, KeyState
+from kmsweb.lib.errors import Disabled, InvalidState, MalformedPolicyDocument, TagError, UnsupportedOperation
+
+MAX_POLICY_BYTES = 32 * 1024
+MAX_TAGS = 50
+
+
+def require_usable_for_crypto(key: Key) -> None:
+    """Cryptographic operations need an Enabled key (AWS's key-state table)."""
+    if key.state == KeyState.ENABLED:
+        return
+    if key.state == KeyState.DISABLED:
+        raise Disabled(f"{key.arn} is disabled.")
+    raise InvalidState(f"{key.arn} is {_state_words(key.state)}.")
+
+
+def require_not_pending_deletion(key: Key) -> None:
+    if key.state == KeyState.PENDING_DELETION:
+        raise InvalidState(f"{key.arn} is pending deletion.")
+
+
+def require_customer_managed(key: Key, action: str) -> None:
+    """AWS managed keys are read-only to their account's principals."""
+    if key.manager != KeyManager.CUSTOMER:
+        raise UnsupportedOperation(f"{action} is not supported on the AWS managed key {key.arn}.")
+
+
+def _state_words(state: str) -> str:
+    return {
+        KeyState.PENDING_DELETION: "pending deletion",
+        KeyState.PENDING_IMPORT: "pending import",
+        KeyState.UNAVAILABLE: "unavailable",
+        KeyState.CREATING: "being created",
+        KeyState.UPDATING: "being updated",
+    }.get(KeyState(state), state)
+
+
+def default_key_policy(account_id: str) -> str:
+    """AWS's default key policy: the account root may do everything, which
+    delegates the decision to the principals' identity policies."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Id": "key-default-1",
+            "Statement": [
+                {
+                    "Sid": "Enable IAM User Permissions",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        },
+        indent=2,
+    )
+
+
+def check_policy_document(policy: str) -> None:
+    """The structural checks this issue makes; the policy engine adds the rest."""
+    if len(policy.encode()) > MAX_POLICY_BYTES:
+        raise MalformedPolicyDocument("The key policy exceeds the maximum size of 32768 bytes.")
+    try:
+        doc = json.loads(policy)
+    except ValueError as exc:
+        raise MalformedPolicyDocument(f"The policy is not valid JSON: {exc}.") from exc
+    if not isinstance(doc, dict) or "Statement" not in doc:
+        raise MalformedPolicyDocument("The policy must be a JSON object with a Statement.")
+
+
+def check_tags(tags: Sequence[Mapping[str, str]], existing: int = 0) -> list[tuple[str, str]]:
+    """Validate TagKey/TagValue pairs; return them as tuples (later ones win)."""
+    pairs: dict[str, str] = {}
+    for tag in tags:
+        tag_key = tag.get("TagKey", "")
+        tag_value = tag.get("TagValue", "")
+        if not tag_key or len(tag_key) > 128:
+            raise TagError("Tag keys must be 1 to 128 characters long.")
+        if len(tag_value) > 256:
+            raise TagError("Tag values must be at most 256 characters long.")
+        if tag_key.lower().startswith("aws:"):
+            raise TagError("Tag keys beginning with 'aws:' are reserved.")
+        pairs[tag_key] = tag_value
+    if existing + len(pairs) > MAX_TAGS:
+        raise TagError(f"A key can have at most {MAX_TAGS} tags.")
+    return list(pairs.items())
+
+
+def key_metadata(key: Key) -> dict[str, Any]:
+    """DescribeKey's KeyMetadata for ``key``."""
+    meta: dict[str, Any] = {
+        "AWSAccountId": key.account_id,
+        "KeyId": str(key.id),
+        "Arn": key.arn,
+        "CreationDate": key.created_at,
+        "Enabled": key.state == KeyState.ENABLED,
+        "Description": key.description,
+        "KeyUsage": key.key_usage,
+        "KeyState": key.state,
+        "Origin": key.origin,
+        "KeyManager": key.manager,
+        "CustomerMasterKeySpec": key.key_spec,
+        "KeySpec": key.key_spec,
+        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        "MultiRegion": False,
+    }
+    if key.state == KeyState.PENDING_DELETION:
+        meta["DeletionDate"] = key.deletion_date
+    if key.current_material is not None:
+        meta["CurrentKeyMaterialId"] = key.current_material.material_id
+    return meta

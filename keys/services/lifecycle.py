@@ -1,0 +1,213 @@
+"""Creating keys and moving them through AWS's key states."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from audit.services import audited
+from keys.models import Key, KeyManager, KeyOrigin, KeySpec, KeyState, KeyUsage, Tag
+from keys.selectors import decode_marker, encode_marker, key_list_for
+from keys.services.common import (
+    check_policy_document,
+    check_tags,
+    default_key_policy,
+    key_metadata,
+    require_customer_managed,
+    require_not_pending_deletion,
+)
+from keys.services.material import material_create
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import InvalidState, UnsupportedOperation, ValidationError
+from policies.authorization import authorize
+
+MIN_PENDING_WINDOW = 7
+MAX_PENDING_WINDOW = 30
+
+
+def key_create(
+    *,
+    caller: Caller,
+    description: str = "",
+    key_spec: str | None = None,
+    key_usage: str | None = None,
+    origin: str | None = None,
+    policy: str | None = None,
+    tags: Sequence[Mapping[str, str]] = (),
+    multi_region: bool = False,
+    custom_key_store_id: str | None = None,
+    request_parameters: Mapping[str, Any] | None = None,
+) -> Key:
+    """Create a customer managed symmetric key with its first material version.
+
+    Without a policy the key gets AWS's default key policy. Audited as
+    CreateKey; the key, its material and its tags commit together or not at all.
+    """
+    with audited(caller, "CreateKey", request_parameters=request_parameters) as op:
+        authorize(caller=caller, action="kms:CreateKey")
+        spec = key_spec or KeySpec.SYMMETRIC_DEFAULT
+        usage = key_usage or KeyUsage.ENCRYPT_DECRYPT
+        if spec != KeySpec.SYMMETRIC_DEFAULT:
+            raise UnsupportedOperation(f"KeySpec {spec} is not supported yet; use SYMMETRIC_DEFAULT.")
+        if usage != KeyUsage.ENCRYPT_DECRYPT:
+            raise ValidationError(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
+        if (origin or KeyOrigin.AWS_KMS) != KeyOrigin.AWS_KMS:
+            raise UnsupportedOperation(f"Origin {origin} is not supported yet; use AWS_KMS.")
+        if multi_region:
+            raise UnsupportedOperation("Multi-Region keys are not supported.")
+        if custom_key_store_id:
+            raise UnsupportedOperation("Custom key stores are not supported.")
+        if policy is not None:
+            check_policy_document(policy)
+        pairs = check_tags(tags)
+        now = timezone.now()
+        key = Key.objects.create(
+            account_id=caller.account_id,
+            region=caller.region,
+            description=description,
+            key_spec=spec,
+            key_usage=usage,
+            origin=KeyOrigin.AWS_KMS,
+            manager=KeyManager.CUSTOMER,
+            state=KeyState.ENABLED,
+            policy=policy if policy is not None else default_key_policy(caller.account_id),
+            created_at=now,
+        )
+        key.current_material = material_create(key=key, version=1, now=now)
+        key.save(update_fields=["current_material"])
+        Tag.objects.bulk_create([Tag(key=key, tag_key=k, tag_value=v) for k, v in pairs])
+        op.keys.append(key)
+        op.response_elements = {"KeyMetadata": {"KeyId": str(key.id), "Arn": key.arn}}
+        op.additional_event_data["keyMaterialId"] = key.current_material.material_id
+    return key
+
+
+def key_describe_metadata(key: Key) -> dict[str, Any]:
+    """The KeyMetadata of a key the caller has just been allowed to see."""
+    return key_metadata(key)
+
+
+def key_describe(*, caller: Caller, key: Key) -> dict[str, Any]:
+    """DescribeKey: the key's metadata, in every state."""
+    with audited(caller, "DescribeKey", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:DescribeKey", key=key)
+        return key_metadata(key)
+
+
+def key_list(*, caller: Caller, limit: int | None = None, marker: str | None = None) -> dict[str, Any]:
+    """ListKeys for the caller's account and region, paged with an opaque marker."""
+    limit = limit or 100
+    with audited(caller, "ListKeys", request_parameters={"Limit": limit}, read_only=True):
+        authorize(caller=caller, action="kms:ListKeys")
+        qs = key_list_for(caller=caller)
+        if marker:
+            created, last_id = decode_marker(marker, 2)
+            qs = qs.filter(created_at__gte=created).exclude(created_at=created, id__lte=last_id)
+        page = list(qs.values("id", "region", "account_id", "created_at")[: limit + 1])
+        truncated = len(page) > limit
+        page = page[:limit]
+        result: dict[str, Any] = {
+            "Keys": [
+                {"KeyId": str(k["id"]), "KeyArn": f"arn:aws:kms:{k['region']}:{k['account_id']}:key/{k['id']}"}
+                for k in page
+            ],
+            "Truncated": truncated,
+        }
+        if truncated:
+            result["NextMarker"] = encode_marker([page[-1]["created_at"].isoformat(), str(page[-1]["id"])])
+        return result
+
+
+def _change(caller: Caller, key: Key, event_name: str, **params: Any) -> Any:
+    return audited(caller, event_name, request_parameters={"KeyId": str(key.id), **params})
+
+
+def _lock(key: Key) -> Key:
+    """Re-read the key under a row lock, so concurrent state changes serialise."""
+    return Key.objects.select_for_update().select_related("current_material").get(pk=key.pk)
+
+
+def key_update_description(*, caller: Caller, key: Key, description: str) -> None:
+    """UpdateKeyDescription."""
+    with _change(caller, key, "UpdateKeyDescription", Description=description) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:UpdateKeyDescription", key=key)
+        require_customer_managed(key, "UpdateKeyDescription")
+        key = _lock(key)
+        require_not_pending_deletion(key)
+        key.description = description
+        key.save(update_fields=["description"])
+
+
+def key_enable(*, caller: Caller, key: Key) -> None:
+    """EnableKey: Disabled -> Enabled (idempotent on an enabled key)."""
+    with _change(caller, key, "EnableKey") as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:EnableKey", key=key)
+        require_customer_managed(key, "EnableKey")
+        key = _lock(key)
+        if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
+            raise InvalidState(f"{key.arn} is {key.state} and cannot be enabled.")
+        Key.objects.filter(pk=key.pk).update(state=KeyState.ENABLED)
+
+
+def key_disable(*, caller: Caller, key: Key) -> None:
+    """DisableKey: Enabled -> Disabled (idempotent on a disabled key)."""
+    with _change(caller, key, "DisableKey") as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:DisableKey", key=key)
+        require_customer_managed(key, "DisableKey")
+        key = _lock(key)
+        if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
+            raise InvalidState(f"{key.arn} is {key.state} and cannot be disabled.")
+        Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED)
+
+
+def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int | None = None) -> dict[str, Any]:
+    """ScheduleKeyDeletion: the key becomes PendingDeletion for 7-30 days (default 30).
+
+    It is unusable at once; the deletion job destroys its material when the
+    window ends, unless CancelKeyDeletion comes first.
+    """
+    days = 30 if pending_window_days is None else pending_window_days
+    with _change(caller, key, "ScheduleKeyDeletion", PendingWindowInDays=days) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:ScheduleKeyDeletion", key=key)
+        if not MIN_PENDING_WINDOW <= days <= MAX_PENDING_WINDOW:
+            raise ValidationError(
+                f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy "
+                f"constraint: Member must have value between {MIN_PENDING_WINDOW} and {MAX_PENDING_WINDOW}"
+            )
+        require_customer_managed(key, "ScheduleKeyDeletion")
+        key = _lock(key)
+        if key.state == KeyState.PENDING_DELETION:
+            raise InvalidState(f"{key.arn} is pending deletion.")
+        deletion_date = timezone.now() + timedelta(days=days)
+        Key.objects.filter(pk=key.pk).update(
+            state=KeyState.PENDING_DELETION, deletion_date=deletion_date, pending_window_days=days
+        )
+        result = {
+            "KeyId": key.arn,
+            "DeletionDate": deletion_date,
+            "KeyState": KeyState.PENDING_DELETION.value,
+            "PendingWindowInDays": days,
+        }
+        op.response_elements = {"KeyId": key.arn, "DeletionDate": deletion_date.isoformat()}
+        return result
+
+
+def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
+    """CancelKeyDeletion: PendingDeletion -> Disabled, as AWS does."""
+    with _change(caller, key, "CancelKeyDeletion") as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:CancelKeyDeletion", key=key)
+        key = _lock(key)
+        if key.state != KeyState.PENDING_DELETION:
+            raise InvalidState(f"{key.arn} is not pending deletion.")
+        Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED, deletion_date=None, pending_window_days=None)
+        op.response_elements = {"KeyId": key.arn}
+        return {"KeyId": key.arn}

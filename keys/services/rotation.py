@@ -1,0 +1,157 @@
+"""Key rotation: automatic schedules and on-demand rotation.
+
+Rotation adds a material version and makes it current; older versions keep
+decrypting. Automatic rotation is scheduled ``rotation_period_days`` after
+it is enabled and after each automatic rotation; on-demand rotation does not
+move that schedule, as in AWS.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from audit.services import audited
+from keys.models import Key, KeyMaterial, RotationType
+from keys.selectors import decode_marker, encode_marker
+from keys.services.common import require_customer_managed, require_usable_for_crypto
+from keys.services.material import material_create
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import LimitExceeded, ValidationError
+from policies.authorization import authorize
+
+DEFAULT_ROTATION_DAYS = 365
+MIN_ROTATION_DAYS = 90
+MAX_ROTATION_DAYS = 2560
+MAX_ON_DEMAND_ROTATIONS = 10
+
+
+def _lock(key: Key) -> Key:
+    return Key.objects.select_for_update().select_related("current_material").get(pk=key.pk)
+
+
+def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = None) -> None:
+    """EnableKeyRotation with a period of 90-2560 days (default 365)."""
+    days = DEFAULT_ROTATION_DAYS if period_days is None else period_days
+    with audited(
+        caller, "EnableKeyRotation", request_parameters={"KeyId": str(key.id), "RotationPeriodInDays": days}
+    ) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:EnableKeyRotation", key=key)
+        if not MIN_ROTATION_DAYS <= days <= MAX_ROTATION_DAYS:
+            raise ValidationError(
+                f"1 validation error detected: Value '{days}' at 'rotationPeriodInDays' failed to satisfy "
+                f"constraint: Member must have value between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}"
+            )
+        require_customer_managed(key, "EnableKeyRotation")
+        key = _lock(key)
+        require_usable_for_crypto(key)
+        now = timezone.now()
+        if key.rotation_enabled and key.next_rotation_at and key.rotation_period_days:
+            # A new period counts from the start of the current cycle.
+            cycle_start = key.next_rotation_at - timedelta(days=key.rotation_period_days)
+            next_at = max(cycle_start + timedelta(days=days), now)
+        else:
+            next_at = now + timedelta(days=days)
+        Key.objects.filter(pk=key.pk).update(rotation_enabled=True, rotation_period_days=days, next_rotation_at=next_at)
+
+
+def key_disable_rotation(*, caller: Caller, key: Key) -> None:
+    """DisableKeyRotation."""
+    with audited(caller, "DisableKeyRotation", request_parameters={"KeyId": str(key.id)}) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:DisableKeyRotation", key=key)
+        require_customer_managed(key, "DisableKeyRotation")
+        key = _lock(key)
+        require_usable_for_crypto(key)
+        Key.objects.filter(pk=key.pk).update(rotation_enabled=False, next_rotation_at=None)
+
+
+def key_rotation_status(*, caller: Caller, key: Key) -> dict[str, Any]:
+    """GetKeyRotationStatus."""
+    with audited(caller, "GetKeyRotationStatus", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:GetKeyRotationStatus", key=key)
+        result: dict[str, Any] = {"KeyRotationEnabled": key.rotation_enabled, "KeyId": key.arn}
+        if key.rotation_enabled:
+            result["RotationPeriodInDays"] = key.rotation_period_days
+            result["NextRotationDate"] = key.next_rotation_at
+        return result
+
+
+def key_rotate(*, caller: Caller, key: Key, rotation_type: str, now: datetime | None = None) -> KeyMaterial:
+    """Add a material version and make it current (audited as RotateKey).
+
+    Used by RotateKeyOnDemand and by the automatic-rotation job; an automatic
+    rotation also moves the next rotation date one period on from ``now``.
+    """
+    event = "RotateKeyOnDemand" if rotation_type == RotationType.ON_DEMAND else "RotateKey"
+    with audited(caller, event, request_parameters={"KeyId": str(key.id)}) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:RotateKeyOnDemand", key=key)
+        if rotation_type == RotationType.ON_DEMAND:
+            require_customer_managed(key, event)
+        key = _lock(key)
+        require_usable_for_crypto(key)
+        if rotation_type == RotationType.ON_DEMAND:
+            done = KeyMaterial.objects.filter(key=key, rotation_type=RotationType.ON_DEMAND).count()
+            if done >= MAX_ON_DEMAND_ROTATIONS:
+                raise LimitExceeded(
+                    f"{key.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations."
+                )
+        now = now or timezone.now()
+        current = key.current_material.version if key.current_material else 0
+        material = material_create(key=key, version=current + 1, now=now, rotation_type=rotation_type)
+        updates: dict[str, Any] = {"current_material": material}
+        if rotation_type == RotationType.AUTOMATIC:
+            updates["last_rotated_at"] = now
+            if key.rotation_period_days:
+                updates["next_rotation_at"] = now + timedelta(days=key.rotation_period_days)
+        Key.objects.filter(pk=key.pk).update(**updates)
+        op.additional_event_data["keyMaterialId"] = material.material_id
+        op.response_elements = {"KeyId": key.arn}
+        return material
+
+
+def key_list_rotations(
+    *,
+    caller: Caller,
+    key: Key,
+    include_initial: bool = False,
+    limit: int | None = None,
+    marker: str | None = None,
+) -> dict[str, Any]:
+    """ListKeyRotations: completed rotations, oldest first, paged."""
+    limit = limit or 100
+    with audited(
+        caller, "ListKeyRotations", request_parameters={"KeyId": str(key.id), "Limit": limit}, read_only=True
+    ) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:ListKeyRotations", key=key)
+        qs = KeyMaterial.objects.filter(key=key).order_by("version")
+        if not include_initial:
+            qs = qs.filter(version__gt=1)
+        if marker:
+            (last,) = decode_marker(marker, 1)
+            qs = qs.filter(version__gt=int(last))
+        page = list(qs[: limit + 1])
+        truncated = len(page) > limit
+        page = page[:limit]
+        current_id = key.current_material_id
+        rotations = []
+        for m in page:
+            entry: dict[str, Any] = {
+                "KeyId": str(key.id),
+                "KeyMaterialId": m.material_id,
+                "KeyMaterialState": "CURRENT" if m.pk == current_id else "NON_CURRENT",
+                "RotationDate": m.created_at,
+            }
+            if m.rotation_type:
+                entry["RotationType"] = m.rotation_type
+            rotations.append(entry)
+        result: dict[str, Any] = {"Rotations": rotations, "Truncated": truncated}
+        if truncated:
+            result["NextMarker"] = encode_marker([page[-1].version])
+        return result

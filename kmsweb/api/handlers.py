@@ -1,0 +1,250 @@
+"""One handler per KMS operation: typed parameters in, the service's answer out.
+
+Handlers only translate: they resolve key references through selectors,
+call one service, and shape its result as the operation's output. The
+parameters have already been checked against botocore's KMS model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from keys import selectors, services
+from keys.models import Key
+from kmsweb.lib.caller import Caller
+
+Params = dict[str, Any]
+Handler = Callable[[Caller, Params], dict[str, Any]]
+
+
+def _key(caller: Caller, p: Params, member: str = "KeyId", *, allow_alias: bool = False) -> Key:
+    return selectors.key_get_for(caller=caller, key_ref=p[member], allow_alias=allow_alias)
+
+
+def _optional_key(caller: Caller, p: Params, member: str) -> Key | None:
+    return _key(caller, p, member, allow_alias=True) if p.get(member) else None
+
+
+def create_key(caller: Caller, p: Params) -> dict[str, Any]:
+    key = services.key_create(
+        caller=caller,
+        description=p.get("Description", ""),
+        key_spec=p.get("KeySpec") or p.get("CustomerMasterKeySpec"),
+        key_usage=p.get("KeyUsage"),
+        origin=p.get("Origin"),
+        policy=p.get("Policy"),
+        tags=p.get("Tags", []),
+        multi_region=bool(p.get("MultiRegion")),
+        custom_key_store_id=p.get("CustomKeyStoreId"),
+        request_parameters={k: v for k, v in p.items() if k != "Policy"},
+    )
+    return {"KeyMetadata": services.key_describe_metadata(key)}
+
+
+def describe_key(caller: Caller, p: Params) -> dict[str, Any]:
+    return {"KeyMetadata": services.key_describe(caller=caller, key=_key(caller, p, allow_alias=True))}
+
+
+def list_keys(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_list(caller=caller, limit=p.get("Limit"), marker=p.get("Marker"))
+
+
+def update_key_description(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_update_description(caller=caller, key=_key(caller, p), description=p["Description"])
+    return {}
+
+
+def enable_key(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_enable(caller=caller, key=_key(caller, p))
+    return {}
+
+
+def disable_key(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_disable(caller=caller, key=_key(caller, p))
+    return {}
+
+
+def schedule_key_deletion(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_schedule_deletion(
+        caller=caller, key=_key(caller, p), pending_window_days=p.get("PendingWindowInDays")
+    )
+
+
+def cancel_key_deletion(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_cancel_deletion(caller=caller, key=_key(caller, p))
+
+
+def encrypt(caller: Caller, p: Params) -> dict[str, Any]:
+    result = services.key_encrypt(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        plaintext=p["Plaintext"],
+        context=p.get("EncryptionContext"),
+        algorithm=p.get("EncryptionAlgorithm"),
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"CiphertextBlob": result.ciphertext, "KeyId": result.key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+
+
+def decrypt(caller: Caller, p: Params) -> dict[str, Any]:
+    result = services.key_decrypt(
+        caller=caller,
+        ciphertext=p["CiphertextBlob"],
+        context=p.get("EncryptionContext"),
+        key=_optional_key(caller, p, "KeyId"),
+        algorithm=p.get("EncryptionAlgorithm"),
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {
+        "KeyId": result.key.arn,
+        "Plaintext": result.plaintext,
+        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "KeyMaterialId": result.key_material_id,
+    }
+
+
+def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
+    sealed, opened = services.key_reencrypt(
+        caller=caller,
+        ciphertext=p["CiphertextBlob"],
+        destination_key=_key(caller, p, "DestinationKeyId", allow_alias=True),
+        source_context=p.get("SourceEncryptionContext"),
+        destination_context=p.get("DestinationEncryptionContext"),
+        source_key=_optional_key(caller, p, "SourceKeyId"),
+        source_algorithm=p.get("SourceEncryptionAlgorithm"),
+        destination_algorithm=p.get("DestinationEncryptionAlgorithm"),
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {
+        "CiphertextBlob": sealed.ciphertext,
+        "SourceKeyId": opened.key.arn,
+        "KeyId": sealed.key.arn,
+        "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "SourceKeyMaterialId": opened.key_material_id,
+        "DestinationKeyMaterialId": sealed.key_material_id,
+    }
+
+
+def _data_key(caller: Caller, p: Params, *, with_plaintext: bool) -> dict[str, Any]:
+    result = services.key_generate_data_key(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        key_spec=p.get("KeySpec"),
+        number_of_bytes=p.get("NumberOfBytes"),
+        context=p.get("EncryptionContext"),
+        with_plaintext=with_plaintext,
+        dry_run=bool(p.get("DryRun")),
+    )
+    out: dict[str, Any] = {"CiphertextBlob": result.ciphertext, "KeyId": result.key.arn}
+    if with_plaintext:
+        out["Plaintext"] = result.plaintext
+        out["KeyMaterialId"] = result.key_material_id
+    return out
+
+
+def generate_data_key(caller: Caller, p: Params) -> dict[str, Any]:
+    return _data_key(caller, p, with_plaintext=True)
+
+
+def generate_data_key_without_plaintext(caller: Caller, p: Params) -> dict[str, Any]:
+    return _data_key(caller, p, with_plaintext=False)
+
+
+def generate_random(caller: Caller, p: Params) -> dict[str, Any]:
+    return {"Plaintext": services.random_generate(caller=caller, number_of_bytes=p.get("NumberOfBytes"))}
+
+
+def create_alias(caller: Caller, p: Params) -> dict[str, Any]:
+    services.alias_create(caller=caller, name=p["AliasName"], key=_key(caller, p, "TargetKeyId"))
+    return {}
+
+
+def update_alias(caller: Caller, p: Params) -> dict[str, Any]:
+    services.alias_update(caller=caller, name=p["AliasName"], key=_key(caller, p, "TargetKeyId"))
+    return {}
+
+
+def delete_alias(caller: Caller, p: Params) -> dict[str, Any]:
+    services.alias_delete(caller=caller, name=p["AliasName"])
+    return {}
+
+
+def list_aliases(caller: Caller, p: Params) -> dict[str, Any]:
+    key = _key(caller, p) if p.get("KeyId") else None
+    return services.alias_list(caller=caller, key=key, limit=p.get("Limit"), marker=p.get("Marker"))
+
+
+def tag_resource(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_tag(caller=caller, key=_key(caller, p), tags=p["Tags"])
+    return {}
+
+
+def untag_resource(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_untag(caller=caller, key=_key(caller, p), tag_keys=p["TagKeys"])
+    return {}
+
+
+def list_resource_tags(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_list_tags(caller=caller, key=_key(caller, p), limit=p.get("Limit"), marker=p.get("Marker"))
+
+
+def enable_key_rotation(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_enable_rotation(caller=caller, key=_key(caller, p), period_days=p.get("RotationPeriodInDays"))
+    return {}
+
+
+def disable_key_rotation(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_disable_rotation(caller=caller, key=_key(caller, p))
+    return {}
+
+
+def get_key_rotation_status(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_rotation_status(caller=caller, key=_key(caller, p))
+
+
+def rotate_key_on_demand(caller: Caller, p: Params) -> dict[str, Any]:
+    key = _key(caller, p)
+    services.key_rotate(caller=caller, key=key, rotation_type="ON_DEMAND")
+    return {"KeyId": str(key.id)}
+
+
+def list_key_rotations(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_list_rotations(
+        caller=caller,
+        key=_key(caller, p),
+        include_initial=p.get("IncludeKeyMaterial") == "ALL_KEY_MATERIAL",
+        limit=p.get("Limit"),
+        marker=p.get("Marker"),
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "CreateKey": create_key,
+    "DescribeKey": describe_key,
+    "ListKeys": list_keys,
+    "UpdateKeyDescription": update_key_description,
+    "EnableKey": enable_key,
+    "DisableKey": disable_key,
+    "ScheduleKeyDeletion": schedule_key_deletion,
+    "CancelKeyDeletion": cancel_key_deletion,
+    "Encrypt": encrypt,
+    "Decrypt": decrypt,
+    "ReEncrypt": re_encrypt,
+    "GenerateDataKey": generate_data_key,
+    "GenerateDataKeyWithoutPlaintext": generate_data_key_without_plaintext,
+    "GenerateRandom": generate_random,
+    "CreateAlias": create_alias,
+    "UpdateAlias": update_alias,
+    "DeleteAlias": delete_alias,
+    "ListAliases": list_aliases,
+    "TagResource": tag_resource,
+    "UntagResource": untag_resource,
+    "ListResourceTags": list_resource_tags,
+    "EnableKeyRotation": enable_key_rotation,
+    "DisableKeyRotation": disable_key_rotation,
+    "GetKeyRotationStatus": get_key_rotation_status,
+    "RotateKeyOnDemand": rotate_key_on_demand,
+    "ListKeyRotations": list_key_rotations,
+}

@@ -1,0 +1,172 @@
+"""The AWS wire adapter: ``POST /`` with ``X-Amz-Target: TrentService.<Op>``.
+
+Authenticate (SigV4), parse and validate the JSON body against botocore's
+KMS model, call the operation's handler, and answer in AWS's JSON form.
+Every refusal on the way is audited, once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from audit.services import audit_rejected_request
+from kmsweb.api import shapes, sigv4
+from kmsweb.api.handlers import HANDLERS
+from kmsweb.lib.caller import Caller, new_request_id
+from kmsweb.lib.errors import (
+    IncompleteSignature,
+    InternalError,
+    InvalidSignature,
+    KmsError,
+    MissingAuthenticationToken,
+    SerializationError,
+    UnknownOperation,
+    UnrecognizedClient,
+    UnsupportedOperation,
+    ValidationError,
+)
+from policies.services import access_key_authenticate
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "TrentService."
+_SIGV4_ERRORS: dict[str, type[KmsError]] = {
+    cls.code: cls for cls in (MissingAuthenticationToken, IncompleteSignature, InvalidSignature)
+}
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.method == "POST" and "HTTP_X_AMZ_TARGET" in request.META
+
+
+def _headers(request: HttpRequest) -> dict[str, str]:
+    headers = {}
+    for name, value in request.META.items():
+        if name.startswith("HTTP_"):
+            headers[name[5:].replace("_", "-").lower()] = value
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if request.META.get(name):
+            headers[name.replace("_", "-").lower()] = request.META[name]
+    return headers
+
+
+@functools.lru_cache(maxsize=4096)
+def _signing_key(secret: str, date: str, region: str) -> bytes:
+    # Four HMACs per request saved; the key is valid for one day and region.
+    return sigv4.signing_key(secret, date, region, "kms")
+
+
+def _json_response(body: dict[str, Any], request_id: str, status: int = 200) -> HttpResponse:
+    response = HttpResponse(json.dumps(body, separators=(",", ":")), status=status, content_type=CONTENT_TYPE)
+    response["x-amzn-RequestId"] = request_id
+    return response
+
+
+def _error_response(error: KmsError, request_id: str) -> HttpResponse:
+    return _json_response({"__type": error.code, "message": error.message}, request_id, error.status)
+
+
+def _authenticate(request: HttpRequest, request_id: str) -> Caller:
+    """Verify the signature and return the caller it proves, or raise."""
+    signed = sigv4.SignedRequest(
+        method=request.method or "POST",
+        # The path as sent on the wire (gunicorn's RAW_URI), not Django's decoded one.
+        path=request.META.get("RAW_URI", request.path).split("?", 1)[0] or "/",
+        query_string=request.META.get("QUERY_STRING", ""),
+        headers=_headers(request),
+        body=request.body,
+    )
+    try:
+        auth = sigv4.parse_authorization(
+            signed, now=datetime.now(UTC), service="kms", regions=settings.KMSWEB_REGIONS or None
+        )
+    except sigv4.SigV4Error as exc:
+        raise _SIGV4_ERRORS.get(exc.code, InvalidSignature)(exc.message) from exc
+    # The target picks the operation: were it unsigned, a captured Encrypt
+    # could be replayed as ScheduleKeyDeletion with the same body.
+    if "x-amz-target" in signed.headers and "x-amz-target" not in auth.signed_headers:
+        raise InvalidSignature("'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.")
+    credentials = access_key_authenticate(access_key_id=auth.access_key_id)
+    if credentials is None:
+        raise UnrecognizedClient("The security token included in the request is invalid.")
+    try:
+        sigv4.verify_signature_with_key(signed, auth, _signing_key(credentials.secret, auth.date, auth.region))
+    except sigv4.SigV4Error as exc:
+        raise _SIGV4_ERRORS.get(exc.code, InvalidSignature)(exc.message) from exc
+    principal = credentials.principal
+    return Caller(
+        principal_arn=principal.arn,
+        account_id=principal.account_id,
+        region=auth.region,
+        origin="api",
+        principal_type=principal.type,
+        principal_name=principal.name,
+        principal_pk=principal.pk,
+        access_key_id=auth.access_key_id,
+        source_ip=request.META.get("REMOTE_ADDR"),
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
+        secure_transport=request.is_secure(),
+        request_id=request_id,
+    )
+
+
+def _anonymous(request: HttpRequest, request_id: str) -> Caller:
+    """Who an unauthenticated request claims to be, for its audit event."""
+    return Caller(
+        principal_arn="",
+        account_id="",
+        region="",
+        origin="api",
+        principal_type="anonymous",
+        source_ip=request.META.get("REMOTE_ADDR"),
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
+        request_id=request_id,
+    )
+
+
+@csrf_exempt
+def aws_endpoint(request: HttpRequest) -> HttpResponse:
+    """Serve one AWS JSON-protocol KMS call."""
+    request_id = new_request_id()
+    target = request.META.get("HTTP_X_AMZ_TARGET", "")
+    operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
+    event_name = operation if operation in shapes.operation_names() else "UnknownOperation"
+    caller = _anonymous(request, request_id)
+    params: dict[str, Any] | None = None
+    try:
+        caller = _authenticate(request, request_id)
+        if event_name == "UnknownOperation":
+            raise UnknownOperation(f"Unknown operation {target or '(no X-Amz-Target)'}.")
+        try:
+            body = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SerializationError("Start of structure or map found where not expected.") from exc
+        try:
+            params = shapes.parse_input(operation, body)
+        except shapes.ShapeError as exc:
+            raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
+        handler = HANDLERS.get(operation)
+        if handler is None:
+            raise UnsupportedOperation(f"kmsweb does not implement {operation} yet.")
+        result = handler(caller, params)
+        return _json_response(shapes.serialize_output(operation, result), request_id)
+    except KmsError as exc:
+        audit_rejected_request(caller=caller, event_name=event_name, error=exc, request_parameters=params)
+        return _error_response(exc, request_id)
+    except Exception:
+        logger.exception("internal error serving %s (request %s)", event_name, request_id)
+        error = InternalError("An internal error occurred.")
+        try:
+            audit_rejected_request(caller=caller, event_name=event_name, error=error)
+        except Exception:
+            logger.exception("could not audit internal error (request %s)", request_id)
+        return _error_response(error, request_id)

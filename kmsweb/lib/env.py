@@ -1,0 +1,67 @@
+"""Reading settings from the environment (12-factor).
+
+Every setting of kmsweb comes through these helpers, so that a typo such as
+``DJANGO_DEBUG=ture`` fails at start-up instead of being read as false.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class ImproperlyConfiguredEnv(RuntimeError):
+    """An environment variable is present but cannot be understood."""
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    raise ImproperlyConfiguredEnv(f"{name} must be 'true' or 'false', not {value!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfiguredEnv(f"{name} must be an integer, not {value!r}") from exc
+
+
+def env_list(name: str, default: list[str] | None = None) -> list[str]:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return list(default or [])
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_secret(name: str) -> str | None:
+    """Return ``NAME`` or the contents of the file named by ``NAME_FILE``.
+
+    Secrets have no defaults in code: absent both, the caller decides whether
+    that is fatal.
+    """
+    value = env_str(name)
+    if value is not None:
+        return value
+    path = env_str(f"{name}_FILE")
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ImproperlyConfiguredEnv(f"{name}_FILE={path!r} cannot be read: {exc}") from exc

@@ -1,0 +1,170 @@
+"""The errors every service may raise, each knowing its AWS error code.
+
+Services raise these; the API adapter turns them into AWS's JSON error form
+(``{"__type": code, "message": ...}``, HTTP 400) and the dashboard shows
+their message inline. Nothing else should decide an error code.
+"""
+
+from __future__ import annotations
+
+
+class KmsError(Exception):
+    """Base of every error a client may see."""
+
+    code = "KMSInternalException"
+    status = 400
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        # Set once an audit event records this error, so it is recorded once.
+        self.audited = False
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(KmsError):
+    """AWS `ValidationException`."""
+
+    code = "ValidationException"
+
+
+class SerializationError(KmsError):
+    """AWS `SerializationException`."""
+
+    code = "SerializationException"
+
+
+class NotFound(KmsError):
+    """AWS `NotFoundException`."""
+
+    code = "NotFoundException"
+
+
+class AlreadyExists(KmsError):
+    """AWS `AlreadyExistsException`."""
+
+    code = "AlreadyExistsException"
+
+
+class Disabled(KmsError):
+    """AWS `DisabledException`."""
+
+    code = "DisabledException"
+
+
+class InvalidState(KmsError):
+    """AWS `KMSInvalidStateException`."""
+
+    code = "KMSInvalidStateException"
+
+
+class InvalidCiphertext(KmsError):
+    """AWS `InvalidCiphertextException`."""
+
+    code = "InvalidCiphertextException"
+
+
+class IncorrectKey(KmsError):
+    """AWS `IncorrectKeyException`."""
+
+    code = "IncorrectKeyException"
+
+
+class InvalidKeyUsage(KmsError):
+    """AWS `InvalidKeyUsageException`."""
+
+    code = "InvalidKeyUsageException"
+
+
+class InvalidArn(KmsError):
+    """AWS `InvalidArnException`."""
+
+    code = "InvalidArnException"
+
+
+class InvalidAliasName(KmsError):
+    """AWS `InvalidAliasNameException`."""
+
+    code = "InvalidAliasNameException"
+
+
+class InvalidMarker(KmsError):
+    """AWS `InvalidMarkerException`."""
+
+    code = "InvalidMarkerException"
+
+
+class MalformedPolicyDocument(KmsError):
+    """AWS `MalformedPolicyDocumentException`."""
+
+    code = "MalformedPolicyDocumentException"
+
+
+class LimitExceeded(KmsError):
+    """AWS `LimitExceededException`."""
+
+    code = "LimitExceededException"
+
+
+class TagError(KmsError):
+    """AWS `TagException`."""
+
+    code = "TagException"
+
+
+class UnsupportedOperation(KmsError):
+    """AWS `UnsupportedOperationException`."""
+
+    code = "UnsupportedOperationException"
+
+
+class AccessDenied(KmsError):
+    """AWS `AccessDeniedException`."""
+
+    code = "AccessDeniedException"
+
+
+class UnrecognizedClient(KmsError):
+    """AWS `UnrecognizedClientException`."""
+
+    code = "UnrecognizedClientException"
+
+
+class InvalidSignature(KmsError):
+    """AWS `InvalidSignatureException`."""
+
+    code = "InvalidSignatureException"
+
+
+class IncompleteSignature(KmsError):
+    """AWS `IncompleteSignatureException`."""
+
+    code = "IncompleteSignatureException"
+
+
+class MissingAuthenticationToken(KmsError):
+    """AWS `MissingAuthenticationTokenException`."""
+
+    code = "MissingAuthenticationTokenException"
+    status = 403
+
+
+class UnknownOperation(KmsError):
+    """AWS `UnknownOperationException`."""
+
+    code = "UnknownOperationException"
+
+
+class InternalError(KmsError):
+    """AWS `KMSInternalException`."""
+
+    code = "KMSInternalException"
+    status = 500
+
+
+class DryRunOperation(KmsError):
+    """AWS `DryRunOperationException`: the request would have succeeded."""
+
+    code = "DryRunOperationException"

@@ -1,0 +1,470 @@
+"""Input validation and output serialization against the KMS model.
+
+Pure tests (no database). Inputs are checked against AWS's message forms;
+outputs are fed through botocore's own JSON response parser, which is what
+boto3 clients run, so a pass means boto3 reads our replies as intended.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.parsers import create_parser
+from botocore.serialize import create_serializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kmsweb.api.shapes import (
+    ShapeError,
+    error_shape_names,
+    operation_names,
+    parse_input,
+    serialize_output,
+    service_model,
+)
+
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+KEY_ARN = f"arn:aws:kms:us-east-1:111122223333:key/{KEY_ID}"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def enum_set(shape_name: str) -> str:
+    values = service_model().shape_for(shape_name).enum
+    return "[" + ", ".join(values) + "]"
+
+
+def validation_error(operation: str, body: Any) -> str:
+    with pytest.raises(ShapeError) as excinfo:
+        parse_input(operation, body)
+    assert (excinfo.value.code, excinfo.value.status) == ("ValidationException", 400)
+    return excinfo.value.message
+
+
+def serialization_error(operation: str, body: Any) -> str:
+    with pytest.raises(ShapeError) as excinfo:
+        parse_input(operation, body)
+    assert (excinfo.value.code, excinfo.value.status) == ("SerializationException", 400)
+    return excinfo.value.message
+
+
+def parse_with_botocore(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Parse a reply exactly as a boto3 client would."""
+    op = service_model().operation_model(operation)
+    response = {
+        "status_code": 200,
+        "headers": {"content-type": "application/x-amz-json-1.1"},
+        "body": json.dumps(body).encode("utf-8"),
+    }
+    parsed = create_parser("json").parse(response, op.output_shape)
+    parsed.pop("ResponseMetadata", None)
+    return parsed
+
+
+# --- the model ---------------------------------------------------------------
+
+
+def test_it_lists_kms_operations() -> None:
+    names = operation_names()
+    assert {"Encrypt", "Decrypt", "CreateKey", "DescribeKey", "GenerateRandom"} <= names
+    assert "PutItem" not in names
+
+
+def test_it_lists_kms_error_codes() -> None:
+    assert {"NotFoundException", "DisabledException", "KMSInvalidStateException"} <= (error_shape_names())
+
+
+def test_it_rejects_an_unknown_operation() -> None:
+    with pytest.raises(ShapeError) as excinfo:
+        parse_input("PutItem", {})
+    assert excinfo.value.code == "UnknownOperationException"
+
+
+# --- ValidationException -----------------------------------------------------
+
+VALIDATION_CASES = [
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": b64(b"x" * 4097)},
+        "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
+        "Member must have length less than or equal to 4096",
+        id="encrypt-plaintext-too-long",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": ""},
+        "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1",
+        id="encrypt-plaintext-empty",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": "", "Plaintext": b64(b"x")},
+        "1 validation error detected: Value '' at 'keyId' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1",
+        id="encrypt-keyid-empty",
+    ),
+    pytest.param(
+        "GenerateRandom",
+        {"NumberOfBytes": 0},
+        "1 validation error detected: Value '0' at 'numberOfBytes' failed to satisfy "
+        "constraint: Member must have value greater than or equal to 1",
+        id="random-zero-bytes",
+    ),
+    pytest.param(
+        "GenerateRandom",
+        {"NumberOfBytes": 1025},
+        "1 validation error detected: Value '1025' at 'numberOfBytes' failed to satisfy "
+        "constraint: Member must have value less than or equal to 1024",
+        id="random-too-many-bytes",
+    ),
+    pytest.param(
+        "ListKeys",
+        {"Limit": 0},
+        "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1",
+        id="listkeys-limit-zero",
+    ),
+    pytest.param(
+        "ListKeys",
+        {"Limit": 1001},
+        "1 validation error detected: Value '1001' at 'limit' failed to satisfy constraint: "
+        "Member must have value less than or equal to 1000",
+        id="listkeys-limit-too-high",
+    ),
+    pytest.param(
+        "CreateKey",
+        {"KeyUsage": "ENCRYPT_ONLY"},
+        "1 validation error detected: Value 'ENCRYPT_ONLY' at 'keyUsage' failed to satisfy "
+        f"constraint: Member must satisfy enum value set: {enum_set('KeyUsageType')}",
+        id="createkey-bad-key-usage",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"Plaintext": b64(b"x")},
+        "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null",
+        id="encrypt-missing-keyid",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": None, "Plaintext": None},
+        "2 validation errors detected: "
+        "Value null at 'keyId' failed to satisfy constraint: Member must not be null; "
+        "Value null at 'plaintext' failed to satisfy constraint: Member must not be null",
+        id="encrypt-nulls-count-as-missing",
+    ),
+    pytest.param(
+        "CreateKey",
+        {"Tags": [{"TagKey": "", "TagValue": "v"}, {"TagKey": "team"}]},
+        "2 validation errors detected: "
+        "Value '' at 'tags.1.member.tagKey' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1; "
+        "Value null at 'tags.2.member.tagValue' failed to satisfy constraint: "
+        "Member must not be null",
+        id="createkey-nested-tags",
+    ),
+    pytest.param(
+        "CreateKey",
+        {"Tags": [{"TagKey": "k" * 129, "TagValue": "v" * 257}]},
+        "2 validation errors detected: "
+        f"Value '{'k' * 129}' at 'tags.1.member.tagKey' failed to satisfy constraint: "
+        "Member must have length less than or equal to 128; "
+        f"Value '{'v' * 257}' at 'tags.1.member.tagValue' failed to satisfy constraint: "
+        "Member must have length less than or equal to 256",
+        id="createkey-tag-lengths",
+    ),
+    pytest.param(
+        "CreateAlias",
+        {"AliasName": "alias/not allowed!", "TargetKeyId": KEY_ID},
+        "1 validation error detected: Value 'alias/not allowed!' at 'aliasName' failed to "
+        "satisfy constraint: Member must satisfy regular expression pattern: "
+        "^[a-zA-Z0-9:/_-]+$",
+        id="createalias-pattern",
+    ),
+    pytest.param(
+        "ListGrants",
+        {"KeyId": KEY_ID, "Limit": 0, "Marker": ""},
+        "2 validation errors detected: "
+        "Value '0' at 'limit' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1; "
+        "Value '' at 'marker' failed to satisfy constraint: "
+        "Member must have length greater than or equal to 1",
+        id="several-members",
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "body", "message"), VALIDATION_CASES)
+def test_it_reports_constraint_violations_as_aws_does(operation: str, body: dict[str, Any], message: str) -> None:
+    assert validation_error(operation, body) == message
+
+
+def test_it_hides_sensitive_string_values() -> None:
+    body = {
+        "CustomKeyStoreName": "store",
+        "KeyStorePassword": "short",
+        "CloudHsmClusterId": "cluster-234abcdefgh",
+    }
+    message = validation_error("CreateCustomKeyStore", body)
+    assert "short" not in message
+    assert "Value at 'keyStorePassword' failed to satisfy constraint" in message
+
+
+# --- SerializationException --------------------------------------------------
+
+SERIALIZATION_CASES = [
+    pytest.param(
+        "GenerateRandom",
+        {"NumberOfBytes": "32"},
+        "STRING_VALUE can not be converted to an Integer",
+        id="string-for-integer",
+    ),
+    pytest.param(
+        "GenerateRandom",
+        {"NumberOfBytes": True},
+        "TRUE_VALUE can not be converted to an Integer",
+        id="bool-for-integer",
+    ),
+    pytest.param(
+        "GenerateRandom",
+        {"NumberOfBytes": 1.5},
+        "NUMBER_VALUE can not be converted to an Integer",
+        id="fraction-for-integer",
+    ),
+    pytest.param(
+        "GenerateRandom",
+        {"NumberOfBytes": 2**31},
+        "NUMBER_VALUE 2147483648 can not be converted to an Integer",
+        id="integer-overflow",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": 42, "Plaintext": b64(b"x")},
+        "NUMBER_VALUE can not be converted to a String",
+        id="number-for-string",
+    ),
+    pytest.param(
+        "CreateKey",
+        {"BypassPolicyLockoutSafetyCheck": "true"},
+        "STRING_VALUE can not be converted to a Boolean",
+        id="string-for-boolean",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": "not base64!"},
+        "Base64 value could not be decoded",
+        id="invalid-base64",
+    ),
+    pytest.param(
+        "CreateKey",
+        {"Tags": {"TagKey": "k", "TagValue": "v"}},
+        "Start of structure or map found where not expected.",
+        id="object-for-list",
+    ),
+    pytest.param(
+        "CreateKey",
+        {"Tags": ["team"]},
+        "STRING_VALUE can not be converted to a structure",
+        id="string-for-structure",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": b64(b"x"), "EncryptionContext": {"k": 1}},
+        "NUMBER_VALUE can not be converted to a String",
+        id="number-in-map",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": [KEY_ID], "Plaintext": b64(b"x")},
+        "Start of list found where not expected",
+        id="list-for-string",
+    ),
+    pytest.param("ListKeys", [], "Start of list found where not expected", id="body-is-a-list"),
+    pytest.param(
+        "ListKeys",
+        "{}",
+        "STRING_VALUE can not be converted to a structure",
+        id="body-is-a-string",
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "body", "message"), SERIALIZATION_CASES)
+def test_it_reports_wrong_json_types_as_serialization_errors(operation: str, body: Any, message: str) -> None:
+    assert serialization_error(operation, body) == message
+
+
+def test_it_reports_serialization_before_validation() -> None:
+    # AWS deserializes before it validates: the type error wins.
+    body = {"KeyId": "", "Plaintext": b64(b"x"), "GrantTokens": "not-a-list"}
+    assert serialization_error("Encrypt", body) == "STRING_VALUE can not be converted to a List"
+
+
+# --- accepted input ------------------------------------------------------------
+
+
+def test_it_decodes_blobs_and_keeps_the_rest() -> None:
+    params = parse_input(
+        "Encrypt",
+        {
+            "KeyId": KEY_ID,
+            "Plaintext": b64(b"\x00secret\xff"),
+            "EncryptionContext": {"purpose": "test"},
+            "GrantTokens": ["t1"],
+            "DryRun": False,
+        },
+    )
+    assert params == {
+        "KeyId": KEY_ID,
+        "Plaintext": b"\x00secret\xff",
+        "EncryptionContext": {"purpose": "test"},
+        "GrantTokens": ["t1"],
+        "DryRun": False,
+    }
+
+
+def test_it_ignores_unknown_members_at_any_depth() -> None:
+    params = parse_input(
+        "CreateKey",
+        {"Bogus": 1, "Tags": [{"TagKey": "k", "TagValue": "v", "Extra": {"x": 1}}]},
+    )
+    assert params == {"Tags": [{"TagKey": "k", "TagValue": "v"}]}
+
+
+def test_it_accepts_the_bounds_themselves() -> None:
+    assert parse_input("GenerateRandom", {"NumberOfBytes": 1024}) == {"NumberOfBytes": 1024}
+    assert parse_input("ListKeys", {"Limit": 1})["Limit"] == 1
+    plaintext = b"x" * 4096
+    assert parse_input("Encrypt", {"KeyId": KEY_ID, "Plaintext": b64(plaintext)})["Plaintext"] == (plaintext)
+
+
+def test_it_turns_epoch_seconds_into_aware_datetimes() -> None:
+    params = parse_input(
+        "ImportKeyMaterial",
+        {
+            "KeyId": KEY_ID,
+            "ImportToken": b64(b"token"),
+            "EncryptedKeyMaterial": b64(b"material"),
+            "ValidTo": 1714564800.5,
+        },
+    )
+    assert params["ValidTo"] == datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)
+
+
+def test_it_takes_what_botocore_sends() -> None:
+    # Serialize with botocore's own JSON serializer, then parse it back.
+    model = service_model().operation_model("CreateKey")
+    params = {
+        "Description": "round trip",
+        "KeyUsage": "ENCRYPT_DECRYPT",
+        "KeySpec": "SYMMETRIC_DEFAULT",
+        "Tags": [{"TagKey": "team", "TagValue": "crypto"}],
+        "MultiRegion": False,
+    }
+    request = create_serializer("json").serialize_to_request(params, model)
+    assert parse_input("CreateKey", json.loads(request["body"])) == params
+
+    model = service_model().operation_model("Decrypt")
+    params = {"CiphertextBlob": b"\x01\x02\x03", "EncryptionContext": {"a": "b"}}
+    request = create_serializer("json").serialize_to_request(params, model)
+    assert parse_input("Decrypt", json.loads(request["body"])) == params
+
+
+# --- output --------------------------------------------------------------------
+
+
+class KeyState(enum.Enum):
+    ENABLED = "Enabled"
+
+
+def test_it_serializes_describe_key_so_botocore_reads_it_back() -> None:
+    created = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    result = {
+        "KeyMetadata": {
+            "AWSAccountId": "111122223333",
+            "KeyId": KEY_ID,
+            "Arn": KEY_ARN,
+            "CreationDate": created,
+            "DeletionDate": None,
+            "ValidTo": created + timedelta(days=365),
+            "Enabled": True,
+            "KeyUsage": "ENCRYPT_DECRYPT",
+            "KeyState": KeyState.ENABLED,
+            "Origin": "AWS_KMS",
+            "KeyManager": "CUSTOMER",
+            "KeySpec": "SYMMETRIC_DEFAULT",
+            "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+            "MultiRegion": False,
+            "MultiRegionConfiguration": {
+                "MultiRegionKeyType": "PRIMARY",
+                "PrimaryKey": {"Arn": KEY_ARN, "Region": "us-east-1"},
+                "ReplicaKeys": [{"Arn": KEY_ARN, "Region": "eu-west-1"}],
+            },
+            "_internal_pk": 7,
+        }
+    }
+    body = serialize_output("DescribeKey", result)
+    json.dumps(body)  # JSON-ready as it stands
+    meta = body["KeyMetadata"]
+    assert meta["CreationDate"] == created.timestamp()
+    assert "DeletionDate" not in meta and "_internal_pk" not in meta
+    assert meta["KeyState"] == "Enabled"
+
+    parsed = parse_with_botocore("DescribeKey", body)["KeyMetadata"]
+    assert parsed["CreationDate"] == created
+    assert parsed["ValidTo"] == created + timedelta(days=365)
+    assert parsed["Enabled"] is True and parsed["MultiRegion"] is False
+    assert parsed["KeyState"] == "Enabled"
+    assert parsed["MultiRegionConfiguration"]["ReplicaKeys"] == [{"Arn": KEY_ARN, "Region": "eu-west-1"}]
+    assert "DeletionDate" not in parsed
+
+
+def test_it_takes_naive_datetimes_as_utc() -> None:
+    naive = datetime(2024, 5, 1, 12, 0, 0)
+    body = serialize_output("DescribeKey", {"KeyMetadata": {"KeyId": KEY_ID, "CreationDate": naive}})
+    parsed = parse_with_botocore("DescribeKey", body)
+    assert parsed["KeyMetadata"]["CreationDate"] == naive.replace(tzinfo=UTC)
+
+
+def test_it_serializes_encrypt_so_botocore_reads_it_back() -> None:
+    ciphertext = bytes(range(256))
+    body = serialize_output(
+        "Encrypt",
+        {
+            "CiphertextBlob": ciphertext,
+            "KeyId": KEY_ARN,
+            "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        },
+    )
+    assert body["CiphertextBlob"] == b64(ciphertext)
+    assert parse_with_botocore("Encrypt", body) == {
+        "CiphertextBlob": ciphertext,
+        "KeyId": KEY_ARN,
+        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
+
+
+def test_it_keeps_false_and_empty_lists() -> None:
+    body = serialize_output("ListKeys", {"Keys": [], "Truncated": False, "NextMarker": None})
+    assert body == {"Keys": [], "Truncated": False}
+    assert parse_with_botocore("ListKeys", body) == {"Keys": [], "Truncated": False}
+
+
+@settings(max_examples=100, deadline=None)
+@given(plaintext=st.binary(max_size=1024), ciphertext=st.binary(min_size=1, max_size=2048))
+def test_it_round_trips_any_bytes_through_botocore(plaintext: bytes, ciphertext: bytes) -> None:
+    body = serialize_output(
+        "GenerateDataKey",
+        {"CiphertextBlob": ciphertext, "Plaintext": plaintext, "KeyId": KEY_ARN},
+    )
+    parsed = parse_with_botocore("GenerateDataKey", body)
+    assert parsed["CiphertextBlob"] == ciphertext
+    # botocore drops an empty blob's value to b"" as well.
+    assert parsed["Plaintext"] == plaintext
