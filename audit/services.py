@@ -110,6 +110,7 @@ def audit_record(
     key_arns: Sequence[str] = (),
     read_only: bool = False,
     event_time: datetime | None = None,
+    event_source: str = "kms.amazonaws.com",
 ) -> AuditEvent:
     """Insert one audit event. One INSERT, no locks; the caller owns the transaction."""
     resources = [{"accountId": k.account_id or "", "type": "AWS::KMS::Key", "ARN": k.arn} for k in keys]
@@ -117,6 +118,7 @@ def audit_record(
     event = AuditEvent(
         event_time=event_time or timezone.now(),
         event_name=event_name,
+        event_source=event_source,
         event_type="AwsServiceEvent" if caller.is_system else "AwsApiCall",
         aws_region=caller.region,
         source_ip=caller.source_ip or ("kmsweb" if caller.is_system else ""),

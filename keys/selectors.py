@@ -13,11 +13,14 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, Prefetch, QuerySet
 
-from keys.models import Alias, Key, KeyManager
+from keys.filters import KeyFilter
+from keys.models import Alias, Key, KeyManager, KeyState
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
 
@@ -116,13 +119,130 @@ def decode_marker(marker: str, arity: int) -> list[Any]:
         raise InvalidMarker("The marker is not valid.") from exc
     if not isinstance(values, list) or len(values) != arity:
         raise InvalidMarker("The marker is not valid.")
+    # Markers only ever hold strings and integers; anything else is forged and
+    # must not reach a query (PostgreSQL fails on a list or dict parameter).
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+        raise InvalidMarker("The marker is not valid.")
     return values
 
 
-def key_counts_by_kind() -> list[tuple[str, int]]:
-    """(kind label, number of live keys) for the three kinds, in display order."""
+# --- Dashboard reads -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    key: Key
+    aliases: list[str]
+    last_used: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyTable:
+    """One page of the key table, with what the pager needs."""
+
+    rows: list[KeyRow]
+    total: int
+    page: int
+    pages: int
+    per_page: int
+
+    @property
+    def start(self) -> int:
+        return 0 if self.total == 0 else (self.page - 1) * self.per_page + 1
+
+    @property
+    def end(self) -> int:
+        return min(self.page * self.per_page, self.total)
+
+    @property
+    def previous(self) -> int | None:
+        return self.page - 1 if self.page > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.page + 1 if self.page < self.pages else None
+
+
+def key_table_for(*, caller: Caller, flt: KeyFilter) -> KeyTable:
+    """A page of the caller's keys under ``flt``: four queries whatever the page size."""
+    from audit.selectors import last_used_by_key
+
+    qs = flt.apply(key_list_for(caller=caller))
+    total = qs.count()
+    pages = max(1, -(-total // flt.per_page))
+    page = min(flt.page, pages)
+    offset = (page - 1) * flt.per_page
+    keys = list(
+        qs.prefetch_related(Prefetch("aliases", queryset=Alias.objects.order_by("name")))[
+            offset : offset + flt.per_page
+        ]
+    )
+    last_used = last_used_by_key(key_ids=[str(k.id) for k in keys])
+    rows = [KeyRow(k, [a.name for a in k.aliases.all()], last_used.get(str(k.id))) for k in keys]
+    return KeyTable(rows=rows, total=total, page=page, pages=pages, per_page=flt.per_page)
+
+
+def key_counts_for(*, caller: Caller) -> dict[str, int]:
+    """Tab counts: the caller's customer and AWS managed keys, and platform keys."""
     counts = {
         row["manager"]: row["n"]
-        for row in Key.objects.filter(deleted_at__isnull=True).values("manager").annotate(n=Count("id"))
+        for row in key_list_for(caller=caller).values("manager").annotate(n=Count("id")).order_by()
     }
-    return [(label, counts.get(value, 0)) for value, label in KeyManager.choices]
+    owned = Key.objects.filter(manager=KeyManager.OWNED, deleted_at__isnull=True).count()
+    return {"customer": counts.get(KeyManager.CUSTOMER, 0), "aws": counts.get(KeyManager.AWS, 0), "owned": owned}
+
+
+def owned_key_summary() -> list[dict[str, Any]]:
+    """Platform owned keys without their ids: purpose, versions, dates."""
+    rows = (
+        Key.objects.filter(manager=KeyManager.OWNED, deleted_at__isnull=True)
+        .annotate(versions=Count("materials"), last_rotation=Max("materials__created_at"))
+        .order_by("purpose")
+        .values("purpose", "versions", "created_at", "last_rotation")
+    )
+    return [{**row, "last_rotation": row["last_rotation"] if row["versions"] > 1 else None} for row in rows]
+
+
+def key_overview_for(*, caller: Caller) -> dict[str, Any]:
+    """The home page's numbers: keys per kind and state, rotation gaps, pending deletions."""
+    qs = key_list_for(caller=caller)
+    by_kind: dict[str, dict[str, int]] = {}
+    for row in qs.values("manager", "state").annotate(n=Count("id")).order_by():
+        by_kind.setdefault(row["manager"], {})[row["state"]] = row["n"]
+    kinds = []
+    for value, label in ((KeyManager.CUSTOMER, "Customer managed"), (KeyManager.AWS, "Service managed")):
+        states = sorted(by_kind.get(value, {}).items())
+        kinds.append({"label": label, "total": sum(n for _, n in states), "states": states})
+    owned = Key.objects.filter(manager=KeyManager.OWNED, deleted_at__isnull=True).count()
+    kinds.append({"label": "Platform owned", "total": owned, "states": []})
+    no_rotation = qs.filter(manager=KeyManager.CUSTOMER, state=KeyState.ENABLED, rotation_enabled=False)
+    return {
+        "account_id": caller.account_id,
+        "region": caller.region,
+        "kinds": kinds,
+        "without_rotation_count": no_rotation.count(),
+        "without_rotation": list(no_rotation.order_by("created_at")[:10]),
+        "pending_deletion": list(qs.filter(state=KeyState.PENDING_DELETION).order_by("deletion_date")[:10]),
+    }
+
+
+@dataclass(frozen=True)
+class KeyDetail:
+    aliases: list[Alias]
+    tags: list[Any]
+    materials: list[Any]
+    last_used: datetime | None
+
+
+def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
+    """What the key page shows besides the key row itself."""
+    from audit.selectors import last_used_by_key
+
+    return KeyDetail(
+        aliases=list(key.aliases.order_by("name")),
+        tags=list(key.tags.order_by("tag_key")),
+        materials=list(
+            key.materials.order_by("-version").only("pk", "version", "material_id", "created_at", "rotation_type")
+        ),
+        last_used=last_used_by_key(key_ids=[str(key.id)]).get(str(key.id)),
+    )

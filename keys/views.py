@@ -1,14 +1,324 @@
-"""Key pages. Until the dashboard lands: a plain page of key counts per kind."""
+"""Dashboard pages for keys: overview, the key table, key details and actions.
+
+Views parse, build a Caller, call one selector or service, and render.
+Mutating views are POST-only and return the fragment they changed; a
+``KmsError`` becomes a flash message in ``kmsweb.lib.middleware``.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import json
+import uuid
+from typing import Any
 
-from keys.selectors import key_counts_by_kind
+from django.contrib import messages
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from audit import selectors as audit_selectors
+from keys import selectors, services
+from keys.filters import KeyFilter
+from keys.forms import (
+    AliasForm,
+    DescriptionForm,
+    KeyCreateForm,
+    PolicyForm,
+    RotationForm,
+    ScheduleDeletionForm,
+    TagForm,
+)
+from keys.models import Key, KeyManager
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, MalformedPolicyDocument, NotFound, TagError
+from kmsweb.lib.htmx import wants_partial
+from policies.roles import role_allows
+
+
+def _can(caller: Caller, *actions: str) -> dict[str, bool]:
+    return {a.split(":")[1]: role_allows(caller.roles, a) for a in actions}
+
+
+KEY_ACTIONS = (
+    "kms:CreateKey",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:RotateKeyOnDemand",
+    "kms:EnableKeyRotation",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:PutKeyPolicy",
+    "kms:UpdateKeyDescription",
+)
 
 
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "keys/home.html", {"counts": key_counts_by_kind()})
+def overview(request: Any) -> HttpResponse:
+    caller = Caller.from_request(request)
+    context = {
+        "summary": selectors.key_overview_for(caller=caller),
+        "denials": audit_selectors.recent_denials(caller=caller),
+        "ranges": audit_selectors.RANGES,
+        "range": request.GET.get("range", "day"),
+        "nav": "overview",
+    }
+    return render(request, "keys/overview.html", context)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def key_list(request: Any) -> HttpResponse:
+    caller = Caller.from_request(request)
+    flt = KeyFilter.from_query(request.GET)
+    context: dict[str, Any] = {
+        "flt": flt,
+        "tab_counts": selectors.key_counts_for(caller=caller),
+        "can": _can(caller, "kms:CreateKey"),
+        "nav": "keys",
+    }
+    if flt.kind == "owned":
+        context["owned"] = selectors.owned_key_summary()
+    else:
+        context["table"] = selectors.key_table_for(caller=caller, flt=flt)
+    template = "keys/partials/key_table.html" if wants_partial(request) else "keys/key_list.html"
+    return render(request, template, context)
+
+
+def _key(caller: Caller, key_id: str) -> Key:
+    try:
+        uuid.UUID(key_id)
+    except ValueError:
+        raise NotFound(f"Invalid key id '{key_id}'.") from None
+    return selectors.key_get_for(caller=caller, key_ref=key_id, allow_alias=False)
+
+
+def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
+    detail = selectors.key_detail_for(caller=caller, key=key)
+    can = _can(caller, *KEY_ACTIONS)
+    if key.manager != KeyManager.CUSTOMER:
+        can = dict.fromkeys(can, False)
+    policy_text = key.policy
+    try:
+        policy_text = json.dumps(json.loads(key.policy), indent=2)
+    except ValueError:
+        pass
+    context = {
+        "key": key,
+        "detail": detail,
+        "can": can,
+        "policy_form": PolicyForm(initial={"policy": policy_text}),
+        "deletion_form": ScheduleDeletionForm(key_id=str(key.id)),
+        "rotation_form": RotationForm(
+            initial={"enabled": key.rotation_enabled, "rotation_period_days": key.rotation_period_days or 365}
+        ),
+        "alias_form": AliasForm(),
+        "tag_form": TagForm(),
+        "description_form": DescriptionForm(initial={"description": key.description}),
+        "ranges": audit_selectors.RANGES,
+        "nav": "keys",
+    }
+    context.update(extra)
+    return context
+
+
+@require_GET
+def key_detail(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    try:
+        key = _key(caller, key_id)
+    except NotFound as exc:
+        return render(request, "keys/key_missing.html", {"error": exc, "key_id": key_id, "nav": "keys"}, status=404)
+    services.key_describe(caller=caller, key=key)
+    return render(request, "keys/key_detail.html", _detail_context(caller, key))
+
+
+@require_http_methods(["GET", "POST"])
+def key_create(request: Any) -> HttpResponse:
+    caller = Caller.from_request(request)
+    form = KeyCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            key = services.key_create(
+                caller=caller,
+                description=data["description"],
+                tags=data["tags"],
+                alias=data["alias"] or None,
+                rotation_period_days=data["rotation_period_days"] if data["rotation_enabled"] else None,
+            )
+        except (AlreadyExists, InvalidAliasName) as exc:
+            form.add_error("alias", exc.message)
+        except TagError as exc:
+            form.add_error("tags", exc.message)
+        else:
+            messages.success(request, f"Created key {key.id}.")
+            url = reverse("keys:key_detail", args=[key.id])
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return render(request, "keys/key_create.html", {"form": form, "nav": "keys"})
+
+
+def _refresh(request: Any, caller: Caller, key_id: str, event: str, **extra: Any) -> HttpResponse:
+    """Re-render the key page's body after a change and announce it."""
+    key = _key(caller, key_id)
+    template = "keys/partials/key_body.html" if wants_partial(request) else "keys/key_detail.html"
+    response = render(request, template, _detail_context(caller, key, **extra))
+    return trigger_client_event(response, event)
+
+
+@require_POST
+def key_enable(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    services.key_enable(caller=caller, key=_key(caller, key_id))
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_disable(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    services.key_disable(caller=caller, key=_key(caller, key_id))
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_rotate(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    services.key_rotate(caller=caller, key=_key(caller, key_id), rotation_type="ON_DEMAND")
+    return _refresh(request, caller, key_id, "keyRotated")
+
+
+@require_POST
+def key_rotation(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = RotationForm(request.POST)
+    if not form.is_valid():
+        return _refresh(request, caller, key_id, "keyChanged", rotation_form=form)
+    if form.cleaned_data["enabled"]:
+        services.key_enable_rotation(caller=caller, key=key, period_days=form.cleaned_data["rotation_period_days"])
+    else:
+        services.key_disable_rotation(caller=caller, key=key)
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_schedule_deletion(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = ScheduleDeletionForm(request.POST, key_id=str(key.id))
+    if not form.is_valid():
+        return _refresh(request, caller, key_id, "keyChanged", deletion_form=form, open_panel="deletion")
+    services.key_schedule_deletion(caller=caller, key=key, pending_window_days=form.cleaned_data["pending_window_days"])
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_cancel_deletion(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    services.key_cancel_deletion(caller=caller, key=_key(caller, key_id))
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_alias_add(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = AliasForm(request.POST)
+    if form.is_valid():
+        try:
+            services.alias_create(caller=caller, name=form.cleaned_data["alias"], key=key)
+        except (AlreadyExists, InvalidAliasName) as exc:
+            form.add_error("alias", exc.message)
+    if form.errors:
+        return _refresh(request, caller, key_id, "keyChanged", alias_form=form, open_panel="alias")
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_alias_remove(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    name = request.POST.get("alias", "")
+    if not key.aliases.filter(name=name).exists():
+        raise NotFound(f"Alias {name!r} does not point at this key.")
+    services.alias_delete(caller=caller, name=name)
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_tag_add(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = TagForm(request.POST)
+    if form.is_valid():
+        try:
+            services.key_tag(
+                caller=caller,
+                key=key,
+                tags=[{"TagKey": form.cleaned_data["tag_key"], "TagValue": form.cleaned_data["tag_value"]}],
+            )
+        except TagError as exc:
+            form.add_error("tag_key", exc.message)
+    if form.errors:
+        return _refresh(request, caller, key_id, "keyChanged", tag_form=form, open_panel="tag")
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_tag_remove(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    services.key_untag(caller=caller, key=_key(caller, key_id), tag_keys=[request.POST.get("tag_key", "")])
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_policy(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = PolicyForm(request.POST)
+    if form.is_valid():
+        try:
+            services.key_put_policy(caller=caller, key=key, policy=form.cleaned_data["policy"])
+        except MalformedPolicyDocument as exc:
+            form.add_error("policy", exc.message)
+    if form.errors:
+        return _refresh(request, caller, key_id, "keyChanged", policy_form=form, open_panel="policy")
+    return _refresh(request, caller, key_id, "keyChanged", policy_saved=True)
+
+
+@require_POST
+def key_description(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = DescriptionForm(request.POST)
+    if not form.is_valid():
+        return _refresh(request, caller, key_id, "keyChanged", description_form=form)
+    services.key_update_description(caller=caller, key=key, description=form.cleaned_data["description"])
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_GET
+def usage(request: Any) -> HttpResponse:
+    caller = Caller.from_request(request)
+    return render(
+        request,
+        "keys/usage.html",
+        {"ranges": audit_selectors.RANGES, "range": request.GET.get("range", "day"), "nav": "usage", "caller": caller},
+    )
+
+
+@require_GET
+def usage_data(request: Any) -> JsonResponse:
+    """Chart data for the whole account or one key (``?key=<id>``)."""
+    caller = Caller.from_request(request)
+    key_id = request.GET.get("key") or None
+    if key_id is not None:
+        key_id = str(_key(caller, key_id).id)
+    data = audit_selectors.usage_series(caller=caller, range_name=request.GET.get("range", "day"), key_id=key_id)
+    return JsonResponse(data)

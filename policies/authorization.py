@@ -3,7 +3,8 @@
 For now it enforces account isolation only: a principal sees and uses only
 its own account's keys, and platform owned keys are reserved to the
 platform. The authorization issue replaces its body with the policy engine;
-its signature and its callers stay as they are.
+its signature and its callers stay as they are. Dashboard callers are also
+held to their roles' action lists (``policies.roles``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from keys.models import Key, KeyManager
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
+from policies.roles import role_allows
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,14 @@ def authorize(
     """
     if caller.is_system:
         return Decision(True, "platform")
+    resource = key.arn if key is not None else f"arn:aws:kms:{caller.region}:{caller.account_id}:*"
+    # Dashboard users act through their roles: a forged POST for an action
+    # the role lacks ends here, audited like any denial.
+    if caller.origin == "dashboard" and not role_allows(caller.roles, action):
+        raise AccessDenied(
+            f"User: {caller.principal_arn} is not authorized to perform: {action} on resource: "
+            f"{resource} because no identity-based policy allows the {action} action"
+        )
     if key is None:
         return Decision(True, "account-scoped action")
     if key.manager == KeyManager.OWNED or key.account_id != caller.account_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django_otp.models import Device, ThrottlingMixin
 
 
 class Account(models.Model):
@@ -79,3 +80,20 @@ class AccessKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == AccessKeyStatus.ACTIVE
+
+
+class TotpDevice(ThrottlingMixin, Device):
+    """A TOTP authenticator (RFC 6238, SHA-1, 6 digits, 30 s) of a dashboard user.
+
+    The shared secret is stored encrypted under the platform owned
+    ``totp-secrets`` key, bound to the user's id. ``last_t`` is the time step
+    of the last accepted code, so no code is accepted twice. Verification is
+    done by ``policies.services.totp_verify``.
+    """
+
+    secret_ciphertext = models.BinaryField()
+    last_t = models.BigIntegerField(default=-1)
+
+    def get_throttle_factor(self) -> int:
+        # 1, 2, 4, 8… seconds after successive failures (django-otp's scheme).
+        return 1

@@ -6,20 +6,28 @@ import it without importing this module (which needs platform keys).
 
 from __future__ import annotations
 
+import base64
+import hmac
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
 
+import qrcode
+import qrcode.image.svg
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_otp.oath import hotp
 
-from audit.services import audited
+from audit.services import audit_record, audited
 from keys.services.platform import platform_decrypt, platform_encrypt
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AlreadyExists, NotFound, ValidationError
+from kmsweb.lib.errors import AccessDenied, AlreadyExists, NotFound, ValidationError
 from policies.authorization import Decision, authorize
-from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType
+from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType, TotpDevice
 
 __all__ = ["Decision", "authorize"]
 
@@ -28,11 +36,16 @@ _ACCESS_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 # last_used_at is written at most this often per key: an UPDATE on every
 # request would cost the API a write for information no one needs that fresh.
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
+# fullmatch, ASCII only: str.isdigit()/isalnum() accept other scripts' digits
+# and letters, and a regex's "$" accepts a trailing newline.
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+_ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+_PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
 
 
 def account_get_or_create(*, account_id: str, name: str = "") -> tuple[Account, bool]:
     """The account with this 12-digit id, created if absent (idempotent)."""
-    if not (len(account_id) == 12 and account_id.isdigit()):
+    if not _ACCOUNT_ID.fullmatch(account_id):
         raise ValidationError("An account id is 12 digits.")
     return Account.objects.get_or_create(id=account_id, defaults={"name": name})
 
@@ -44,9 +57,12 @@ def principal_create(*, caller: Caller, account: Account, name: str, type: str) 
     principal = Principal(account=account, name=name, type=type)
     with audited(caller, "CreatePrincipal", request_parameters={"Name": name, "Type": type}) as op:
         try:
-            principal.full_clean()
+            # Uniqueness is left to the INSERT below, which answers AlreadyExists.
+            principal.full_clean(validate_constraints=False)
         except Exception as exc:
             raise ValidationError(f"Invalid principal name {name!r}: {exc}") from exc
+        if not _PRINCIPAL_NAME.fullmatch(name):
+            raise ValidationError(f"Invalid principal name {name!r}: letters, digits and +=,.@_- only.")
         try:
             with transaction.atomic():
                 principal.save()
@@ -74,7 +90,7 @@ def access_key_create(
     """
     access_key_id = access_key_id or _new_access_key_id()
     secret = secret or secrets.token_urlsafe(30)[:40]
-    if not (16 <= len(access_key_id) <= 128 and access_key_id.isalnum() and access_key_id.isupper()):
+    if not _ACCESS_KEY_ID.fullmatch(access_key_id):
         raise ValidationError("An access key id is 16-128 upper-case letters and digits.")
     if len(secret) < 16:
         raise ValidationError("A secret access key has at least 16 characters.")
@@ -134,3 +150,233 @@ def principal_get(*, account: Account, name: str, type: str | None = None) -> Pr
     if principal is None:
         raise NotFound(f"Principal {name!r} does not exist in account {account.id}.")
     return principal
+
+
+# --- Dashboard users: principals, sign-in records, TOTP ----------------------
+
+TOTP_PURPOSE = "totp-secrets"
+TOTP_STEP = 30
+TOTP_DIGITS = 6
+TOTP_ISSUER = "kmsweb"
+
+
+def _user_caller(user: Any, *, source_ip: str | None, user_agent: str | None) -> Caller:
+    principal = Principal.objects.filter(user=user).first() if user is not None else None
+    return Caller(
+        principal_arn=principal.arn if principal else "",
+        account_id=principal.account_id if principal else settings.KMSWEB_ACCOUNT_ID,
+        region=settings.KMSWEB_DEFAULT_REGION,
+        origin="dashboard",
+        principal_type=principal.type if principal else "anonymous",
+        principal_name=principal.name if principal else "",
+        principal_pk=principal.pk if principal else None,
+        source_ip=source_ip,
+        user_agent=user_agent,
+    )
+
+
+def user_principal_ensure(*, user: Any) -> Principal:
+    """The user's principal, created in the default account at first sign-in.
+
+    ``createsuperuser`` makes users without one; they get a ``user`` principal
+    of their own name. An existing principal of that name is never taken
+    over: an operator links it with ``create_user``.
+    """
+    principal = Principal.objects.filter(user=user).first()
+    if principal is not None:
+        return principal
+    account = default_account()
+    caller = Caller.system("dashboard-signin", account_id=account.id)
+    principal = principal_create(caller=caller, account=account, name=user.get_username(), type=PrincipalType.USER)
+    Principal.objects.filter(pk=principal.pk).update(user=user)
+    principal.user = user
+    return principal
+
+
+def console_login_record(
+    *, username: str, user: Any, success: bool, mfa_used: bool, source_ip: str | None, user_agent: str | None
+) -> None:
+    """Audit one sign-in step (CloudTrail's ConsoleLogin), never the password."""
+    caller = _user_caller(user, source_ip=source_ip, user_agent=user_agent)
+    error = None if success else AccessDenied("Failed authentication")
+    with transaction.atomic():
+        audit_record(
+            caller=caller,
+            event_name="ConsoleLogin",
+            event_source="signin.amazonaws.com",
+            request_parameters={"UserName": username},
+            response_elements={"ConsoleLogin": "Success" if success else "Failure"},
+            additional_event_data={"MFAUsed": "Yes" if mfa_used else "No", "step": "mfa" if mfa_used else "password"},
+            error=error,
+        )
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What the enrolment page shows: the secret, its otpauth URI and QR code."""
+
+    secret_b32: str
+    uri: str
+    qr_data_uri: str
+
+
+def _totp_secret(device: TotpDevice) -> bytes:
+    return platform_decrypt(
+        purpose=TOTP_PURPOSE, blob=bytes(device.secret_ciphertext), context={"userId": str(device.user_id)}
+    )
+
+
+def _enrolment(user: Any, secret: bytes) -> Enrolment:
+    secret_b32 = base64.b32encode(secret).decode().rstrip("=")
+    label = quote(f"{TOTP_ISSUER}:{user.get_username()}")
+    uri = (
+        f"otpauth://totp/{label}?secret={secret_b32}&issuer={TOTP_ISSUER}"
+        f"&algorithm=SHA1&digits={TOTP_DIGITS}&period={TOTP_STEP}"
+    )
+    svg = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage).to_string()
+    return Enrolment(secret_b32, uri, "data:image/svg+xml;base64," + base64.b64encode(svg).decode())
+
+
+def totp_pending_device(*, user: Any, source_ip: str | None = None, user_agent: str | None = None) -> Enrolment:
+    """The user's unconfirmed TOTP device, created (and audited) if absent."""
+    device = TotpDevice.objects.filter(user=user, confirmed=False).first()
+    if device is not None:
+        return _enrolment(user, _totp_secret(device))
+    caller = _user_caller(user, source_ip=source_ip, user_agent=user_agent)
+    secret = secrets.token_bytes(20)
+    with audited(caller, "CreateVirtualMFADevice", request_parameters={"UserName": user.get_username()}):
+        TotpDevice.objects.create(
+            user=user,
+            name="authenticator",
+            confirmed=False,
+            secret_ciphertext=platform_encrypt(
+                purpose=TOTP_PURPOSE, plaintext=secret, context={"userId": str(user.pk)}
+            ),
+        )
+    return _enrolment(user, secret)
+
+
+def _check_code(device: TotpDevice, token: str, now: datetime) -> None:
+    """Accept a code for this step or one either side, once; throttle failures."""
+    allowed, info = device.verify_is_allowed()
+    if not allowed:
+        raise AccessDenied("Too many wrong codes: wait a few seconds and try again.")
+    secret = _totp_secret(device)
+    step_now = int(now.timestamp()) // TOTP_STEP
+    for t in (step_now - 1, step_now, step_now + 1):
+        expected = str(hotp(secret, t, digits=TOTP_DIGITS)).zfill(TOTP_DIGITS)
+        if t > device.last_t and hmac.compare_digest(expected, token):
+            device.last_t = t
+            device.throttle_reset(commit=False)
+            device.save(update_fields=["last_t", "throttling_failure_timestamp", "throttling_failure_count"])
+            return
+    device.throttle_increment(commit=False)
+    device.save(update_fields=["throttling_failure_timestamp", "throttling_failure_count"])
+    raise AccessDenied("That code is not valid, or it was already used.")
+
+
+def totp_confirm(*, user: Any, token: str, source_ip: str | None = None, user_agent: str | None = None) -> TotpDevice:
+    """Confirm the pending device with a first code (EnableMFADevice)."""
+    caller = _user_caller(user, source_ip=source_ip, user_agent=user_agent)
+    device = TotpDevice.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        raise NotFound("There is no authenticator waiting for confirmation.")
+    try:
+        with audited(caller, "EnableMFADevice", request_parameters={"UserName": user.get_username()}) as op:
+            op.additional_event_data["step"] = "enrol"
+            _check_code(device, token, timezone.now())
+            TotpDevice.objects.filter(pk=device.pk).update(confirmed=True)
+            device.confirmed = True
+    finally:
+        _persist_throttle(device)
+    return device
+
+
+def totp_verify(*, user: Any, token: str, source_ip: str | None = None, user_agent: str | None = None) -> TotpDevice:
+    """Check a sign-in code against the user's confirmed device (ConsoleLogin, MFA step)."""
+    device = TotpDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        raise NotFound("No authenticator is enrolled.")
+    try:
+        _check_code(device, token, timezone.now())
+    except AccessDenied:
+        _persist_throttle(device)
+        console_login_record(
+            username=user.get_username(),
+            user=user,
+            success=False,
+            mfa_used=True,
+            source_ip=source_ip,
+            user_agent=user_agent,
+        )
+        raise
+    console_login_record(
+        username=user.get_username(), user=user, success=True, mfa_used=True, source_ip=source_ip, user_agent=user_agent
+    )
+    return device
+
+
+def _persist_throttle(device: TotpDevice) -> None:
+    # A failed check raises inside a transaction that rolls back; write the
+    # failure counters again so throttling holds.
+    TotpDevice.objects.filter(pk=device.pk).update(
+        throttling_failure_timestamp=device.throttling_failure_timestamp,
+        throttling_failure_count=device.throttling_failure_count,
+        last_t=device.last_t,
+    )
+
+
+def totp_device_enrol(*, caller: Caller, user: Any, replace: bool = False) -> Enrolment:
+    """Enrol a confirmed TOTP device for ``user`` from the command line.
+
+    Refuses when the user already has one, unless ``replace`` (which removes
+    the old devices in the same transaction).
+    """
+    secret = secrets.token_bytes(20)
+    with audited(caller, "EnableMFADevice", request_parameters={"UserName": user.get_username()}) as op:
+        op.additional_event_data["step"] = "operator-enrol"
+        existing = TotpDevice.objects.filter(user=user)
+        if existing.filter(confirmed=True).exists() and not replace:
+            raise AlreadyExists(f"{user.get_username()} already has an authenticator (use --replace).")
+        existing.delete()
+        TotpDevice.objects.create(
+            user=user,
+            name="authenticator",
+            confirmed=True,
+            secret_ciphertext=platform_encrypt(
+                purpose=TOTP_PURPOSE, plaintext=secret, context={"userId": str(user.pk)}
+            ),
+        )
+    return _enrolment(user, secret)
+
+
+def user_create(
+    *, caller: Caller, username: str, password: str, roles: list[str], account: Account | None = None
+) -> Any:
+    """A dashboard user with roles (groups), linked to a new ``user`` principal."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    from policies.roles import ROLES
+
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValidationError(f"Unknown role(s): {', '.join(unknown)}; choose from {', '.join(ROLES)}.")
+    user_model = get_user_model()
+    account = account or default_account()
+    with audited(caller, "CreateUser", request_parameters={"UserName": username, "Roles": roles}):
+        if user_model.objects.filter(username=username).exists():
+            raise AlreadyExists(f"User {username!r} already exists.")
+        user = user_model(username=username)
+        try:
+            validate_password(password, user)
+        except DjangoValidationError as exc:
+            raise ValidationError(" ".join(exc.messages)) from exc
+        user.set_password(password)
+        user.save()
+        user.groups.set([Group.objects.get_or_create(name=role)[0] for role in roles])
+        principal = principal_create(caller=caller, account=account, name=username, type=PrincipalType.USER)
+        Principal.objects.filter(pk=principal.pk).update(user=user)
+    return user

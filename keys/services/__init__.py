@@ -15,7 +15,9 @@ from keys.services.lifecycle import (
     key_describe_metadata,
     key_disable,
     key_enable,
+    key_get_policy,
     key_list,
+    key_put_policy,
     key_schedule_deletion,
     key_update_description,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "key_disable",
     "key_disable_rotation",
     "key_enable",
+    "key_get_policy",
+    "key_put_policy",
     "key_enable_rotation",
     "key_encrypt",
     "key_generate_data_key",

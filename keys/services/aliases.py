@@ -21,7 +21,7 @@ RESERVED_PREFIX = "alias/aws/"
 
 
 def _check_name(name: str) -> None:
-    if not _ALIAS_NAME.match(name) or len(name) > 256:
+    if not _ALIAS_NAME.fullmatch(name) or len(name) > 256:
         raise InvalidAliasName(
             f"Alias name '{name}' must begin with 'alias/' and contain only alphanumeric characters, "
             "forward slashes (/), underscores (_), and dashes (-)."
@@ -42,22 +42,26 @@ def alias_create(*, caller: Caller, name: str, key: Key) -> Alias:
         op.keys.append(key)
         _check_name(name)
         authorize(caller=caller, action="kms:CreateAlias", key=key)
-        require_customer_managed(key, "CreateAlias")
-        require_not_pending_deletion(key)
-        now = timezone.now()
-        try:
-            with transaction.atomic():
-                alias = Alias.objects.create(
-                    account_id=caller.account_id,
-                    region=caller.region,
-                    name=name,
-                    key=key,
-                    created_at=now,
-                    updated_at=now,
-                )
-        except IntegrityError as exc:
-            raise AlreadyExists(f"An alias with the name {_alias_arn(caller, name)} already exists") from exc
-        return alias
+        return alias_insert(caller=caller, name=name, key=key)
+
+
+def alias_insert(*, caller: Caller, name: str, key: Key) -> Alias:
+    """Check and insert an alias row; the caller has authorized and audits.
+
+    Shared by CreateAlias and by CreateKey-with-alias (the dashboard's
+    create form), so both refuse the same names the same way.
+    """
+    _check_name(name)
+    require_customer_managed(key, "CreateAlias")
+    require_not_pending_deletion(key)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return Alias.objects.create(
+                account_id=caller.account_id, region=caller.region, name=name, key=key, created_at=now, updated_at=now
+            )
+    except IntegrityError as exc:
+        raise AlreadyExists(f"An alias with the name {_alias_arn(caller, name)} already exists") from exc
 
 
 def _get_alias(caller: Caller, name: str) -> Alias:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
-from audit.services import audited
+from audit.services import audit_record, audited
 from keys.models import Key, KeyManager, KeyOrigin, KeySpec, KeyState, KeyUsage, Tag
 from keys.selectors import decode_marker, encode_marker, key_list_for
+from keys.services.aliases import alias_insert
 from keys.services.common import (
     check_policy_document,
     check_tags,
@@ -20,8 +22,9 @@ from keys.services.common import (
     require_not_pending_deletion,
 )
 from keys.services.material import material_create
+from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import InvalidState, UnsupportedOperation, ValidationError
+from kmsweb.lib.errors import InvalidMarker, InvalidState, UnsupportedOperation, ValidationError
 from policies.authorization import authorize
 
 MIN_PENDING_WINDOW = 7
@@ -40,11 +43,16 @@ def key_create(
     multi_region: bool = False,
     custom_key_store_id: str | None = None,
     request_parameters: Mapping[str, Any] | None = None,
+    alias: str | None = None,
+    rotation_period_days: int | None = None,
 ) -> Key:
     """Create a customer managed symmetric key with its first material version.
 
     Without a policy the key gets AWS's default key policy. Audited as
     CreateKey; the key, its material and its tags commit together or not at all.
+    The dashboard's form may also name an ``alias`` and a rotation period:
+    they are made in the same transaction, each with its own audit event
+    (CreateAlias, EnableKeyRotation), so a taken alias creates no key.
     """
     with audited(caller, "CreateKey", request_parameters=request_parameters) as op:
         authorize(caller=caller, action="kms:CreateKey")
@@ -79,6 +87,28 @@ def key_create(
         key.current_material = material_create(key=key, version=1, now=now)
         key.save(update_fields=["current_material"])
         Tag.objects.bulk_create([Tag(key=key, tag_key=k, tag_value=v) for k, v in pairs])
+        if alias:
+            authorize(caller=caller, action="kms:CreateAlias", key=key)
+            alias_insert(caller=caller, name=alias, key=key)
+            audit_record(
+                caller=caller,
+                event_name="CreateAlias",
+                keys=[key],
+                request_parameters={"AliasName": alias, "TargetKeyId": str(key.id)},
+            )
+        if rotation_period_days is not None:
+            authorize(caller=caller, action="kms:EnableKeyRotation", key=key)
+            if not MIN_ROTATION_DAYS <= rotation_period_days <= MAX_ROTATION_DAYS:
+                raise ValidationError(
+                    f"RotationPeriodInDays must be between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}."
+                )
+            rotation_schedule(key=key, days=rotation_period_days, now=now)
+            audit_record(
+                caller=caller,
+                event_name="EnableKeyRotation",
+                keys=[key],
+                request_parameters={"KeyId": str(key.id), "RotationPeriodInDays": rotation_period_days},
+            )
         op.keys.append(key)
         op.response_elements = {"KeyMetadata": {"KeyId": str(key.id), "Arn": key.arn}}
         op.additional_event_data["keyMaterialId"] = key.current_material.material_id
@@ -105,7 +135,13 @@ def key_list(*, caller: Caller, limit: int | None = None, marker: str | None = N
         authorize(caller=caller, action="kms:ListKeys")
         qs = key_list_for(caller=caller)
         if marker:
-            created, last_id = decode_marker(marker, 2)
+            raw_created, raw_id = decode_marker(marker, 2)
+            try:
+                created, last_id = datetime.fromisoformat(str(raw_created)), uuid.UUID(str(raw_id))
+            except ValueError as exc:
+                raise InvalidMarker("The marker is not valid.") from exc
+            if created.tzinfo is None:
+                raise InvalidMarker("The marker is not valid.")
             qs = qs.filter(created_at__gte=created).exclude(created_at=created, id__lte=last_id)
         page = list(qs.values("id", "region", "account_id", "created_at")[: limit + 1])
         truncated = len(page) > limit
@@ -128,7 +164,9 @@ def _change(caller: Caller, key: Key, event_name: str, **params: Any) -> Any:
 
 def _lock(key: Key) -> Key:
     """Re-read the key under a row lock, so concurrent state changes serialise."""
-    return Key.objects.select_for_update().select_related("current_material").get(pk=key.pk)
+    # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
+    # join that select_related("current_material") makes.
+    return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)
 
 
 def key_update_description(*, caller: Caller, key: Key, description: str) -> None:
@@ -211,3 +249,29 @@ def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
         Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED, deletion_date=None, pending_window_days=None)
         op.response_elements = {"KeyId": key.arn}
         return {"KeyId": key.arn}
+
+
+def key_put_policy(*, caller: Caller, key: Key, policy: str) -> None:
+    """PutKeyPolicy: replace a customer managed key's policy.
+
+    This issue checks the document's structure; the authorization issue adds
+    full validation and the lockout safety check.
+    """
+    with _change(caller, key, "PutKeyPolicy", PolicyName="default") as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:PutKeyPolicy", key=key)
+        require_customer_managed(key, "PutKeyPolicy")
+        check_policy_document(policy)
+        key = _lock(key)
+        require_not_pending_deletion(key)
+        Key.objects.filter(pk=key.pk).update(policy=policy)
+
+
+def key_get_policy(*, caller: Caller, key: Key) -> str:
+    """GetKeyPolicy (the one policy a key has is named ``default``)."""
+    with audited(
+        caller, "GetKeyPolicy", request_parameters={"KeyId": str(key.id), "PolicyName": "default"}, read_only=True
+    ) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:GetKeyPolicy", key=key)
+        return key.policy

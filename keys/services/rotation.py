@@ -19,7 +19,7 @@ from keys.selectors import decode_marker, encode_marker
 from keys.services.common import require_customer_managed, require_usable_for_crypto
 from keys.services.material import material_create
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import LimitExceeded, ValidationError
+from kmsweb.lib.errors import InvalidMarker, LimitExceeded, ValidationError
 from policies.authorization import authorize
 
 DEFAULT_ROTATION_DAYS = 365
@@ -29,7 +29,9 @@ MAX_ON_DEMAND_ROTATIONS = 10
 
 
 def _lock(key: Key) -> Key:
-    return Key.objects.select_for_update().select_related("current_material").get(pk=key.pk)
+    # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
+    # join that select_related("current_material") makes.
+    return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)
 
 
 def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = None) -> None:
@@ -48,14 +50,22 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
         require_customer_managed(key, "EnableKeyRotation")
         key = _lock(key)
         require_usable_for_crypto(key)
-        now = timezone.now()
-        if key.rotation_enabled and key.next_rotation_at and key.rotation_period_days:
-            # A new period counts from the start of the current cycle.
-            cycle_start = key.next_rotation_at - timedelta(days=key.rotation_period_days)
-            next_at = max(cycle_start + timedelta(days=days), now)
-        else:
-            next_at = now + timedelta(days=days)
-        Key.objects.filter(pk=key.pk).update(rotation_enabled=True, rotation_period_days=days, next_rotation_at=next_at)
+        rotation_schedule(key=key, days=days, now=timezone.now())
+
+
+def rotation_schedule(*, key: Key, days: int, now: datetime) -> None:
+    """Turn automatic rotation on (or change its period); the caller audits.
+
+    A first enable rotates ``days`` from now; a new period counts from the
+    start of the current cycle.
+    """
+    if key.rotation_enabled and key.next_rotation_at and key.rotation_period_days:
+        cycle_start = key.next_rotation_at - timedelta(days=key.rotation_period_days)
+        next_at = max(cycle_start + timedelta(days=days), now)
+    else:
+        next_at = now + timedelta(days=days)
+    Key.objects.filter(pk=key.pk).update(rotation_enabled=True, rotation_period_days=days, next_rotation_at=next_at)
+    key.rotation_enabled, key.rotation_period_days, key.next_rotation_at = True, days, next_at
 
 
 def key_disable_rotation(*, caller: Caller, key: Key) -> None:
@@ -135,7 +145,9 @@ def key_list_rotations(
             qs = qs.filter(version__gt=1)
         if marker:
             (last,) = decode_marker(marker, 1)
-            qs = qs.filter(version__gt=int(last))
+            if not isinstance(last, int) or not 0 <= last < 2**31:
+                raise InvalidMarker("The marker is not valid.")
+            qs = qs.filter(version__gt=last)
         page = list(qs[: limit + 1])
         truncated = len(page) > limit
         page = page[:limit]

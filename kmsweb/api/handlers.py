@@ -13,6 +13,7 @@ from typing import Any
 from keys import selectors, services
 from keys.models import Key
 from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import NotFound
 
 Params = dict[str, Any]
 Handler = Callable[[Caller, Params], dict[str, Any]]
@@ -220,6 +221,29 @@ def list_key_rotations(caller: Caller, p: Params) -> dict[str, Any]:
     )
 
 
+def _check_policy_name(p: Params) -> None:
+    if p.get("PolicyName", "default") != "default":
+        raise NotFound("A key has one key policy, named 'default'.")
+
+
+def get_key_policy(caller: Caller, p: Params) -> dict[str, Any]:
+    _check_policy_name(p)
+    key = _key(caller, p)
+    return {"Policy": services.key_get_policy(caller=caller, key=key), "PolicyName": "default"}
+
+
+def put_key_policy(caller: Caller, p: Params) -> dict[str, Any]:
+    _check_policy_name(p)
+    services.key_put_policy(caller=caller, key=_key(caller, p), policy=p["Policy"])
+    return {}
+
+
+def list_key_policies(caller: Caller, p: Params) -> dict[str, Any]:
+    key = _key(caller, p)
+    services.key_get_policy(caller=caller, key=key)
+    return {"PolicyNames": ["default"], "Truncated": False}
+
+
 HANDLERS: dict[str, Handler] = {
     "CreateKey": create_key,
     "DescribeKey": describe_key,
@@ -247,4 +271,7 @@ HANDLERS: dict[str, Handler] = {
     "GetKeyRotationStatus": get_key_rotation_status,
     "RotateKeyOnDemand": rotate_key_on_demand,
     "ListKeyRotations": list_key_rotations,
+    "GetKeyPolicy": get_key_policy,
+    "PutKeyPolicy": put_key_policy,
+    "ListKeyPolicies": list_key_policies,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
+# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone (invalid) one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SIGV4_ERRORS: dict[str, type[KmsError]] = {
     cls.code: cls for cls in (MissingAuthenticationToken, IncompleteSignature, InvalidSignature)
 }
@@ -150,6 +153,14 @@ def aws_endpoint(request: HttpRequest) -> HttpResponse:
             body = json.loads(request.body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError("Start of structure or map found where not expected.") from exc
+        if _SURROGATE_ESCAPE.search(request.body):
+            # json.loads lets "\ud800" through as a lone surrogate, which no
+            # later step can encode as UTF-8; only bodies with such an escape
+            # pay for the check.
+            try:
+                json.dumps(body, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SerializationError("Invalid UTF-16 surrogate in a JSON string.") from exc
         try:
             params = shapes.parse_input(operation, body)
         except shapes.ShapeError as exc:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 Origin = Literal["api", "dashboard", "system"]
 
@@ -37,7 +40,38 @@ class Caller:
     mfa_present: bool = False
     via_service: str | None = None
     secure_transport: bool = False
+    # Dashboard roles (Django groups) of the user behind the principal.
+    roles: tuple[str, ...] = ()
     request_id: str = field(default_factory=new_request_id)
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> Caller:
+        """The caller for a dashboard request by a logged-in, linked user."""
+        from django.conf import settings
+
+        from policies.roles import ALL_ROLES
+        from policies.selectors import principal_for_user
+
+        user = request.user
+        principal = principal_for_user(user)
+        if user.is_superuser:
+            roles = ALL_ROLES
+        else:
+            roles = tuple(sorted(g.name for g in user.groups.all()))  # type: ignore[union-attr]
+        return cls(
+            principal_arn=principal.arn,
+            account_id=principal.account_id,
+            region=settings.KMSWEB_DEFAULT_REGION,
+            origin="dashboard",
+            principal_type=principal.type,
+            principal_name=principal.name,
+            principal_pk=principal.pk,
+            source_ip=request.META.get("REMOTE_ADDR"),
+            user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
+            mfa_present=bool(getattr(user, "is_verified", lambda: False)()),
+            secure_transport=request.is_secure(),
+            roles=roles,
+        )
 
     @classmethod
     def system(cls, job: str, *, account_id: str = "", region: str = "") -> Caller:

@@ -1,0 +1,130 @@
+"""Dashboard forms for keys. They check shape; the services decide the rest."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django import forms
+
+_ALIAS = re.compile(r"^[a-zA-Z0-9/_-]+$")
+
+
+def clean_alias_name(value: str) -> str:
+    """Accept ``name`` or ``alias/name``; return ``alias/name``."""
+    value = value.strip()
+    if not value:
+        return ""
+    name = value.removeprefix("alias/")
+    if not _ALIAS.match(name) or len(name) > 250:
+        raise forms.ValidationError("Use letters, digits, '/', '_' and '-' (at most 250 characters).")
+    if name.startswith("aws/"):
+        raise forms.ValidationError("The prefix 'aws/' is reserved for service managed keys.")
+    return f"alias/{name}"
+
+
+def parse_tags(text: str) -> list[dict[str, str]]:
+    """One ``key=value`` per line; the value may be empty."""
+    tags = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        tag_key, sep, tag_value = line.partition("=")
+        tag_key, tag_value = tag_key.strip(), tag_value.strip()
+        if not tag_key:
+            raise forms.ValidationError(f"Line {number}: a tag needs a key (key=value).")
+        if len(tag_key) > 128:
+            raise forms.ValidationError(f"Line {number}: tag key is longer than 128 characters.")
+        if len(tag_value) > 256:
+            raise forms.ValidationError(f"Line {number}: tag value is longer than 256 characters.")
+        if tag_key.lower().startswith("aws:"):
+            raise forms.ValidationError(f"Line {number}: tag keys beginning with 'aws:' are reserved.")
+        tags.append({"TagKey": tag_key, "TagValue": tag_value})
+    if len(tags) > 50:
+        raise forms.ValidationError("A key can have at most 50 tags.")
+    return tags
+
+
+class KeyCreateForm(forms.Form):
+    description = forms.CharField(required=False, max_length=8192, widget=forms.TextInput)
+    alias = forms.CharField(required=False, max_length=256, help_text="e.g. payroll/db (alias/ is added)")
+    tags = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="key=value per line")
+    rotation_enabled = forms.BooleanField(required=False, initial=True, label="Rotate automatically")
+    rotation_period_days = forms.IntegerField(min_value=90, max_value=2560, initial=365, label="Rotation period (days)")
+
+    def clean_alias(self) -> str:
+        return clean_alias_name(self.cleaned_data["alias"])
+
+    def clean_tags(self) -> list[dict[str, str]]:
+        return parse_tags(self.cleaned_data["tags"])
+
+
+class ScheduleDeletionForm(forms.Form):
+    pending_window_days = forms.IntegerField(min_value=7, max_value=30, initial=30, label="Waiting period (days)")
+    confirm = forms.CharField(label="Type the key id to confirm")
+
+    def __init__(self, *args: Any, key_id: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_id = key_id
+
+    def clean_confirm(self) -> str:
+        value = self.cleaned_data["confirm"].strip()
+        if value != self.key_id:
+            raise forms.ValidationError("That is not this key's id.")
+        return value
+
+
+class RotationForm(forms.Form):
+    enabled = forms.BooleanField(required=False)
+    rotation_period_days = forms.IntegerField(min_value=90, max_value=2560, initial=365, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("enabled") and not data.get("rotation_period_days"):
+            self.add_error("rotation_period_days", "Give a period of 90 to 2560 days.")
+        return data
+
+
+class AliasForm(forms.Form):
+    alias = forms.CharField(max_length=256)
+
+    def clean_alias(self) -> str:
+        value = clean_alias_name(self.cleaned_data["alias"])
+        if not value:
+            raise forms.ValidationError("Give an alias name.")
+        return value
+
+
+class TagForm(forms.Form):
+    tag_key = forms.CharField(max_length=128, label="Key", widget=forms.TextInput(attrs={"placeholder": "Key"}))
+    tag_value = forms.CharField(
+        max_length=256, required=False, label="Value", widget=forms.TextInput(attrs={"placeholder": "Value"})
+    )
+
+    def clean_tag_key(self) -> str:
+        value = self.cleaned_data["tag_key"].strip()
+        if value.lower().startswith("aws:"):
+            raise forms.ValidationError("Tag keys beginning with 'aws:' are reserved.")
+        return value
+
+
+class PolicyForm(forms.Form):
+    policy = forms.CharField(widget=forms.Textarea(attrs={"rows": 18, "spellcheck": "false"}))
+
+    def clean_policy(self) -> str:
+        text = self.cleaned_data["policy"]
+        if len(text.encode()) > 32 * 1024:
+            raise forms.ValidationError("A key policy is at most 32 KiB.")
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict) or "Statement" not in doc:
+            raise forms.ValidationError("A key policy is a JSON object with a Statement.")
+        return text
+
+
+class DescriptionForm(forms.Form):
+    description = forms.CharField(required=False, max_length=8192)

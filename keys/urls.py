@@ -1,0 +1,25 @@
+from django.urls import path
+
+from keys import views
+
+app_name = "keys"
+
+urlpatterns = [
+    path("keys/", views.key_list, name="key_list"),
+    path("keys/new/", views.key_create, name="key_create"),
+    path("keys/<str:key_id>/", views.key_detail, name="key_detail"),
+    path("keys/<str:key_id>/enable/", views.key_enable, name="key_enable"),
+    path("keys/<str:key_id>/disable/", views.key_disable, name="key_disable"),
+    path("keys/<str:key_id>/rotate/", views.key_rotate, name="key_rotate"),
+    path("keys/<str:key_id>/rotation/", views.key_rotation, name="key_rotation"),
+    path("keys/<str:key_id>/schedule-deletion/", views.key_schedule_deletion, name="key_schedule_deletion"),
+    path("keys/<str:key_id>/cancel-deletion/", views.key_cancel_deletion, name="key_cancel_deletion"),
+    path("keys/<str:key_id>/aliases/add/", views.key_alias_add, name="key_alias_add"),
+    path("keys/<str:key_id>/aliases/remove/", views.key_alias_remove, name="key_alias_remove"),
+    path("keys/<str:key_id>/tags/add/", views.key_tag_add, name="key_tag_add"),
+    path("keys/<str:key_id>/tags/remove/", views.key_tag_remove, name="key_tag_remove"),
+    path("keys/<str:key_id>/policy/", views.key_policy, name="key_policy"),
+    path("keys/<str:key_id>/description/", views.key_description, name="key_description"),
+    path("usage/", views.usage, name="usage"),
+    path("usage/data/", views.usage_data, name="usage_data"),
+]

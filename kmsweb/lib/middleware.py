@@ -1,0 +1,83 @@
+"""Dashboard gatekeeping and error display, written once for every view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django_htmx.http import reswap, retarget
+
+from kmsweb.api.views import is_api_request
+from kmsweb.lib.errors import KmsError
+
+# Paths reachable without a verified second factor.
+_OPEN_PREFIXES = ("/login/", "/logout/", "/mfa/", "/healthz")
+
+
+class DashboardAccessMiddleware:
+    """Every dashboard page needs a logged-in user who passed TOTP.
+
+    A user without a confirmed TOTP device is sent to enrol one. The AWS API
+    (SigV4) and static files are not dashboard pages.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path
+        if (
+            is_api_request(request)
+            or path.startswith("/" + settings.STATIC_URL.lstrip("/"))
+            or path.startswith(_OPEN_PREFIXES)
+        ):
+            return self.get_response(request)
+        user = request.user
+        if not user.is_authenticated:
+            return _redirect(request, f"{reverse('policies:login')}?next={request.get_full_path()}")
+        if not user.is_verified():  # type: ignore[union-attr]
+            from policies.selectors import user_has_confirmed_device
+
+            target = "policies:mfa_verify" if user_has_confirmed_device(user) else "policies:mfa_enroll"
+            return _redirect(request, f"{reverse(target)}?next={request.get_full_path()}")
+        return self.get_response(request)
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    if getattr(request, "htmx", False):
+        # A fragment request after the session expired: reload the whole page.
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return HttpResponseRedirect(url)
+
+
+class KmsErrorMiddleware:
+    """A ``KmsError`` from a dashboard view becomes a message, never a 500.
+
+    HTMX requests get a 200 fragment retargeted to ``#flash`` (htmx 2 does
+    not swap 4xx answers); plain requests go back where they came from with
+    the message shown there.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, KmsError) or is_api_request(request):
+            return None
+        if getattr(request, "htmx", False):
+            response = render(request, "partials/flash.html", {"error": exception})
+            return reswap(retarget(response, "#flash"), "innerHTML")
+        messages.error(request, f"{exception.code}: {exception.message}")
+        back = request.META.get("HTTP_REFERER") or reverse("root")
+        if not back.startswith("/") and not back.startswith(request.build_absolute_uri("/")):
+            back = reverse("root")
+        return HttpResponseRedirect(back)

@@ -1,0 +1,74 @@
+/* kmsweb dashboard behaviour: usage charts (Chart.js) and small niceties.
+   No inline scripts anywhere: the Content-Security-Policy forbids them. */
+(function () {
+  "use strict";
+  var palette = ["#2455d6", "#1f9d8a", "#7a4fd6", "#d68a1f", "#4f8fd6", "#8a9d1f", "#9aa3b5"];
+  var charts = {};
+
+  function label(iso, range) {
+    var d = new Date(iso);
+    var pad = function (n) { return String(n).padStart(2, "0"); };
+    if (range === "month") return pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate());
+    return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
+  }
+
+  function draw(canvas, range) {
+    if (!window.Chart) return;
+    var url = new URL(canvas.dataset.url, window.location.origin);
+    url.searchParams.set("range", range);
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (data) {
+        var op = 0;
+        var datasets = data.datasets.map(function (ds) {
+          if (ds.kind === "operation") {
+            var c = palette[op++ % palette.length];
+            return { type: "bar", label: ds.label, data: ds.data, backgroundColor: c, stack: "ops" };
+          }
+          var red = ds.kind === "denied" ? "#b3261e" : "#e8833a";
+          return { type: "line", label: ds.label, data: ds.data, borderColor: red, backgroundColor: red,
+                   borderWidth: 2, pointRadius: 0, tension: 0.2 };
+        });
+        if (charts[canvas.id]) charts[canvas.id].destroy();
+        charts[canvas.id] = new window.Chart(canvas, {
+          data: { labels: data.labels.map(function (l) { return label(l, data.range); }), datasets: datasets },
+          options: {
+            responsive: true, maintainAspectRatio: false, animation: false,
+            interaction: { mode: "index", intersect: false },
+            scales: { x: { stacked: true, ticks: { maxTicksLimit: 12 } }, y: { stacked: false, beginAtZero: true, ticks: { precision: 0 } } },
+            plugins: { legend: { position: "bottom" } }
+          }
+        });
+        canvas.dataset.range = data.range;
+        canvas.dataset.total = String(data.total);
+        canvas.dataset.rendered = "true";
+        var total = document.querySelector('[data-chart-total="' + canvas.id + '"]');
+        if (total) total.textContent = data.total + " requests in this range.";
+        document.querySelectorAll('[data-chart="' + canvas.id + '"]').forEach(function (b) {
+          b.classList.toggle("primary", b.dataset.chartRange === data.range);
+        });
+      })
+      .catch(function (err) { canvas.dataset.error = String(err); });
+  }
+
+  function drawAll(root) {
+    root.querySelectorAll("canvas[data-url]").forEach(function (c) { draw(c, c.dataset.range || "day"); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { drawAll(document); });
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest("[data-chart-range]");
+    if (!button) return;
+    var canvas = document.getElementById(button.dataset.chart);
+    if (canvas) draw(canvas, button.dataset.chartRange);
+  });
+  ["keyChanged", "keyRotated"].forEach(function (name) {
+    document.body && document.body.addEventListener(name, function () { drawAll(document); });
+  });
+  document.addEventListener("htmx:beforeRequest", function () {
+    var bar = document.getElementById("loading-bar"); if (bar) bar.classList.add("htmx-request");
+  });
+  document.addEventListener("htmx:afterRequest", function () {
+    var bar = document.getElementById("loading-bar"); if (bar) bar.classList.remove("htmx-request");
+  });
+})();
