@@ -32,6 +32,9 @@ run: secrets
 	PORT=$(PORT) VAR=$(VAR) PY=$(PY) bash bin/run
 
 ## test: the whole suite (SQLite by default; CI sets DATABASE_URL and REDIS_URL)
+# Live-server threads would otherwise keep PostgreSQL connections open past
+# the end of the run, and the test database could not be dropped.
+test: export KMSWEB_DB_CONN_MAX_AGE = 0
 test: secrets
 	$(PY) -m pytest $(PYTEST_ARGS)
 

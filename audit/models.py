@@ -39,11 +39,17 @@ class AuditEvent(models.Model):
     recipient_account_id = models.CharField(max_length=12, blank=True)
     origin = models.CharField(max_length=10)
     # Denormalised for search: the key the event is about and who acted.
-    key_id = models.CharField(max_length=36, blank=True, db_index=True)
+    key_id = models.CharField(max_length=36, blank=True)
     principal_arn = models.CharField(max_length=256, blank=True, db_index=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # Charts and "last used": one key's events over a time range.
+            models.Index(fields=["key_id", "event_time"], name="audit_key_time_idx"),
+            # Account-wide charts and denials.
+            models.Index(fields=["recipient_account_id", "event_time"], name="audit_account_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_time:%Y-%m-%dT%H:%M:%SZ} {self.event_name} {self.error_code or 'ok'}"

@@ -53,6 +53,22 @@ REDACTED_MEMBERS = frozenset(
 )
 
 
+def storable(value: Any) -> Any:
+    """``value`` with every U+0000 written as the six characters ``\\u0000``.
+
+    PostgreSQL's text and jsonb cannot hold NUL, yet AWS accepts it in an
+    encryption context; escaping keeps such a call on the record instead of
+    failing the INSERT of its audit event.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+    if isinstance(value, Mapping):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 def _camel(name: str) -> str:
     return name[:1].lower() + name[1:] if name else name
 
@@ -122,13 +138,13 @@ def audit_record(
         event_type="AwsServiceEvent" if caller.is_system else "AwsApiCall",
         aws_region=caller.region,
         source_ip=caller.source_ip or ("kmsweb" if caller.is_system else ""),
-        user_agent=(caller.user_agent or "")[:512],
+        user_agent=storable((caller.user_agent or "")[:512]),
         user_identity=user_identity(caller),
-        request_parameters=redact(request_parameters),
-        response_elements=redact(response_elements),
-        additional_event_data=dict(additional_event_data) if additional_event_data else None,
+        request_parameters=storable(redact(request_parameters)),
+        response_elements=storable(redact(response_elements)),
+        additional_event_data=storable(dict(additional_event_data)) if additional_event_data else None,
         error_code=error.code if error else "",
-        error_message=error.message if error else "",
+        error_message=storable(error.message) if error else "",
         request_id=caller.request_id,
         read_only=read_only,
         resources=resources,

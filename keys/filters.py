@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Exists, Min, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
+from django.db.models.expressions import OrderBy
 from django.http import QueryDict
 
 from keys.models import Alias, Key, KeyManager, KeySpec, KeyState, Tag
@@ -89,10 +90,13 @@ class KeyFilter:
                 tags = tags.filter(tag_value=tag_value.strip())
             qs = qs.filter(Exists(tags))
         field = SORTS[self.sort.lstrip("-")]
+        descending = self.sort.startswith("-")
+        order: str | OrderBy = f"-{field}" if descending else field
         if field == "first_alias":
             qs = qs.annotate(first_alias=Min("aliases__name"))
-        descending = self.sort.startswith("-")
-        order = f"-{field}" if descending else field
+            # Keys without an alias go last either way, on every database
+            # (SQLite and PostgreSQL put NULLs at opposite ends by default).
+            order = F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True)
         return qs.order_by(order, "-id" if descending else "id")
 
     def query(self, **changes: Any) -> str:

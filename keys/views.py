@@ -67,6 +67,7 @@ def overview(request: Any) -> HttpResponse:
         "denials": audit_selectors.recent_denials(caller=caller),
         "ranges": audit_selectors.RANGES,
         "range": request.GET.get("range", "day"),
+        "can": _can(caller, "kms:CreateKey"),
         "nav": "overview",
     }
     return render(request, "keys/overview.html", context)

@@ -15,6 +15,7 @@ class TokenForm(forms.Form):
 
     def clean_token(self) -> str:
         token = self.cleaned_data["token"].strip()
-        if not token.isdigit():
+        # ASCII only: str.isdigit() also accepts other scripts' digits.
+        if not (token.isascii() and token.isdigit()):
             raise forms.ValidationError("The code is six digits.")
         return token

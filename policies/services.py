@@ -52,10 +52,10 @@ def account_get_or_create(*, account_id: str, name: str = "") -> tuple[Account, 
 
 def principal_create(*, caller: Caller, account: Account, name: str, type: str) -> Principal:
     """Create a principal (user, role or service) in ``account``; audited."""
-    if type not in PrincipalType.values:
-        raise ValidationError(f"Principal type must be one of {', '.join(PrincipalType.values)}.")
     principal = Principal(account=account, name=name, type=type)
     with audited(caller, "CreatePrincipal", request_parameters={"Name": name, "Type": type}) as op:
+        if type not in PrincipalType.values:
+            raise ValidationError(f"Principal type must be one of {', '.join(PrincipalType.values)}.")
         try:
             # Uniqueness is left to the INSERT below, which answers AlreadyExists.
             principal.full_clean(validate_constraints=False)
@@ -90,11 +90,11 @@ def access_key_create(
     """
     access_key_id = access_key_id or _new_access_key_id()
     secret = secret or secrets.token_urlsafe(30)[:40]
-    if not _ACCESS_KEY_ID.fullmatch(access_key_id):
-        raise ValidationError("An access key id is 16-128 upper-case letters and digits.")
-    if len(secret) < 16:
-        raise ValidationError("A secret access key has at least 16 characters.")
     with audited(caller, "CreateAccessKey", request_parameters={"UserName": principal.arn}) as op:
+        if not _ACCESS_KEY_ID.fullmatch(access_key_id):
+            raise ValidationError("An access key id is 16-128 upper-case letters and digits.")
+        if len(secret) < 16:
+            raise ValidationError("A secret access key has at least 16 characters.")
         if AccessKey.objects.filter(access_key_id=access_key_id).exists():
             raise AlreadyExists(f"Access key {access_key_id} already exists.")
         ciphertext = platform_encrypt(

@@ -49,13 +49,20 @@ def login(request: Any) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             user = form.get_user()
-            services.console_login_record(
-                username=user.get_username(), user=user, success=True, mfa_used=False, **_origin(request)
-            )
-            auth_login(request, user)
-            services.user_principal_ensure(user=user)
-            target = "policies:mfa_verify" if user_has_confirmed_device(user) else "policies:mfa_enroll"
-            return HttpResponseRedirect(f"{reverse(target)}?next={_next(request)}")
+            try:
+                # Before the session starts: a user who cannot act as a
+                # principal must not be half signed in (every page would
+                # then fail and redirect to itself).
+                services.user_principal_ensure(user=user)
+            except KmsError as exc:
+                form.add_error(None, f"{exc.message} Ask an administrator to link your user to a principal.")
+            else:
+                services.console_login_record(
+                    username=user.get_username(), user=user, success=True, mfa_used=False, **_origin(request)
+                )
+                auth_login(request, user)
+                target = "policies:mfa_verify" if user_has_confirmed_device(user) else "policies:mfa_enroll"
+                return HttpResponseRedirect(f"{reverse(target)}?next={_next(request)}")
         services.console_login_record(
             username=request.POST.get("username", "")[:150],
             user=None,

@@ -128,7 +128,7 @@ def kms_client(live_server: Any) -> Callable[..., Any]:
             region_name=region,
             aws_access_key_id=persona.access_key_id,
             aws_secret_access_key=persona.secret,
-            config=Config(retries={"max_attempts": 1}, parameter_validation=validate, **config),
+            config=Config(retries={"total_max_attempts": 1}, parameter_validation=validate, **config),
         )
 
     return make

@@ -7,7 +7,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keys.models import Key, KeyManager, KeyState
-from kmsweb.lib.errors import Disabled, InvalidState, MalformedPolicyDocument, TagError, UnsupportedOperation
+from kmsweb.lib.errors import (
+    Disabled,
+    InvalidState,
+    MalformedPolicyDocument,
+    TagError,
+    UnsupportedOperation,
+    ValidationError,
+)
 
 MAX_POLICY_BYTES = 32 * 1024
 MAX_TAGS = 50
@@ -76,6 +83,15 @@ def check_policy_document(policy: str) -> None:
         raise MalformedPolicyDocument("The policy must be a JSON object with a Statement.")
 
 
+def check_storable_text(member: str, value: str) -> None:
+    """Stored names and descriptions may not hold U+0000 (PostgreSQL text cannot)."""
+    if "\x00" in value:
+        raise ValidationError(
+            f"1 validation error detected: Value at '{member}' failed to satisfy constraint: "
+            "Member must not contain the NUL character (U+0000)"
+        )
+
+
 def check_tags(tags: Sequence[Mapping[str, str]], existing: int = 0) -> list[tuple[str, str]]:
     """Validate TagKey/TagValue pairs; return them as tuples (later ones win)."""
     pairs: dict[str, str] = {}
@@ -88,6 +104,8 @@ def check_tags(tags: Sequence[Mapping[str, str]], existing: int = 0) -> list[tup
             raise TagError("Tag values must be at most 256 characters long.")
         if tag_key.lower().startswith("aws:"):
             raise TagError("Tag keys beginning with 'aws:' are reserved.")
+        check_storable_text("tagKey", tag_key)
+        check_storable_text("tagValue", tag_value)
         pairs[tag_key] = tag_value
     if existing + len(pairs) > MAX_TAGS:
         raise TagError(f"A key can have at most {MAX_TAGS} tags.")

@@ -78,7 +78,8 @@ def _seal(key: Key, plaintext: bytes, context: Mapping[str, str] | None) -> tupl
 def _prepare(
     op: Operation, caller: Caller, key: Key, action: str, context: Mapping[str, str] | None, dry_run: bool
 ) -> None:
-    op.keys.append(key)
+    if key not in op.keys:
+        op.keys.append(key)
     authorize(caller=caller, action=action, key=key, context={"EncryptionContext": dict(context or {})})
     require_usable_for_crypto(key)
     if dry_run:
@@ -97,6 +98,7 @@ def key_encrypt(
     """Encrypt up to 4096 bytes under the key's current material."""
     params = {"KeyId": str(key.id), **_context_params(context, algorithm)}
     with audited(caller, "Encrypt", request_parameters=params, read_only=True) as op:
+        op.keys.append(key)
         if len(plaintext) > MAX_PLAINTEXT or not plaintext:
             raise ValidationError(
                 "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
@@ -219,6 +221,7 @@ def key_generate_data_key(
     if number_of_bytes is not None:
         params["NumberOfBytes"] = number_of_bytes
     with audited(caller, event, request_parameters=params, read_only=True) as op:
+        op.keys.append(key)
         if (key_spec is None) == (number_of_bytes is None):
             raise ValidationError("Please specify either number of bytes or key spec.")
         if key_spec is not None:

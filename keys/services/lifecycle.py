@@ -15,6 +15,7 @@ from keys.selectors import decode_marker, encode_marker, key_list_for
 from keys.services.aliases import alias_insert
 from keys.services.common import (
     check_policy_document,
+    check_storable_text,
     check_tags,
     default_key_policy,
     key_metadata,
@@ -68,6 +69,7 @@ def key_create(
             raise UnsupportedOperation("Multi-Region keys are not supported.")
         if custom_key_store_id:
             raise UnsupportedOperation("Custom key stores are not supported.")
+        check_storable_text("description", description)
         if policy is not None:
             check_policy_document(policy)
         pairs = check_tags(tags)
@@ -175,6 +177,7 @@ def key_update_description(*, caller: Caller, key: Key, description: str) -> Non
         op.keys.append(key)
         authorize(caller=caller, action="kms:UpdateKeyDescription", key=key)
         require_customer_managed(key, "UpdateKeyDescription")
+        check_storable_text("description", description)
         key = _lock(key)
         require_not_pending_deletion(key)
         key.description = description
