@@ -59,6 +59,12 @@ def _events_for(caller: Caller) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(recipient_account_id=caller.account_id)
 
 
+def _usage_events(caller: Caller) -> QuerySet[AuditEvent]:
+    """KMS requests that count as use: the dashboard's own page reads
+    (DescribeKey on every key page view) and sign-ins do not."""
+    return _events_for(caller).filter(event_source="kms.amazonaws.com").exclude(origin="dashboard", read_only=True)
+
+
 def _floor(moment: datetime, unit: str) -> datetime:
     moment = moment.replace(second=0, microsecond=0)
     if unit in ("hour", "day"):
@@ -79,7 +85,7 @@ def usage_series(
     rng = RANGES.get(range_name, RANGES["day"])
     now = now or timezone.now()
     start = _floor(now - rng.span, rng.unit) + rng.step
-    qs = _events_for(caller).filter(event_time__gte=start, event_time__lte=now)
+    qs = _usage_events(caller).filter(event_time__gte=start, event_time__lte=now)
     if key_id:
         qs = qs.filter(key_id=key_id)
     rows = (

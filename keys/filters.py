@@ -43,7 +43,11 @@ class KeyFilter:
 
     @classmethod
     def from_query(cls, params: QueryDict) -> KeyFilter:
-        """Read the query string; unknown or malformed values fall back to defaults."""
+        """Read the query string; unknown or malformed values fall back to defaults.
+
+        NUL characters are dropped from the free-text fields: PostgreSQL
+        refuses them in text parameters (a 500 otherwise).
+        """
         kind = params.get("kind", "customer")
         state = params.get("state", "")
         spec = params.get("spec", "")
@@ -58,10 +62,10 @@ class KeyFilter:
             per_page = 25
         return cls(
             kind=kind if kind in (*KINDS, "owned") else "customer",
-            q=params.get("q", "").strip()[:256],
+            q=params.get("q", "").replace("\x00", "").strip()[:256],
             state=state if state in KeyState.values else "",
             spec=spec if spec in KeySpec.values else "",
-            tag=params.get("tag", "").strip()[:400],
+            tag=params.get("tag", "").replace("\x00", "").strip()[:400],
             sort=sort if sort.lstrip("-") in SORTS else "-created",
             page=page,
             per_page=per_page if per_page in PAGE_SIZES else 25,

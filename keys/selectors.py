@@ -214,7 +214,7 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
         states = sorted(by_kind.get(value, {}).items())
         kinds.append({"label": label, "total": sum(n for _, n in states), "states": states})
     owned = Key.objects.filter(manager=KeyManager.OWNED, deleted_at__isnull=True).count()
-    kinds.append({"label": "Platform owned", "total": owned, "states": []})
+    kinds.append({"label": "Platform owned", "total": owned, "states": [], "note": "kmsweb's own, never exposed"})
     no_rotation = qs.filter(manager=KeyManager.CUSTOMER, state=KeyState.ENABLED, rotation_enabled=False)
     return {
         "account_id": caller.account_id,

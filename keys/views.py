@@ -33,7 +33,7 @@ from keys.forms import (
 )
 from keys.models import Key, KeyManager
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, MalformedPolicyDocument, NotFound, TagError
+from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, KmsError, MalformedPolicyDocument, NotFound, TagError
 from kmsweb.lib.htmx import wants_partial
 from policies.roles import role_allows
 
@@ -135,7 +135,7 @@ def key_detail(request: Any, key_id: str) -> HttpResponse:
     try:
         key = _key(caller, key_id)
     except NotFound as exc:
-        return render(request, "keys/key_missing.html", {"error": exc, "key_id": key_id, "nav": "keys"}, status=404)
+        return render(request, "keys/key_missing.html", {"missing": exc, "key_id": key_id, "nav": "keys"}, status=404)
     services.key_describe(caller=caller, key=key)
     return render(request, "keys/key_detail.html", _detail_context(caller, key))
 
@@ -143,6 +143,9 @@ def key_detail(request: Any, key_id: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def key_create(request: Any) -> HttpResponse:
     caller = Caller.from_request(request)
+    if not role_allows(caller.roles, "kms:CreateKey") and request.method == "GET":
+        # The POST is refused (and audited) by the service; the form is not even shown.
+        return render(request, "keys/key_create.html", {"refused": True, "nav": "keys"}, status=403)
     form = KeyCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -166,10 +169,17 @@ def key_create(request: Any) -> HttpResponse:
 
 
 def _refresh(request: Any, caller: Caller, key_id: str, event: str, **extra: Any) -> HttpResponse:
-    """Re-render the key page's body after a change and announce it."""
+    """Re-render the key page's body after a change and announce it.
+
+    Without HTMX a successful change redirects to the key page (so a reload
+    does not repeat it); a form with errors is shown again in the full page.
+    """
     key = _key(caller, key_id)
-    template = "keys/partials/key_body.html" if wants_partial(request) else "keys/key_detail.html"
-    response = render(request, template, _detail_context(caller, key, **extra))
+    if not wants_partial(request):
+        if not any(name.endswith("_form") for name in extra):
+            return redirect("keys:key_detail", key_id=key.id)
+        return render(request, "keys/key_detail.html", _detail_context(caller, key, **extra))
+    response = render(request, "keys/partials/key_body.html", _detail_context(caller, key, **extra))
     return trigger_client_event(response, event)
 
 
@@ -246,7 +256,8 @@ def key_alias_remove(request: Any, key_id: str) -> HttpResponse:
     caller = Caller.from_request(request)
     key = _key(caller, key_id)
     name = request.POST.get("alias", "")
-    if not key.aliases.filter(name=name).exists():
+    # A NUL never names an alias, and PostgreSQL refuses it in a query.
+    if "\x00" in name or not key.aliases.filter(name=name).exists():
         raise NotFound(f"Alias {name!r} does not point at this key.")
     services.alias_delete(caller=caller, name=name)
     return _refresh(request, caller, key_id, "keyChanged")
@@ -320,6 +331,9 @@ def usage_data(request: Any) -> JsonResponse:
     caller = Caller.from_request(request)
     key_id = request.GET.get("key") or None
     if key_id is not None:
-        key_id = str(_key(caller, key_id).id)
+        try:
+            key_id = str(_key(caller, key_id).id)
+        except KmsError as exc:
+            return JsonResponse({"error": exc.code, "message": exc.message}, status=400)
     data = audit_selectors.usage_series(caller=caller, range_name=request.GET.get("range", "day"), key_id=key_id)
     return JsonResponse(data)

@@ -8,11 +8,15 @@ from kmsweb.lib.errors import AccessDenied
 from policies.models import Principal
 
 
+class UnlinkedUser(AccessDenied):
+    """A signed-in dashboard user no longer acts as any principal."""
+
+
 def principal_for_user(user: Any) -> Principal:
     """The principal a dashboard user acts as (created at first login)."""
     principal = Principal.objects.filter(user=user).select_related("account").first()
     if principal is None:
-        raise AccessDenied(f"Dashboard user {user.get_username()!r} is not linked to a principal.")
+        raise UnlinkedUser(f"Dashboard user {user.get_username()!r} is not linked to a principal.")
     return principal
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.forms import AuthenticationForm
@@ -21,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
 
 from kmsweb.lib.errors import KmsError
+from kmsweb.lib.middleware import SESSION_HINT_COOKIE
 from policies import services
 from policies.forms import TokenForm
 from policies.selectors import user_has_confirmed_device
@@ -62,7 +64,15 @@ def login(request: Any) -> HttpResponse:
                 )
                 auth_login(request, user)
                 target = "policies:mfa_verify" if user_has_confirmed_device(user) else "policies:mfa_enroll"
-                return HttpResponseRedirect(f"{reverse(target)}?next={_next(request)}")
+                response = HttpResponseRedirect(f"{reverse(target)}?next={_next(request)}")
+                response.set_cookie(
+                    SESSION_HINT_COOKIE,
+                    "1",
+                    httponly=True,
+                    samesite="Lax",
+                    secure=settings.SESSION_COOKIE_SECURE,
+                )
+                return response
         services.console_login_record(
             username=request.POST.get("username", "")[:150],
             user=None,
@@ -70,7 +80,14 @@ def login(request: Any) -> HttpResponse:
             mfa_used=False,
             **_origin(request),
         )
-    return render(request, "policies/login.html", {"form": form, "next": _next(request)})
+    notice = ""
+    if request.method == "GET" and request.GET.get("expired"):
+        notice = "Your session expired. Sign in again."
+    elif request.method == "GET" and request.GET.get("unlinked"):
+        notice = "Your user is no longer linked to a principal. Ask an administrator."
+    response = render(request, "policies/login.html", {"form": form, "next": _next(request), "notice": notice})
+    response.delete_cookie(SESSION_HINT_COOKIE, samesite="Lax")
+    return response
 
 
 @never_cache
@@ -119,4 +136,6 @@ def mfa_enroll(request: Any) -> HttpResponse:
 @require_POST
 def logout(request: Any) -> HttpResponse:
     auth_logout(request)
-    return redirect("policies:login")
+    response = redirect("policies:login")
+    response.delete_cookie(SESSION_HINT_COOKIE, samesite="Lax")
+    return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django import template
 
 from keys.filters import KeyFilter
@@ -22,3 +24,10 @@ def page_link(flt: KeyFilter, page: int | None) -> str:
 @register.filter
 def words(text: str) -> list[str]:
     return text.split()
+
+
+@register.filter
+def state_label(state: str) -> str:
+    """AWS's key states as the console words them ("PendingDeletion" -> "Pending deletion")."""
+    words = re.findall(r"[A-Z][a-z]*", state or "")
+    return " ".join([words[0], *(w.lower() for w in words[1:])]) if words else state

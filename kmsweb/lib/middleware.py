@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -38,13 +40,23 @@ class DashboardAccessMiddleware:
             return self.get_response(request)
         user = request.user
         if not user.is_authenticated:
-            return _redirect(request, f"{reverse('policies:login')}?next={request.get_full_path()}")
+            expired = "&expired=1" if _session_expired(request) else ""
+            return _redirect(request, f"{reverse('policies:login')}?next={quote(request.get_full_path())}{expired}")
         if not user.is_verified():  # type: ignore[union-attr]
             from policies.selectors import user_has_confirmed_device
 
             target = "policies:mfa_verify" if user_has_confirmed_device(user) else "policies:mfa_enroll"
             return _redirect(request, f"{reverse(target)}?next={request.get_full_path()}")
         return self.get_response(request)
+
+
+# Set at sign-in and removed at sign-out: present on an anonymous request,
+# it means the session ended on its own (it expired).
+SESSION_HINT_COOKIE = "kmsweb_signed_in"
+
+
+def _session_expired(request: HttpRequest) -> bool:
+    return request.COOKIES.get(SESSION_HINT_COOKIE) == "1"
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
@@ -73,6 +85,12 @@ class KmsErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, KmsError) or is_api_request(request):
             return None
+        from policies.selectors import UnlinkedUser
+
+        if isinstance(exception, UnlinkedUser):
+            # Every page would fail the same way: end the session and say why.
+            logout(request)
+            return _redirect(request, f"{reverse('policies:login')}?unlinked=1")
         if getattr(request, "htmx", False):
             response = render(request, "partials/flash.html", {"error": exception})
             return reswap(retarget(response, "#flash"), "innerHTML")
