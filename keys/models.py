@@ -76,6 +76,8 @@ class Key(models.Model):
     rotation_period_days = models.PositiveSmallIntegerField(null=True, blank=True)
     next_rotation_at = models.DateTimeField(null=True, blank=True)
     last_rotated_at = models.DateTimeField(null=True, blank=True)
+    # Approvals a grant request for this key needs (kmsweb's addition): 1 or 2.
+    grant_approvals_required = models.PositiveSmallIntegerField(default=1)
     current_material = models.ForeignKey(
         "KeyMaterial", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

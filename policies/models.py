@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -44,6 +46,8 @@ class Principal(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="principal"
     )
+    # aws:PrincipalTag/<key> in policy conditions.
+    tags = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -97,3 +101,154 @@ class TotpDevice(ThrottlingMixin, Device):
     def get_throttle_factor(self) -> int:
         # 1, 2, 4, 8… seconds after successive failures (django-otp's scheme).
         return 1
+
+
+class IdentityPolicy(models.Model):
+    """An IAM-style identity policy: managed (account-wide, attachable) or inline.
+
+    A managed policy has no ``principal`` and is attached through
+    ``PolicyAttachment``; an inline policy belongs to exactly one principal.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="identity_policies")
+    name = models.CharField(max_length=128, validators=[RegexValidator(r"^[\w+=,.@-]{1,128}$")])
+    description = models.CharField(max_length=1000, blank=True)
+    document = models.TextField()
+    principal = models.ForeignKey(
+        Principal, null=True, blank=True, on_delete=models.CASCADE, related_name="inline_policies"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "name"], condition=models.Q(principal__isnull=True), name="managed_policy_name"
+            ),
+            models.UniqueConstraint(
+                fields=["principal", "name"], condition=models.Q(principal__isnull=False), name="inline_policy_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_inline(self) -> bool:
+        return self.principal_id is not None
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:policy/{self.name}"
+
+
+class PolicyAttachment(models.Model):
+    """A managed identity policy attached to a principal."""
+
+    principal = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="attachments")
+    policy = models.ForeignKey(IdentityPolicy, on_delete=models.CASCADE, related_name="attachments")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["principal", "policy"], name="attachment_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id}->{self.principal_id}"
+
+
+class GrantQuerySet(models.QuerySet["Grant"]):
+    def live(self, now: datetime) -> GrantQuerySet:
+        """Grants that still give permissions: not retired, revoked or expired."""
+        return self.filter(retired_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class Grant(models.Model):
+    """A KMS grant: lets ``grantee_principal`` use one key for some operations.
+
+    Retired and revoked grants stay as rows (``retired_at`` set) so the audit
+    trail and the grant-request history can still name them.
+    """
+
+    grant_id = models.CharField(max_length=64, unique=True)
+    key = models.ForeignKey("keys.Key", on_delete=models.CASCADE, related_name="grants")
+    name = models.CharField(max_length=256, blank=True)
+    grantee_principal = models.CharField(max_length=256)
+    retiring_principal = models.CharField(max_length=256, blank=True)
+    operations = models.JSONField(default=list)
+    constraints = models.JSONField(null=True, blank=True)
+    issuing_account = models.CharField(max_length=12)
+    created_by = models.CharField(max_length=256)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_how = models.CharField(max_length=16, blank=True)  # retired | revoked | expired | key-deleted
+
+    objects = GrantQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["key", "grantee_principal"], name="grant_key_grantee_idx"),
+            models.Index(fields=["retiring_principal"], name="grant_retiring_idx"),
+            models.Index(fields=["expires_at"], name="grant_expiry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.grant_id
+
+
+class GrantRequestState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+    EXPIRED = "expired", "Expired"
+
+
+class GrantRequest(models.Model):
+    """A request for a grant, decided by approvers (kmsweb's addition to AWS).
+
+    On the final approval the grant is created with ``expires_at`` =
+    decision time + ``duration``. Requests are never deleted.
+    """
+
+    key = models.ForeignKey("keys.Key", on_delete=models.CASCADE, related_name="grant_requests")
+    requester = models.ForeignKey(Principal, on_delete=models.PROTECT, related_name="grant_requests")
+    grantee_principal = models.CharField(max_length=256)
+    operations = models.JSONField(default=list)
+    constraints = models.JSONField(null=True, blank=True)
+    justification = models.TextField(max_length=2000)
+    duration = models.DurationField()
+    state = models.CharField(max_length=10, choices=GrantRequestState.choices, default=GrantRequestState.PENDING)
+    approvals_required = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "created_at"], name="grant_request_state_idx")]
+
+    def __str__(self) -> str:
+        return f"grant request {self.pk} ({self.state})"
+
+
+class GrantRequestDecision(models.Model):
+    """One step of a grant request's timeline: an approval, rejection or withdrawal."""
+
+    request = models.ForeignKey(GrantRequest, on_delete=models.CASCADE, related_name="decisions")
+    principal = models.ForeignKey(Principal, on_delete=models.PROTECT, related_name="+")
+    verdict = models.CharField(max_length=10)  # approve | reject | withdraw
+    comment = models.TextField(max_length=2000, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "principal"], condition=models.Q(verdict="approve"), name="one_approval_each"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} by {self.principal_id}"
