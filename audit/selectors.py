@@ -1,4 +1,5 @@
-"""Reading the audit trail for the dashboard: usage series and recent denials.
+"""Reading the audit trail: usage series, recent denials, the Audit page's
+search, event details, signing keys and the report's figures.
 
 Usage is counted straight from audit events, bucketed in the database; the
 background-jobs issue adds roll-up tables that these functions can read
@@ -7,17 +8,26 @@ instead without changing their output.
 
 from __future__ import annotations
 
+import json
+import re
+import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
-from audit.models import AuditEvent
-from kmsweb.lib.caller import Caller
+from audit import canonical, report
+from audit.filters import AuditFilter, encode_cursor
+from audit.models import AuditDigest, AuditEvent, AuditExport, SigningKey
+from keys.models import Key
+from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
+from kmsweb.lib.errors import NotFound
+from policies.models import Grant, GrantRequestDecision, Principal
 
 
 @dataclass(frozen=True)
@@ -152,3 +162,231 @@ def last_used_by_key(*, key_ids: list[str]) -> dict[str, datetime]:
         .order_by()
     )
     return {row["key_id"]: row["last"] for row in rows}
+
+
+# -- The Audit page, event detail, exports --------------------------------------------------------
+
+
+def audit_events_for(*, caller: Caller) -> QuerySet[AuditEvent]:
+    """The events ``caller`` may search: its account's, those on its account's
+    keys, and the account-less ones (system jobs, unauthenticated requests).
+    Operators' commands see all."""
+    if caller.is_system and not caller.account_id:
+        return AuditEvent.objects.all()
+    # Calls from other accounts on this account's keys belong to its trail too
+    # (CloudTrail delivers a cross-account call to both accounts).
+    own_keys = [str(k) for k in Key.objects.filter(account_id=caller.account_id).values_list("id", flat=True)]
+    return AuditEvent.objects.filter(Q(recipient_account_id__in=[caller.account_id, ""]) | Q(key_id__in=own_keys))
+
+
+def audit_filter_for(*, caller: Caller, params: Mapping[str, Any]) -> tuple[AuditFilter, dict[str, str]]:
+    """Parse a filter and check that the key and principal it names exist."""
+    flt, errors = AuditFilter.parse(params)
+    if flt.key:
+        keys = Key.objects.filter(id=flt.key)
+        if not caller.is_system:
+            keys = keys.filter(account_id=caller.account_id)
+        if not keys.exists():
+            errors["key"] = f"Unknown key '{flt.key}'."
+    if flt.principal and flt.principal != SYSTEM_PRINCIPAL_ARN:
+        match = _PRINCIPAL.match(flt.principal)
+        if match is None or (
+            match["rest"] != "root"
+            and not Principal.objects.filter(
+                account_id=match["account"], type=match["type"], name=match["name"]
+            ).exists()
+        ):
+            errors["principal"] = f"Unknown principal '{flt.principal}'."
+    return flt, errors
+
+
+_PRINCIPAL = re.compile(r"^arn:aws:iam::(?P<account>\d{12}):(?P<rest>root|(?P<type>user|role|service)/(?P<name>.+))$")
+# The table shows these; the JSON members stay in the database until a row is opened.
+_ROW_COLUMNS = (
+    "id",
+    "event_id",
+    "event_time",
+    "event_name",
+    "event_source",
+    "principal_arn",
+    "source_ip",
+    "error_code",
+    "origin",
+    "key_id",
+    "read_only",
+)
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One keyset page of the Audit table, with cursors to its neighbours."""
+
+    rows: list[AuditEvent]
+    newer: str | None  # cursor for the page before (towards the start of the sort)
+    older: str | None  # cursor for the page after
+
+
+def event_page_for(*, caller: Caller, flt: AuditFilter) -> EventPage:
+    """A page of events matching ``flt``: ``per_page + 1`` rows fetched, never an OFFSET."""
+    qs, backwards = flt.page(audit_events_for(caller=caller))
+    fetched = list(qs.only(*_ROW_COLUMNS)[: flt.per_page + 1])
+    more = len(fetched) > flt.per_page
+    rows = fetched[: flt.per_page]
+    if backwards:
+        rows.reverse()
+    if not rows:
+        return EventPage(rows=[], newer=None, older=None)
+    first, last = rows[0], rows[-1]
+    has_before = more if backwards else bool(flt.after)
+    has_after = True if backwards else more
+    return EventPage(
+        rows=rows,
+        newer=encode_cursor(first.event_time, first.id) if has_before else None,
+        older=encode_cursor(last.event_time, last.id) if has_after else None,
+    )
+
+
+def event_get_for(*, caller: Caller, event_id: str) -> AuditEvent:
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        raise NotFound(f"Invalid event id '{event_id}'.") from None
+    event = audit_events_for(caller=caller).filter(event_id=parsed).first()
+    if event is None:
+        raise NotFound(f"Event {event_id} does not exist (or was archived).")
+    return event
+
+
+def event_record(event: AuditEvent) -> dict[str, Any]:
+    """The CloudTrail record of an event, exactly as exports and digests see it."""
+    return canonical.record([getattr(event, name) for name in canonical.EVENT_COLUMNS])
+
+
+def event_digest(event: AuditEvent) -> AuditDigest | None:
+    """The digest that sealed ``event``, if it is sealed yet."""
+    return AuditDigest.objects.filter(last_event_id__gte=event.id, first_event_id__lte=event.id).defer("leaves").first()
+
+
+def public_keys() -> list[dict[str, Any]]:
+    """Every audit signing key's public half, newest first (current and retired)."""
+    return [
+        {
+            "fingerprint": k.fingerprint,
+            "algorithm": "ECDSA P-256 with SHA-256",
+            "publicKeyPem": k.public_pem,
+            "createdAt": k.created_at.isoformat(),
+            "retiredAt": k.retired_at.isoformat() if k.retired_at else None,
+            "current": k.retired_at is None,
+        }
+        for k in SigningKey.objects.order_by("-created_at", "-id").defer("private_key_ciphertext")
+    ]
+
+
+def exports_for(*, caller: Caller, limit: int = 10) -> list[AuditExport]:
+    return list(AuditExport.objects.filter(account_id=caller.account_id, requested_by=caller.principal_arn)[:limit])
+
+
+def export_get_for(*, caller: Caller, export_id: str) -> AuditExport:
+    try:
+        parsed = uuid.UUID(export_id)
+    except ValueError:
+        raise NotFound(f"Invalid export id '{export_id}'.") from None
+    export = AuditExport.objects.filter(pk=parsed, account_id=caller.account_id).first()
+    if export is None:
+        raise NotFound(f"Export {export_id} does not exist.")
+    return export
+
+
+def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent], now: datetime) -> report.ReportData:
+    """What the PDF report shows for ``flt``'s period (see ``audit.report``)."""
+    account = caller.account_id
+    keys = Key.objects.filter(manager__in=["CUSTOMER", "AWS"], deleted_at__isnull=True).prefetch_related("aliases")
+    grants = Grant.objects.select_related("key")
+    if account:
+        keys = keys.filter(account_id=account)
+        grants = grants.filter(key__account_id=account)
+    if flt.key:
+        keys = keys.filter(id=flt.key)
+        grants = grants.filter(key_id=flt.key)
+    if flt.since:
+        grants = grants.filter(created_at__gte=flt.since)
+    if flt.until:
+        grants = grants.filter(created_at__lt=flt.until)
+    totals = events.aggregate(
+        n=Count("id"),
+        denied=Count("id", filter=Q(error_code=DENIED)),
+        failed=Count("id", filter=~Q(error_code="") & ~Q(error_code=DENIED)),
+        oldest=Min("event_time"),
+        newest=Max("event_time"),
+    )
+    inventory = report.Section(
+        "Key inventory and rotation status",
+        ["Key", "Aliases", "Kind", "State", "Created", "Rotation", "Last rotated", "Next rotation"],
+    )
+    inventory.total = keys.count()
+    for k in keys.order_by("created_at")[: report.MAX_ROWS]:
+        inventory.rows.append(
+            [
+                str(k.id),
+                ", ".join(a.name for a in k.aliases.all()),
+                "customer" if k.manager == "CUSTOMER" else "service managed",
+                k.state,
+                f"{k.created_at:%Y-%m-%d}",
+                f"every {k.rotation_period_days} days" if k.rotation_enabled else "off",
+                f"{k.last_rotated_at:%Y-%m-%d}" if k.last_rotated_at else "never",
+                f"{k.next_rotation_at:%Y-%m-%d}" if k.rotation_enabled and k.next_rotation_at else "",
+            ]
+        )
+    issued = report.Section(
+        "Grants issued", ["Grant", "Key", "Grantee", "Operations", "Created by", "Created", "Approved by", "Status"]
+    )
+    issued.total = grants.count()
+    page = list(grants.order_by("created_at")[: report.MAX_ROWS])
+    approvals: dict[int, list[str]] = defaultdict(list)
+    for decision in GrantRequestDecision.objects.filter(
+        request__grant__in=[g.pk for g in page], verdict="approve"
+    ).select_related("principal", "request"):
+        approvals[decision.request.grant_id].append(decision.principal.arn)
+    for g in page:
+        issued.rows.append(
+            [
+                g.grant_id[:16] + "…",
+                str(g.key_id),
+                g.grantee_principal,
+                ", ".join(g.operations),
+                g.created_by,
+                f"{g.created_at:%Y-%m-%d %H:%M}",
+                ", ".join(approvals.get(g.pk, [])) or "direct (CreateGrant)",
+                g.retired_how or "active",
+            ]
+        )
+    denied = report.Section("Denials", ["Time", "Event", "Principal", "Source IP", "Key", "Message"])
+    denied.total = totals["denied"]
+    for e in events.filter(error_code=DENIED).order_by("event_time", "id")[: report.MAX_ROWS]:
+        denied.rows.append(
+            [f"{e.event_time:%Y-%m-%d %H:%M:%S}", e.event_name, e.principal_arn, e.source_ip, e.key_id, e.error_message]
+        )
+    alarms = report.Section("Alarms", ["Time", "Event", "Details"])
+    alarm_events = events.filter(event_name__icontains="alarm")
+    alarms.total = alarm_events.count()
+    for e in alarm_events.order_by("event_time", "id")[: report.MAX_ROWS]:
+        alarms.rows.append([f"{e.event_time:%Y-%m-%d %H:%M:%S}", e.event_name, json.dumps(e.response_elements)])
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "the beginning"
+
+    return report.ReportData(
+        title="kmsweb audit report",
+        period=f"{when(flt.since)} to {when(flt.until) if flt.until else f'{now:%Y-%m-%d %H:%M} UTC'}",
+        scope=f"account {account}" if account else "all accounts",
+        generated_at=now,
+        summary=[
+            ("Events", str(totals["n"])),
+            ("Denied", str(totals["denied"])),
+            ("Failed (other errors)", str(totals["failed"])),
+            ("Oldest event", when(totals["oldest"]) if totals["oldest"] else "-"),
+            ("Newest event", when(totals["newest"]) if totals["newest"] else "-"),
+            ("Filter", json.dumps(flt.describe()) if flt.is_filtered else "none"),
+        ],
+        sections=[inventory, issued, denied, alarms],
+    )

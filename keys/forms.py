@@ -128,3 +128,9 @@ class PolicyForm(forms.Form):
 
 class DescriptionForm(forms.Form):
     description = forms.CharField(required=False, max_length=8192)
+
+
+class GrantApprovalsForm(forms.Form):
+    required = forms.TypedChoiceField(
+        choices=[(1, "1 approver"), (2, "2 distinct approvers")], coerce=int, label="Grant requests need"
+    )

@@ -84,6 +84,9 @@ class Key(models.Model):
 
     objects = KeyQuerySet.as_manager()
 
+    # Set by the selector when the request named the key by an alias (not stored).
+    requested_as: str | None = None
+
     class Meta:
         indexes = [
             models.Index(fields=["account", "region", "manager", "created_at"], name="key_list_idx"),

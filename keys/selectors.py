@@ -61,7 +61,10 @@ def _get_by_alias(caller: Caller, name: str, account_id: str, region: str) -> Ke
     )
     if alias is None:
         raise NotFound(f"Alias arn:aws:kms:{region}:{account_id}:{name} is not found.")
-    return alias.key
+    key = alias.key
+    # kms:RequestAlias: policies may allow a key only when it is named by an alias.
+    key.requested_as = name
+    return key
 
 
 def key_get_for(*, caller: Caller, key_ref: str, allow_alias: bool = True) -> Key:
@@ -232,11 +235,16 @@ class KeyDetail:
     tags: list[Any]
     materials: list[Any]
     last_used: datetime | None
+    # Live grants (not retired, revoked or expired), oldest first.
+    grants: list[Any]
 
 
 def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
     """What the key page shows besides the key row itself."""
+    from django.utils import timezone
+
     from audit.selectors import last_used_by_key
+    from policies.models import Grant
 
     return KeyDetail(
         aliases=list(key.aliases.order_by("name")),
@@ -245,4 +253,5 @@ def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
             key.materials.order_by("-version").only("pk", "version", "material_id", "created_at", "rotation_type")
         ),
         last_used=last_used_by_key(key_ids=[str(key.id)]).get(str(key.id)),
+        grants=list(Grant.objects.live(timezone.now()).filter(key=key).order_by("created_at", "id")),
     )

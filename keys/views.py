@@ -25,6 +25,7 @@ from keys.filters import KeyFilter
 from keys.forms import (
     AliasForm,
     DescriptionForm,
+    GrantApprovalsForm,
     KeyCreateForm,
     PolicyForm,
     RotationForm,
@@ -56,6 +57,7 @@ KEY_ACTIONS = (
     "kms:UntagResource",
     "kms:PutKeyPolicy",
     "kms:UpdateKeyDescription",
+    "kmsweb:UpdateGrantApprovals",
 )
 
 
@@ -105,6 +107,8 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
     can = _can(caller, *KEY_ACTIONS)
     if key.manager != KeyManager.CUSTOMER:
         can = dict.fromkeys(can, False)
+    # Asking for a grant is a request, not a change: any role that may ask sees the link.
+    can["RequestGrant"] = key.manager == KeyManager.CUSTOMER and role_allows(caller.roles, "kmsweb:RequestGrant")
     policy_text = key.policy
     try:
         policy_text = json.dumps(json.loads(key.policy), indent=2)
@@ -122,6 +126,7 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
         "alias_form": AliasForm(),
         "tag_form": TagForm(),
         "description_form": DescriptionForm(initial={"description": key.description}),
+        "approvals_form": GrantApprovalsForm(initial={"required": key.grant_approvals_required}),
         "ranges": audit_selectors.RANGES,
         "nav": "keys",
     }
@@ -312,6 +317,17 @@ def key_description(request: Any, key_id: str) -> HttpResponse:
     if not form.is_valid():
         return _refresh(request, caller, key_id, "keyChanged", description_form=form)
     services.key_update_description(caller=caller, key=key, description=form.cleaned_data["description"])
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_grant_approvals(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = GrantApprovalsForm(request.POST)
+    if not form.is_valid():
+        return _refresh(request, caller, key_id, "keyChanged", approvals_form=form)
+    services.key_set_grant_approvals(caller=caller, key=key, required=form.cleaned_data["required"])
     return _refresh(request, caller, key_id, "keyChanged")
 
 

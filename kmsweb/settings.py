@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from kmsweb.lib.env import env_bool, env_int, env_list, env_secret, env_str
@@ -81,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "policies.context_processors.grant_requests",
             ],
         },
     },
@@ -170,6 +172,33 @@ if not KMSWEB_ROOT_KEY:
 # Regions a SigV4 credential scope may name; empty means any AWS-shaped name.
 KMSWEB_REGIONS = env_list("KMSWEB_REGIONS", [])
 
+# Grant requests: pending ones expire after this many days (a periodic job).
+KMSWEB_GRANT_REQUEST_TTL_DAYS = env_int("KMSWEB_GRANT_REQUEST_TTL_DAYS", 7)
+if KMSWEB_GRANT_REQUEST_TTL_DAYS < 1:
+    raise ImproperlyConfigured("KMSWEB_GRANT_REQUEST_TTL_DAYS must be at least 1")
+# Links in notification emails point here.
+KMSWEB_DASHBOARD_URL = (env_str("KMSWEB_DASHBOARD_URL") or "http://127.0.0.1:8000").rstrip("/")
+
+# Email (grant request notifications): printed to the console unless an
+# operator names another backend, e.g. django.core.mail.backends.smtp.EmailBackend.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "kmsweb <kmsweb@localhost>"
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+
+# Audit trail: events older than this many days are archived (export and
+# signed manifest under the archive directory) and then deleted; 0 keeps all.
+KMSWEB_AUDIT_RETENTION_DAYS = env_int("KMSWEB_AUDIT_RETENTION_DAYS", 365)
+if KMSWEB_AUDIT_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("KMSWEB_AUDIT_RETENTION_DAYS must be 0 (keep everything) or more")
+KMSWEB_AUDIT_ARCHIVE_DIR = Path(env_str("KMSWEB_AUDIT_ARCHIVE_DIR") or VAR_DIR / "audit-archive")
+# Dashboard export jobs write their bundles (and zips) here.
+KMSWEB_AUDIT_EXPORT_DIR = Path(env_str("KMSWEB_AUDIT_EXPORT_DIR") or VAR_DIR / "audit-exports")
+
 # Celery: Redis when REDIS_URL is set, else an embedded filesystem broker.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -193,7 +222,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # Every minute: seal the new audit events into a signed digest.
+    "audit-seal": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
+    # Daily 03:10 UTC: archive and delete sealed events past retention.
+    "audit-archive": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
+}
 
 LOGGING = {
     "version": 1,

@@ -22,4 +22,5 @@ urlpatterns = [
     path("", root, name="root"),
     path("", include("keys.urls")),
     path("", include("policies.urls")),
+    path("", include("audit.urls")),
 ]

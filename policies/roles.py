@@ -1,22 +1,28 @@
 """Dashboard roles and the ``kms:`` actions each allows.
 
-A role is a Django group of the same name. Until the authorization issue
-turns each role into an identity policy of the user's principal, the
-``authorize`` hook checks a dashboard caller's actions against this table;
-the names are the ones an identity policy would list, so the views will not
-change when it does.
+A role is a Django group of the same name, and stands for an identity policy
+(``role_policy_document``) that ``authorize`` adds to a dashboard user's own
+policies. The views use ``role_allows`` only to decide which buttons to show;
+the decision itself is always ``authorize``'s.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from functools import cache
 
 READ_ACTIONS = ("kms:Describe*", "kms:List*", "kms:Get*")
 
+# Asking for a grant changes nothing until approvers agree, so every role
+# that works with keys may ask.
+REQUEST_ACTIONS = ("kmsweb:RequestGrant",)
+
 ROLES: dict[str, tuple[str, ...]] = {
-    "viewer": READ_ACTIONS,
+    "viewer": READ_ACTIONS + REQUEST_ACTIONS,
     "key-admin": READ_ACTIONS
+    + REQUEST_ACTIONS
     + (
         "kms:CreateKey",
         "kms:CreateAlias",
@@ -33,15 +39,21 @@ ROLES: dict[str, tuple[str, ...]] = {
         "kms:ScheduleKeyDeletion",
         "kms:CancelKeyDeletion",
         "kms:PutKeyPolicy",
+        # How many approvals a grant request for a key needs (with kms:PutKeyPolicy on the key).
+        "kmsweb:UpdateGrantApprovals",
     ),
     "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest",),
     "auditor": READ_ACTIONS + ("kmsweb:SearchAudit", "kmsweb:ExportAudit"),
+    # Manages principals, their policies and access keys: it can give anyone
+    # anything, so only superusers hold it unless an operator says otherwise.
+    "administrator": ("kms:*", "kmsweb:*", "iam:*"),
 }
 ROLE_LABELS = {
     "viewer": "Viewer",
     "key-admin": "Key administrator",
     "approver": "Approver",
     "auditor": "Auditor",
+    "administrator": "Administrator",
 }
 # Superusers hold every role.
 ALL_ROLES = tuple(ROLES)
@@ -50,3 +62,11 @@ ALL_ROLES = tuple(ROLES)
 def role_allows(roles: Iterable[str], action: str) -> bool:
     """True when any of ``roles`` lists an action pattern matching ``action``."""
     return any(fnmatchcase(action, pattern) for role in roles for pattern in ROLES.get(role, ()))
+
+
+@cache
+def role_policy_document(role: str) -> str:
+    """The identity policy a role stands for: Allow its actions on every resource."""
+    actions = list(ROLES.get(role, ()))
+    statement = [{"Sid": f"Role{role.title().replace('-', '')}", "Effect": "Allow", "Action": actions, "Resource": "*"}]
+    return json.dumps({"Version": "2012-10-17", "Statement": statement if actions else []})

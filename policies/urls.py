@@ -1,6 +1,6 @@
 from django.urls import path
 
-from policies import views
+from policies import api, grant_request_views, views
 
 app_name = "policies"
 
@@ -9,4 +9,43 @@ urlpatterns = [
     path("logout/", views.logout, name="logout"),
     path("mfa/verify/", views.mfa_verify, name="mfa_verify"),
     path("mfa/enroll/", views.mfa_enroll, name="mfa_enroll"),
+    path("principals/", views.principal_list, name="principal_list"),
+    path("principals/policies/", views.managed_policy_put, name="managed_policy_put"),
+    path("principals/<int:principal_id>/", views.principal_detail, name="principal_detail"),
+    path("principals/<int:principal_id>/access-keys/", views.principal_access_key_create, name="access_key_create"),
+    path(
+        "principals/<int:principal_id>/access-keys/status/", views.principal_access_key_status, name="access_key_status"
+    ),
+    path(
+        "principals/<int:principal_id>/access-keys/delete/", views.principal_access_key_delete, name="access_key_delete"
+    ),
+    path("principals/<int:principal_id>/policies/", views.principal_policy_put, name="principal_policy_put"),
+    path(
+        "principals/<int:principal_id>/policies/delete/", views.principal_policy_delete, name="principal_policy_delete"
+    ),
+    path(
+        "principals/<int:principal_id>/policies/attach/", views.principal_policy_attach, name="principal_policy_attach"
+    ),
+    # Grant requests: the dashboard inbox and pages, and the REST API (SigV4).
+    path("grant-requests/", grant_request_views.grant_request_list, name="grant_request_list"),
+    path("grant-requests/new/", grant_request_views.grant_request_create, name="grant_request_create"),
+    path("grant-requests/badge/", grant_request_views.grant_request_badge, name="grant_request_badge"),
+    path("grant-requests/<int:request_id>/", grant_request_views.grant_request_detail, name="grant_request_detail"),
+    path(
+        "grant-requests/<int:request_id>/decide/",
+        grant_request_views.grant_request_decide,
+        name="grant_request_decide",
+    ),
+    path(
+        "grant-requests/<int:request_id>/withdraw/",
+        grant_request_views.grant_request_withdraw,
+        name="grant_request_withdraw",
+    ),
+    path("api/v1/grant-requests", api.grant_requests, name="api_grant_requests"),
+    path("api/v1/grant-requests/<int:request_id>", api.grant_request, name="api_grant_request"),
+    path(
+        "api/v1/grant-requests/<int:request_id>/withdraw",
+        api.grant_request_withdraw,
+        name="api_grant_request_withdraw",
+    ),
 ]

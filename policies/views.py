@@ -16,15 +16,19 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp import login as otp_login
 
-from kmsweb.lib.errors import KmsError
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import AlreadyExists, KmsError, MalformedPolicyDocument, NotFound, ValidationError
 from kmsweb.lib.middleware import SESSION_HINT_COOKIE
-from policies import services
-from policies.forms import TokenForm
+from policies import selectors, services
+from policies.forms import PolicyDocumentForm, TokenForm
+from policies.models import AccessKey, Account, Principal
+from policies.roles import role_allows
 from policies.selectors import user_has_confirmed_device
 
 
@@ -139,3 +143,181 @@ def logout(request: Any) -> HttpResponse:
     response = redirect("policies:login")
     response.delete_cookie(SESSION_HINT_COOKIE, samesite="Lax")
     return response
+
+
+# --- Principals: identity policies and access keys ---------------------------
+
+IAM_ACTIONS = (
+    "iam:CreateAccessKey",
+    "iam:UpdateAccessKey",
+    "iam:DeleteAccessKey",
+    "iam:PutPrincipalPolicy",
+    "iam:AttachPrincipalPolicy",
+    "iam:DetachPrincipalPolicy",
+    "iam:CreatePolicy",
+    "iam:DeletePolicy",
+)
+
+
+def _iam_can(caller: Caller) -> dict[str, bool]:
+    return {a.split(":")[1]: role_allows(caller.roles, a) for a in IAM_ACTIONS}
+
+
+@require_GET
+def principal_list(request: Any) -> HttpResponse:
+    caller = Caller.from_request(request)
+    context = {
+        "principals": selectors.principal_list_for(caller=caller),
+        "policies": selectors.managed_policies_for(caller=caller),
+        "can": _iam_can(caller),
+        "policy_form": PolicyDocumentForm(),
+        "nav": "principals",
+    }
+    return render(request, "policies/principal_list.html", context)
+
+
+def _principal_context(caller: Caller, principal: Principal, **extra: Any) -> dict[str, Any]:
+    now = timezone.now()
+    access_keys = [
+        {"key": k, "age_days": (now - k.created_at).days} for k in principal.access_keys.order_by("created_at")
+    ]
+    attached_ids = set(principal.attachments.values_list("policy_id", flat=True))
+    context: dict[str, Any] = {
+        "principal": principal,
+        "access_keys": access_keys,
+        "inline": principal.inline_policies.order_by("name"),
+        "attached": selectors.managed_policies_for(caller=caller).filter(pk__in=attached_ids),
+        "attachable": selectors.managed_policies_for(caller=caller).exclude(pk__in=attached_ids),
+        "can": _iam_can(caller),
+        "policy_form": PolicyDocumentForm(),
+        "nav": "principals",
+    }
+    context.update(extra)
+    return context
+
+
+def _principal_page(
+    request: Any, caller: Caller, principal: Principal, status: int = 200, **extra: Any
+) -> HttpResponse:
+    return render(
+        request, "policies/principal_detail.html", _principal_context(caller, principal, **extra), status=status
+    )
+
+
+@require_GET
+def principal_detail(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    return _principal_page(request, caller, principal)
+
+
+@require_POST
+def principal_access_key_create(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    key, secret = services.access_key_create(caller=caller, principal=principal)
+    # The secret is shown in this one response and never again.
+    response = _principal_page(request, caller, principal, new_secret={"id": key.access_key_id, "secret": secret})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _access_key(principal: Principal, access_key_id: str) -> AccessKey:
+    key = principal.access_keys.filter(access_key_id=access_key_id).first()
+    if key is None:
+        raise NotFound(f"Access key {access_key_id!r} does not belong to {principal.arn}.")
+    return key
+
+
+@require_POST
+def principal_access_key_status(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    key = _access_key(principal, request.POST.get("access_key_id", ""))
+    services.access_key_set_status(caller=caller, access_key=key, active=request.POST.get("active") == "true")
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def principal_access_key_delete(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    key = _access_key(principal, request.POST.get("access_key_id", ""))
+    services.access_key_delete(caller=caller, access_key=key)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def principal_policy_put(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    form = PolicyDocumentForm(request.POST)
+    if form.is_valid():
+        try:
+            services.identity_policy_put(
+                caller=caller,
+                account=principal.account,
+                name=form.cleaned_data["name"],
+                document=form.cleaned_data["document"],
+                principal=principal,
+            )
+        except (MalformedPolicyDocument, ValidationError, AlreadyExists) as exc:
+            form.add_error("document" if isinstance(exc, MalformedPolicyDocument) else "name", exc.message)
+    if form.errors:
+        return _principal_page(request, caller, principal, policy_form=form)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def principal_policy_delete(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    policy = principal.inline_policies.filter(name=request.POST.get("name", "")).first()
+    if policy is None:
+        raise NotFound("No such inline policy.")
+    services.identity_policy_delete(caller=caller, policy=policy)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def principal_policy_attach(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    policy = selectors.managed_policies_for(caller=caller).filter(name=request.POST.get("name", "")).first()
+    if policy is None:
+        raise NotFound("No such managed policy in this account.")
+    if request.POST.get("detach") == "true":
+        services.policy_detach(caller=caller, principal=principal, policy=policy)
+    else:
+        services.policy_attach(caller=caller, principal=principal, policy=policy)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def managed_policy_put(request: Any) -> HttpResponse:
+    caller = Caller.from_request(request)
+    form = PolicyDocumentForm(request.POST)
+    if form.is_valid():
+        try:
+            services.identity_policy_put(
+                caller=caller,
+                account=_account(caller),
+                name=form.cleaned_data["name"],
+                document=form.cleaned_data["document"],
+            )
+        except (MalformedPolicyDocument, ValidationError, AlreadyExists) as exc:
+            form.add_error("document" if isinstance(exc, MalformedPolicyDocument) else "name", exc.message)
+    if form.errors:
+        context = {
+            "principals": selectors.principal_list_for(caller=caller),
+            "policies": selectors.managed_policies_for(caller=caller),
+            "can": _iam_can(caller),
+            "policy_form": form,
+            "nav": "principals",
+        }
+        return render(request, "policies/principal_list.html", context)
+    return redirect("policies:principal_list")
+
+
+def _account(caller: Caller) -> Account:
+    return Account.objects.get(pk=caller.account_id)

@@ -18,7 +18,7 @@ from keys.models import Key
 from keys.services.platform import platform_cache_clear
 from kmsweb.lib.caller import Caller
 from policies.models import Account, Principal
-from policies.services import access_key_create
+from policies.services import FULL_ACCESS_POLICY, access_key_create, identity_policy_put
 from tests.factories import AccountFactory, PrincipalFactory
 
 REGION = "us-east-1"
@@ -82,10 +82,15 @@ class Persona:
         return Caller(**values)
 
 
-def _persona(account_id: str, name: str) -> Persona:
+def _persona(account_id: str, name: str, policy: str | None = FULL_ACCESS_POLICY) -> Persona:
+    """A principal with an access key and, by default, an inline kms:* policy
+    (the default key policy delegates to identity policies, as in AWS)."""
     account = AccountFactory(id=account_id)
     principal = PrincipalFactory(account=account, name=name)
-    key, secret = access_key_create(caller=Caller.system("tests", account_id=account.id), principal=principal)
+    system = Caller.system("tests", account_id=account.id)
+    if policy is not None:
+        identity_policy_put(caller=system, account=account, name="FullKmsAccess", document=policy, principal=principal)
+    key, secret = access_key_create(caller=system, principal=principal)
     return Persona(principal=principal, access_key_id=key.access_key_id, secret=secret)
 
 
@@ -97,8 +102,18 @@ def key_admin(db: None) -> Persona:
 
 @pytest.fixture
 def outsider(db: None) -> Persona:
-    """A principal of another account."""
+    """A principal of another account (kms:* in its own account)."""
     return _persona(OTHER_ACCOUNT, "outsider")
+
+
+@pytest.fixture
+def make_persona(db: None) -> Callable[..., Persona]:
+    """Principals with chosen identity policies: make_persona("bob", policy=None)."""
+
+    def make(name: str, *, account_id: str | None = None, policy: str | None = None) -> Persona:
+        return _persona(account_id or settings.KMSWEB_ACCOUNT_ID, name, policy)
+
+    return make
 
 
 @pytest.fixture

@@ -57,11 +57,13 @@ def test_it_bootstraps_the_account_principal_and_a_linked_superuser(password_fil
     assert out.splitlines() == [
         f"account {ACCOUNT}",
         f"created principal arn:aws:iam::{ACCOUNT}:user/admin",
+        f"gave arn:aws:iam::{ACCOUNT}:user/admin the inline policy AdministratorAccess (kms:*)",
         "created dashboard superuser admin",
         f"linked admin to arn:aws:iam::{ACCOUNT}:user/admin",
     ]
     assert not Key.objects.exists()
     assert AuditEvent.objects.filter(event_name="CreatePrincipal", error_code="").count() == 1
+    assert principal.inline_policies.get(name="AdministratorAccess").document.count("kms:*") == 1
 
 
 def test_it_bootstraps_idempotently(password_file: Path) -> None:

@@ -8,6 +8,7 @@ from keys.services.cryptography import (
     key_reencrypt,
     random_generate,
 )
+from keys.services.grant_approvals import GRANT_APPROVALS_CHOICES, key_set_grant_approvals
 from keys.services.lifecycle import (
     key_cancel_deletion,
     key_create,
@@ -17,6 +18,7 @@ from keys.services.lifecycle import (
     key_enable,
     key_get_policy,
     key_list,
+    key_list_policies,
     key_put_policy,
     key_schedule_deletion,
     key_update_description,
@@ -31,6 +33,8 @@ from keys.services.rotation import (
 from keys.services.tags import key_list_tags, key_tag, key_untag
 
 __all__ = [
+    "GRANT_APPROVALS_CHOICES",
+    "key_set_grant_approvals",
     "alias_create",
     "alias_delete",
     "alias_list",
@@ -49,6 +53,7 @@ __all__ = [
     "key_encrypt",
     "key_generate_data_key",
     "key_list",
+    "key_list_policies",
     "key_list_rotations",
     "key_list_tags",
     "key_reencrypt",

@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keys.models import Key, KeyManager, KeyState
+from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
+    AccessDenied,
     Disabled,
     InvalidState,
     MalformedPolicyDocument,
@@ -15,6 +17,8 @@ from kmsweb.lib.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from policies import evaluation
+from policies.authorization import authorize
 
 MAX_POLICY_BYTES = 32 * 1024
 MAX_TAGS = 50
@@ -72,15 +76,26 @@ def default_key_policy(account_id: str) -> str:
 
 
 def check_policy_document(policy: str) -> None:
-    """The structural checks this issue makes; the policy engine adds the rest."""
+    """Validate a key policy with the policy engine's parser (precise messages)."""
     if len(policy.encode()) > MAX_POLICY_BYTES:
         raise MalformedPolicyDocument("The key policy exceeds the maximum size of 32768 bytes.")
     try:
-        doc = json.loads(policy)
-    except ValueError as exc:
-        raise MalformedPolicyDocument(f"The policy is not valid JSON: {exc}.") from exc
-    if not isinstance(doc, dict) or "Statement" not in doc:
-        raise MalformedPolicyDocument("The policy must be a JSON object with a Statement.")
+        evaluation.parse_policy(policy, kind="key")
+    except evaluation.PolicyError as exc:
+        raise MalformedPolicyDocument(exc.message) from exc
+
+
+def check_policy_lockout(*, caller: Caller, key: Key, policy: str, bypass: bool) -> None:
+    """AWS's lockout safety check: refuse a policy under which the caller
+    could never call PutKeyPolicy again, unless explicitly bypassed."""
+    if bypass or caller.is_system:
+        return
+    try:
+        authorize(caller=caller, action="kms:PutKeyPolicy", key=key, key_policy_override=policy)
+    except AccessDenied as exc:
+        raise MalformedPolicyDocument(
+            "The new key policy will not allow you to update the key policy in the future."
+        ) from exc
 
 
 def check_storable_text(member: str, value: str) -> None:

@@ -80,7 +80,12 @@ def _prepare(
 ) -> None:
     if key not in op.keys:
         op.keys.append(key)
-    authorize(caller=caller, action=action, key=key, context={"EncryptionContext": dict(context or {})})
+    authorize(
+        caller=caller,
+        action=action,
+        key=key,
+        context={"EncryptionContext": dict(context or {}), "kms:EncryptionAlgorithm": SYMMETRIC_DEFAULT},
+    )
     require_usable_for_crypto(key)
     if dry_run:
         raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")

@@ -15,6 +15,7 @@ from keys.selectors import decode_marker, encode_marker, key_list_for
 from keys.services.aliases import alias_insert
 from keys.services.common import (
     check_policy_document,
+    check_policy_lockout,
     check_storable_text,
     check_tags,
     default_key_policy,
@@ -46,6 +47,7 @@ def key_create(
     request_parameters: Mapping[str, Any] | None = None,
     alias: str | None = None,
     rotation_period_days: int | None = None,
+    bypass_policy_lockout_check: bool = False,
 ) -> Key:
     """Create a customer managed symmetric key with its first material version.
 
@@ -56,7 +58,15 @@ def key_create(
     (CreateAlias, EnableKeyRotation), so a taken alias creates no key.
     """
     with audited(caller, "CreateKey", request_parameters=request_parameters) as op:
-        authorize(caller=caller, action="kms:CreateKey")
+        authorize(
+            caller=caller,
+            action="kms:CreateKey",
+            context={
+                "kms:BypassPolicyLockoutSafetyCheck": bypass_policy_lockout_check,
+                "aws:TagKeys": [t.get("TagKey", "") for t in tags],
+                **{f"aws:RequestTag/{t.get('TagKey', '')}": t.get("TagValue", "") for t in tags},
+            },
+        )
         spec = key_spec or KeySpec.SYMMETRIC_DEFAULT
         usage = key_usage or KeyUsage.ENCRYPT_DECRYPT
         if spec != KeySpec.SYMMETRIC_DEFAULT:
@@ -88,6 +98,8 @@ def key_create(
         )
         key.current_material = material_create(key=key, version=1, now=now)
         key.save(update_fields=["current_material"])
+        if policy is not None:
+            check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_policy_lockout_check)
         Tag.objects.bulk_create([Tag(key=key, tag_key=k, tag_value=v) for k, v in pairs])
         if alias:
             authorize(caller=caller, action="kms:CreateAlias", key=key)
@@ -217,7 +229,12 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
     days = 30 if pending_window_days is None else pending_window_days
     with _change(caller, key, "ScheduleKeyDeletion", PendingWindowInDays=days) as op:
         op.keys.append(key)
-        authorize(caller=caller, action="kms:ScheduleKeyDeletion", key=key)
+        authorize(
+            caller=caller,
+            action="kms:ScheduleKeyDeletion",
+            key=key,
+            context={"kms:ScheduleKeyDeletionPendingWindowInDays": days},
+        )
         if not MIN_PENDING_WINDOW <= days <= MAX_PENDING_WINDOW:
             raise ValidationError(
                 f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy "
@@ -254,17 +271,23 @@ def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
         return {"KeyId": key.arn}
 
 
-def key_put_policy(*, caller: Caller, key: Key, policy: str) -> None:
+def key_put_policy(*, caller: Caller, key: Key, policy: str, bypass_lockout_check: bool = False) -> None:
     """PutKeyPolicy: replace a customer managed key's policy.
 
-    This issue checks the document's structure; the authorization issue adds
-    full validation and the lockout safety check.
+    The document is validated by the policy engine, and refused when the
+    caller could not change it again (unless the lockout check is bypassed).
     """
     with _change(caller, key, "PutKeyPolicy", PolicyName="default") as op:
         op.keys.append(key)
-        authorize(caller=caller, action="kms:PutKeyPolicy", key=key)
+        authorize(
+            caller=caller,
+            action="kms:PutKeyPolicy",
+            key=key,
+            context={"kms:BypassPolicyLockoutSafetyCheck": bypass_lockout_check},
+        )
         require_customer_managed(key, "PutKeyPolicy")
         check_policy_document(policy)
+        check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_lockout_check)
         key = _lock(key)
         require_not_pending_deletion(key)
         Key.objects.filter(pk=key.pk).update(policy=policy)
@@ -278,3 +301,11 @@ def key_get_policy(*, caller: Caller, key: Key) -> str:
         op.keys.append(key)
         authorize(caller=caller, action="kms:GetKeyPolicy", key=key)
         return key.policy
+
+
+def key_list_policies(*, caller: Caller, key: Key) -> list[str]:
+    """ListKeyPolicies: a key has exactly one policy, named ``default``."""
+    with audited(caller, "ListKeyPolicies", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:ListKeyPolicies", key=key)
+        return ["default"]

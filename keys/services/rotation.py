@@ -41,7 +41,7 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
         caller, "EnableKeyRotation", request_parameters={"KeyId": str(key.id), "RotationPeriodInDays": days}
     ) as op:
         op.keys.append(key)
-        authorize(caller=caller, action="kms:EnableKeyRotation", key=key)
+        authorize(caller=caller, action="kms:EnableKeyRotation", key=key, context={"kms:RotationPeriodInDays": days})
         if not MIN_ROTATION_DAYS <= days <= MAX_ROTATION_DAYS:
             raise ValidationError(
                 f"1 validation error detected: Value '{days}' at 'rotationPeriodInDays' failed to satisfy "

@@ -17,7 +17,15 @@ def key_tag(*, caller: Caller, key: Key, tags: Sequence[Mapping[str, str]]) -> N
     """Add or overwrite tags (at most 50 per key)."""
     with audited(caller, "TagResource", request_parameters={"KeyId": str(key.id), "Tags": list(tags)}) as op:
         op.keys.append(key)
-        authorize(caller=caller, action="kms:TagResource", key=key)
+        authorize(
+            caller=caller,
+            action="kms:TagResource",
+            key=key,
+            context={
+                "aws:TagKeys": [t.get("TagKey", "") for t in tags],
+                **{f"aws:RequestTag/{t.get('TagKey', '')}": t.get("TagValue", "") for t in tags},
+            },
+        )
         require_customer_managed(key, "TagResource")
         require_not_pending_deletion(key)
         existing = set(Tag.objects.filter(key=key).values_list("tag_key", flat=True))
@@ -31,7 +39,7 @@ def key_untag(*, caller: Caller, key: Key, tag_keys: Sequence[str]) -> None:
     """Remove tags by key; absent keys are ignored, as in AWS."""
     with audited(caller, "UntagResource", request_parameters={"KeyId": str(key.id), "TagKeys": list(tag_keys)}) as op:
         op.keys.append(key)
-        authorize(caller=caller, action="kms:UntagResource", key=key)
+        authorize(caller=caller, action="kms:UntagResource", key=key, context={"aws:TagKeys": list(tag_keys)})
         require_customer_managed(key, "UntagResource")
         require_not_pending_deletion(key)
         Tag.objects.filter(key=key, tag_key__in=list(tag_keys)).delete()

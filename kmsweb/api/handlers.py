@@ -14,6 +14,7 @@ from keys import selectors, services
 from keys.models import Key
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import NotFound
+from policies import services as policy_services
 
 Params = dict[str, Any]
 Handler = Callable[[Caller, Params], dict[str, Any]]
@@ -38,6 +39,7 @@ def create_key(caller: Caller, p: Params) -> dict[str, Any]:
         tags=p.get("Tags", []),
         multi_region=bool(p.get("MultiRegion")),
         custom_key_store_id=p.get("CustomKeyStoreId"),
+        bypass_policy_lockout_check=bool(p.get("BypassPolicyLockoutSafetyCheck")),
         request_parameters={k: v for k, v in p.items() if k != "Policy"},
     )
     return {"KeyMetadata": services.key_describe_metadata(key)}
@@ -221,6 +223,48 @@ def list_key_rotations(caller: Caller, p: Params) -> dict[str, Any]:
     )
 
 
+def create_grant(caller: Caller, p: Params) -> dict[str, Any]:
+    grant, token = policy_services.grant_create(
+        caller=caller,
+        key=_key(caller, p),
+        grantee_principal=p["GranteePrincipal"],
+        operations=p.get("Operations", []),
+        retiring_principal=p.get("RetiringPrincipal"),
+        constraints=p.get("Constraints"),
+        name=p.get("Name"),
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"GrantToken": token, "GrantId": grant.grant_id}
+
+
+def list_grants(caller: Caller, p: Params) -> dict[str, Any]:
+    return policy_services.grant_list(
+        caller=caller,
+        key=_key(caller, p),
+        grant_id=p.get("GrantId"),
+        grantee_principal=p.get("GranteePrincipal"),
+        limit=p.get("Limit"),
+        marker=p.get("Marker"),
+    )
+
+
+def list_retirable_grants(caller: Caller, p: Params) -> dict[str, Any]:
+    return policy_services.grant_list_retirable(
+        caller=caller, retiring_principal=p["RetiringPrincipal"], limit=p.get("Limit"), marker=p.get("Marker")
+    )
+
+
+def retire_grant(caller: Caller, p: Params) -> dict[str, Any]:
+    key = _key(caller, p) if p.get("KeyId") else None
+    policy_services.grant_retire(caller=caller, token=p.get("GrantToken"), key=key, grant_id=p.get("GrantId"))
+    return {}
+
+
+def revoke_grant(caller: Caller, p: Params) -> dict[str, Any]:
+    policy_services.grant_revoke(caller=caller, key=_key(caller, p), grant_id=p["GrantId"])
+    return {}
+
+
 def _check_policy_name(p: Params) -> None:
     if p.get("PolicyName", "default") != "default":
         raise NotFound("A key has one key policy, named 'default'.")
@@ -234,14 +278,17 @@ def get_key_policy(caller: Caller, p: Params) -> dict[str, Any]:
 
 def put_key_policy(caller: Caller, p: Params) -> dict[str, Any]:
     _check_policy_name(p)
-    services.key_put_policy(caller=caller, key=_key(caller, p), policy=p["Policy"])
+    services.key_put_policy(
+        caller=caller,
+        key=_key(caller, p),
+        policy=p["Policy"],
+        bypass_lockout_check=bool(p.get("BypassPolicyLockoutSafetyCheck")),
+    )
     return {}
 
 
 def list_key_policies(caller: Caller, p: Params) -> dict[str, Any]:
-    key = _key(caller, p)
-    services.key_get_policy(caller=caller, key=key)
-    return {"PolicyNames": ["default"], "Truncated": False}
+    return {"PolicyNames": services.key_list_policies(caller=caller, key=_key(caller, p)), "Truncated": False}
 
 
 HANDLERS: dict[str, Handler] = {
@@ -274,4 +321,9 @@ HANDLERS: dict[str, Handler] = {
     "GetKeyPolicy": get_key_policy,
     "PutKeyPolicy": put_key_policy,
     "ListKeyPolicies": list_key_policies,
+    "CreateGrant": create_grant,
+    "ListGrants": list_grants,
+    "ListRetirableGrants": list_retirable_grants,
+    "RetireGrant": retire_grant,
+    "RevokeGrant": revoke_grant,
 }

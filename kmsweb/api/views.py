@@ -34,7 +34,7 @@ from kmsweb.lib.errors import (
     UnsupportedOperation,
     ValidationError,
 )
-from policies.services import access_key_authenticate
+from policies.services import access_key_authenticate, grant_tokens_check
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,24 @@ def _authenticate(request: HttpRequest, request_id: str) -> Caller:
         source_ip=request.META.get("REMOTE_ADDR"),
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
         secure_transport=request.is_secure(),
+        principal_tags=tuple(sorted((principal.tags or {}).items())),
         request_id=request_id,
     )
+
+
+def authenticate_request(request: HttpRequest, request_id: str) -> Caller:
+    """Verify a SigV4-signed request and return its caller, or raise.
+
+    Shared with kmsweb's own REST API (``policies.api``): the same access
+    keys sign it, with the credential scope's service ``kms``; the method and
+    path are part of what is signed.
+    """
+    return _authenticate(request, request_id)
+
+
+def anonymous_caller(request: HttpRequest, request_id: str) -> Caller:
+    """Who an unauthenticated request claims to be, for its audit event."""
+    return _anonymous(request, request_id)
 
 
 def _anonymous(request: HttpRequest, request_id: str) -> Caller:
@@ -165,6 +181,8 @@ def aws_endpoint(request: HttpRequest) -> HttpResponse:
             params = shapes.parse_input(operation, body)
         except shapes.ShapeError as exc:
             raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
+        if params.get("GrantTokens"):
+            grant_tokens_check(tokens=params["GrantTokens"])
         handler = HANDLERS.get(operation)
         if handler is None:
             raise UnsupportedOperation(f"kmsweb does not implement {operation} yet.")

@@ -42,6 +42,8 @@ class Caller:
     secure_transport: bool = False
     # Dashboard roles (Django groups) of the user behind the principal.
     roles: tuple[str, ...] = ()
+    # The principal's tags (aws:PrincipalTag/<key>), as (key, value) pairs.
+    principal_tags: tuple[tuple[str, str], ...] = ()
     request_id: str = field(default_factory=new_request_id)
 
     @classmethod
@@ -71,6 +73,7 @@ class Caller:
             mfa_present=bool(getattr(user, "is_verified", lambda: False)()),
             secure_transport=request.is_secure(),
             roles=roles,
+            principal_tags=tuple(sorted((principal.tags or {}).items())),
         )
 
     @classmethod

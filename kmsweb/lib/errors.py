@@ -7,6 +7,8 @@ their message inline. Nothing else should decide an error code.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KmsError(Exception):
     """Base of every error a client may see."""
@@ -19,6 +21,8 @@ class KmsError(Exception):
         self.message = message
         # Set once an audit event records this error, so it is recorded once.
         self.audited = False
+        # For AccessDenied: the policy decision, kept in the audit record.
+        self.decision: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -168,3 +172,15 @@ class DryRunOperation(KmsError):
     """AWS `DryRunOperationException`: the request would have succeeded."""
 
     code = "DryRunOperationException"
+
+
+class InvalidGrantToken(KmsError):
+    """AWS `InvalidGrantTokenException`."""
+
+    code = "InvalidGrantTokenException"
+
+
+class InvalidGrantId(KmsError):
+    """AWS `InvalidGrantIdException`."""
+
+    code = "InvalidGrantIdException"

@@ -17,7 +17,11 @@ from kmsweb.api.views import is_api_request
 from kmsweb.lib.errors import KmsError
 
 # Paths reachable without a verified second factor.
-_OPEN_PREFIXES = ("/login/", "/logout/", "/mfa/", "/healthz")
+# The audit signing public keys are public: anyone verifying an export needs them.
+_OPEN_PREFIXES = ("/login/", "/logout/", "/mfa/", "/healthz", "/audit/public-keys")
+# kmsweb's own REST API: SigV4-signed like the KMS API, not a dashboard page;
+# its views answer every error themselves, in JSON.
+API_PREFIX = "/api/"
 
 
 class DashboardAccessMiddleware:
@@ -34,6 +38,7 @@ class DashboardAccessMiddleware:
         path = request.path
         if (
             is_api_request(request)
+            or path.startswith(API_PREFIX)
             or path.startswith("/" + settings.STATIC_URL.lstrip("/"))
             or path.startswith(_OPEN_PREFIXES)
         ):
@@ -83,7 +88,7 @@ class KmsErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, KmsError) or is_api_request(request):
+        if not isinstance(exception, KmsError) or is_api_request(request) or request.path.startswith(API_PREFIX):
             return None
         from policies.selectors import UnlinkedUser
 

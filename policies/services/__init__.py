@@ -6,6 +6,36 @@ re-exported here.
 """
 
 from policies.authorization import Decision, authorize
+from policies.services.grant_requests import (
+    OperationPreview,
+    grant_request_create,
+    grant_request_deadline,
+    grant_request_decide,
+    grant_request_describe,
+    grant_request_preview,
+    grant_request_withdraw,
+    grant_requests_expire,
+)
+from policies.services.grants import (
+    grant_create,
+    grant_from_token,
+    grant_list,
+    grant_list_retirable,
+    grant_retire,
+    grant_revoke,
+    grant_token_for,
+    grant_tokens_check,
+    grants_retire_expired,
+)
+from policies.services.identity import (
+    FULL_ACCESS_POLICY,
+    access_key_delete,
+    access_key_set_status,
+    identity_policy_delete,
+    identity_policy_put,
+    policy_attach,
+    policy_detach,
+)
 from policies.services.principals import (
     ACCESS_KEY_PURPOSE,
     Credentials,
@@ -29,6 +59,30 @@ from policies.services.users import (
 )
 
 __all__ = [
+    "OperationPreview",
+    "grant_request_create",
+    "grant_request_deadline",
+    "grant_request_decide",
+    "grant_request_describe",
+    "grant_request_preview",
+    "grant_request_withdraw",
+    "grant_requests_expire",
+    "FULL_ACCESS_POLICY",
+    "access_key_delete",
+    "access_key_set_status",
+    "grant_create",
+    "grant_from_token",
+    "grant_list",
+    "grant_list_retirable",
+    "grant_retire",
+    "grant_revoke",
+    "grant_token_for",
+    "grant_tokens_check",
+    "grants_retire_expired",
+    "identity_policy_delete",
+    "identity_policy_put",
+    "policy_attach",
+    "policy_detach",
     "ACCESS_KEY_PURPOSE",
     "TOTP_PURPOSE",
     "Credentials",

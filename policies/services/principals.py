@@ -15,6 +15,7 @@ from audit.services import audited
 from keys.services.platform import platform_decrypt, platform_encrypt
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, NotFound, ValidationError
+from policies.authorization import authorize
 from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType
 
 ACCESS_KEY_PURPOSE = "access-key-secrets"
@@ -40,6 +41,7 @@ def principal_create(*, caller: Caller, account: Account, name: str, type: str) 
     """Create a principal (user, role or service) in ``account``; audited."""
     principal = Principal(account=account, name=name, type=type)
     with audited(caller, "CreatePrincipal", request_parameters={"Name": name, "Type": type}) as op:
+        authorize(caller=caller, action="iam:CreatePrincipal")
         if type not in PrincipalType.values:
             raise ValidationError(f"Principal type must be one of {', '.join(PrincipalType.values)}.")
         try:
@@ -77,6 +79,7 @@ def access_key_create(
     access_key_id = access_key_id or _new_access_key_id()
     secret = secret or secrets.token_urlsafe(30)[:40]
     with audited(caller, "CreateAccessKey", request_parameters={"UserName": principal.arn}) as op:
+        authorize(caller=caller, action="iam:CreateAccessKey")
         if not _ACCESS_KEY_ID.fullmatch(access_key_id):
             raise ValidationError("An access key id is 16-128 upper-case letters and digits.")
         if len(secret) < 16:

@@ -169,7 +169,19 @@ def test_it_creates_a_key_with_its_first_material_and_tags(key_admin: Persona, a
 
 
 def test_it_keeps_a_given_key_policy(admin: Caller) -> None:
-    policy = json.dumps({"Version": "2012-10-17", "Statement": []})
+    policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{admin.account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        }
+    )
     key = svc.key_create(caller=admin, policy=policy)
     assert fresh(key).policy == policy
 
@@ -859,7 +871,9 @@ def test_it_refuses_another_accounts_principal(admin: Caller, key: Key, outsider
     assert row_counts() == counts
     assert outsider.principal.arn in raised.value.message and key.arn in raised.value.message
     assert rec.event.recipient_account_id == outsider.account_id
-    assert rec.event.additional_event_data is None
+    # The denial keeps the engine's decision: nothing allows another account.
+    decision = rec.event.additional_event_data["decision"]
+    assert decision["allowed"] is False and decision["reason"] == "implicit-deny"
 
 
 def test_it_refuses_to_reencrypt_into_another_accounts_key(

@@ -15,8 +15,10 @@ from django.db import transaction
 
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import KmsError
-from policies.models import Principal, PrincipalType
-from policies.services import default_account, principal_create
+from policies.models import IdentityPolicy, Principal, PrincipalType
+from policies.services import FULL_ACCESS_POLICY, default_account, identity_policy_put, principal_create
+
+ADMIN_POLICY_NAME = "AdministratorAccess"
 
 
 class Command(BaseCommand):
@@ -43,6 +45,16 @@ class Command(BaseCommand):
             self.stdout.write(f"created principal {principal.arn}")
         else:
             self.stdout.write(f"principal {principal.arn} exists")
+        if not IdentityPolicy.objects.filter(principal=principal, name=ADMIN_POLICY_NAME).exists():
+            identity_policy_put(
+                caller=caller,
+                account=account,
+                name=ADMIN_POLICY_NAME,
+                document=FULL_ACCESS_POLICY,
+                principal=principal,
+                description="Full access to kms:* actions (made by bootstrap)",
+            )
+            self.stdout.write(f"gave {principal.arn} the inline policy {ADMIN_POLICY_NAME} (kms:*)")
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
         if user is None:

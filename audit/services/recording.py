@@ -169,6 +169,7 @@ class Operation:
     key_arns: list[str] = field(default_factory=list)
     response_elements: dict[str, Any] | None = None
     additional_event_data: dict[str, Any] = field(default_factory=dict)
+    event_source: str = "kms.amazonaws.com"
 
     def record(self, error: KmsError | None) -> None:
         audit_record(
@@ -181,6 +182,7 @@ class Operation:
             keys=self.keys,
             key_arns=self.key_arns,
             read_only=self.read_only,
+            event_source=self.event_source,
         )
 
 
@@ -191,19 +193,39 @@ def audited(
     *,
     request_parameters: Mapping[str, Any] | None = None,
     read_only: bool = False,
+    event_source: str = "kms.amazonaws.com",
+    atomic: bool = True,
 ) -> Iterator[Operation]:
     """Run a service's work in a transaction that ends with its audit event.
 
     On a ``KmsError`` the work rolls back and the failure is recorded in a
     transaction of its own before the error propagates. Any other exception
     is a bug: it is logged, recorded and re-raised as ``InternalError``.
+
+    ``atomic=False`` is for long work that changes no rows it must commit
+    with its event (an export writing files, reporting progress as it
+    goes): the work runs outside a transaction and the event is recorded
+    once it is done.
     """
-    op = Operation(caller, event_name, dict(request_parameters) if request_parameters else None, read_only)
+    op = Operation(
+        caller,
+        event_name,
+        dict(request_parameters) if request_parameters else None,
+        read_only,
+        event_source=event_source,
+    )
     try:
-        with transaction.atomic():
+        if atomic:
+            with transaction.atomic():
+                yield op
+                op.record(None)
+        else:
             yield op
-            op.record(None)
+            with transaction.atomic():
+                op.record(None)
     except KmsError as exc:
+        if exc.decision is not None:
+            op.additional_event_data["decision"] = exc.decision
         with transaction.atomic():
             op.record(exc)
         exc.audited = True
@@ -223,6 +245,7 @@ def audit_rejected_request(
     event_name: str,
     error: KmsError,
     request_parameters: Mapping[str, Any] | None = None,
+    event_source: str = "kms.amazonaws.com",
 ) -> None:
     """Record a request refused outside a service (bad signature, bad input, unknown key).
 
@@ -231,6 +254,13 @@ def audit_rejected_request(
     """
     if error.audited:
         return
+    extra = {"decision": error.decision} if error.decision is not None else None
     with transaction.atomic():
-        audit_record(caller=caller, event_name=event_name, error=error, request_parameters=request_parameters)
+        audit_record(
+            caller=caller,
+            event_name=event_name,
+            error=error,
+            request_parameters=request_parameters,
+            additional_event_data=extra,
+        )
     error.audited = True

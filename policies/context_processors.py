@@ -1,0 +1,27 @@
+"""Template context for every dashboard page: the sidebar's grant request count."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest
+
+
+def grant_requests(request: HttpRequest) -> dict[str, Callable[[], int]]:
+    """``grant_requests_waiting``: counted only if the page's sidebar shows it (one query).
+
+    Rendered with the page rather than fetched by a separate request, so no
+    page pays a round trip for it and an idle page never polls (each request
+    would extend the session past its idle timeout).
+    """
+    user: Any = getattr(request, "user", None)
+
+    def waiting() -> int:
+        if user is None or not user.is_authenticated:
+            return 0
+        from policies.selectors import grant_request_waiting_count_for_user
+
+        return grant_request_waiting_count_for_user(user=user)
+
+    return {"grant_requests_waiting": waiting}

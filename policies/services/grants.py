@@ -1,0 +1,386 @@
+"""Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant.
+
+A grant lets its grantee use one key for the listed operations, optionally
+only with a given encryption context. Grants take effect at once (the token
+is accepted immediately). Retired, revoked and expired grants stay as rows
+with ``retired_at`` so history can still name them; they give nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.core import signing
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.services import audited
+from keys.models import Key, KeyManager, KeySpec
+from keys.selectors import decode_marker, encode_marker
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import (
+    AccessDenied,
+    InvalidArn,
+    InvalidGrantId,
+    InvalidGrantToken,
+    NotFound,
+    ValidationError,
+)
+from policies.authorization import authorize
+from policies.models import Grant, Principal
+
+# Operations a grant may list for a symmetric encryption key, and the ones
+# an encryption-context constraint makes sense for (AWS refuses constraints
+# on the others).
+SYMMETRIC_GRANT_OPERATIONS = frozenset(
+    {
+        "Decrypt",
+        "Encrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "CreateGrant",
+        "RetireGrant",
+        "DescribeKey",
+    }
+)
+CONSTRAINABLE_OPERATIONS = frozenset(
+    {
+        "Decrypt",
+        "Encrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "CreateGrant",
+        "RetireGrant",
+    }
+)
+_TOKEN_SALT = "kmsweb.grant-token"  # noqa: S105 - a signing salt, not a secret
+_PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(root|(user|role|service)/[\w+=,.@/-]{1,512})$")
+
+
+def grant_token_for(grant: Grant) -> str:
+    """An opaque token naming the grant, usable at once (signed, not stored)."""
+    return signing.dumps({"g": grant.grant_id, "n": secrets.token_hex(4)}, salt=_TOKEN_SALT, compress=True)
+
+
+def grant_from_token(token: str) -> Grant:
+    """The grant a token names; ``InvalidGrantTokenException`` for anything else."""
+    try:
+        payload = signing.loads(token, salt=_TOKEN_SALT)
+        grant_id = str(payload["g"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise InvalidGrantToken("The grant token is not valid.") from exc
+    grant = Grant.objects.select_related("key").filter(grant_id=grant_id).first()
+    if grant is None:
+        raise InvalidGrantToken("The grant token is not valid.")
+    return grant
+
+
+def grant_tokens_check(*, tokens: Sequence[str]) -> None:
+    """GrantTokens on any request must be tokens kmsweb issued."""
+    for token in tokens:
+        grant_from_token(token)
+
+
+def _check_principal_arn(arn: str, member: str) -> None:
+    match = _PRINCIPAL_ARN.match(arn)
+    if match is None:
+        raise InvalidArn(f"{member} '{arn}' is not a valid principal ARN.")
+    account_id, rest = match.group(1), match.group(2)
+    if rest == "root":
+        return
+    kind, _, name = rest.partition("/")
+    if not Principal.objects.filter(account_id=account_id, type=kind, name=name).exists():
+        raise InvalidArn(f"{member} '{arn}' does not name an existing principal.")
+
+
+def _check_constraints(constraints: Mapping[str, Any] | None, operations: Sequence[str]) -> dict[str, Any] | None:
+    if not constraints:
+        return None
+    subset = constraints.get("EncryptionContextSubset")
+    equals = constraints.get("EncryptionContextEquals")
+    if subset is not None and equals is not None:
+        raise ValidationError("A grant constraint uses EncryptionContextSubset or EncryptionContextEquals, not both.")
+    outside = sorted(set(operations) - CONSTRAINABLE_OPERATIONS)
+    if outside:
+        raise ValidationError(
+            f"Encryption context constraints are not allowed for the operations {', '.join(outside)}."
+        )
+    out: dict[str, Any] = {}
+    if subset is not None:
+        out["EncryptionContextSubset"] = dict(subset)
+    if equals is not None:
+        out["EncryptionContextEquals"] = dict(equals)
+    return out or None
+
+
+def _entry(grant: Grant) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "KeyId": grant.key.arn,
+        "GrantId": grant.grant_id,
+        "CreationDate": grant.created_at,
+        "GranteePrincipal": grant.grantee_principal,
+        "IssuingAccount": f"arn:aws:iam::{grant.issuing_account}:root",
+        "Operations": list(grant.operations),
+    }
+    if grant.name:
+        entry["Name"] = grant.name
+    if grant.retiring_principal:
+        entry["RetiringPrincipal"] = grant.retiring_principal
+    if grant.constraints:
+        entry["Constraints"] = grant.constraints
+    return entry
+
+
+def grant_parameters_check(
+    *,
+    key: Key,
+    grantee_principal: str,
+    operations: Sequence[str],
+    constraints: Mapping[str, Any] | None,
+    retiring_principal: str | None = None,
+) -> dict[str, Any] | None:
+    """CreateGrant's input checks, shared with grant requests; returns the normalized constraints.
+
+    Raises ``ValidationError`` (no or invalid operations, bad constraints) or
+    ``InvalidArnException`` (a grantee or retiring principal that is not an
+    existing principal's ARN). Reads principals; changes nothing.
+    """
+    if not operations:
+        raise ValidationError("Operations must list at least one operation.")
+    invalid = sorted(set(operations) - SYMMETRIC_GRANT_OPERATIONS)
+    if invalid and key.key_spec == KeySpec.SYMMETRIC_DEFAULT:
+        raise ValidationError(f"The operations {', '.join(invalid)} are not valid for the symmetric key {key.arn}.")
+    checked = _check_constraints(constraints, operations)
+    _check_principal_arn(grantee_principal, "GranteePrincipal")
+    if retiring_principal:
+        _check_principal_arn(retiring_principal, "RetiringPrincipal")
+    return checked
+
+
+def grant_create(
+    *,
+    caller: Caller,
+    key: Key,
+    grantee_principal: str,
+    operations: Sequence[str],
+    retiring_principal: str | None = None,
+    constraints: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    expires_at: datetime | None = None,
+    dry_run: bool = False,
+) -> tuple[Grant, str]:
+    """CreateGrant. Returns the grant and a token for it.
+
+    A grant with the same name and the same parameters is returned again
+    (AWS's idempotency by Name). A grantee using a grant that includes
+    CreateGrant may only grant operations its own grant has.
+    """
+    ops = sorted(set(operations))
+    params = {
+        "KeyId": str(key.id),
+        "GranteePrincipal": grantee_principal,
+        "RetiringPrincipal": retiring_principal,
+        "Operations": ops,
+        "Constraints": dict(constraints) if constraints else None,
+        "Name": name,
+    }
+    with audited(caller, "CreateGrant", request_parameters={k: v for k, v in params.items() if v}) as op:
+        op.keys.append(key)
+        checked = grant_parameters_check(
+            key=key,
+            grantee_principal=grantee_principal,
+            operations=ops,
+            constraints=constraints,
+            retiring_principal=retiring_principal,
+        )
+        constraint_type = sorted(checked)[0] if checked else None
+        context: dict[str, Any] = {
+            "kms:GranteePrincipal": grantee_principal,
+            "kms:GrantOperations": ops,
+            "kms:GrantIsForAWSResource": caller.via_service is not None,
+        }
+        if retiring_principal:
+            context["kms:RetiringPrincipal"] = retiring_principal
+        if constraint_type:
+            context["kms:GrantConstraintType"] = constraint_type
+        decision = authorize(caller=caller, action="kms:CreateGrant", key=key, context=context)
+        if decision.reason == "grant" and decision.statement is not None:
+            parent = Grant.objects.filter(grant_id=decision.statement.source.removeprefix("grant:")).first()
+            if parent is not None and not set(ops) <= set(parent.operations):
+                raise AccessDenied(
+                    f"User: {caller.principal_arn} may only grant the operations of its own grant "
+                    f"({', '.join(parent.operations)})."
+                )
+        if key.manager == KeyManager.AWS and caller.via_service is None:
+            raise AccessDenied(f"Grants on the AWS managed key {key.arn} are created by its service only.")
+        if dry_run:
+            from kmsweb.lib.errors import DryRunOperation
+
+            raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+        if name:
+            existing = Grant.objects.filter(key=key, name=name, retired_at__isnull=True).first()
+            if (
+                existing is not None
+                and existing.grantee_principal == grantee_principal
+                and (existing.retiring_principal or None) == (retiring_principal or None)
+                and sorted(existing.operations) == ops
+                and existing.constraints == checked
+            ):
+                op.response_elements = {"GrantId": existing.grant_id}
+                return existing, grant_token_for(existing)
+        grant = Grant.objects.create(
+            grant_id=hashlib.sha256(secrets.token_bytes(32)).hexdigest(),
+            key=key,
+            name=name or "",
+            grantee_principal=grantee_principal,
+            retiring_principal=retiring_principal or "",
+            operations=ops,
+            constraints=checked,
+            issuing_account=key.account_id or caller.account_id,
+            created_by=caller.principal_arn,
+            created_at=timezone.now(),
+            expires_at=expires_at,
+        )
+        op.response_elements = {"GrantId": grant.grant_id}
+        return grant, grant_token_for(grant)
+
+
+def grant_list(
+    *,
+    caller: Caller,
+    key: Key,
+    grant_id: str | None = None,
+    grantee_principal: str | None = None,
+    limit: int | None = None,
+    marker: str | None = None,
+) -> dict[str, Any]:
+    """ListGrants for a key (live grants), optionally one grant or one grantee."""
+    limit = limit or 50
+    with audited(caller, "ListGrants", request_parameters={"KeyId": str(key.id), "Limit": limit}, read_only=True) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:ListGrants", key=key)
+        qs = Grant.objects.live(timezone.now()).filter(key=key).select_related("key").order_by("created_at", "id")
+        if grant_id:
+            qs = qs.filter(grant_id=grant_id)
+        if grantee_principal:
+            qs = qs.filter(grantee_principal=grantee_principal)
+        return _page(qs, limit, marker, "Grants")
+
+
+def _page(qs: Any, limit: int, marker: str | None, member: str) -> dict[str, Any]:
+    if marker:
+        (last_pk,) = decode_marker(marker, 1)
+        if not isinstance(last_pk, int):
+            from kmsweb.lib.errors import InvalidMarker
+
+            raise InvalidMarker("The marker is not valid.")
+        qs = qs.filter(pk__gt=last_pk)
+    page = list(qs.order_by("pk")[: limit + 1])
+    truncated = len(page) > limit
+    page = page[:limit]
+    result: dict[str, Any] = {member: [_entry(g) for g in page], "Truncated": truncated}
+    if truncated:
+        result["NextMarker"] = encode_marker([page[-1].pk])
+    return result
+
+
+def grant_list_retirable(
+    *, caller: Caller, retiring_principal: str, limit: int | None = None, marker: str | None = None
+) -> dict[str, Any]:
+    """ListRetirableGrants: live grants naming ``retiring_principal``, in every key of the region."""
+    limit = limit or 50
+    with audited(
+        caller, "ListRetirableGrants", request_parameters={"RetiringPrincipal": retiring_principal}, read_only=True
+    ):
+        authorize(caller=caller, action="kms:ListRetirableGrants")
+        qs = (
+            Grant.objects.live(timezone.now())
+            .filter(retiring_principal=retiring_principal, key__region=caller.region)
+            .select_related("key")
+        )
+        return _page(qs, limit, marker, "Grants")
+
+
+def _find(key: Key | None, grant_id: str | None) -> Grant:
+    if not grant_id or not re.fullmatch(r"[0-9a-f]{64}", grant_id):
+        raise InvalidGrantId(f"Invalid grant id '{grant_id}'.")
+    grant = Grant.objects.select_related("key").filter(grant_id=grant_id, retired_at__isnull=True).first()
+    if grant is None or (key is not None and grant.key_id != key.id):
+        raise NotFound(f"Grant '{grant_id}' does not exist.")
+    return grant
+
+
+def grant_retire(
+    *, caller: Caller, token: str | None = None, key: Key | None = None, grant_id: str | None = None
+) -> Grant:
+    """RetireGrant, by token or by key + grant id.
+
+    Allowed to the grant's retiring principal, to its grantee when the grant
+    lists RetireGrant, and to principals the key's policies allow
+    kms:RetireGrant (AWS's rules).
+    """
+    with audited(
+        caller, "RetireGrant", request_parameters={"KeyId": str(key.id) if key else None, "GrantId": grant_id}
+    ) as op:
+        if token:
+            grant = grant_from_token(token)
+        elif key is not None and grant_id:
+            grant = _find(key, grant_id)
+        else:
+            raise ValidationError("Give a GrantToken, or both KeyId and GrantId.")
+        op.keys.append(grant.key)
+        if grant.retired_at is not None:
+            raise NotFound(f"Grant '{grant.grant_id}' does not exist.")
+        may = caller.principal_arn == grant.retiring_principal or (
+            caller.principal_arn == grant.grantee_principal and "RetireGrant" in grant.operations
+        )
+        if not may:
+            # Grants do not count here: RetireGrant in a grant lets its grantee
+            # retire that grant (checked above), not the key's other grants.
+            authorize(caller=caller, action="kms:RetireGrant", key=grant.key, use_grants=False)
+        Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
+        return grant
+
+
+def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
+    """RevokeGrant: a principal allowed kms:RevokeGrant on the key ends a grant."""
+    with audited(caller, "RevokeGrant", request_parameters={"KeyId": str(key.id), "GrantId": grant_id}) as op:
+        op.keys.append(key)
+        authorize(caller=caller, action="kms:RevokeGrant", key=key)
+        grant = _find(key, grant_id)
+        Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
+        return grant
+
+
+def grants_retire_expired(*, caller: Caller, now: datetime) -> int:
+    """Mark grants past their approved duration as expired (the job's service).
+
+    Idempotent: a conditional update, so two workers never double-count.
+    """
+    with audited(caller, "RetireExpiredGrants") as op:
+        expired = Grant.objects.filter(retired_at__isnull=True, expires_at__lte=now)
+        ids = list(expired.values_list("grant_id", flat=True)[:10_000])
+        count = Grant.objects.filter(grant_id__in=ids, retired_at__isnull=True).update(
+            retired_at=now, retired_how="expired"
+        )
+        op.response_elements = {"retired": count}
+        op.additional_event_data["grantIds"] = ids[:100]
+        return count
+
+
+def grants_for_principal(*, principal_arn: str, now: datetime) -> Any:
+    """Live grants whose grantee is ``principal_arn`` (dashboard)."""
+    return Grant.objects.live(now).filter(Q(grantee_principal=principal_arn)).select_related("key")
