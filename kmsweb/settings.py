@@ -169,6 +169,9 @@ if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
         "KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set (make run generates one under var/)"
     )
+# Seconds an API process may reuse an access key or identity-policy lookup
+# (changes made in the same process apply at once; 0 turns the cache off).
+KMSWEB_AUTH_CACHE_SECONDS = float(env_str("KMSWEB_AUTH_CACHE_SECONDS") or "1")
 # Regions a SigV4 credential scope may name; empty means any AWS-shaped name.
 KMSWEB_REGIONS = env_list("KMSWEB_REGIONS", [])
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from keys.models import Key, KeyManager
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
+from kmsweb.lib.ttlcache import TTLCache
 from policies import evaluation as ev
 from policies.evaluation import Decision
 from policies.roles import role_policy_document
@@ -37,7 +39,22 @@ _OWNED = Decision(
 )
 
 
+def _cache_seconds() -> float:
+    return float(settings.KMSWEB_AUTH_CACHE_SECONDS)
+
+
+# (principal pk, roles) -> loaded policies; cleared by the identity-policy services.
+IDENTITY_POLICY_CACHE: TTLCache[list[tuple[str, ev.Policy, str]]] = TTLCache(_cache_seconds)
+
+
 def identity_policies_for(caller: Caller) -> list[tuple[str, ev.Policy, str]]:
+    """The caller's identity policies, cached briefly per process (see kmsweb.lib.ttlcache)."""
+    return IDENTITY_POLICY_CACHE.get_or_load(
+        (caller.principal_pk, caller.roles), lambda: _load_identity_policies(caller)
+    )
+
+
+def _load_identity_policies(caller: Caller) -> list[tuple[str, ev.Policy, str]]:
     """The caller's identity policies: (name, parsed policy, JSON text).
 
     Parsing is cached by text, so a policy is compiled once per process.

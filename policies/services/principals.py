@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,6 +16,7 @@ from audit.services import audited
 from keys.services.platform import platform_decrypt, platform_encrypt
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, NotFound, ValidationError
+from kmsweb.lib.ttlcache import TTLCache
 from policies.authorization import authorize
 from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType
 
@@ -91,6 +93,7 @@ def access_key_create(
         )
         key = AccessKey.objects.create(access_key_id=access_key_id, principal=principal, secret_ciphertext=ciphertext)
         op.response_elements = {"AccessKeyId": access_key_id, "Status": key.status}
+        ACCESS_KEY_CACHE.invalidate(access_key_id)
     return key, secret
 
 
@@ -103,12 +106,16 @@ class Credentials:
     secret: str
 
 
-def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
-    """Resolve an access key id to its principal and secret, or None.
+def _auth_cache_seconds() -> float:
+    return float(settings.KMSWEB_AUTH_CACHE_SECONDS)
 
-    None for an unknown or inactive key: the caller answers both the same
-    way (``UnrecognizedClientException``), as AWS does.
-    """
+
+# access key id -> Credentials (or None for unknown/inactive), see kmsweb.lib.ttlcache.
+ACCESS_KEY_CACHE: TTLCache[Credentials | None] = TTLCache(_auth_cache_seconds)
+_last_touched: dict[str, float] = {}
+
+
+def _load_credentials(access_key_id: str) -> Credentials | None:
     key = (
         AccessKey.objects.select_related("principal", "principal__account").filter(access_key_id=access_key_id).first()
     )
@@ -119,10 +126,26 @@ def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
         blob=bytes(key.secret_ciphertext),
         context={"accessKeyId": key.access_key_id},
     ).decode()
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
-        AccessKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return Credentials(access_key=key, principal=key.principal, secret=secret)
+
+
+def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
+    """Resolve an access key id to its principal and secret, or None.
+
+    None for an unknown or inactive key: the caller answers both the same
+    way (``UnrecognizedClientException``), as AWS does. Answers are cached
+    per process for ``KMSWEB_AUTH_CACHE_SECONDS``; changes made through the
+    services clear the cache at once.
+    """
+    credentials = ACCESS_KEY_CACHE.get_or_load(access_key_id, lambda: _load_credentials(access_key_id))
+    if credentials is not None:
+        # last_used_at is written at most once a minute per process: an
+        # UPDATE on every request would cost the API a write for nothing.
+        now = time.monotonic()
+        if _last_touched.get(access_key_id, 0.0) + _LAST_USED_GRANULARITY.total_seconds() < now:
+            _last_touched[access_key_id] = now
+            AccessKey.objects.filter(pk=access_key_id).update(last_used_at=timezone.now())
+    return credentials
 
 
 def default_account() -> Account:

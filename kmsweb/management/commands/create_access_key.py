@@ -13,7 +13,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import KmsError
 from policies.models import PrincipalType
-from policies.services import access_key_authenticate, access_key_create, account_get_or_create, default_account, principal_get
+from policies.services import (
+    access_key_authenticate,
+    access_key_create,
+    account_get_or_create,
+    default_account,
+    principal_get,
+)
 
 
 class Command(BaseCommand):
