@@ -104,3 +104,23 @@ class KmsErrorMiddleware:
         if not back.startswith("/") and not back.startswith(request.build_absolute_uri("/")):
             back = reverse("root")
         return HttpResponseRedirect(back)
+
+
+class AwsApiMiddleware:
+    """Serve the AWS JSON API before the dashboard's middleware runs.
+
+    A SigV4-signed ``POST /`` with ``X-Amz-Target`` needs no session, CSRF
+    token, user, second factor, CSP or lockout tracking: it authenticates
+    itself. Answering it here, first in the stack, saves the API about a
+    millisecond per call; everything else goes on down the stack.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info == "/" and is_api_request(request):
+            from kmsweb.api.views import aws_endpoint
+
+            return aws_endpoint(request)
+        return self.get_response(request)
