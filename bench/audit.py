@@ -43,32 +43,10 @@ os.environ.setdefault("DJANGO_SECRET_KEY_FILE", str(ROOT / "var" / "django_secre
 os.environ.setdefault("KMSWEB_ROOT_KEY_FILE", str(ROOT / "var" / "root_key"))
 os.environ.setdefault("KMSWEB_DB_CONN_MAX_AGE", "0")
 
-COLUMNS = (
-    "event_id",
-    "event_time",
-    "event_version",
-    "event_source",
-    "event_name",
-    "event_type",
-    "aws_region",
-    "source_ip",
-    "user_agent",
-    "user_identity",
-    "request_parameters",
-    "response_elements",
-    "additional_event_data",
-    "error_code",
-    "error_message",
-    "request_id",
-    "read_only",
-    "resources",
-    "management_event",
-    "event_category",
-    "recipient_account_id",
-    "origin",
-    "key_id",
-    "principal_arn",
-)
+from audit.canonical import EVENT_COLUMNS  # noqa: E402  (needs the repo on sys.path)
+
+# The columns the seeder COPYs: every stored column but the primary key.
+COLUMNS = EVENT_COLUMNS[1:]
 OPERATIONS = [("Encrypt", 60), ("Decrypt", 25), ("GenerateDataKey", 10), ("DescribeKey", 3), ("ReEncrypt", 2)]
 
 

@@ -52,20 +52,7 @@ SYMMETRIC_GRANT_OPERATIONS = frozenset(
         "DescribeKey",
     }
 )
-CONSTRAINABLE_OPERATIONS = frozenset(
-    {
-        "Decrypt",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "CreateGrant",
-        "RetireGrant",
-    }
-)
+CONSTRAINABLE_OPERATIONS = SYMMETRIC_GRANT_OPERATIONS - {"DescribeKey"}
 _TOKEN_SALT = "kmsweb.grant-token"  # noqa: S105 - a signing salt, not a secret
 _PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(root|(user|role|service)/[\w+=,.@/-]{1,512})$")
 
