@@ -419,6 +419,8 @@ def report(
             ok = False
         d = decisions[name]
         source = d["statement"]["source"] if d["statement"] else "-"
+        if source.startswith("grant:"):
+            source = f"grant {source[6:14]}… (Encrypt, Decrypt), after the policies refuse"
         sid = f" `{d['statement']['sid']}`" if d["statement"] and d["statement"]["sid"] else ""
         support = f" + key policy `{d['supporting']}`" if d["supporting"] else ""
         disturbed = " (disturbed)" if any(r.disturbed for r in runs) else ""
@@ -476,20 +478,22 @@ def machine(config: serve.Config) -> dict[str, Any]:
 
 def markdown_section(table: str, info: dict[str, Any], args: argparse.Namespace) -> str:
     when = time.strftime("%Y-%m-%d", time.gmtime())
+    gconf = info["gunicorn"]
     return f"""
 ## Authorization (issue 4)
 
 Measured {when} with `python bench/authorization.py --rounds {args.rounds} --duration {args.duration}`:
-kmsweb under gunicorn ({info["gunicorn"]["workers"]} {info["gunicorn"]["worker_class"]} workers,
-bench/gunicorn.conf.py) on PostgreSQL {info["postgresql"]} (synchronous_commit={info["synchronous_commit"]}),
-{info["cpus"]} CPUs ({info["cpu"]}), Python {info["python"]}; each run is bench/run.py's
+kmsweb under gunicorn ({gconf["workers"]} {gconf["worker_class"]} workers, bench/gunicorn.conf.py) on
+PostgreSQL {info["postgresql"]} (synchronous_commit={info["synchronous_commit"]}), {info["cpus"]} CPUs
+({info["cpu"]}), Python {info["python"]}. Each run is bench/run.py's
 `wrk -t{args.threads} -c{args.connections} -d{args.duration}s` replaying one SigV4-signed Encrypt of 4 KiB
-(no encryption context), after a {args.warmup} s warm-up. The scenarios alternate within each of the
-{args.rounds} rounds; the table gives the median round. "plain" is the foundation's case (default key
-policy, caller with a `kms:*` identity policy); "identity-policy" and "grant" use a key policy of 20
-statements, each with conditions (see the script's docstring). "authorize() alone" is the in-process cost
-of the authorization call for the same request (policies parsed once per process and cached; the identity
-policies, and for the grant path the grants, read from the database on every call).
+(no encryption context) after a {args.warmup} s warm-up; the scenarios take turns within each of the
+{args.rounds} rounds, and the table gives the median round. "plain" is the foundation's case (AWS's
+default key policy, a caller with a `kms:*` identity policy); "identity-policy" and "grant" use a key
+policy of 20 statements, each with conditions (listed in the script). "authorize() alone" is the
+in-process cost of the authorization call for the same request: policies are compiled once per process
+(cached by text), identity policies are cached per process for `KMSWEB_AUTH_CACHE_SECONDS`, and on the
+grant path the caller's grants on the key are read from the database on every call.
 
 {table}
 """

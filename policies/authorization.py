@@ -126,20 +126,35 @@ def _condition_keys(caller: Caller, key: Key | None, context: Mapping[str, Any] 
     return keys
 
 
-def _grants(caller: Caller, key: Key) -> list[ev.GrantView]:
+# (key id, grantee ARN) -> [(expires_at, grant)] of live grants; cleared by the
+# grant services, so a grant made or retired here applies at once.
+GRANT_CACHE: TTLCache[list[tuple[Any, ev.GrantView]]] = TTLCache(_cache_seconds)
+
+
+def _load_grants(key: Key, grantee: str) -> list[tuple[Any, ev.GrantView]]:
     from policies.models import Grant
 
-    rows = Grant.objects.live(timezone.now()).filter(key=key, grantee_principal=caller.principal_arn)
+    rows = Grant.objects.live(timezone.now()).filter(key=key, grantee_principal=grantee)
     return [
-        ev.GrantView(
-            grant_id=g.grant_id,
-            grantee_principal=g.grantee_principal,
-            operations=frozenset(g.operations),
-            encryption_context_subset=(g.constraints or {}).get("EncryptionContextSubset"),
-            encryption_context_equals=(g.constraints or {}).get("EncryptionContextEquals"),
+        (
+            g.expires_at,
+            ev.GrantView(
+                grant_id=g.grant_id,
+                grantee_principal=g.grantee_principal,
+                operations=frozenset(g.operations),
+                encryption_context_subset=(g.constraints or {}).get("EncryptionContextSubset"),
+                encryption_context_equals=(g.constraints or {}).get("EncryptionContextEquals"),
+            ),
         )
         for g in rows
     ]
+
+
+def _grants(caller: Caller, key: Key) -> list[ev.GrantView]:
+    """The caller's live grants on ``key`` (expiry checked at use, not at caching)."""
+    entries = GRANT_CACHE.get_or_load((key.id, caller.principal_arn), lambda: _load_grants(key, caller.principal_arn))
+    now = timezone.now()
+    return [grant for expires_at, grant in entries if expires_at is None or expires_at > now]
 
 
 def authorize(

@@ -31,7 +31,7 @@ from kmsweb.lib.errors import (
     NotFound,
     ValidationError,
 )
-from policies.authorization import authorize
+from policies.authorization import GRANT_CACHE, authorize
 from policies.models import Grant, Principal
 
 # Operations a grant may list for a symmetric encryption key, and the ones
@@ -242,6 +242,7 @@ def grant_create(
             expires_at=expires_at,
         )
         op.response_elements = {"GrantId": grant.grant_id}
+        GRANT_CACHE.invalidate()
         return grant, grant_token_for(grant)
 
 
@@ -339,6 +340,7 @@ def grant_retire(
             # retire that grant (checked above), not the key's other grants.
             authorize(caller=caller, action="kms:RetireGrant", key=grant.key, use_grants=False)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
+        GRANT_CACHE.invalidate()
         return grant
 
 
@@ -349,6 +351,7 @@ def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
         authorize(caller=caller, action="kms:RevokeGrant", key=key)
         grant = _find(key, grant_id)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
+        GRANT_CACHE.invalidate()
         return grant
 
 
@@ -364,6 +367,7 @@ def grants_retire_expired(*, caller: Caller, now: datetime) -> int:
             retired_at=now, retired_how="expired"
         )
         op.response_elements = {"retired": count}
+        GRANT_CACHE.invalidate()
         op.additional_event_data["grantIds"] = ids[:100]
         return count
 
