@@ -196,3 +196,37 @@ class AuditExport(models.Model):
         if self.state == ExportState.DONE:
             return 100
         return min(99, self.progress * 100 // self.total) if self.total else 0
+
+
+class JobOutcome(models.TextChoices):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class JobRun(models.Model):
+    """One run of a background job (beat or ``run_job``), for the Jobs page.
+
+    Written only by ``audit.services.jobs.job_run``: a row is created when
+    the job starts (``running``) and finished with its outcome, its counts
+    (what the job did: ``{"rotated": 3}``) or its error.
+    """
+
+    name = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=8, choices=JobOutcome.choices, default=JobOutcome.RUNNING)
+    error = models.TextField(blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["name", "-started_at"], name="jobrun_name_started_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.started_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

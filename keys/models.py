@@ -46,6 +46,17 @@ class KeyQuerySet(models.QuerySet["Key"]):
     def enabled(self) -> KeyQuerySet:
         return self.filter(state=KeyState.ENABLED)
 
+    def due_for_rotation(self, now: datetime) -> KeyQuerySet:
+        """Keys whose automatic rotation date has come: customer managed keys
+        with rotation enabled, and service managed keys (always on, yearly).
+        The key state is not filtered here: add ``.enabled()``."""
+        schedule = models.Q(manager=KeyManager.CUSTOMER, rotation_enabled=True) | models.Q(manager=KeyManager.AWS)
+        return self.filter(schedule, deleted_at__isnull=True, next_rotation_at__lte=now)
+
+    def due_for_deletion(self, now: datetime) -> KeyQuerySet:
+        """Keys pending deletion whose waiting period has ended, not yet deleted."""
+        return self.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now, deleted_at__isnull=True)
+
 
 class Key(models.Model):
     """A KMS key. Its material lives in ``KeyMaterial`` versions, wrapped.

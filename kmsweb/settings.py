@@ -232,6 +232,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "audit-seal": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
     # Daily 03:10 UTC: archive and delete sealed events past retention.
     "audit-archive": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
+    # Hourly, on the hour: rotate the keys whose automatic rotation date has come.
+    "keys-rotate-due": {"task": "keys.tasks.keys_rotate_due_task", "schedule": crontab(minute=0)},
+    # Every 5 minutes: delete the keys whose deletion waiting period has ended.
+    "keys-delete-expired": {"task": "keys.tasks.keys_delete_expired_task", "schedule": 300.0},
+    # Every minute: retire the grants whose approved duration has ended.
+    "grants-retire-expired": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
+    # Hourly, at 25 past: expire grant requests left pending too long.
+    "grant-requests-expire": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
 }
 
 LOGGING = {

@@ -219,3 +219,13 @@ def audit_seal_all(*, caller: Caller, budget_seconds: float = 40.0) -> list[Audi
         if digest.event_count < MAX_DIGEST_EVENTS:
             break
     return sealed
+
+
+def audit_seal_job(*, caller: Caller, now: datetime, budget_seconds: float = 40.0) -> dict[str, int]:
+    """The sealing job's entry for ``job_run``: seal what is new, return counts.
+
+    Digests take their own time stamps; ``now`` is accepted for the job
+    interface and not otherwise used.
+    """
+    digests = audit_seal_all(caller=caller, budget_seconds=budget_seconds)
+    return {"digests": len(digests), "events": sum(d.event_count for d in digests)}

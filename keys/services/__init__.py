@@ -9,6 +9,7 @@ from keys.services.cryptography import (
     random_generate,
 )
 from keys.services.grant_approvals import GRANT_APPROVALS_CHOICES, key_set_grant_approvals
+from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from keys.services.lifecycle import (
     key_cancel_deletion,
     key_create,
@@ -63,5 +64,7 @@ __all__ = [
     "key_tag",
     "key_untag",
     "key_update_description",
+    "keys_delete_expired",
+    "keys_rotate_due",
     "random_generate",
 ]

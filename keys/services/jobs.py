@@ -1,0 +1,107 @@
+"""The keys' periodic jobs: automatic rotation and scheduled deletion.
+
+Both are safe to run twice and on several workers at once: each key is
+claimed in its own transaction with ``SELECT ... FOR UPDATE SKIP LOCKED``
+and re-checked under the lock, so a key another worker holds is skipped and
+a key another worker has just handled is no longer due.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+from django.db import transaction
+
+from audit.services import audited
+from keys.models import Alias, Key, KeyMaterial, KeyQuerySet, RotationType
+from keys.services.rotation import key_rotate
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import KmsError
+from policies.models import Grant
+
+BATCH = 500
+
+
+def _ids(due: KeyQuerySet) -> Iterator[uuid.UUID]:
+    """The primary keys of ``due``, in batches ordered by pk (keyset paging,
+    so keys skipped in one batch are not read again)."""
+    last: uuid.UUID | None = None
+    while True:
+        qs = due.order_by("pk")
+        if last is not None:
+            qs = qs.filter(pk__gt=last)
+        batch = list(qs.values_list("pk", flat=True)[:BATCH])
+        yield from batch
+        if len(batch) < BATCH:
+            return
+        last = batch[-1]
+
+
+def _claim(due: KeyQuerySet, pk: uuid.UUID) -> Key | None:
+    """Lock the key if it is still due and no other worker holds it; call in a transaction."""
+    return due.select_for_update(skip_locked=True, of=("self",)).filter(pk=pk).first()
+
+
+def keys_rotate_due(*, caller: Caller, now: datetime) -> dict[str, int]:
+    """Rotate every enabled key whose automatic rotation date is ``now`` or past.
+
+    Each rotation is ``key_rotate(..., rotation_type=AUTOMATIC, now=now)``
+    (its own RotateKey event), which moves the next date one period on from
+    ``now``: a key overdue by months rotates once. Disabled keys and keys
+    pending deletion are left alone and stay due, so they rotate on the first
+    run after they are enabled again. Returns counts: rotated, skipped (held by
+    another worker or no longer due), failed.
+    """
+    counts = {"rotated": 0, "skipped": 0, "failed": 0}
+    for pk in _ids(Key.objects.enabled().due_for_rotation(now)):
+        with transaction.atomic():
+            key = _claim(Key.objects.enabled().due_for_rotation(now), pk)
+            if key is None:
+                counts["skipped"] += 1
+                continue
+            try:
+                key_rotate(caller=caller, key=key, rotation_type=RotationType.AUTOMATIC, now=now)
+            except KmsError:
+                counts["failed"] += 1  # recorded by key_rotate's audit event; retried next run
+                continue
+            counts["rotated"] += 1
+    return counts
+
+
+def keys_delete_expired(*, caller: Caller, now: datetime) -> dict[str, int]:
+    """Delete the keys whose deletion waiting period ended at or before ``now``.
+
+    Per key, in one transaction with its DeleteKey audit event: the material
+    versions are destroyed, ``deleted_at`` is set (the row stays as a
+    tombstone, hidden by ``Key.objects.visible()``, state PendingDeletion),
+    its aliases are deleted and its live grants retired (``key-deleted``).
+    A cancelled deletion is no longer PendingDeletion and is not touched.
+    Returns counts: deleted, skipped (held by another worker or no longer due).
+    """
+    counts = {"deleted": 0, "skipped": 0}
+    for pk in _ids(Key.objects.due_for_deletion(now)):
+        with transaction.atomic():
+            key = _claim(Key.objects.due_for_deletion(now), pk)
+            if key is None:
+                counts["skipped"] += 1
+                continue
+            _delete(caller, key, now)
+            counts["deleted"] += 1
+    return counts
+
+
+def _delete(caller: Caller, key: Key, now: datetime) -> None:
+    with audited(caller, "DeleteKey", request_parameters={"KeyId": str(key.id)}) as op:
+        op.keys.append(key)
+        aliases = sorted(Alias.objects.filter(key=key).values_list("name", flat=True))
+        Key.objects.filter(pk=key.pk).update(current_material=None, deleted_at=now)
+        materials = KeyMaterial.objects.filter(key=key).delete()[0]
+        Alias.objects.filter(key=key).delete()
+        grants = Grant.objects.filter(key=key, retired_at__isnull=True).update(
+            retired_at=now, retired_how="key-deleted"
+        )
+        op.additional_event_data.update(
+            {"deletedAliases": aliases, "retiredGrants": grants, "destroyedMaterialVersions": materials}
+        )
