@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Max, Prefetch, QuerySet
 
 from keys.filters import KeyFilter
 from keys.models import Alias, Key, KeyManager, KeyState
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
+from kmsweb.lib.ttlcache import TTLCache
 
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/([0-9a-fA-F-]{36})$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
@@ -40,15 +42,31 @@ def _parse_uuid(text: str) -> uuid.UUID | None:
     return value if str(value) == text.lower() else None
 
 
-def _get_by_id(caller: Caller, key_uuid: uuid.UUID, account_id: str, region: str) -> Key:
-    key = (
+def _cache_seconds() -> float:
+    return float(settings.KMSWEB_AUTH_CACHE_SECONDS)
+
+
+# key uuid -> Key (with its current material) or None; the API reads a key on
+# every call. Every state or material change goes through
+# ``keys.services.common.key_lock``, which forgets the key in this process;
+# other processes see the change within the TTL, as AWS's key states are
+# eventually consistent too.
+KEY_CACHE: TTLCache[Key | None] = TTLCache(_cache_seconds)
+
+
+def _load_key(key_uuid: uuid.UUID) -> Key | None:
+    return (
         Key.objects.select_related("current_material")
-        .filter(id=key_uuid, region=region, deleted_at__isnull=True)
+        .filter(id=key_uuid, deleted_at__isnull=True)
         .exclude(manager=KeyManager.OWNED)
         .first()
     )
-    # A key id alone names a key of the caller's own account only.
-    if key is None or key.account_id != account_id:
+
+
+def _get_by_id(caller: Caller, key_uuid: uuid.UUID, account_id: str, region: str) -> Key:
+    key = KEY_CACHE.get_or_load(key_uuid, lambda: _load_key(key_uuid))
+    # A key id alone names a key of the caller's own account and region only.
+    if key is None or key.account_id != account_id or key.region != region:
         raise NotFound(f"Key '{_key_arn(caller, account_id, str(key_uuid))}' does not exist")
     return key
 

@@ -150,3 +150,21 @@ def key_metadata(key: Key) -> dict[str, Any]:
     if key.current_material is not None:
         meta["CurrentKeyMaterialId"] = key.current_material.material_id
     return meta
+
+
+def key_lock(key: Key) -> Key:
+    """Re-read the key under a row lock, so concurrent state changes serialise.
+
+    Every change to a key's state or material goes through here, which is
+    also where the API's per-process key cache forgets the key (now, and
+    again when the change commits).
+    """
+    from django.db import transaction
+
+    from keys.selectors import KEY_CACHE
+
+    KEY_CACHE.invalidate(key.pk)
+    transaction.on_commit(lambda: KEY_CACHE.invalidate(key.pk))
+    # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
+    # join that select_related("current_material") makes.
+    return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)

@@ -19,6 +19,7 @@ from keys.services.common import (
     check_storable_text,
     check_tags,
     default_key_policy,
+    key_lock,
     key_metadata,
     require_customer_managed,
     require_not_pending_deletion,
@@ -176,13 +177,6 @@ def _change(caller: Caller, key: Key, event_name: str, **params: Any) -> Any:
     return audited(caller, event_name, request_parameters={"KeyId": str(key.id), **params})
 
 
-def _lock(key: Key) -> Key:
-    """Re-read the key under a row lock, so concurrent state changes serialise."""
-    # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
-    # join that select_related("current_material") makes.
-    return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)
-
-
 def key_update_description(*, caller: Caller, key: Key, description: str) -> None:
     """UpdateKeyDescription."""
     with _change(caller, key, "UpdateKeyDescription", Description=description) as op:
@@ -190,7 +184,7 @@ def key_update_description(*, caller: Caller, key: Key, description: str) -> Non
         authorize(caller=caller, action="kms:UpdateKeyDescription", key=key)
         require_customer_managed(key, "UpdateKeyDescription")
         check_storable_text("description", description)
-        key = _lock(key)
+        key = key_lock(key)
         require_not_pending_deletion(key)
         key.description = description
         key.save(update_fields=["description"])
@@ -202,7 +196,7 @@ def key_enable(*, caller: Caller, key: Key) -> None:
         op.keys.append(key)
         authorize(caller=caller, action="kms:EnableKey", key=key)
         require_customer_managed(key, "EnableKey")
-        key = _lock(key)
+        key = key_lock(key)
         if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
             raise InvalidState(f"{key.arn} is {key.state} and cannot be enabled.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.ENABLED)
@@ -214,7 +208,7 @@ def key_disable(*, caller: Caller, key: Key) -> None:
         op.keys.append(key)
         authorize(caller=caller, action="kms:DisableKey", key=key)
         require_customer_managed(key, "DisableKey")
-        key = _lock(key)
+        key = key_lock(key)
         if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
             raise InvalidState(f"{key.arn} is {key.state} and cannot be disabled.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED)
@@ -241,7 +235,7 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
                 f"constraint: Member must have value between {MIN_PENDING_WINDOW} and {MAX_PENDING_WINDOW}"
             )
         require_customer_managed(key, "ScheduleKeyDeletion")
-        key = _lock(key)
+        key = key_lock(key)
         if key.state == KeyState.PENDING_DELETION:
             raise InvalidState(f"{key.arn} is pending deletion.")
         deletion_date = timezone.now() + timedelta(days=days)
@@ -263,7 +257,7 @@ def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
     with _change(caller, key, "CancelKeyDeletion") as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:CancelKeyDeletion", key=key)
-        key = _lock(key)
+        key = key_lock(key)
         if key.state != KeyState.PENDING_DELETION:
             raise InvalidState(f"{key.arn} is not pending deletion.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED, deletion_date=None, pending_window_days=None)
@@ -288,7 +282,7 @@ def key_put_policy(*, caller: Caller, key: Key, policy: str, bypass_lockout_chec
         require_customer_managed(key, "PutKeyPolicy")
         check_policy_document(policy)
         check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_lockout_check)
-        key = _lock(key)
+        key = key_lock(key)
         require_not_pending_deletion(key)
         Key.objects.filter(pk=key.pk).update(policy=policy)
 

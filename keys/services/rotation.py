@@ -16,7 +16,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.models import Key, KeyMaterial, RotationType
 from keys.selectors import decode_marker, encode_marker
-from keys.services.common import require_customer_managed, require_usable_for_crypto
+from keys.services.common import key_lock, require_customer_managed, require_usable_for_crypto
 from keys.services.material import material_create
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, LimitExceeded, ValidationError
@@ -26,12 +26,6 @@ DEFAULT_ROTATION_DAYS = 365
 MIN_ROTATION_DAYS = 90
 MAX_ROTATION_DAYS = 2560
 MAX_ON_DEMAND_ROTATIONS = 10
-
-
-def _lock(key: Key) -> Key:
-    # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
-    # join that select_related("current_material") makes.
-    return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)
 
 
 def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = None) -> None:
@@ -48,7 +42,7 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
                 f"constraint: Member must have value between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}"
             )
         require_customer_managed(key, "EnableKeyRotation")
-        key = _lock(key)
+        key = key_lock(key)
         require_usable_for_crypto(key)
         rotation_schedule(key=key, days=days, now=timezone.now())
 
@@ -74,7 +68,7 @@ def key_disable_rotation(*, caller: Caller, key: Key) -> None:
         op.keys.append(key)
         authorize(caller=caller, action="kms:DisableKeyRotation", key=key)
         require_customer_managed(key, "DisableKeyRotation")
-        key = _lock(key)
+        key = key_lock(key)
         require_usable_for_crypto(key)
         Key.objects.filter(pk=key.pk).update(rotation_enabled=False, next_rotation_at=None)
 
@@ -103,7 +97,7 @@ def key_rotate(*, caller: Caller, key: Key, rotation_type: str, now: datetime | 
         authorize(caller=caller, action="kms:RotateKeyOnDemand", key=key)
         if rotation_type == RotationType.ON_DEMAND:
             require_customer_managed(key, event)
-        key = _lock(key)
+        key = key_lock(key)
         require_usable_for_crypto(key)
         if rotation_type == RotationType.ON_DEMAND:
             done = KeyMaterial.objects.filter(key=key, rotation_type=RotationType.ON_DEMAND).count()

@@ -11,8 +11,10 @@ import json
 
 import pytest
 
+from keys import services as key_services
+from keys.selectors import KEY_CACHE, key_get_for
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AccessDenied
+from kmsweb.lib.errors import AccessDenied, Disabled
 from policies.authorization import GRANT_CACHE, IDENTITY_POLICY_CACHE, authorize
 from policies.models import AccessKey, IdentityPolicy
 from policies.services import (
@@ -34,10 +36,10 @@ DENY_ENCRYPT = json.dumps(
 @pytest.fixture(autouse=True)
 def caches_on(settings):  # type: ignore[no-untyped-def]
     settings.KMSWEB_AUTH_CACHE_SECONDS = 60
-    for cache in (ACCESS_KEY_CACHE, IDENTITY_POLICY_CACHE, GRANT_CACHE):
+    for cache in (ACCESS_KEY_CACHE, IDENTITY_POLICY_CACHE, GRANT_CACHE, KEY_CACHE):
         cache.invalidate()
     yield
-    for cache in (ACCESS_KEY_CACHE, IDENTITY_POLICY_CACHE, GRANT_CACHE):
+    for cache in (ACCESS_KEY_CACHE, IDENTITY_POLICY_CACHE, GRANT_CACHE, KEY_CACHE):
         cache.invalidate()
 
 
@@ -84,3 +86,15 @@ def test_it_stops_honouring_a_revoked_grant_at_once(key_admin, make_key, make_pe
     grant_revoke(caller=key_admin.caller(), key=key, grant_id=grant.grant_id)
     with pytest.raises(AccessDenied):
         authorize(caller=app.caller(), action="kms:Encrypt", key=key)
+
+
+def test_it_caches_keys_but_a_disable_applies_at_once(key_admin, make_key) -> None:
+    caller = key_admin.caller()
+    key = make_key()
+    looked_up = key_get_for(caller=caller, key_ref=str(key.id))
+    assert key_get_for(caller=caller, key_ref=str(key.id)) is looked_up  # served from the cache
+    key_services.key_disable(caller=caller, key=looked_up)
+    fresh = key_get_for(caller=caller, key_ref=str(key.id))
+    assert fresh.state == "Disabled"
+    with pytest.raises(Disabled):
+        key_services.key_encrypt(caller=caller, key=fresh, plaintext=b"x")
