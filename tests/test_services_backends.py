@@ -53,7 +53,7 @@ def test_it_serializes_concurrent_deletion_schedules_on_the_key_row(
     by luck) if the service ever stops locking the row.
     """
     key = make_key()
-    original_lock = lifecycle._lock
+    original_lock = lifecycle.key_lock
     holder_has_lock = threading.Event()
     release_holder = threading.Event()
     order = threading.Lock()
@@ -69,7 +69,7 @@ def test_it_serializes_concurrent_deletion_schedules_on_the_key_row(
             release_holder.wait(LOCK_WAIT_SECONDS)
         return row
 
-    monkeypatch.setattr(lifecycle, "_lock", observed_lock)
+    monkeypatch.setattr(lifecycle, "key_lock", observed_lock)
     results: dict[str, Any] = {}
     start = threading.Barrier(2)
 
