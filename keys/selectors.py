@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Prefetch, QuerySet
 
 from keys.filters import KeyFilter
-from keys.models import Alias, Key, KeyManager, KeyState
+from keys.models import Alias, Key, KeyManager, KeyMaterial, KeyState
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
 from kmsweb.lib.ttlcache import TTLCache
@@ -114,6 +114,27 @@ def key_get_for(*, caller: Caller, key_ref: str, allow_alias: bool = True) -> Ke
 def key_get_by_uuid(*, key_uuid: uuid.UUID) -> Key | None:
     """The key a ciphertext blob names, whatever its account (or None)."""
     return Key.objects.filter(id=key_uuid).first()
+
+
+def key_get_for_ciphertext(*, key_uuid: uuid.UUID) -> Key | None:
+    """The live, non-owned key a ciphertext blob names, whatever its account, or None.
+
+    Read through ``KEY_CACHE`` with its current material, like ``key_get_for``:
+    Decrypt of the current version then needs no query of its own.
+    """
+    return KEY_CACHE.get_or_load(key_uuid, lambda: _load_key(key_uuid))
+
+
+def material_get_for(*, key: Key, version: int) -> KeyMaterial | None:
+    """Version ``version`` of ``key``'s material (None if it does not exist).
+
+    The current version comes with the key; older versions (ciphertext made
+    before a rotation) are read from the database.
+    """
+    current = key.current_material
+    if current is not None and current.version == version:
+        return current
+    return KeyMaterial.objects.filter(key_id=key.pk, version=version).first()
 
 
 def key_list_for(*, caller: Caller) -> QuerySet[Key]:

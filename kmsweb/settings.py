@@ -97,6 +97,13 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with the per-request health check of a busy
+    # persistent connection spaced out (kmsweb/lib/db/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "kmsweb.lib.db.postgresql"
+# Seconds between health checks of a persistent database connection that is
+# in use (0: before every request, as Django does).
+KMSWEB_DB_HEALTH_CHECK_SECONDS = float(env_str("KMSWEB_DB_HEALTH_CHECK_SECONDS") or "1")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the worker and beat read while the web process writes.
     DATABASES["default"].setdefault("OPTIONS", {})

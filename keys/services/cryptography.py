@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.services import Operation, audited
-from keys import crypto
+from keys import crypto, selectors
 from keys.crypto.errors import CryptoError
-from keys.models import Key, KeyManager, KeyMaterial
+from keys.models import Key
 from keys.services.common import require_usable_for_crypto
 from keys.services.material import material_unwrap
 from kmsweb.lib.caller import Caller
@@ -133,17 +133,14 @@ def _open(
     if key_ref_key is not None and key_ref_key.id != header.key_id:
         op.keys.append(key_ref_key)
         raise IncorrectKey("The key ID in the request does not identify a KMS key that can perform this operation.")
-    material = (
-        KeyMaterial.objects.select_related("key")
-        .filter(key_id=header.key_id, version=header.version)
-        .exclude(key__manager=KeyManager.OWNED)
-        .first()
-    )
-    if material is None or material.key.region != caller.region:
+    # A deleted, platform owned or unknown key, or a version that no longer
+    # exists, all look the same: the blob cannot be decrypted here.
+    key = selectors.key_get_for_ciphertext(key_uuid=header.key_id)
+    if key is None or key.region != caller.region:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT)
-    key = material.key
-    if key.is_deleted:
-        raise NotFound(f"Key '{key.arn}' does not exist")
+    material = selectors.material_get_for(key=key, version=header.version)
+    if material is None:
+        raise InvalidCiphertext(_INVALID_CIPHERTEXT)
     _prepare(op, caller, key, action, context, dry_run)
     try:
         plaintext = crypto.decrypt(material_unwrap(material), blob, context)

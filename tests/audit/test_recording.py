@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
+from audit.services import recording
 from audit.services.recording import audited
 from keys import services as key_services
 from keys.models import Key
@@ -245,10 +246,11 @@ def test_a_change_cannot_commit_without_its_event(key_admin: Persona, monkeypatc
     caller = key_admin.caller()
     before_keys = Key.objects.count()
 
-    def fail(self: AuditEvent, *args: Any, **kwargs: Any) -> None:
+    def fail(event: AuditEvent) -> None:
         raise RuntimeError("audit storage unavailable")
 
-    monkeypatch.setattr(AuditEvent, "save", fail)
+    # The one place an event's row is written.
+    monkeypatch.setattr(recording, "_insert", fail)
     with pytest.raises(RuntimeError):
         key_services.key_create(caller=caller, description="must not exist")
     assert Key.objects.count() == before_keys

@@ -1,0 +1,1 @@
+"""kmsweb's PostgreSQL backend: Django's, with a cheaper connection health check."""
