@@ -28,7 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         transport = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-        for folder in ("data_folder_in", "processed_folder"):
+        for folder in ("data_folder_in", "processed_folder", "control_folder"):
             if folder in transport:
                 Path(str(transport[folder])).mkdir(parents=True, exist_ok=True)
         python = sys.executable
