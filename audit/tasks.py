@@ -5,22 +5,22 @@ from __future__ import annotations
 from celery import shared_task
 
 from audit.services.exporting import audit_export_run
-from audit.services.retention import audit_archive
-from audit.services.sealing import audit_seal_all
+from audit.services.jobs import job_run
+from audit.services.retention import audit_archive_job
+from audit.services.sealing import audit_seal_job
 from kmsweb.lib.caller import Caller
 
 
 @shared_task(acks_late=True, soft_time_limit=50, time_limit=58, ignore_result=True)
-def audit_seal_task() -> int:
-    """Seal new audit events (every minute); returns how many digests it made."""
-    return len(audit_seal_all(caller=Caller.system("audit-seal")))
+def audit_seal_task() -> dict[str, int]:
+    """Seal new audit events (every minute); returns how many digests and events."""
+    return job_run("seal_audit", audit_seal_job, caller=Caller.system("seal_audit")).counts
 
 
 @shared_task(acks_late=True, soft_time_limit=3000, time_limit=3300, ignore_result=True)
-def audit_archive_task() -> int | None:
+def audit_archive_task() -> dict[str, int]:
     """Archive and delete sealed events past retention (daily)."""
-    archive = audit_archive(caller=Caller.system("audit-retention"))
-    return archive.event_count if archive else None
+    return job_run("archive_audit", audit_archive_job, caller=Caller.system("archive_audit")).counts
 
 
 @shared_task(acks_late=True, soft_time_limit=3000, time_limit=3300, ignore_result=True)

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db.models import Count, Max, Prefetch, QuerySet
 
 from keys.filters import KeyFilter
-from keys.models import Alias, Key, KeyManager, KeyMaterial, KeyState
+from keys.models import Alias, Key, KeyManager, KeyMaterial, KeyOrigin, KeySpec, KeyState
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
 from kmsweb.lib.ttlcache import TTLCache
@@ -268,11 +268,72 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
     }
 
 
+def rotation_entry(key: Key, material: KeyMaterial) -> dict[str, Any]:
+    """One material version as ListKeyRotations reports it (the API and the key page)."""
+    entry: dict[str, Any] = {
+        "KeyId": str(key.id),
+        "KeyMaterialId": material.material_id,
+        "KeyMaterialState": "CURRENT" if material.pk == key.current_material_id else "NON_CURRENT",
+        "RotationDate": material.created_at,
+    }
+    if material.rotation_type:
+        entry["RotationType"] = material.rotation_type
+    return entry
+
+
+@dataclass(frozen=True)
+class RotationOutlook:
+    """When the rotation job will next rotate a key, or why it will not."""
+
+    next_at: datetime | None
+    note: str
+    due: bool = False
+
+
+ROTATION_JOB_NOTE = "the rotate_keys job rotates it on its next run (hourly)"
+
+
+def rotation_outlook(key: Key, now: datetime) -> RotationOutlook:
+    """The key page's "next rotation": the job's rules (``Key.objects.due_for_rotation``,
+    enabled keys only) in words, as AWS describes them for disabled keys and keys
+    pending deletion: skipped meanwhile, rotated at once when back if the date has passed."""
+    if key.is_deleted:
+        return RotationOutlook(None, "The key is deleted.")
+    if key.key_spec != KeySpec.SYMMETRIC_DEFAULT:
+        return RotationOutlook(None, "Only symmetric encryption keys rotate automatically.")
+    if key.origin == KeyOrigin.EXTERNAL:
+        return RotationOutlook(None, "Keys with imported key material do not rotate automatically.")
+    if key.manager == KeyManager.CUSTOMER and not key.rotation_enabled:
+        return RotationOutlook(None, "Automatic rotation is off.")
+    scheduled = key.next_rotation_at
+    when = f"{scheduled:%Y-%m-%d %H:%M} UTC" if scheduled else ""
+    if key.state in (KeyState.DISABLED, KeyState.PENDING_DELETION):
+        why = "disabled" if key.state == KeyState.DISABLED else "pending deletion"
+        back = "enabled again" if key.state == KeyState.DISABLED else "its deletion is cancelled and it is enabled"
+        if scheduled and scheduled <= now:
+            then = f"it was due on {when}, so once {back} {ROTATION_JOB_NOTE}"
+        elif scheduled:
+            then = f"once {back} it rotates on {when}"
+        else:
+            then = f"it rotates once {back}"
+        return RotationOutlook(None, f"Not rotated while the key is {why}: {then}.")
+    if scheduled is None:
+        return RotationOutlook(None, "No automatic rotation is scheduled.")
+    if scheduled <= now:
+        return RotationOutlook(scheduled, f"Due since {when}: {ROTATION_JOB_NOTE}.", due=True)
+    return RotationOutlook(scheduled, "")
+
+
+MATERIAL_COLUMNS = ("pk", "version", "material_id", "created_at", "rotation_type")
+
+
 @dataclass(frozen=True)
 class KeyDetail:
     aliases: list[Alias]
     tags: list[Any]
-    materials: list[Any]
+    # The material versions, newest first, as ListKeyRotations entries (initial material included).
+    rotations: list[dict[str, Any]]
+    rotation: RotationOutlook
     last_used: datetime | None
     # Live grants (not retired, revoked or expired), oldest first.
     grants: list[Any]
@@ -288,9 +349,11 @@ def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
     return KeyDetail(
         aliases=list(key.aliases.order_by("name")),
         tags=list(key.tags.order_by("tag_key")),
-        materials=list(
-            key.materials.order_by("-version").only("pk", "version", "material_id", "created_at", "rotation_type")
-        ),
+        rotations=[
+            {"Version": m.version, **rotation_entry(key, m)}
+            for m in key.materials.order_by("-version").only(*MATERIAL_COLUMNS)
+        ],
+        rotation=rotation_outlook(key, timezone.now()),
         last_used=last_used_by_key(key_ids=[str(key.id)]).get(str(key.id)),
         grants=list(Grant.objects.live(timezone.now()).filter(key=key).order_by("created_at", "id")),
     )

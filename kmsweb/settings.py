@@ -14,7 +14,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from kmsweb.lib.env import env_bool, env_int, env_list, env_secret, env_str
+from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("KMSWEB_VAR_DIR") or BASE_DIR / "var")
@@ -236,20 +236,25 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Each entry is named after its job (``manage.py run_job NAME``, ``JobRun.name``,
+# the registry in kmsweb/jobs.py), so the Jobs page ties schedule and runs together.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Every minute: seal the new audit events into a signed digest.
-    "audit-seal": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
+    "seal_audit": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
     # Daily 03:10 UTC: archive and delete sealed events past retention.
-    "audit-archive": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
+    "archive_audit": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
     # Hourly, on the hour: rotate the keys whose automatic rotation date has come.
-    "keys-rotate-due": {"task": "keys.tasks.keys_rotate_due_task", "schedule": crontab(minute=0)},
+    "rotate_keys": {"task": "keys.tasks.keys_rotate_due_task", "schedule": crontab(minute=0)},
     # Every 5 minutes: delete the keys whose deletion waiting period has ended.
-    "keys-delete-expired": {"task": "keys.tasks.keys_delete_expired_task", "schedule": 300.0},
+    "delete_expired_keys": {"task": "keys.tasks.keys_delete_expired_task", "schedule": 300.0},
     # Every minute: retire the grants whose approved duration has ended.
-    "grants-retire-expired": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
+    "expire_grants": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
     # Hourly, at 25 past: expire grant requests left pending too long.
-    "grant-requests-expire": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
+    "expire_grant_requests": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
 }
+# "JOB=SECONDS,...": run those jobs every SECONDS instead (demos, end-to-end tests).
+for _job, _every in env_job_intervals("KMSWEB_JOB_INTERVALS", list(CELERY_BEAT_SCHEDULE)).items():
+    CELERY_BEAT_SCHEDULE[_job]["schedule"] = _every
 
 LOGGING = {
     "version": 1,

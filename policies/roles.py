@@ -41,9 +41,12 @@ ROLES: dict[str, tuple[str, ...]] = {
         "kms:PutKeyPolicy",
         # How many approvals a grant request for a key needs (with kms:PutKeyPolicy on the key).
         "kmsweb:UpdateGrantApprovals",
+        # The Jobs page: whether rotations and scheduled deletions ran, and their errors.
+        "kmsweb:ListJobs",
     ),
     "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest",),
-    "auditor": READ_ACTIONS + ("kmsweb:SearchAudit", "kmsweb:ExportAudit"),
+    # The Jobs page too: sealing and archiving are the audit trail's own jobs.
+    "auditor": READ_ACTIONS + ("kmsweb:SearchAudit", "kmsweb:ExportAudit", "kmsweb:ListJobs"),
     # Manages principals, their policies and access keys: it can give anyone
     # anything, so only superusers hold it unless an operator says otherwise.
     "administrator": ("kms:*", "kmsweb:*", "iam:*"),

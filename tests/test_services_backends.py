@@ -1,4 +1,5 @@
-"""What only the real backends can show: PostgreSQL row locks and a Celery worker on Redis.
+"""What only the real backends can show: PostgreSQL row locks, and a Celery worker
+and beat on Redis.
 
 Skipped on the embedded default (SQLite, filesystem broker); CI sets
 DATABASE_URL and REDIS_URL and KMSWEB_REQUIRE_SERVICES=true, so there they
@@ -14,21 +15,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
-from audit.models import AuditEvent
-from keys.models import Key, KeyState
+from audit.models import AuditEvent, JobOutcome, JobRun
+from keys.models import Key, KeyMaterial, KeyState, RotationType
 from keys.services import lifecycle
 from kmsweb.lib.errors import InvalidState, KmsError
 from tests.conftest import Persona
 
 LOCK_WAIT_SECONDS = 15
 WORKER_START_SECONDS = 60
+# Worker and beat start in parallel (a few seconds each on a busy 2-core machine).
+END_TO_END_SECONDS = 45
 
 
 def _lock_waiters() -> int:
@@ -112,11 +118,8 @@ def test_it_serializes_concurrent_deletion_schedules_on_the_key_row(
     assert sorted(e.error_code for e in events) == ["", "KMSInvalidStateException"]
 
 
-@pytest.mark.redis
-def test_it_gets_a_celery_worker_pong_through_redis(tmp_path: Path) -> None:
-    from kmsweb import celery_app
-
-    node = f"pytest-{uuid.uuid4().hex[:12]}"
+def _celery_env(**extra: str) -> dict[str, str]:
+    """The environment of a Celery subprocess: this run's secrets, database and Redis."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if name in os.environ}
     for name in (
         "DJANGO_SECRET_KEY",
@@ -130,31 +133,42 @@ def test_it_gets_a_celery_worker_pong_through_redis(tmp_path: Path) -> None:
             env[name] = os.environ[name]
     env["REDIS_URL"] = settings.REDIS_URL
     env["DJANGO_SETTINGS_MODULE"] = "kmsweb.settings"
-    log_path = tmp_path / "worker.log"
+    env.update(extra)
+    return env
+
+
+def _celery(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         # Fixed argv, no shell.
-        worker = subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "kmsweb",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"{node}@%h",
-            ],
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "celery", "-A", "kmsweb", *args, "--loglevel", "INFO"],
             cwd=settings.BASE_DIR,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _worker_args(node: str) -> list[str]:
+    return ["worker", "--pool", "solo", "--without-mingle", "--without-gossip", "--hostname", f"{node}@%h"]
+
+
+@pytest.mark.redis
+def test_it_gets_a_celery_worker_pong_through_redis(tmp_path: Path) -> None:
+    from kmsweb import celery_app
+
+    node = f"pytest-{uuid.uuid4().hex[:12]}"
+    log_path = tmp_path / "worker.log"
+    worker = _celery(_worker_args(node), _celery_env(), log_path)
     try:
         deadline = time.monotonic() + WORKER_START_SECONDS
         replies: list[dict[str, Any]] = []
@@ -166,9 +180,60 @@ def test_it_gets_a_celery_worker_pong_through_redis(tmp_path: Path) -> None:
         mine = [body for reply in replies for name, body in reply.items() if name.startswith(f"{node}@")]
         assert mine == [{"ok": "pong"}], f"no pong from {node} in {replies}:\n{log_path.read_text(errors='replace')}"
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=10)
+        _stop(worker)
+
+
+def _test_database_url() -> str:
+    """This run's test database, for processes outside it (the worker must see what the test wrote)."""
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "", safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_beat_and_a_worker_run_a_scheduled_job_end_to_end_through_redis(
+    make_key: Callable[..., Key], tmp_path: Path
+) -> None:
+    """Real beat sends ``rotate_keys`` (every second here) through Redis to a real
+    worker, which rotates a due key and records the run, in this test's database."""
+    from kmsweb import celery_app
+
+    key = make_key(rotation_period_days=90)
+    Key.objects.filter(pk=key.pk).update(next_rotation_at=timezone.now() - timedelta(days=1))
+    celery_app.control.purge()  # nothing left over from another run reaches this worker
+    env = _celery_env(DATABASE_URL=_test_database_url(), KMSWEB_JOB_INTERVALS="rotate_keys=1")
+    node = f"pytest-{uuid.uuid4().hex[:12]}"
+    worker = _celery(_worker_args(node), env, tmp_path / "worker.log")
+    beat = _celery(
+        ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--max-interval", "1"], env, tmp_path / "beat.log"
+    )
+
+    def logs() -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(tmp_path.glob("*.log"))
+        )
+
+    try:
+        deadline = time.monotonic() + END_TO_END_SECONDS
+        run = None
+        while run is None:
+            assert worker.poll() is None and beat.poll() is None, f"a Celery process exited:\n{logs()}"
+            assert time.monotonic() < deadline, f"no finished rotate_keys run in {END_TO_END_SECONDS} s:\n{logs()}"
+            run = JobRun.objects.filter(name="rotate_keys").exclude(outcome=JobOutcome.RUNNING).first()
+            if run is None:
+                time.sleep(0.2)
+    finally:
+        _stop(beat)
+        _stop(worker)
+    assert run.outcome == JobOutcome.OK and run.counts["rotated"] == 1, (run.counts, run.error)
+    assert list(KeyMaterial.objects.filter(key=key).order_by("version").values_list("version", "rotation_type")) == [
+        (1, ""),
+        (2, RotationType.AUTOMATIC),
+    ]
+    rotated = AuditEvent.objects.get(event_name="RotateKey")
+    assert rotated.user_identity["principalId"] == "rotate_keys" and rotated.error_code == ""
+    assert "Scheduler: Sending due task rotate_keys (keys.tasks.keys_rotate_due_task)" in (
+        tmp_path / "beat.log"
+    ).read_text(errors="replace")

@@ -31,6 +31,12 @@ ARCHIVE_EVENT = "ArchiveAuditEvents"
 MAX_EVENTS_PER_RUN = 2_000_000
 
 
+def audit_archive_job(*, caller: Caller, now: datetime) -> dict[str, int]:
+    """The retention job's entry for ``job_run``: archive what is past retention, return counts."""
+    archive = audit_archive(caller=caller, now=now)
+    return {"archives": 1 if archive else 0, "events": archive.event_count if archive else 0}
+
+
 def audit_archive(*, caller: Caller, now: datetime | None = None) -> AuditArchive | None:
     """Archive and delete the sealed ranges past retention; None when there are none.
 

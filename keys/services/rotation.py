@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.services import audited
 from keys.models import Key, KeyMaterial, RotationType
-from keys.selectors import decode_marker, encode_marker
+from keys.selectors import decode_marker, encode_marker, rotation_entry
 from keys.services.common import key_lock, require_customer_managed, require_usable_for_crypto
 from keys.services.material import material_create
 from kmsweb.lib.caller import Caller
@@ -145,18 +145,7 @@ def key_list_rotations(
         page = list(qs[: limit + 1])
         truncated = len(page) > limit
         page = page[:limit]
-        current_id = key.current_material_id
-        rotations = []
-        for m in page:
-            entry: dict[str, Any] = {
-                "KeyId": str(key.id),
-                "KeyMaterialId": m.material_id,
-                "KeyMaterialState": "CURRENT" if m.pk == current_id else "NON_CURRENT",
-                "RotationDate": m.created_at,
-            }
-            if m.rotation_type:
-                entry["RotationType"] = m.rotation_type
-            rotations.append(entry)
+        rotations = [rotation_entry(key, m) for m in page]
         result: dict[str, Any] = {"Rotations": rotations, "Truncated": truncated}
         if truncated:
             result["NextMarker"] = encode_marker([page[-1].version])

@@ -65,3 +65,24 @@ def env_secret(name: str) -> str | None:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ImproperlyConfiguredEnv(f"{name}_FILE={path!r} cannot be read: {exc}") from exc
+
+
+def env_job_intervals(name: str, known: list[str]) -> dict[str, float]:
+    """``NAME=JOB=SECONDS,...``: jobs to run every SECONDS instead of their schedule.
+
+    Only names in ``known`` (beat's entries) are accepted, with a positive
+    number of seconds; anything else fails at start-up.
+    """
+    intervals: dict[str, float] = {}
+    for item in env_list(name):
+        job, _, seconds = item.partition("=")
+        try:
+            every = float(seconds)
+        except ValueError:
+            every = 0.0
+        if job not in known or not every > 0:
+            raise ImproperlyConfiguredEnv(
+                f"{name}: {item!r} is not JOB=SECONDS with SECONDS > 0 and JOB one of {', '.join(known)}"
+            )
+        intervals[job] = every
+    return intervals

@@ -313,20 +313,13 @@ def test_it_refuses_an_unknown_job_name_listing_the_names() -> None:
 # -- two workers on PostgreSQL ---------------------------------------------------------
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_it_rotates_each_due_key_once_with_two_workers_racing(
-    make_key: Callable[..., Key], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two workers run the rotation job at the same instant.
+def race(monkeypatch: pytest.MonkeyPatch, job: Any, name: str, now: datetime) -> list[dict[str, int]]:
+    """Run ``job`` on two threads (two workers, two connections) at the same instant.
 
     The first worker to claim a key holds its row lock until the other worker
-    has skipped that locked row, so the test fails (rather than passing by
+    has skipped that locked row, so a caller fails (rather than passing by
     luck) if the job ever stops claiming with SKIP LOCKED.
     """
-    with time_machine.travel(T0, tick=False):
-        keys = [rotating_key(make_key) for _ in range(6)]
-    now = T0 + 91 * DAY
     original_claim = jobs._claim
     first_claim = threading.Lock()
     holder: list[str] = []
@@ -334,14 +327,14 @@ def test_it_rotates_each_due_key_once_with_two_workers_racing(
 
     def observed_claim(due: Any, pk: Any) -> Key | None:
         key = original_claim(due, pk)
-        name = threading.current_thread().name
-        if key is None and holder and name != holder[0]:
+        worker_name = threading.current_thread().name
+        if key is None and holder and worker_name != holder[0]:
             other_skipped.set()
         if key is not None:
             with first_claim:
                 is_first = not holder
                 if is_first:
-                    holder.append(name)
+                    holder.append(worker_name)
             if is_first:
                 other_skipped.wait(THREAD_WAIT_SECONDS)
         return key
@@ -350,12 +343,12 @@ def test_it_rotates_each_due_key_once_with_two_workers_racing(
     results: dict[str, Any] = {}
     start = threading.Barrier(2)
 
-    def worker(name: str) -> None:
+    def worker(worker_name: str) -> None:
         try:
             start.wait(THREAD_WAIT_SECONDS)
-            results[name] = keys_rotate_due(caller=Caller.system("rotate_keys"), now=now)
+            results[worker_name] = job(caller=Caller.system(name), now=now)
         except Exception as exc:  # surfaced by the assertions below
-            results[name] = exc
+            results[worker_name] = exc
         finally:
             connection.close()
 
@@ -365,11 +358,41 @@ def test_it_rotates_each_due_key_once_with_two_workers_racing(
     for thread in threads:
         thread.join(THREAD_WAIT_SECONDS * 2)
     assert not any(t.is_alive() for t in threads)
-
     assert all(isinstance(r, dict) for r in results.values()), results
     assert other_skipped.is_set(), "the second worker never met a row the first one held"
-    assert sum(r["rotated"] for r in results.values()) == len(keys)
-    assert sum(r["failed"] for r in results.values()) == 0
+    return list(results.values())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_rotates_each_due_key_once_with_two_workers_racing(
+    make_key: Callable[..., Key], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        keys = [rotating_key(make_key) for _ in range(6)]
+    results = race(monkeypatch, keys_rotate_due, "rotate_keys", T0 + 91 * DAY)
+    assert sum(r["rotated"] for r in results) == len(keys)
+    assert sum(r["failed"] for r in results) == 0
     for key in keys:
         assert versions(key) == [1, 2]
     assert AuditEvent.objects.filter(event_name="RotateKey").count() == len(keys)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_deletes_each_due_key_once_with_two_workers_racing(
+    key_admin: Persona, make_key: Callable[..., Key], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        keys = [make_key() for _ in range(6)]
+        for key in keys:
+            svc.alias_create(caller=key_admin.caller(), name=f"alias/doomed-{key.id}", key=key)
+            svc.key_schedule_deletion(caller=key_admin.caller(), key=key, pending_window_days=7)
+    results = race(monkeypatch, keys_delete_expired, "delete_expired_keys", T0 + 7 * DAY)
+    assert sum(r["deleted"] for r in results) == len(keys)
+    for key in keys:
+        key.refresh_from_db()
+        assert key.deleted_at == T0 + 7 * DAY and versions(key) == []
+    assert not Alias.objects.filter(key__in=keys).exists()
+    events = AuditEvent.objects.filter(event_name="DeleteKey")
+    assert events.count() == len(keys) and all(e.error_code == "" for e in events)
