@@ -152,19 +152,24 @@ def key_metadata(key: Key) -> dict[str, Any]:
     return meta
 
 
-def key_lock(key: Key) -> Key:
-    """Re-read the key under a row lock, so concurrent state changes serialise.
-
-    Every change to a key's state or material goes through here, which is
-    also where the API's per-process key cache forgets the key (now, and
-    again when the change commits).
-    """
+def key_forget(key: Key) -> None:
+    """Make the API's per-process key cache forget ``key``: now, and again when the change commits."""
     from django.db import transaction
 
     from keys.selectors import KEY_CACHE
 
     KEY_CACHE.invalidate(key.pk)
     transaction.on_commit(lambda: KEY_CACHE.invalidate(key.pk))
+
+
+def key_lock(key: Key) -> Key:
+    """Re-read the key under a row lock, so concurrent state changes serialise.
+
+    Every change to a key's state or material goes through here (or, for the
+    rotation job's batch claim, through ``key_forget``), which is also where
+    the API's per-process key cache forgets the key.
+    """
+    key_forget(key)
     # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
     # join that select_related("current_material") makes.
     return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)

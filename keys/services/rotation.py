@@ -16,7 +16,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.models import Key, KeyMaterial, RotationType
 from keys.selectors import decode_marker, encode_marker, rotation_entry
-from keys.services.common import key_lock, require_customer_managed, require_usable_for_crypto
+from keys.services.common import key_forget, key_lock, require_customer_managed, require_usable_for_crypto
 from keys.services.material import material_create
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, LimitExceeded, ValidationError
@@ -85,11 +85,16 @@ def key_rotation_status(*, caller: Caller, key: Key) -> dict[str, Any]:
         return result
 
 
-def key_rotate(*, caller: Caller, key: Key, rotation_type: str, now: datetime | None = None) -> KeyMaterial:
+def key_rotate(
+    *, caller: Caller, key: Key, rotation_type: str, now: datetime | None = None, locked: bool = False
+) -> KeyMaterial:
     """Add a material version and make it current (audited as RotateKey).
 
     Used by RotateKeyOnDemand and by the automatic-rotation job; an automatic
     rotation also moves the next rotation date one period on from ``now``.
+    ``locked=True`` says the caller already holds ``key``'s row lock in this
+    transaction and read it with its current material (the job's claim), so
+    it is not read again.
     """
     event = "RotateKeyOnDemand" if rotation_type == RotationType.ON_DEMAND else "RotateKey"
     with audited(caller, event, request_parameters={"KeyId": str(key.id)}) as op:
@@ -97,7 +102,10 @@ def key_rotate(*, caller: Caller, key: Key, rotation_type: str, now: datetime | 
         authorize(caller=caller, action="kms:RotateKeyOnDemand", key=key)
         if rotation_type == RotationType.ON_DEMAND:
             require_customer_managed(key, event)
-        key = key_lock(key)
+        if locked:
+            key_forget(key)
+        else:
+            key = key_lock(key)
         require_usable_for_crypto(key)
         if rotation_type == RotationType.ON_DEMAND:
             done = KeyMaterial.objects.filter(key=key, rotation_type=RotationType.ON_DEMAND).count()

@@ -26,7 +26,7 @@ from keys.selectors import key_get_for
 from keys.services import jobs
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import InternalError, KmsError, NotFound
+from kmsweb.lib.errors import InternalError, InvalidState, KmsError, NotFound
 from policies.models import Grant
 from tests.conftest import Persona
 
@@ -104,6 +104,40 @@ def test_it_rotates_an_overdue_key_once_after_a_long_downtime(
     key.refresh_from_db()
     assert versions(key) == [1, 2]
     assert key.next_rotation_at == back + 90 * DAY
+
+
+@pytest.mark.django_db
+def test_it_rotates_keys_across_claim_batches_and_a_failure_undoes_only_its_key(
+    clock: time_machine.Coordinates, make_key: Callable[..., Key], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are claimed a batch per transaction; one key failing rolls back that
+    key alone (its savepoint), records its failed RotateKey, and stays due."""
+    from keys.services import rotation
+
+    monkeypatch.setattr(jobs, "CLAIM", 2)
+    keys = [rotating_key(make_key) for _ in range(5)]
+    doomed = sorted(keys, key=lambda k: k.pk)[2]  # the first key of the second batch
+    original = rotation.material_create
+
+    def failing(*, key: Key, **kwargs: Any) -> KeyMaterial:
+        material = original(key=key, **kwargs)  # written, then undone by the savepoint
+        if key.pk == doomed.pk:
+            raise InvalidState("storage refused the new version")
+        return material
+
+    monkeypatch.setattr(rotation, "material_create", failing)
+    assert rotate(clock, T0 + 90 * DAY).counts == {"rotated": 4, "skipped": 0, "failed": 1}
+    for key in keys:
+        key.refresh_from_db()
+        assert versions(key) == ([1] if key.pk == doomed.pk else [1, 2])
+        assert key.next_rotation_at == (T0 + 90 * DAY if key.pk == doomed.pk else T0 + 180 * DAY)
+    events = AuditEvent.objects.filter(event_name="RotateKey").order_by("id")
+    assert [e.error_code for e in events].count("KMSInvalidStateException") == 1
+    assert len(events) == 5
+
+    monkeypatch.setattr(rotation, "material_create", original)
+    assert rotate(clock, T0 + 90 * DAY + SECOND).counts == {"rotated": 1, "skipped": 0, "failed": 0}
+    assert versions(doomed) == [1, 2]
 
 
 @pytest.mark.django_db
@@ -313,33 +347,38 @@ def test_it_refuses_an_unknown_job_name_listing_the_names() -> None:
 # -- two workers on PostgreSQL ---------------------------------------------------------
 
 
-def race(monkeypatch: pytest.MonkeyPatch, job: Any, name: str, now: datetime) -> list[dict[str, int]]:
+def race(monkeypatch: pytest.MonkeyPatch, job: Any, name: str, now: datetime, claim: str) -> list[dict[str, int]]:
     """Run ``job`` on two threads (two workers, two connections) at the same instant.
 
-    The first worker to claim a key holds its row lock until the other worker
-    has skipped that locked row, so a caller fails (rather than passing by
-    luck) if the job ever stops claiming with SKIP LOCKED.
+    The first worker to claim keys holds their row locks until the other
+    worker has skipped a locked row, so a caller fails (rather than passing by
+    luck) if the job ever stops claiming with SKIP LOCKED. ``claim`` names the
+    job's claiming function in ``keys.services.jobs`` (one key or a batch).
     """
-    original_claim = jobs._claim
+    original_claim = getattr(jobs, claim)
     first_claim = threading.Lock()
     holder: list[str] = []
     other_skipped = threading.Event()
 
-    def observed_claim(due: Any, pk: Any) -> Key | None:
-        key = original_claim(due, pk)
+    def observed_claim(due: Any, wanted: Any) -> Any:
+        got = original_claim(due, wanted)
+        if isinstance(got, list):
+            claimed, skipped = bool(got), len(got) < len(wanted)
+        else:
+            claimed, skipped = got is not None, got is None
         worker_name = threading.current_thread().name
-        if key is None and holder and worker_name != holder[0]:
+        if skipped and holder and worker_name != holder[0]:
             other_skipped.set()
-        if key is not None:
+        if claimed:
             with first_claim:
                 is_first = not holder
                 if is_first:
                     holder.append(worker_name)
             if is_first:
                 other_skipped.wait(THREAD_WAIT_SECONDS)
-        return key
+        return got
 
-    monkeypatch.setattr(jobs, "_claim", observed_claim)
+    monkeypatch.setattr(jobs, claim, observed_claim)
     results: dict[str, Any] = {}
     start = threading.Barrier(2)
 
@@ -370,7 +409,7 @@ def test_it_rotates_each_due_key_once_with_two_workers_racing(
 ) -> None:
     with time_machine.travel(T0, tick=False):
         keys = [rotating_key(make_key) for _ in range(6)]
-    results = race(monkeypatch, keys_rotate_due, "rotate_keys", T0 + 91 * DAY)
+    results = race(monkeypatch, keys_rotate_due, "rotate_keys", T0 + 91 * DAY, "_claim")
     assert sum(r["rotated"] for r in results) == len(keys)
     assert sum(r["failed"] for r in results) == 0
     for key in keys:
@@ -388,7 +427,7 @@ def test_it_deletes_each_due_key_once_with_two_workers_racing(
         for key in keys:
             svc.alias_create(caller=key_admin.caller(), name=f"alias/doomed-{key.id}", key=key)
             svc.key_schedule_deletion(caller=key_admin.caller(), key=key, pending_window_days=7)
-    results = race(monkeypatch, keys_delete_expired, "delete_expired_keys", T0 + 7 * DAY)
+    results = race(monkeypatch, keys_delete_expired, "delete_expired_keys", T0 + 7 * DAY, "_claim_one")
     assert sum(r["deleted"] for r in results) == len(keys)
     for key in keys:
         key.refresh_from_db()
