@@ -51,5 +51,5 @@ def duration(seconds: float | None) -> str:
 
 @register.filter
 def counts(values: dict[str, int] | None) -> str:
-    """A job run's counts as "rotated 3 · skipped 0"."""
-    return " · ".join(f"{name} {value}" for name, value in (values or {}).items()) or "—"
+    """A job run's counts as "rotated 3 · skipped 0", by name (PostgreSQL's jsonb keeps no order)."""
+    return " · ".join(f"{name} {value}" for name, value in sorted((values or {}).items())) or "—"
