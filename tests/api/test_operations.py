@@ -6,6 +6,7 @@ in a follow-up DescribeKey/List call), not just that boto3 raised nothing.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -354,6 +355,40 @@ def test_it_enables_reports_and_disables_rotation(kms) -> None:
     status = kms.get_key_rotation_status(KeyId=key_id)
     assert status["RotationPeriodInDays"] == 365
     assert_about(status["NextRotationDate"], datetime.now(UTC) + timedelta(days=365))
+
+
+def test_it_reports_automatic_rotations_by_the_job_like_aws(kms) -> None:
+    """The rotation job's work as a client sees it: an AUTOMATIC ListKeyRotations
+    entry, the next date one period on, old ciphertext still readable; an
+    on-demand rotation afterwards is listed after it and moves no date."""
+    from django.core.management import call_command
+
+    from keys.models import Key
+
+    key_id = new_key(kms)
+    old_blob = kms.encrypt(KeyId=key_id, Plaintext=b"before")["CiphertextBlob"]
+    kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=90)
+    # The period has passed (the clock-controlled tests move time; here the date does).
+    Key.objects.filter(pk=key_id).update(next_rotation_at=datetime.now(UTC) - timedelta(minutes=1))
+    out = io.StringIO()
+    call_command("run_job", "rotate_keys", stdout=out)
+    assert out.getvalue().startswith("rotate_keys: rotated=1,")
+
+    (automatic,) = kms.list_key_rotations(KeyId=key_id)["Rotations"]
+    assert automatic["RotationType"] == "AUTOMATIC" and automatic["KeyMaterialState"] == "CURRENT"
+    assert_about(automatic["RotationDate"], datetime.now(UTC))
+    assert describe(kms, key_id)["CurrentKeyMaterialId"] == automatic["KeyMaterialId"]
+    status = kms.get_key_rotation_status(KeyId=key_id)
+    assert_about(status["NextRotationDate"], datetime.now(UTC) + timedelta(days=90))
+    assert kms.decrypt(CiphertextBlob=old_blob)["Plaintext"] == b"before"
+
+    kms.rotate_key_on_demand(KeyId=key_id)
+    listed = kms.list_key_rotations(KeyId=key_id)["Rotations"]
+    assert [(r["RotationType"], r["KeyMaterialState"]) for r in listed] == [
+        ("AUTOMATIC", "NON_CURRENT"),
+        ("ON_DEMAND", "CURRENT"),
+    ]
+    assert kms.get_key_rotation_status(KeyId=key_id)["NextRotationDate"] == status["NextRotationDate"]
 
 
 def test_it_rotates_on_demand_and_keeps_old_ciphertexts_readable(kms) -> None:
