@@ -11,10 +11,11 @@ added there appear without changes here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from importlib import import_module
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
@@ -31,6 +32,26 @@ from policies.authorization import authorize
 RUNS_PER_PAGE = 25
 
 
+def _time_limit(job: PeriodicJob) -> timedelta:
+    """How long a run of ``job`` may last: its task's hard time limit (Celery kills it then)."""
+    seconds = settings.CELERY_TASK_TIME_LIMIT
+    if job.task is not None:
+        from kmsweb.celery import app
+
+        try:
+            import_module(job.task.rpartition(".")[0])
+            seconds = app.tasks[job.task].time_limit or seconds
+        except (ImportError, KeyError):
+            pass  # a beat entry naming a missing task: the default limit
+    return timedelta(seconds=seconds)
+
+
+def run_lost(run: JobRun, *, limit: timedelta, now: datetime) -> bool:
+    """Still "running" past the time limit: the worker died or was killed before it
+    could record an outcome (the next run starts afresh; jobs are idempotent)."""
+    return run.outcome == JobOutcome.RUNNING and now - run.started_at > limit
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """A periodic job with its latest run and its next one."""
@@ -39,10 +60,15 @@ class JobStatus:
     last: JobRun | None
     next_run: datetime | None
     now: datetime
+    limit: timedelta
+
+    @property
+    def lost(self) -> bool:
+        return self.last is not None and run_lost(self.last, limit=self.limit, now=self.now)
 
     @property
     def running(self) -> bool:
-        return self.last is not None and self.last.outcome == JobOutcome.RUNNING
+        return self.last is not None and self.last.outcome == JobOutcome.RUNNING and not self.lost
 
     @property
     def overdue(self) -> bool:
@@ -56,6 +82,8 @@ class RunPage:
     job: JobStatus
     runs: list[JobRun]
     older: str | None
+    # Runs that never recorded an outcome (see ``run_lost``).
+    lost: frozenset[int]
 
 
 def _latest(name: str) -> JobRun | None:
@@ -68,7 +96,7 @@ def _status(job: PeriodicJob, now: datetime) -> JobStatus:
     next_run = None
     if job.schedule is not None:
         next_run = next_run_at(job.schedule, last_run_at=last.started_at if last else None, now=now)
-    return JobStatus(job=job, last=last, next_run=next_run, now=now)
+    return JobStatus(job=job, last=last, next_run=next_run, now=now, limit=_time_limit(job))
 
 
 def _job(name: str) -> PeriodicJob:
@@ -114,7 +142,10 @@ def job_runs(*, caller: Caller, name: str, before: str | None = None) -> RunPage
             qs = qs.filter(Q(started_at__lt=started) | Q(started_at=started, id__lt=pk))
         runs = list(qs[: RUNS_PER_PAGE + 1])
         older = _cursor(runs[RUNS_PER_PAGE - 1]) if len(runs) > RUNS_PER_PAGE else None
-        return RunPage(job=_status(job, clock.now()), runs=runs[:RUNS_PER_PAGE], older=older)
+        status = _status(job, clock.now())
+        runs = runs[:RUNS_PER_PAGE]
+        lost = frozenset(r.pk for r in runs if run_lost(r, limit=status.limit, now=status.now))
+        return RunPage(job=status, runs=runs, older=older, lost=lost)
 
 
 def _send(task: str) -> None:

@@ -215,6 +215,25 @@ def test_it_polls_while_a_run_is_running_and_stops_when_it_ends(
 
 
 @pytest.mark.django_db
+def test_a_run_still_running_past_its_task_time_limit_shows_lost_and_is_not_polled(
+    auditor: Client, clock: time_machine.Coordinates
+) -> None:
+    from keys.tasks import keys_rotate_due_task
+
+    limit = timedelta(seconds=keys_rotate_due_task.time_limit)
+    JobRun.objects.create(name="rotate_keys", started_at=T0 - limit + MINUTE)
+    fragment = auditor.get("/jobs/", **HX).content.decode()
+    assert 'data-outcome="running"' in row(fragment, "rotate_keys") and 'data-polling="true"' in fragment
+
+    clock.move_to(T0 + MINUTE + timedelta(seconds=1))  # past the hard limit: Celery killed it
+    fragment = auditor.get("/jobs/", **HX).content.decode()
+    assert 'data-outcome="lost"' in row(fragment, "rotate_keys") and 'data-polling="false"' in fragment
+    detail = auditor.get("/jobs/rotate_keys/", **HX).content.decode()
+    assert 'data-outcome="lost"' in detail and "the worker died or was killed" in detail
+    assert 'data-polling="false"' in detail
+
+
+@pytest.mark.django_db
 def test_it_pages_a_jobs_history_newest_first(auditor: Client, clock: time_machine.Coordinates) -> None:
     for i in range(30):
         clock.move_to(T0 + i * MINUTE)
