@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from importlib import import_module
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
+from kombu.exceptions import OperationalError
 
 from audit.models import JobOutcome, JobRun
 from audit.services.jobs import EVENT_SOURCE
@@ -26,7 +25,7 @@ from audit.services.recording import audited
 from kmsweb.jobs import PeriodicJob, next_run_at, periodic_jobs
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import NotFound, ValidationError
+from kmsweb.lib.errors import InternalError, NotFound, ValidationError
 from policies.authorization import authorize
 
 RUNS_PER_PAGE = 25
@@ -154,16 +153,22 @@ def _send(task: str) -> None:
     # Beat names tasks "module.function"; importing the module registers it
     # here, so apply_async honours the app's settings (eager in tests).
     import_module(task.rpartition(".")[0])
-    app.tasks[task].apply_async()
+    # No publish retries: a broker that is down is reported now, not after a wait.
+    app.tasks[task].apply_async(retry=False)
 
 
 def job_start(*, caller: Caller, name: str) -> datetime:
     """Queue one run of ``name`` now, as beat would ("Run now"); returns when it was queued.
 
-    ``kmsweb:RunJob``; recorded as StartJob. The task is sent once the event
-    is committed; the run itself records its ``JobRun`` and RunJob event
-    when a worker takes it. Jobs are safe to run twice, so a second click
-    costs a run, not a double rotation.
+    ``kmsweb:RunJob``; recorded as StartJob. The run itself records its
+    ``JobRun`` and RunJob event when a worker takes it. Jobs are safe to run
+    twice, so a second click costs a run, not a double rotation.
+
+    The task is sent inside the StartJob transaction rather than on commit
+    (the house rule for tasks that read what their service wrote): this task
+    reads nothing StartJob writes, and sending here lets a broker that is
+    down be refused and recorded as StartJob's outcome instead of failing
+    after a successful event.
     """
     with audited(caller, "StartJob", request_parameters={"JobName": name}, event_source=EVENT_SOURCE) as op:
         authorize(caller=caller, action="kmsweb:RunJob")
@@ -171,6 +176,12 @@ def job_start(*, caller: Caller, name: str) -> datetime:
         if job.task is None:
             raise ValidationError(f"Job '{name}' has no Celery task; run it with manage.py run_job {name}.")
         queued_at = clock.now()
-        transaction.on_commit(partial(_send, job.task))
+        try:
+            _send(job.task)
+        except (OperationalError, OSError) as exc:
+            raise InternalError(
+                f"The job queue could not be reached ({type(exc).__name__}); nothing was queued. "
+                f"Try again, or run manage.py run_job {name} on a server."
+            ) from exc
         op.response_elements = {"task": job.task, "queuedAt": queued_at.isoformat()}
         return queued_at
