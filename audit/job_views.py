@@ -45,7 +45,8 @@ def _table_context(caller: Caller, queued: tuple[str, datetime] | None) -> dict[
     jobs = job_status.job_list(caller=caller)
     now = clock.now()
     waiting = ""
-    if queued is not None and now - queued[1] < QUEUED_FOR_AT_MOST:
+    # A time from the future (a hand-made URL) is ignored, allowing for clock skew between servers.
+    if queued is not None and -timedelta(minutes=1) < now - queued[1] < QUEUED_FOR_AT_MOST:
         for status in jobs:
             if status.job.name == queued[0] and (status.last is None or status.last.started_at < queued[1]):
                 waiting = status.job.name

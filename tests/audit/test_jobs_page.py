@@ -327,6 +327,21 @@ def test_a_queued_run_shows_and_polls_until_a_worker_starts_it(
 
 
 @pytest.mark.django_db
+def test_a_queued_marker_that_is_stale_future_or_mangled_is_ignored(
+    auditor: Client, clock: time_machine.Coordinates
+) -> None:
+    for marker in (
+        f"rotate_keys@{(T0 - timedelta(minutes=11)).isoformat()}",  # no worker took it in 10 minutes
+        f"rotate_keys@{(T0 + timedelta(days=1)).isoformat()}",
+        "rotate_keys@yesterday",
+        "rotate_keys",
+        "@",
+    ):
+        fragment = auditor.get("/jobs/", {"queued": marker}, **HX).content.decode()
+        assert 'data-outcome="never"' in row(fragment, "rotate_keys") and 'data-polling="false"' in fragment, marker
+
+
+@pytest.mark.django_db
 def test_a_broker_that_is_down_refuses_run_now_clearly_and_records_it(administrator: Client, monkeypatch: Any) -> None:
     from kombu.exceptions import OperationalError
 
