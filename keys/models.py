@@ -75,7 +75,8 @@ class Key(models.Model):
     key_usage = models.CharField(max_length=32, choices=KeyUsage.choices, default=KeyUsage.ENCRYPT_DECRYPT)
     origin = models.CharField(max_length=16, choices=KeyOrigin.choices, default=KeyOrigin.AWS_KMS)
     manager = models.CharField(max_length=10, choices=KeyManager.choices, default=KeyManager.CUSTOMER)
-    # What a platform owned key protects (e.g. "access-key-secrets").
+    # What a platform owned key protects (e.g. "access-key-secrets"), or the
+    # service of a service managed key (e.g. "backup" for alias/aws/backup).
     purpose = models.CharField(max_length=64, blank=True)
     state = models.CharField(max_length=24, choices=KeyState.choices, default=KeyState.ENABLED)
     policy = models.TextField(blank=True)

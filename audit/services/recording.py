@@ -112,6 +112,13 @@ def user_identity(caller: Caller) -> dict[str, Any]:
         identity["accessKeyId"] = caller.access_key_id
     if caller.principal_type == "user":
         identity["userName"] = caller.principal_name
+    if caller.via_service:
+        # CloudTrail's invokedBy names the service that called on the user's
+        # behalf; kmsweb adds which registered service principal signed.
+        service = caller.via_service.split(".", 1)[0]
+        identity["invokedBy"] = f"{service}.amazonaws.com"
+        if caller.invoked_by_arn:
+            identity["invokedByArn"] = caller.invoked_by_arn
     return identity
 
 

@@ -31,6 +31,7 @@ from keys.services.rotation import (
     key_rotate,
     key_rotation_status,
 )
+from keys.services.service_keys import service_key_get_or_create
 from keys.services.tags import key_list_tags, key_tag, key_untag
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "key_schedule_deletion",
     "key_tag",
     "key_untag",
+    "service_key_get_or_create",
     "key_update_description",
     "keys_delete_expired",
     "keys_rotate_due",

@@ -24,6 +24,31 @@ def _key(caller: Caller, p: Params, member: str = "KeyId", *, allow_alias: bool 
     return selectors.key_get_for(caller=caller, key_ref=p[member], allow_alias=allow_alias)
 
 
+def _key_or_service_key(caller: Caller, p: Params, member: str = "KeyId") -> Key:
+    """Resolve a key reference; a missing ``alias/aws/<service>`` of the
+    caller's own account is created on this first use (as AWS does for its
+    AWS managed keys) when the service is registered."""
+    try:
+        return _key(caller, p, member, allow_alias=True)
+    except NotFound:
+        name = _own_alias_name(caller, p[member])
+        key = services.service_key_get_or_create(caller=caller, alias_name=name) if name else None
+        if key is None:
+            raise
+        key.requested_as = name
+        return key
+
+
+def _own_alias_name(caller: Caller, ref: str) -> str | None:
+    ref = ref.strip()
+    if ref.startswith("alias/"):
+        return ref
+    prefix = f"arn:aws:kms:{caller.region}:{caller.account_id}:"
+    if ref.startswith(prefix + "alias/"):
+        return ref[len(prefix) :]
+    return None
+
+
 def _optional_key(caller: Caller, p: Params, member: str) -> Key | None:
     return _key(caller, p, member, allow_alias=True) if p.get(member) else None
 
@@ -46,7 +71,7 @@ def create_key(caller: Caller, p: Params) -> dict[str, Any]:
 
 
 def describe_key(caller: Caller, p: Params) -> dict[str, Any]:
-    return {"KeyMetadata": services.key_describe(caller=caller, key=_key(caller, p, allow_alias=True))}
+    return {"KeyMetadata": services.key_describe(caller=caller, key=_key_or_service_key(caller, p))}
 
 
 def list_keys(caller: Caller, p: Params) -> dict[str, Any]:
@@ -81,7 +106,7 @@ def cancel_key_deletion(caller: Caller, p: Params) -> dict[str, Any]:
 def encrypt(caller: Caller, p: Params) -> dict[str, Any]:
     result = services.key_encrypt(
         caller=caller,
-        key=_key(caller, p, allow_alias=True),
+        key=_key_or_service_key(caller, p),
         plaintext=p["Plaintext"],
         context=p.get("EncryptionContext"),
         algorithm=p.get("EncryptionAlgorithm"),
@@ -111,7 +136,7 @@ def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
     sealed, opened = services.key_reencrypt(
         caller=caller,
         ciphertext=p["CiphertextBlob"],
-        destination_key=_key(caller, p, "DestinationKeyId", allow_alias=True),
+        destination_key=_key_or_service_key(caller, p, "DestinationKeyId"),
         source_context=p.get("SourceEncryptionContext"),
         destination_context=p.get("DestinationEncryptionContext"),
         source_key=_optional_key(caller, p, "SourceKeyId"),
@@ -133,7 +158,7 @@ def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
 def _data_key(caller: Caller, p: Params, *, with_plaintext: bool) -> dict[str, Any]:
     result = services.key_generate_data_key(
         caller=caller,
-        key=_key(caller, p, allow_alias=True),
+        key=_key_or_service_key(caller, p),
         key_spec=p.get("KeySpec"),
         number_of_bytes=p.get("NumberOfBytes"),
         context=p.get("EncryptionContext"),

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from audit.services import audit_rejected_request
+from keys.services.service_keys import via_service_name
 from kmsweb.api import shapes, sigv4
 from kmsweb.api.handlers import HANDLERS
 from kmsweb.lib.caller import Caller, new_request_id
@@ -34,7 +35,7 @@ from kmsweb.lib.errors import (
     UnsupportedOperation,
     ValidationError,
 )
-from policies.services import access_key_authenticate, grant_tokens_check
+from policies.services import access_key_authenticate, grant_tokens_check, principal_acting_for
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
 # A \uD800-\uDFFF escape: half of a surrogate pair, or a lone (invalid) one.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A registered service principal names the principal it acts for here (signed).
+ON_BEHALF_OF = "x-kmsweb-on-behalf-of"
 _SIGV4_ERRORS: dict[str, type[KmsError]] = {
     cls.code: cls for cls in (MissingAuthenticationToken, IncompleteSignature, InvalidSignature)
 }
@@ -98,6 +101,9 @@ def _authenticate(request: HttpRequest, request_id: str) -> Caller:
     # could be replayed as ScheduleKeyDeletion with the same body.
     if "x-amz-target" in signed.headers and "x-amz-target" not in auth.signed_headers:
         raise InvalidSignature("'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.")
+    # Unsigned, a captured request could be replayed as some other user's.
+    if ON_BEHALF_OF in signed.headers and ON_BEHALF_OF not in auth.signed_headers:
+        raise InvalidSignature("'X-Kmsweb-On-Behalf-Of' must be a 'SignedHeader' in the AWS Authorization.")
     credentials = access_key_authenticate(access_key_id=auth.access_key_id)
     if credentials is None:
         raise UnrecognizedClient("The security token included in the request is invalid.")
@@ -106,6 +112,15 @@ def _authenticate(request: HttpRequest, request_id: str) -> Caller:
     except sigv4.SigV4Error as exc:
         raise _SIGV4_ERRORS.get(exc.code, InvalidSignature)(exc.message) from exc
     principal = credentials.principal
+    via_service: str | None = None
+    invoked_by_arn: str | None = None
+    if ON_BEHALF_OF in signed.headers:
+        # The service signed; the request is evaluated as the user it names,
+        # with kms:ViaService set (see docs/SERVICE_KEYS.md).
+        service = principal
+        principal = principal_acting_for(service=service, arn=signed.headers[ON_BEHALF_OF].strip())
+        via_service = via_service_name(service.name, auth.region)
+        invoked_by_arn = service.arn
     return Caller(
         principal_arn=principal.arn,
         account_id=principal.account_id,
@@ -119,6 +134,8 @@ def _authenticate(request: HttpRequest, request_id: str) -> Caller:
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
         secure_transport=request.is_secure(),
         principal_tags=tuple(sorted((principal.tags or {}).items())),
+        via_service=via_service,
+        invoked_by_arn=invoked_by_arn,
         request_id=request_id,
     )
 

@@ -38,7 +38,11 @@ class Caller:
     source_ip: str | None = None
     user_agent: str | None = None
     mfa_present: bool = False
+    # A request a service principal makes on the principal's behalf
+    # (X-Kmsweb-On-Behalf-Of): kms:ViaService, e.g. "backup.us-east-1.amazonaws.com",
+    # and the ARN of the service principal that signed it.
     via_service: str | None = None
+    invoked_by_arn: str | None = None
     secure_transport: bool = False
     # Dashboard roles (Django groups) of the user behind the principal.
     roles: tuple[str, ...] = ()

@@ -43,6 +43,7 @@ from policies.services.principals import (
     access_key_create,
     account_get_or_create,
     default_account,
+    principal_acting_for,
     principal_create,
     principal_get,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "authorize",
     "console_login_record",
     "default_account",
+    "principal_acting_for",
     "principal_create",
     "principal_get",
     "totp_confirm",
