@@ -33,6 +33,7 @@ from keys.services.rotation import (
 )
 from keys.services.service_keys import service_key_get_or_create
 from keys.services.tags import key_list_tags, key_tag, key_untag
+from keys.services.usage import key_last_usage
 
 __all__ = [
     "GRANT_APPROVALS_CHOICES",
@@ -54,6 +55,7 @@ __all__ = [
     "key_enable_rotation",
     "key_encrypt",
     "key_generate_data_key",
+    "key_last_usage",
     "key_list",
     "key_list_policies",
     "key_list_rotations",

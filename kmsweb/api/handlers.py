@@ -316,6 +316,11 @@ def list_key_policies(caller: Caller, p: Params) -> dict[str, Any]:
     return {"PolicyNames": services.key_list_policies(caller=caller, key=_key(caller, p)), "Truncated": False}
 
 
+def get_key_last_usage(caller: Caller, p: Params) -> dict[str, Any]:
+    # Key id or key ARN only: AWS does not accept aliases here.
+    return services.key_last_usage(caller=caller, key=_key(caller, p))
+
+
 HANDLERS: dict[str, Handler] = {
     "CreateKey": create_key,
     "DescribeKey": describe_key,
@@ -346,6 +351,7 @@ HANDLERS: dict[str, Handler] = {
     "GetKeyPolicy": get_key_policy,
     "PutKeyPolicy": put_key_policy,
     "ListKeyPolicies": list_key_policies,
+    "GetKeyLastUsage": get_key_last_usage,
     "CreateGrant": create_grant,
     "ListGrants": list_grants,
     "ListRetirableGrants": list_retirable_grants,
