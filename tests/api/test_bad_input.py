@@ -638,3 +638,19 @@ def test_it_refuses_a_deletion_window_outside_seven_to_thirty_days(bad, key, day
 def test_it_refuses_a_rotation_period_out_of_range(bad, key, days: int) -> None:
     refused(bad.enable_key_rotation, "ValidationException", KeyId=key["KeyId"], RotationPeriodInDays=days)
     assert bad.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is False
+
+
+@pytest.mark.parametrize("operation", ["decrypt", "re_encrypt"])
+def test_it_answers_validation_for_a_missing_ciphertext_blob(
+    kms_client: Callable[..., Any], key_admin: Any, make_key: Callable[..., Key], operation: str
+) -> None:
+    # botocore's model leaves CiphertextBlob optional; kmsweb must not fail with a 500.
+    key = make_key()
+    client = kms_client(key_admin, validate=False)
+    params = {"DestinationKeyId": str(key.id)} if operation == "re_encrypt" else {"KeyId": str(key.id)}
+    with pytest.raises(ClientError) as exc:
+        getattr(client, operation)(**params)
+    assert exc.value.response["Error"]["Code"] == "ValidationException"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    event = AuditEvent.objects.filter(error_code="ValidationException").latest("id")
+    assert event.event_name == ("Decrypt" if operation == "decrypt" else "ReEncrypt")
