@@ -48,9 +48,14 @@ class KeyQuerySet(models.QuerySet["Key"]):
 
     def due_for_rotation(self, now: datetime) -> KeyQuerySet:
         """Keys whose automatic rotation date has come: customer managed keys
-        with rotation enabled, and service managed keys (always on, yearly).
-        The key state is not filtered here: add ``.enabled()``."""
-        schedule = models.Q(manager=KeyManager.CUSTOMER, rotation_enabled=True) | models.Q(manager=KeyManager.AWS)
+        with rotation enabled, service managed keys (always on, yearly) and
+        platform owned keys (yearly). The key state is not filtered here:
+        add ``.enabled()``."""
+        schedule = (
+            models.Q(manager=KeyManager.CUSTOMER, rotation_enabled=True)
+            | models.Q(manager=KeyManager.AWS)
+            | models.Q(manager=KeyManager.OWNED, rotation_enabled=True)
+        )
         return self.filter(schedule, deleted_at__isnull=True, next_rotation_at__lte=now)
 
     def due_for_deletion(self, now: datetime) -> KeyQuerySet:

@@ -174,6 +174,9 @@ if not (len(KMSWEB_ACCOUNT_ID) == 12 and KMSWEB_ACCOUNT_ID.isdigit()):
     raise ImproperlyConfigured("KMSWEB_ACCOUNT_ID must be 12 digits")
 KMSWEB_DEFAULT_REGION = env_str("KMSWEB_DEFAULT_REGION") or "us-east-1"
 KMSWEB_ROOT_KEY = env_secret("KMSWEB_ROOT_KEY")
+# The root key file (when the key does not come inline): re-read when it
+# changes, so a key added by rotate_root_key reaches running processes.
+KMSWEB_ROOT_KEY_FILE = None if env_str("KMSWEB_ROOT_KEY") is not None else env_str("KMSWEB_ROOT_KEY_FILE")
 if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
         "KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set (make run generates one under var/)"

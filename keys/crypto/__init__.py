@@ -7,7 +7,7 @@ here reads settings, the database or the clock.
 """
 
 from keys.crypto.errors import CryptoError, DecryptionError, InvalidBlobError
-from keys.crypto.rootkey import LocalRootKey, RootKeyProvider, generate_root_key
+from keys.crypto.rootkey import LocalRootKey, RootKeyProvider, RootKeyring, generate_root_key, new_root_key_line
 from keys.crypto.symmetric import (
     BlobHeader,
     decrypt,
@@ -24,10 +24,12 @@ __all__ = [
     "InvalidBlobError",
     "LocalRootKey",
     "RootKeyProvider",
+    "RootKeyring",
     "decrypt",
     "encrypt",
     "generate_material",
     "generate_root_key",
+    "new_root_key_line",
     "parse_header",
     "random_bytes",
 ]

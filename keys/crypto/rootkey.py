@@ -66,6 +66,58 @@ class LocalRootKey:
             raise DecryptionError("wrapped secret failed authentication") from exc
 
 
+class RootKeyring:
+    """Every root key this server holds; the last one listed is current.
+
+    New material is wrapped by the current key; material wrapped by an older
+    key is unwrapped by that key (found by the ``root_key_id`` stored next to
+    it) until ``rotate_root_key`` has re-wrapped it. The text form is one key
+    per line, ``[label:]base64``, oldest first; blank lines and ``#``
+    comments are ignored. A single bare base64 line is the original format.
+    """
+
+    def __init__(self, keys: list[LocalRootKey]) -> None:
+        if not keys:
+            raise ValueError("no root key given")
+        self._keys = {k.key_id: k for k in keys}
+        self.current = keys[-1]
+        self.key_id = self.current.key_id
+
+    @classmethod
+    def parse(cls, text: str) -> RootKeyring:
+        keys = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            # Base64 has no ':', so a label is everything before the last one.
+            encoded = line.rsplit(":", 1)[-1]
+            try:
+                keys.append(LocalRootKey.from_base64(encoded))
+            except ValueError as exc:
+                raise ValueError(f"root key line {number}: {exc}") from exc
+        return cls(keys)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def get(self, key_id: str) -> LocalRootKey | None:
+        return self._keys.get(key_id)
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        return self.current.wrap(plaintext, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        """Unwrap with the current key (callers that know the wrapping key use ``get``)."""
+        return self.current.unwrap(wrapped, aad)
+
+
+def new_root_key_line(label: str) -> str:
+    """A fresh random root key as a keyring line ``label:base64``."""
+    return f"{label}:{base64.b64encode(os.urandom(32)).decode('ascii')}"
+
+
 def generate_root_key(path: Path) -> None:
     """Write a new random root key, base64, to ``path`` with mode 0600.
 

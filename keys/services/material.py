@@ -7,23 +7,75 @@ unwrapped, a log line or a task argument.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import os
 import secrets
+import threading
+import time
 from datetime import datetime
+from pathlib import Path
 
 from django.conf import settings
 
-from keys.crypto import LocalRootKey, RootKeyProvider, generate_material
+from keys.crypto import LocalRootKey, RootKeyring, generate_material
 from keys.crypto.errors import CryptoError
 from keys.models import Key, KeyMaterial
 from kmsweb.lib.errors import InternalError
 
+# How often a process looks at the root key file's mtime (one stat call).
+ROOT_KEY_RECHECK_SECONDS = 10.0
+_keyring_lock = threading.Lock()
+_keyring: dict[str, object] = {}
 
-@functools.cache
-def root_key_provider() -> RootKeyProvider:
-    """The configured root key (KMSWEB_ROOT_KEY / KMSWEB_ROOT_KEY_FILE)."""
-    return LocalRootKey.from_base64(settings.KMSWEB_ROOT_KEY)
+
+def _root_key_text() -> tuple[str, float | None]:
+    path = getattr(settings, "KMSWEB_ROOT_KEY_FILE", None)
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8"), os.stat(path).st_mtime
+        except OSError as exc:
+            raise InternalError(f"The root key file cannot be read: {exc.strerror}") from exc
+    return settings.KMSWEB_ROOT_KEY or "", None
+
+
+def root_keyring(*, reload: bool = False) -> RootKeyring:
+    """The root keys this process holds (KMSWEB_ROOT_KEY / KMSWEB_ROOT_KEY_FILE).
+
+    The file is re-read when its mtime changes (looked at, one ``stat``, at
+    most every ``ROOT_KEY_RECHECK_SECONDS``), or at once with
+    ``reload=True``: after ``rotate_root_key`` adds a key, running processes
+    wrap with it and unwrap under old and new keys without a restart.
+    """
+    path = getattr(settings, "KMSWEB_ROOT_KEY_FILE", None)
+    source = (path, None if path else settings.KMSWEB_ROOT_KEY)
+    keyring = _keyring.get("keyring")
+    now = time.monotonic()
+    if isinstance(keyring, RootKeyring) and _keyring.get("source") == source and not reload:
+        if path is None or now < float(_keyring["checked"]) + ROOT_KEY_RECHECK_SECONDS:  # type: ignore[arg-type]
+            return keyring
+        try:
+            unchanged = os.stat(path).st_mtime == _keyring.get("mtime")
+        except OSError:
+            unchanged = True  # keep serving with the keys already held
+        if unchanged:
+            _keyring["checked"] = now
+            return keyring
+    with _keyring_lock:
+        text, mtime = _root_key_text()
+        keyring = RootKeyring.parse(text)
+        _keyring.update(keyring=keyring, mtime=mtime, checked=now, source=source)
+    return keyring
+
+
+def root_key_provider() -> RootKeyring:
+    """The current root key (and the older ones still held), see ``root_keyring``."""
+    return root_keyring()
+
+
+def root_keyring_forget() -> None:
+    """Drop the cached keyring (tests that change the root key settings)."""
+    with _keyring_lock:
+        _keyring.clear()
 
 
 def _aad(key_id: object, version: int) -> bytes:
@@ -52,12 +104,34 @@ def material_create(*, key: Key, version: int, now: datetime, rotation_type: str
     )
 
 
+def _wrapping_key(root_key_id: str) -> LocalRootKey:
+    root = root_keyring().get(root_key_id)
+    if root is None:
+        # Another process may have just added a root key: look once more.
+        root = root_keyring(reload=True).get(root_key_id)
+    if root is None:
+        raise InternalError("Key material is wrapped by a root key this server does not hold.")
+    return root
+
+
 def material_unwrap(material: KeyMaterial) -> bytes:
     """The plaintext material of one version, for the duration of one operation."""
-    provider = root_key_provider()
-    if material.root_key_id != provider.key_id:
-        raise InternalError("Key material is wrapped by a root key this server does not hold.")
+    root = _wrapping_key(material.root_key_id)
     try:
-        return provider.unwrap(bytes(material.wrapped), _aad(material.key_id, material.version))
+        return root.unwrap(bytes(material.wrapped), _aad(material.key_id, material.version))
     except CryptoError as exc:
         raise InternalError("Key material failed its integrity check.") from exc
+
+
+def material_rewrap(material: KeyMaterial, keyring: RootKeyring) -> bool:
+    """Re-wrap one version under ``keyring``'s current root key (no save).
+
+    Returns False when it already is. The plaintext exists only here.
+    """
+    if material.root_key_id == keyring.key_id:
+        return False
+    aad = _aad(material.key_id, material.version)
+    raw = _wrapping_key(material.root_key_id).unwrap(bytes(material.wrapped), aad)
+    material.wrapped = keyring.wrap(raw, aad)
+    material.root_key_id = keyring.key_id
+    return True

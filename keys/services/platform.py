@@ -10,13 +10,18 @@ time would cost the API a query per call.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
+from django.apps import apps
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.services import audited
+from audit.services import audit_record
 from keys import crypto
 from keys.crypto.errors import CryptoError
 from keys.models import Key, KeyManager, KeyMaterial
@@ -24,9 +29,39 @@ from keys.services.material import material_create, material_unwrap
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InternalError
 
+ROTATION_DAYS = 365
+# How long a process keeps encrypting under the version it knows before it
+# looks for a newer one (after a rotation elsewhere); old versions decrypt
+# for ever, so a stale process only delays adoption.
+CURRENT_VERSION_SECONDS = 60.0
 _lock = threading.Lock()
-_current: dict[str, tuple[uuid.UUID, int]] = {}
+_current: dict[str, tuple[uuid.UUID, int, float]] = {}
 _materials: dict[tuple[uuid.UUID, int], bytes] = {}
+
+
+@dataclass(frozen=True)
+class PlatformSecretField:
+    """A model field holding blobs made by ``platform_encrypt``, and the
+    encryption context each row binds (re-encrypted by ``rotate_root_key
+    --rotate-owned``). Add an entry for every new kind of platform secret."""
+
+    purpose: str
+    model: str
+    field: str
+    context: Callable[[Any], dict[str, str]]
+
+
+PLATFORM_SECRET_FIELDS: list[PlatformSecretField] = [
+    PlatformSecretField(
+        "access-key-secrets", "policies.AccessKey", "secret_ciphertext", lambda o: {"accessKeyId": o.access_key_id}
+    ),
+    PlatformSecretField(
+        "totp-secrets", "policies.TotpDevice", "secret_ciphertext", lambda o: {"userId": str(o.user_id)}
+    ),
+    PlatformSecretField(
+        "audit-signing", "audit.SigningKey", "private_key_ciphertext", lambda o: {"fingerprint": o.fingerprint}
+    ),
+]
 
 
 def platform_key_get_or_create(*, purpose: str) -> Key:
@@ -36,22 +71,24 @@ def platform_key_get_or_create(*, purpose: str) -> Key:
         return key
     caller = Caller.system("platform-keys")
     try:
-        with audited(caller, "CreateKey", request_parameters={"Purpose": purpose}) as op:
-            with transaction.atomic():
-                now = timezone.now()
-                key = Key.objects.create(
-                    account=None,
-                    region="",
-                    manager=KeyManager.OWNED,
-                    purpose=purpose,
-                    description=f"kmsweb platform key: {purpose}",
-                    created_at=now,
-                    rotation_enabled=True,
-                    rotation_period_days=365,
-                )
-                key.current_material = material_create(key=key, version=1, now=now)
-                key.save(update_fields=["current_material"])
-            op.keys.append(key)
+        # Not ``audited``: it would turn the IntegrityError of a lost race
+        # into an InternalError; the event commits with the key or not at all.
+        with transaction.atomic():
+            now = timezone.now()
+            key = Key.objects.create(
+                account=None,
+                region="",
+                manager=KeyManager.OWNED,
+                purpose=purpose,
+                description=f"kmsweb platform key: {purpose}",
+                created_at=now,
+                rotation_enabled=True,
+                rotation_period_days=ROTATION_DAYS,
+                next_rotation_at=now + timedelta(days=ROTATION_DAYS),
+            )
+            key.current_material = material_create(key=key, version=1, now=now)
+            key.save(update_fields=["current_material"])
+            audit_record(caller=caller, event_name="CreateKey", request_parameters={"Purpose": purpose}, keys=[key])
     except IntegrityError:
         # Another process created it first: use theirs.
         key = Key.objects.select_related("current_material").get(manager=KeyManager.OWNED, purpose=purpose)
@@ -74,13 +111,13 @@ def _material(key_id: uuid.UUID, version: int) -> bytes:
 def platform_encrypt(*, purpose: str, plaintext: bytes, context: Mapping[str, str]) -> bytes:
     """Encrypt a platform secret under the current version of its purpose's key."""
     current = _current.get(purpose)
-    if current is None:
+    if current is None or current[2] < time.monotonic():
         key = platform_key_get_or_create(purpose=purpose)
         assert key.current_material is not None
-        current = (key.id, key.current_material.version)
+        current = (key.id, key.current_material.version, time.monotonic() + CURRENT_VERSION_SECONDS)
         with _lock:
             _current[purpose] = current
-    key_id, version = current
+    key_id, version, _ = current
     context = {"kmsweb:purpose": purpose, **context}
     return crypto.encrypt(
         _material(key_id, version), key_id=key_id, version=version, plaintext=plaintext, context=context
@@ -102,3 +139,55 @@ def platform_cache_clear() -> None:
     with _lock:
         _current.clear()
         _materials.clear()
+
+
+def _rows(model: Any, batch: int) -> Iterator[list[Any]]:
+    last: Any = None
+    while True:
+        qs = model.objects.order_by("pk")
+        if last is not None:
+            qs = qs.filter(pk__gt=last)
+        rows = list(qs[:batch])
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        last = rows[-1].pk
+
+
+def platform_secrets_reencrypt(*, batch: int = 200) -> dict[str, int]:
+    """Re-encrypt every platform secret not under its purpose's current key
+    version; returns counts per purpose. Idempotent and resumable: a row
+    already current is skipped, each batch commits on its own, and old
+    versions stay, so a row missed (or written meanwhile by a process that
+    had not yet seen the new version) still decrypts.
+    """
+    platform_cache_clear()
+    counts: dict[str, int] = {}
+    for spec in PLATFORM_SECRET_FIELDS:
+        model = apps.get_model(spec.model)
+        key = Key.objects.filter(manager=KeyManager.OWNED, purpose=spec.purpose).select_related("current_material")
+        owned = key.first()
+        if owned is None or owned.current_material is None:
+            counts[spec.purpose] = 0
+            continue
+        current = (owned.id, owned.current_material.version)
+        done = 0
+        for rows in _rows(model, batch):
+            with transaction.atomic():
+                for row in rows:
+                    blob = bytes(getattr(row, spec.field))
+                    try:
+                        header = crypto.parse_header(blob)
+                    except CryptoError:
+                        continue
+                    if (header.key_id, header.version) == current:
+                        continue
+                    context = spec.context(row)
+                    plaintext = platform_decrypt(purpose=spec.purpose, blob=blob, context=context)
+                    fresh = platform_encrypt(purpose=spec.purpose, plaintext=plaintext, context=context)
+                    # Only this row and only while it still holds what was read.
+                    model.objects.filter(pk=row.pk, **{spec.field: blob}).update(**{spec.field: fresh})
+                    done += 1
+        counts[spec.purpose] = done
+    return counts

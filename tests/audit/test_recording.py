@@ -102,6 +102,7 @@ CALLS: list[tuple[str, Callable[[Any, State], dict[str, Any]]]] = [
     ),
     ("PutKeyPolicy", lambda kms, s: kms.put_key_policy(KeyId=s["key"], PolicyName="default", Policy=s["policy"])),
     ("ListKeyPolicies", lambda kms, s: kms.list_key_policies(KeyId=s["key"])),
+    ("GetKeyLastUsage", lambda kms, s: kms.get_key_last_usage(KeyId=s["key"])),
     (
         "CreateGrant",
         lambda kms, s: (
