@@ -119,25 +119,53 @@ def alias_list(
             op.keys.append(key)
         authorize(caller=caller, action="kms:ListAliases")
         qs = alias_list_for(caller=caller, key=key)
+        last_name = ""
         if marker:
             (last_name,) = decode_marker(marker, 1)
             qs = qs.filter(name__gt=last_name)
-        page = list(qs[: limit + 1])
-        truncated = len(page) > limit
-        page = page[:limit]
-        result: dict[str, Any] = {
-            "Aliases": [
-                {
-                    "AliasName": a.name,
-                    "AliasArn": a.arn,
-                    "TargetKeyId": str(a.key_id),
-                    "CreationDate": a.created_at,
-                    "LastUpdatedDate": a.updated_at,
-                }
-                for a in page
-            ],
-            "Truncated": truncated,
-        }
+        entries: list[dict[str, Any]] = [
+            {
+                "AliasName": a.name,
+                "AliasArn": a.arn,
+                "TargetKeyId": str(a.key_id),
+                "CreationDate": a.created_at,
+                "LastUpdatedDate": a.updated_at,
+            }
+            for a in qs[: limit + 1]
+        ]
+        if key is None:
+            # AWS lists the predefined alias of each service not yet used, without a TargetKeyId.
+            taken = {e["AliasName"] for e in entries}
+            entries += [
+                {"AliasName": name, "AliasArn": _alias_arn(caller, name)}
+                for name in predefined_service_aliases(caller=caller, after=str(last_name))
+                if name not in taken
+            ]
+            entries.sort(key=lambda e: e["AliasName"])
+        truncated = len(entries) > limit
+        page = entries[:limit]
+        result: dict[str, Any] = {"Aliases": page, "Truncated": truncated}
         if truncated:
-            result["NextMarker"] = encode_marker([page[-1].name])
+            result["NextMarker"] = encode_marker([page[-1]["AliasName"]])
         return result
+
+
+def predefined_service_aliases(*, caller: Caller, after: str = "") -> list[str]:
+    """``alias/aws/<service>`` of each registered service of the caller's
+    account whose key does not exist yet (made on first use), after ``after``."""
+    from keys.services.service_keys import SERVICE_ALIAS_PREFIX, service_of_alias
+    from policies.models import Principal, PrincipalType
+
+    names = [
+        SERVICE_ALIAS_PREFIX + name
+        for name in Principal.objects.filter(account_id=caller.account_id, type=PrincipalType.SERVICE).values_list(
+            "name", flat=True
+        )
+    ]
+    wanted = sorted(n for n in names if service_of_alias(n) is not None and n > after)
+    existing = set(
+        Alias.objects.filter(account_id=caller.account_id, region=caller.region, name__in=wanted).values_list(
+            "name", flat=True
+        )
+    )
+    return [n for n in wanted if n not in existing]

@@ -382,3 +382,35 @@ def test_it_creates_one_service_key_when_two_first_uses_race(
         e for e in AuditEvent.objects.filter(event_name="CreateKey") if (e.request_parameters or {}).get("service")
     ]
     assert [e.key_id for e in created] == [str(results["a"].id)]
+
+
+def test_it_lists_the_predefined_alias_of_a_registered_service_before_first_use(
+    kms: Any, backup: Persona, make_key: Callable[..., Key]
+) -> None:
+    make_key(alias="alias/a-first")
+    make_key(alias="alias/z-last")
+    _service_persona("payroll")
+    before = kms.list_aliases()["Aliases"]
+    assert [a["AliasName"] for a in before] == [
+        "alias/a-first",
+        "alias/aws/backup",
+        "alias/aws/payroll",
+        "alias/z-last",
+    ]
+    predefined = [a for a in before if a["AliasName"].startswith("alias/aws/")]
+    assert all("TargetKeyId" not in a for a in predefined)
+    assert predefined[0]["AliasArn"] == f"arn:aws:kms:{REGION}:{backup.account_id}:alias/aws/backup"
+
+    kms.describe_key(KeyId=ALIAS)
+    paged, marker = [], None
+    while True:
+        page = kms.list_aliases(Limit=1, **({"Marker": marker} if marker else {}))
+        paged += page["Aliases"]
+        if not page["Truncated"]:
+            break
+        marker = page["NextMarker"]
+    assert [a["AliasName"] for a in paged] == [a["AliasName"] for a in before]
+    by_name = {a["AliasName"]: a for a in paged}
+    assert by_name[ALIAS]["TargetKeyId"] == str(_service_key().id)
+    assert "TargetKeyId" not in by_name["alias/aws/payroll"]
+    assert Key.objects.filter(manager=KeyManager.AWS).count() == 1

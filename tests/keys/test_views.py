@@ -1066,3 +1066,32 @@ def test_it_answers_nul_characters_on_the_create_form(admin_client: Client) -> N
     )
     assert response.status_code == 200 and "Null characters are not allowed." in html(response)
     assert Key.objects.count() == before
+
+
+def test_it_shows_a_service_key_made_on_first_use_read_only_with_its_service(
+    admin_client: Client, key_admin_user: DashboardUser, key_admin: Persona
+) -> None:
+    from keys.services.service_keys import service_key_get_or_create
+    from policies.models import Principal, PrincipalType
+
+    Principal.objects.create(account_id=key_admin.account_id, name="backup", type=PrincipalType.SERVICE)
+    key = service_key_get_or_create(caller=key_admin.caller(), alias_name="alias/aws/backup")
+    assert key is not None
+    before = snapshot(key)
+
+    page = html(admin_client.get(f"/keys/{key.id}/"))
+
+    assert re.search(r'id="key-service">\s*backup', page)
+    assert "alias/aws/backup" in page and "kms:ViaService" in page
+    for url in mutating_urls(key):
+        assert url not in page
+    listing = html(admin_client.get("/keys/?kind=aws"))
+    assert str(key.id) in listing
+    assert str(key.id) not in html(admin_client.get("/keys/"))  # the customer tab
+    response = admin_client.post(f"/keys/{key.id}/disable/", {}, **HX)
+    assert response["HX-Retarget"] == "#flash"
+    assert "AccessDeniedException" in html(response)
+    assert snapshot(key) == before
+    assert AuditEvent.objects.filter(event_name="DisableKey", key_id=str(key.id)).get().error_code == (
+        "AccessDeniedException"
+    )
