@@ -109,8 +109,18 @@ class RootKeyring:
         return self.current.wrap(plaintext, aad)
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
-        """Unwrap with the current key (callers that know the wrapping key use ``get``)."""
-        return self.current.unwrap(wrapped, aad)
+        """Unwrap with whichever held key made ``wrapped``, current first.
+
+        Callers that stored the wrapping key's id should use ``get`` instead;
+        this is for those that did not (GCM's tag tells the keys apart)."""
+        error: DecryptionError | None = None
+        for root in (self.current, *(k for k in self._keys.values() if k is not self.current)):
+            try:
+                return root.unwrap(wrapped, aad)
+            except DecryptionError as exc:
+                error = exc
+        assert error is not None
+        raise error
 
 
 def new_root_key_line(label: str) -> str:

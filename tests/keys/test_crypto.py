@@ -399,3 +399,24 @@ def test_it_generates_a_new_root_key_each_time(tmp_path: Path) -> None:
     generate_root_key(tmp_path / "a")
     generate_root_key(tmp_path / "b")
     assert (tmp_path / "a").read_bytes() != (tmp_path / "b").read_bytes()
+
+
+def test_it_unwraps_under_any_root_key_of_a_keyring_and_wraps_under_the_last() -> None:
+    from keys.crypto import RootKeyring, new_root_key_line
+
+    old_line, new_line = new_root_key_line("old"), new_root_key_line("new")
+    old = RootKeyring.parse(old_line)
+    both = RootKeyring.parse(f"# rotated\n{old_line}\n\n{new_line}\n")
+    assert both.key_ids[0] == old.key_id and both.key_id != old.key_id
+    wrapped_old = old.wrap(b"m" * 32, b"aad")
+    assert both.unwrap(wrapped_old, b"aad") == b"m" * 32
+    assert both.get(old.key_id) is not None
+    wrapped_new = both.wrap(b"n" * 32, b"aad")
+    with pytest.raises(DecryptionError):
+        old.unwrap(wrapped_new, b"aad")
+    with pytest.raises(DecryptionError):
+        both.unwrap(wrapped_old, b"other aad")
+    with pytest.raises(ValueError, match="line 2"):
+        RootKeyring.parse(f"{old_line}\nlabel:not-base64!\n")
+    with pytest.raises(ValueError):
+        RootKeyring.parse("# nothing\n")
