@@ -132,10 +132,9 @@ def main() -> None:
     root_rotation.transaction.atomic = original  # type: ignore[assignment]
     shutil.rmtree(scratch)
     lat = sorted(latencies)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
-    print(f"load average before: {os.getloadavg()}")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"load average after: {os.getloadavg()}")
     print(
         f"re-wrapped {result['rewrapped']} versions in {elapsed:.2f} s: {result['rewrapped'] / elapsed:,.0f} versions/s"
     )
