@@ -96,14 +96,17 @@ def _rewrap_all(batch: int) -> dict[str, int]:
                 .exclude(root_key_id=keyring.key_id)
                 .order_by("pk")[:batch]
             )
+            changed = []
             for row in rows:
                 try:
                     material_rewrap(row, keyring)
                 except (CryptoError, InternalError):
                     counts["failed"] += 1
                     continue
-                KeyMaterial.objects.filter(pk=row.pk).update(wrapped=row.wrapped, root_key_id=row.root_key_id)
-                counts["rewrapped"] += 1
+                changed.append(row)
+            # One UPDATE per batch, not per row.
+            KeyMaterial.objects.bulk_update(changed, ["wrapped", "root_key_id"])
+            counts["rewrapped"] += len(changed)
         if rows:
             last = rows[-1].pk
             # Cached keys hold their current material row: re-read it next time.
