@@ -1,9 +1,9 @@
 """Reading the audit trail: usage series, recent denials, the Audit page's
 search, event details, signing keys and the report's figures.
 
-Usage is counted straight from audit events, bucketed in the database; the
-background-jobs issue adds roll-up tables that these functions can read
-instead without changing their output.
+Usage series read the roll-ups (``audit.services.usage.usage_rows``: minute
+buckets for the last hour, hour buckets for a day, day buckets for a month),
+plus the events not rolled up yet, so a chart is exact to the second.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Min, Q, QuerySet
-from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from audit import canonical, report
 from audit.filters import AuditFilter, encode_cursor
-from audit.models import AuditDigest, AuditEvent, AuditExport, SigningKey
+from audit.models import DAY, HOUR, MINUTE, AuditDigest, AuditEvent, AuditExport, SigningKey
+from audit.services.usage import usage_rows
 from keys.models import Key
 from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
 from kmsweb.lib.errors import NotFound
@@ -46,6 +46,7 @@ RANGES = {
     "day": Range("day", "Last 24 hours", timedelta(days=1), "hour", timedelta(hours=1)),
     "month": Range("month", "Last 30 days", timedelta(days=30), "day", timedelta(days=1)),
 }
+_RESOLUTION = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 DENIED = "AccessDeniedException"
 MAX_OPERATION_SERIES = 6
 # "Last used" means used for cryptography, as AWS's key last-usage does.
@@ -69,12 +70,6 @@ def _events_for(caller: Caller) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(recipient_account_id=caller.account_id)
 
 
-def _usage_events(caller: Caller) -> QuerySet[AuditEvent]:
-    """KMS requests that count as use: the dashboard's own page reads
-    (DescribeKey on every key page view) and sign-ins do not."""
-    return _events_for(caller).filter(event_source="kms.amazonaws.com").exclude(origin="dashboard", read_only=True)
-
-
 def _floor(moment: datetime, unit: str) -> datetime:
     moment = moment.replace(second=0, microsecond=0)
     if unit in ("hour", "day"):
@@ -95,14 +90,12 @@ def usage_series(
     rng = RANGES.get(range_name, RANGES["day"])
     now = now or timezone.now()
     start = _floor(now - rng.span, rng.unit) + rng.step
-    qs = _usage_events(caller).filter(event_time__gte=start, event_time__lte=now)
-    if key_id:
-        qs = qs.filter(key_id=key_id)
-    rows = (
-        qs.annotate(bucket=Trunc("event_time", rng.unit))
-        .values("bucket", "event_name", "error_code")
-        .annotate(n=Count("id"))
-        .order_by()
+    rows = usage_rows(
+        resolution=_RESOLUTION[rng.unit],
+        since=start,
+        until=now + timedelta(microseconds=1),
+        account_ids=[caller.account_id],
+        key_id=key_id or None,
     )
     buckets: list[datetime] = []
     cursor = start
@@ -115,16 +108,18 @@ def usage_series(
     denied = [0] * len(buckets)
     totals: dict[str, int] = defaultdict(int)
     for row in rows:
+        if row["bucket"] > now:
+            continue
         i = index.get(_floor(row["bucket"], rng.unit))
         if i is None:
             continue
         if row["error_code"] == DENIED:
-            denied[i] += row["n"]
+            denied[i] += row["count"]
         elif row["error_code"]:
-            errors[i] += row["n"]
+            errors[i] += row["count"]
         else:
-            per_op[row["event_name"]][i] += row["n"]
-            totals[row["event_name"]] += row["n"]
+            per_op[row["event_name"]][i] += row["count"]
+            totals[row["event_name"]] += row["count"]
     top = sorted(totals, key=lambda op: (-totals[op], op))[:MAX_OPERATION_SERIES]
     datasets: list[dict[str, Any]] = [{"label": op, "kind": "operation", "data": per_op[op]} for op in top]
     others = [op for op in totals if op not in top]

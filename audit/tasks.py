@@ -8,6 +8,7 @@ from audit.services.exporting import audit_export_run
 from audit.services.jobs import job_run
 from audit.services.retention import audit_archive_job
 from audit.services.sealing import audit_seal_job
+from audit.services.usage import usage_rollup
 from kmsweb.lib.caller import Caller
 
 
@@ -28,3 +29,9 @@ def audit_export_task(export_id: str) -> str | None:
     """Write one queued dashboard export (its row's state says how it went)."""
     export = audit_export_run(export_id=export_id)
     return export.state if export else None
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=58, ignore_result=True)
+def usage_rollup_task() -> dict[str, int]:
+    """Count new audit events into the usage roll-ups (every minute)."""
+    return job_run("rollup_usage", usage_rollup, caller=Caller.system("rollup_usage")).counts

@@ -23,6 +23,7 @@ from django.conf import settings
 from audit.services.jobs import JobFunction
 from audit.services.retention import audit_archive_job
 from audit.services.sealing import audit_seal_job
+from audit.services.usage import usage_rollup
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from policies.services.grant_requests import grant_requests_expire
 from policies.services.grants import grants_retire_expired
@@ -34,6 +35,7 @@ JOBS: dict[str, JobFunction] = {
     "expire_grant_requests": grant_requests_expire,
     "seal_audit": audit_seal_job,
     "archive_audit": audit_archive_job,
+    "rollup_usage": usage_rollup,
 }
 
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")

@@ -244,6 +244,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Every minute: seal the new audit events into a signed digest.
     "seal_audit": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
+    # Every minute: count the new audit events into the usage roll-ups (charts, alarms).
+    "rollup_usage": {"task": "audit.tasks.usage_rollup_task", "schedule": 60.0},
     # Daily 03:10 UTC: archive and delete sealed events past retention.
     "archive_audit": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
     # Hourly, on the hour: rotate the keys whose automatic rotation date has come.

@@ -1,0 +1,55 @@
+"""The audit app's models: the trail (events, digests, exports, job runs),
+usage roll-ups, and alarms with their notifications."""
+
+from audit.models.alarms import (
+    Alarm,
+    AlarmHistory,
+    AlarmMetric,
+    AlarmState,
+    Channel,
+    Comparison,
+    DeliveryAttempt,
+    DeliveryStatus,
+    MissingData,
+    Notification,
+)
+from audit.models.trail import (
+    AuditArchive,
+    AuditDigest,
+    AuditEvent,
+    AuditExport,
+    ExportState,
+    JobOutcome,
+    JobRun,
+    SigningKey,
+)
+from audit.models.usage import DAY, HOUR, MINUTE, RESOLUTIONS, KeyFirstUse, Outcome, UsageRollup, UsageWatermark
+
+__all__ = [
+    "DAY",
+    "HOUR",
+    "MINUTE",
+    "RESOLUTIONS",
+    "Alarm",
+    "AlarmHistory",
+    "AlarmMetric",
+    "AlarmState",
+    "AuditArchive",
+    "AuditDigest",
+    "AuditEvent",
+    "AuditExport",
+    "Channel",
+    "Comparison",
+    "DeliveryAttempt",
+    "DeliveryStatus",
+    "ExportState",
+    "JobOutcome",
+    "JobRun",
+    "KeyFirstUse",
+    "MissingData",
+    "Notification",
+    "Outcome",
+    "SigningKey",
+    "UsageRollup",
+    "UsageWatermark",
+]
