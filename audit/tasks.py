@@ -1,11 +1,14 @@
-"""Celery tasks of the audit trail: sealing, retention and export jobs."""
+"""Celery tasks of the audit app: sealing, retention and export jobs, usage
+roll-ups, alarm evaluation and alarm notifications."""
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
+from audit.services.alarm_evaluation import alarms_evaluate
 from audit.services.exporting import audit_export_run
 from audit.services.jobs import job_run
+from audit.services.notifications import notification_deliver
 from audit.services.retention import audit_archive_job
 from audit.services.sealing import audit_seal_job
 from audit.services.usage import usage_rollup
@@ -35,3 +38,19 @@ def audit_export_task(export_id: str) -> str | None:
 def usage_rollup_task() -> dict[str, int]:
     """Count new audit events into the usage roll-ups (every minute)."""
     return job_run("rollup_usage", usage_rollup, caller=Caller.system("rollup_usage")).counts
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=58, ignore_result=True)
+def alarms_evaluate_task() -> dict[str, int]:
+    """Evaluate every alarm and notify on transitions (every minute)."""
+    return job_run("evaluate_alarms", alarms_evaluate, caller=Caller.system("evaluate_alarms")).counts
+
+
+# The per-try connect and read timeouts (seconds) keep a try far below the soft limit.
+@shared_task(bind=True, acks_late=True, soft_time_limit=30, time_limit=40, ignore_result=True, max_retries=None)
+def notification_deliver_task(self: Task, notification_id: int) -> str | None:
+    """Deliver one alarm notification; on failure retry later with exponential backoff."""
+    row, delay = notification_deliver(notification_id=notification_id)
+    if delay is not None:
+        raise self.retry(countdown=delay)
+    return row.status if row else None

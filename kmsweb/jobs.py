@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from celery.schedules import BaseSchedule, crontab, schedule
 from django.conf import settings
 
+from audit.services.alarm_evaluation import alarms_evaluate
 from audit.services.jobs import JobFunction
 from audit.services.retention import audit_archive_job
 from audit.services.sealing import audit_seal_job
@@ -36,6 +37,7 @@ JOBS: dict[str, JobFunction] = {
     "seal_audit": audit_seal_job,
     "archive_audit": audit_archive_job,
     "rollup_usage": usage_rollup,
+    "evaluate_alarms": alarms_evaluate,
 }
 
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")

@@ -205,6 +205,16 @@ EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 
+# Alarm webhooks: kmsweb refuses URLs that resolve to loopback, private or
+# link-local addresses (a webhook must not reach into the internal network)
+# unless this is true. Short timeouts keep a hanging endpoint from holding a
+# worker; failed deliveries are retried with exponential backoff.
+KMSWEB_WEBHOOK_ALLOW_PRIVATE = env_bool("KMSWEB_WEBHOOK_ALLOW_PRIVATE", False)
+KMSWEB_WEBHOOK_CONNECT_TIMEOUT = float(env_str("KMSWEB_WEBHOOK_CONNECT_TIMEOUT") or "3")
+KMSWEB_WEBHOOK_READ_TIMEOUT = float(env_str("KMSWEB_WEBHOOK_READ_TIMEOUT") or "5")
+KMSWEB_NOTIFICATION_MAX_ATTEMPTS = env_int("KMSWEB_NOTIFICATION_MAX_ATTEMPTS", 6)
+KMSWEB_NOTIFICATION_BACKOFF_SECONDS = env_int("KMSWEB_NOTIFICATION_BACKOFF_SECONDS", 30)
+
 # Audit trail: events older than this many days are archived (export and
 # signed manifest under the archive directory) and then deleted; 0 keeps all.
 KMSWEB_AUDIT_RETENTION_DAYS = env_int("KMSWEB_AUDIT_RETENTION_DAYS", 365)
@@ -246,6 +256,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "seal_audit": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
     # Every minute: count the new audit events into the usage roll-ups (charts, alarms).
     "rollup_usage": {"task": "audit.tasks.usage_rollup_task", "schedule": 60.0},
+    # Every minute: evaluate the alarms against the roll-ups and notify on state changes.
+    "evaluate_alarms": {"task": "audit.tasks.alarms_evaluate_task", "schedule": 60.0},
     # Daily 03:10 UTC: archive and delete sealed events past retention.
     "archive_audit": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
     # Hourly, on the hour: rotate the keys whose automatic rotation date has come.

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import cache
 
-READ_ACTIONS = ("kms:Describe*", "kms:List*", "kms:Get*")
+READ_ACTIONS = ("kms:Describe*", "kms:List*", "kms:Get*", "kmsweb:DescribeAlarms")
 
 # Asking for a grant changes nothing until approvers agree, so every role
 # that works with keys may ask.
@@ -43,6 +43,11 @@ ROLES: dict[str, tuple[str, ...]] = {
         "kmsweb:UpdateGrantApprovals",
         # The Jobs page: whether rotations and scheduled deletions ran, and their errors.
         "kmsweb:ListJobs",
+        # Alarms on usage; only this role (and administrators) may delete the built-in ones.
+        "kmsweb:CreateAlarm",
+        "kmsweb:UpdateAlarm",
+        "kmsweb:DeleteAlarm",
+        "kmsweb:DeleteBuiltInAlarm",
     ),
     "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest",),
     # The Jobs page too: sealing and archiving are the audit trail's own jobs.

@@ -102,6 +102,16 @@ class Alarm(models.Model):
         return bool(self.webhook_url)
 
 
+class AlarmSetup(models.Model):
+    """Marks an account whose built-in alarms were created (once: deleted ones stay deleted)."""
+
+    account_id = models.CharField(max_length=12, primary_key=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"built-in alarms of {self.account_id}"
+
+
 class AlarmHistory(models.Model):
     """One state transition of an alarm, with CloudWatch-style reason text."""
 
