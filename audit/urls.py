@@ -1,6 +1,6 @@
 from django.urls import path
 
-from audit import job_views, views
+from audit import alarm_views, job_views, views
 
 app_name = "audit"
 
@@ -15,4 +15,10 @@ urlpatterns = [
     path("jobs/", job_views.job_list, name="job_list"),
     path("jobs/<str:name>/", job_views.job_detail, name="job_detail"),
     path("jobs/<str:name>/start/", job_views.job_start, name="job_start"),
+    path("alarms/", alarm_views.alarm_list, name="alarm_list"),
+    path("alarms/new/", alarm_views.alarm_create, name="alarm_create"),
+    path("alarms/<str:alarm_id>/", alarm_views.alarm_detail, name="alarm_detail"),
+    path("alarms/<str:alarm_id>/edit/", alarm_views.alarm_edit, name="alarm_edit"),
+    path("alarms/<str:alarm_id>/delete/", alarm_views.alarm_delete, name="alarm_delete"),
+    path("alarms/<str:alarm_id>/data/", alarm_views.alarm_data, name="alarm_data"),
 ]

@@ -51,8 +51,13 @@ def _store_secret(alarm: Alarm, secret: str) -> None:
     )
 
 
-def _checked(spec: AlarmSpec, *, creating: bool, has_secret: bool) -> None:
+def _checked(spec: AlarmSpec, *, account_id: str, creating: bool, has_secret: bool) -> None:
+    from keys.models import Key
+
     errors = check_alarm(spec, creating=creating, has_secret=has_secret, known_operations=operation_names())
+    checkable = spec.key_id and "key_id" not in errors
+    if checkable and not Key.objects.filter(account_id=account_id, id=spec.key_id).exists():
+        errors["key_id"] = f"No key {spec.key_id} in this account."
     if errors:
         raise ValidationError(" ".join(f"{name}: {message}" for name, message in sorted(errors.items())))
 
@@ -90,7 +95,7 @@ def alarm_create(*, caller: Caller, spec: AlarmSpec, builtin: str = "") -> Alarm
     """
     with audited(caller, "CreateAlarm", request_parameters=spec.public(), event_source=EVENT_SOURCE) as op:
         authorize(caller=caller, action="kmsweb:CreateAlarm")
-        _checked(spec, creating=True, has_secret=False)
+        _checked(spec, account_id=caller.account_id, creating=True, has_secret=False)
         now = clock.now()
         alarm = Alarm(
             account_id=caller.account_id,
@@ -124,7 +129,7 @@ def alarm_update(*, caller: Caller, alarm: Alarm, spec: AlarmSpec) -> Alarm:
         locked = Alarm.objects.select_for_update().filter(pk=alarm.pk, account_id=caller.account_id).first()
         if locked is None:
             raise NotFound(f"Alarm {alarm.pk} does not exist.")
-        _checked(spec, creating=False, has_secret=bool(locked.webhook_secret_ciphertext))
+        _checked(spec, account_id=caller.account_id, creating=False, has_secret=bool(locked.webhook_secret_ciphertext))
         _apply(locked, spec)
         if spec.webhook_url and spec.webhook_secret is not None:
             _store_secret(locked, spec.webhook_secret)

@@ -25,9 +25,9 @@
             var c = palette[op++ % palette.length];
             return { type: "bar", label: ds.label, data: ds.data, backgroundColor: c, stack: "ops" };
           }
-          var red = ds.kind === "denied" ? "#b3261e" : "#e8833a";
+          var red = ds.kind === "denied" || ds.kind === "threshold" ? "#b3261e" : "#e8833a";
           return { type: "line", label: ds.label, data: ds.data, borderColor: red, backgroundColor: red,
-                   borderWidth: 2, pointRadius: 0, tension: 0.2 };
+                   borderWidth: 2, pointRadius: 0, tension: 0.2, borderDash: ds.kind === "threshold" ? [6, 4] : [] };
         });
         if (charts[canvas.id]) charts[canvas.id].destroy();
         charts[canvas.id] = new window.Chart(canvas, {
