@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
                 ('account_id', models.CharField(max_length=12)),
                 ('name', models.CharField(max_length=255)),
                 ('description', models.TextField(blank=True)),
-                ('builtin', models.CharField(blank=True, max_length=32)),
+                ('builtin', models.CharField(blank=True, max_length=64)),
                 ('metric', models.CharField(choices=[('requests', 'Operation count'), ('errors', 'Error count (all failed calls)'), ('denials', 'Access denials'), ('pending_deletion_use', 'Use of a key pending deletion'), ('key_state_changes', 'Keys disabled or scheduled for deletion'), ('new_principal_use', 'A principal using a key for the first time')], max_length=32)),
                 ('key_id', models.CharField(blank=True, max_length=36)),
                 ('operation', models.CharField(blank=True, max_length=64)),

@@ -54,7 +54,7 @@ class Alarm(models.Model):
     account_id = models.CharField(max_length=12)
     name = models.CharField(max_length=255)
     description = models.TextField(blank=True)
-    builtin = models.CharField(max_length=32, blank=True)
+    builtin = models.CharField(max_length=64, blank=True)
     metric = models.CharField(max_length=32, choices=AlarmMetric.choices)
     key_id = models.CharField(max_length=36, blank=True)
     operation = models.CharField(max_length=64, blank=True)

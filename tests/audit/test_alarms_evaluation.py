@@ -246,7 +246,9 @@ def test_it_counts_only_what_the_filters_match(
     ):
         audit_record(caller=who.caller(), event_name="Decrypt", keys=[k], error=error, event_time=T)
     assert evaluate(alarm, T + MIN).state == AlarmState.OK
-    audit_record(caller=other.caller(), event_name="Decrypt", keys=[key], error=denied, event_time=T + timedelta(seconds=5))
+    audit_record(
+        caller=other.caller(), event_name="Decrypt", keys=[key], error=denied, event_time=T + timedelta(seconds=5)
+    )
     assert evaluate(alarm, T + MIN).state == AlarmState.ALARM
 
 
