@@ -58,10 +58,14 @@ class AlarmSpec:
     webhook_secret: str | None = None
 
     def public(self) -> dict[str, Any]:
-        """The spec for audit events and history: everything but the secret."""
-        data = {k: v for k, v in self.__dict__.items() if k != "webhook_secret"}
-        data["webhook_secret_changed"] = self.webhook_secret is not None
+        """The spec for audit events (CloudTrail-style member names): everything but the secret."""
+        data = {_member(k): v for k, v in self.__dict__.items() if k != "webhook_secret"}
+        data["WebhookSecretChanged"] = self.webhook_secret is not None
         return data
+
+
+def _member(name: str) -> str:
+    return "".join(part.title() for part in name.split("_"))
 
 
 class UnsafeUrl(Exception):
