@@ -64,8 +64,18 @@ class AlarmSpec:
         return data
 
 
+# CloudWatch's PutMetricAlarm names, where kmsweb has the same field.
+_MEMBERS = {
+    "name": "AlarmName",
+    "description": "AlarmDescription",
+    "metric": "MetricName",
+    "comparison": "ComparisonOperator",
+    "treat_missing_data": "TreatMissingData",
+}
+
+
 def _member(name: str) -> str:
-    return "".join(part.title() for part in name.split("_"))
+    return _MEMBERS.get(name) or "".join(part.title() for part in name.split("_"))
 
 
 class UnsafeUrl(Exception):
