@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from audit.models import AuditEvent
+from audit.models import Alarm, AuditEvent
 from keys.models import Alias, Key, KeyManager, KeyState
 from policies.models import AccessKey, Account, Principal
 from policies.services import access_key_authenticate
@@ -60,8 +60,10 @@ def test_it_bootstraps_the_account_principal_and_a_linked_superuser(password_fil
         f"gave arn:aws:iam::{ACCOUNT}:user/admin the inline policy AdministratorAccess (kms:*)",
         "created dashboard superuser admin",
         f"linked admin to arn:aws:iam::{ACCOUNT}:user/admin",
+        "created 4 built-in alarm(s)",
     ]
     assert not Key.objects.exists()
+    assert Alarm.objects.filter(account_id=ACCOUNT).exclude(builtin="").count() == 4
     assert AuditEvent.objects.filter(event_name="CreatePrincipal", error_code="").count() == 1
     assert principal.inline_policies.get(name="AdministratorAccess").document.count("kms:*") == 1
 

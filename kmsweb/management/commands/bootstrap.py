@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from audit.services.alarms import alarms_ensure_builtin
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import KmsError
 from policies.models import IdentityPolicy, Principal, PrincipalType
@@ -70,3 +71,6 @@ class Command(BaseCommand):
         if principal.user_id != user.pk:
             Principal.objects.filter(pk=principal.pk).update(user=user)
             self.stdout.write(f"linked {username} to {principal.arn}")
+        made = alarms_ensure_builtin()
+        if made:
+            self.stdout.write(f"created {made} built-in alarm(s)")
