@@ -12,6 +12,7 @@ Jobs' RunJob events, sign-ins and alarm changes are not usage.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -203,12 +204,16 @@ def usage_rows(
     and ``count``.
     """
     accounts = list(account_ids) if account_ids is not None else None
+    # Roll-ups and the events above the watermark must come from one
+    # snapshot, or a roll-up committing in between is counted twice: on
+    # PostgreSQL one REPEATABLE READ transaction (inside a caller's
+    # transaction, the caller's isolation applies). SQLite has one writer
+    # and readers that see whole commits, and a test live server shares its
+    # one connection between threads, which a transaction here would upset.
+    postgres = connection.vendor == "postgresql"
     outer = connection.in_atomic_block
-    with transaction.atomic():
-        if connection.vendor == "postgresql" and not outer:
-            # Roll-ups and the events above the watermark must come from one
-            # snapshot, or a roll-up committing in between is counted twice.
-            # (Inside a caller's transaction this must be the caller's choice.)
+    with transaction.atomic() if postgres else nullcontext():
+        if postgres and not outer:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         mark = _watermark()

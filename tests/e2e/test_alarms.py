@@ -78,5 +78,5 @@ def test_it_creates_an_alarm_in_the_browser_and_shows_the_banner_when_it_fires(
     for url in ("/", "/keys/", f"/alarms/{alarm.pk}/"):
         page.goto(url)
         expect(page.locator("#alarm-banner")).to_contain_text("1 alarm in ALARM: Denied decrypts")
-    expect(page.locator("#alarm-history")).to_contain_text("Threshold Crossed: 1 out of the last 1 datapoint")
+    expect(page.locator("#alarm-history")).to_contain_text("Threshold Crossed: 1 out of the last 2 datapoints [2.0")
     assert wait_for_chart(page, "alarm-chart") == 2
