@@ -49,8 +49,7 @@ class Migration(migrations.Migration):
                 ('count', models.BigIntegerField()),
             ],
             options={
-                'indexes': [models.Index(fields=['account_id', 'resolution', 'bucket'], name='usage_account_bucket_idx'), models.Index(fields=['key_id', 'resolution', 'bucket'], name='usage_key_bucket_idx')],
-                'constraints': [models.UniqueConstraint(fields=('resolution', 'bucket', 'account_id', 'key_id', 'event_name', 'outcome', 'error_code', 'pending_deletion', 'principal_arn'), name='usage_rollup_dimensions')],
+                'constraints': [models.UniqueConstraint(fields=('account_id', 'resolution', 'bucket', 'key_id', 'event_name', 'outcome', 'error_code', 'pending_deletion', 'principal_arn'), name='usage_rollup_dimensions')],
             },
         ),
     ]

@@ -42,11 +42,14 @@ class UsageRollup(models.Model):
 
     class Meta:
         constraints = [
+            # Also the only index: charts and alarms read one account's
+            # buckets of one resolution over a time range (its prefix). A
+            # second or third index doubled the roll-up job's time.
             models.UniqueConstraint(
                 fields=[
+                    "account_id",
                     "resolution",
                     "bucket",
-                    "account_id",
                     "key_id",
                     "event_name",
                     "outcome",
@@ -56,12 +59,6 @@ class UsageRollup(models.Model):
                 ],
                 name="usage_rollup_dimensions",
             )
-        ]
-        indexes = [
-            # Account-wide charts and alarms: one account's buckets over a range.
-            models.Index(fields=["account_id", "resolution", "bucket"], name="usage_account_bucket_idx"),
-            # A key's page.
-            models.Index(fields=["key_id", "resolution", "bucket"], name="usage_key_bucket_idx"),
         ]
 
     def __str__(self) -> str:

@@ -20,6 +20,7 @@ alarms (roll-ups plus the events above the watermark, see
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -269,25 +270,29 @@ def datapoints(alarms: Sequence[Alarm], now: datetime) -> dict[int, tuple[list[i
         if firsts:
             sources.append((firsts, _new_principal_rows({a.account_id for a in firsts}, since, until, step)))
         for members, rows in sources:
-            # Index the rows by account and by (account, key): most alarms
-            # look at one account's rows, many at one key's.
+            # Index the rows by account and by (account, key), sorted by
+            # time: each alarm reads only its window's slice (bisect).
             by_account: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
             by_key: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
             for row in rows:
                 entry = (_epoch(row["bucket"]), row)
                 by_account[row["account_id"]].append(entry)
                 by_key[(row["account_id"], row["key_id"])].append(entry)
+            times: dict[Any, list[int]] = {}
+            for index in (by_account, by_key):
+                for name, entries in index.items():
+                    entries.sort(key=lambda entry: entry[0])
+                    times[name] = [moment for moment, _ in entries]
             for alarm in members:
                 start, end = windows[alarm.pk]
                 n, period = alarm.evaluation_periods, alarm.period
                 sums: list[float | None] = [None] * n
-                candidates = by_key[(alarm.account_id, alarm.key_id)] if alarm.key_id else by_account[alarm.account_id]
-                for moment, row in candidates:
-                    if not (start <= moment < end):
-                        continue
-                    if alarm.metric != AlarmMetric.NEW_PRINCIPAL_USE and not _counts(alarm, row):
-                        continue
-                    if alarm.metric == AlarmMetric.NEW_PRINCIPAL_USE and not _first_use_matches(alarm, row):
+                name: Any = (alarm.account_id, alarm.key_id) if alarm.key_id else alarm.account_id
+                candidates = (by_key if alarm.key_id else by_account).get(name, [])
+                moments = times.get(name, [])
+                first_use = alarm.metric == AlarmMetric.NEW_PRINCIPAL_USE
+                for moment, row in candidates[bisect_left(moments, start) : bisect_left(moments, end)]:
+                    if not (_first_use_matches(alarm, row) if first_use else _counts(alarm, row)):
                         continue
                     i = (moment - start) // period
                     sums[i] = (sums[i] or 0) + row["count"]
@@ -301,41 +306,58 @@ def _first_use_matches(alarm: Alarm, row: dict[str, Any]) -> bool:
     )
 
 
-def _transition(evaluation: Evaluation, now: datetime) -> AlarmHistory | None:
-    """Record a state change (conditional update: two evaluators record it once)."""
+def _record_transitions(evaluations: Sequence[Evaluation], now: datetime) -> int:
+    """Record state changes in one transaction; returns how many were recorded.
+
+    Each is claimed with a conditional update on the old state, so two
+    evaluators running at once record a change once. A change writes its
+    history row, a SetAlarmState audit event and its notifications (sent
+    after the commit).
+    """
     from audit.services.notifications import notifications_queue
 
-    alarm = evaluation.alarm
+    if not evaluations:
+        return 0
     with transaction.atomic():
-        changed = Alarm.objects.filter(pk=alarm.pk, state=alarm.state).update(
-            state=evaluation.state,
-            state_reason=evaluation.reason,
-            state_reason_data=evaluation.reason_data,
-            state_updated_at=now,
-            last_evaluated_at=now,
+        claimed = [
+            ev
+            for ev in evaluations
+            if Alarm.objects.filter(pk=ev.alarm.pk, state=ev.alarm.state).update(
+                state=ev.state,
+                state_reason=ev.reason,
+                state_reason_data=ev.reason_data,
+                state_updated_at=now,
+                last_evaluated_at=now,
+            )
+            == 1
+        ]
+        entries = AlarmHistory.objects.bulk_create(
+            [
+                AlarmHistory(
+                    alarm=ev.alarm,
+                    timestamp=now,
+                    old_state=ev.alarm.state,
+                    new_state=ev.state,
+                    reason=ev.reason,
+                    reason_data=ev.reason_data,
+                )
+                for ev in claimed
+            ]
         )
-        if changed != 1:
-            return None
-        entry = AlarmHistory.objects.create(
-            alarm=alarm,
-            timestamp=now,
-            old_state=alarm.state,
-            new_state=evaluation.state,
-            reason=evaluation.reason,
-            reason_data=evaluation.reason_data,
-        )
-        audit_record(
-            caller=Caller.system("evaluate_alarms", account_id=alarm.account_id),
-            event_name="SetAlarmState",
-            event_source="kmsweb.alarms",
-            request_parameters={"AlarmId": alarm.pk, "AlarmName": alarm.name},
-            response_elements={"OldState": alarm.state, "NewState": evaluation.state, "Reason": evaluation.reason},
-            event_time=now,
-        )
-        alarm.state, alarm.state_reason, alarm.state_updated_at = evaluation.state, evaluation.reason, now
-        if alarm.actions_enabled:
-            notifications_queue(alarm=alarm, transition=entry)
-    return entry
+        for ev, entry in zip(claimed, entries, strict=True):
+            alarm = ev.alarm
+            audit_record(
+                caller=Caller.system("evaluate_alarms", account_id=alarm.account_id),
+                event_name="SetAlarmState",
+                event_source="kmsweb.alarms",
+                request_parameters={"AlarmId": alarm.pk, "AlarmName": alarm.name},
+                response_elements={"OldState": alarm.state, "NewState": ev.state, "Reason": ev.reason},
+                event_time=now,
+            )
+            alarm.state, alarm.state_reason, alarm.state_updated_at = ev.state, ev.reason, now
+            if alarm.actions_enabled and (alarm.emails or alarm.webhook_url):
+                notifications_queue(alarm=alarm, transition=entry)
+    return len(claimed)
 
 
 def alarms_evaluate(*, caller: Caller, now: datetime, alarm_ids: Sequence[int] | None = None) -> dict[str, int]:
@@ -344,6 +366,7 @@ def alarms_evaluate(*, caller: Caller, now: datetime, alarm_ids: Sequence[int] |
 
     Idempotent: evaluating twice at one instant changes nothing the second
     time; a transition is claimed with a conditional update on the old state.
+    The transitions of one run commit together (one transaction).
     """
     from audit.services.alarms import alarms_ensure_builtin
 
@@ -353,12 +376,13 @@ def alarms_evaluate(*, caller: Caller, now: datetime, alarm_ids: Sequence[int] |
         qs = qs.filter(pk__in=alarm_ids)
     alarms = list(qs)
     points = datapoints(alarms, now)
-    transitions = 0
+    changes = []
     for alarm in alarms:
         starts, values = points[alarm.pk]
         evaluation = decide(alarm, starts, values, now)
-        if evaluation.state != alarm.state and _transition(evaluation, now) is not None:
-            transitions += 1
+        if evaluation.state != alarm.state:
+            changes.append(evaluation)
+    transitions = _record_transitions(changes, now)
     Alarm.objects.filter(pk__in=[a.pk for a in alarms]).update(last_evaluated_at=now)
     return {"alarms": len(alarms), "transitions": transitions, "builtins_created": created}
 

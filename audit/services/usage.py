@@ -55,7 +55,7 @@ _OUTCOME_SQL = f"CASE WHEN e.error_code = '' THEN 'ok' WHEN e.error_code = '{DEN
 _PENDING_SQL = f"(e.error_code = '{INVALID_STATE}' AND e.error_message LIKE '%%{PENDING_DELETION_SUFFIX}')"
 _COLS = "account_id, key_id, event_name, outcome, error_code, pending_deletion, principal_arn"
 _CONFLICT = (
-    "ON CONFLICT (resolution, bucket, account_id, key_id, event_name, outcome, error_code, pending_deletion,"
+    "ON CONFLICT (account_id, resolution, bucket, key_id, event_name, outcome, error_code, pending_deletion,"
     " principal_arn) DO UPDATE SET count = audit_usagerollup.count + excluded.count"
 )
 _CRYPTO_IN = ", ".join(f"'{n}'" for n in CRYPTO_EVENTS)
