@@ -59,46 +59,54 @@ _CONFLICT = (
     " principal_arn) DO UPDATE SET count = audit_usagerollup.count + excluded.count"
 )
 _CRYPTO_IN = ", ".join(f"'{n}'" for n in CRYPTO_EVENTS)
-# Constants only; the id range is passed as parameters.
-_FIRST_USE = (
-    "INSERT INTO audit_keyfirstuse (account_id, key_id, principal_arn, first_used_at, first_event_id)"  # noqa: S608
-    " SELECT e.recipient_account_id, e.key_id, e.principal_arn, MIN(e.event_time), MIN(e.id)"
-    " FROM audit_auditevent e WHERE e.id > %s AND e.id <= %s AND e.error_code = '' AND e.key_id <> ''"
-    f" AND e.principal_arn <> '' AND e.event_name IN ({_CRYPTO_IN})"
-    " GROUP BY e.recipient_account_id, e.key_id, e.principal_arn"
-    " ON CONFLICT (key_id, principal_arn) DO NOTHING"
-)
+
+
+def _first_use(source: str) -> str:
+    """First successful cryptographic use per (key, principal), from the minute groups in ``source``."""
+    return (
+        "INSERT INTO audit_keyfirstuse (account_id, key_id, principal_arn, first_used_at, first_event_id)"  # noqa: S608
+        f" SELECT account_id, key_id, principal_arn, MIN(first_at), MIN(first_id) FROM {source}"
+        f" WHERE outcome = 'ok' AND key_id <> '' AND principal_arn <> '' AND event_name IN ({_CRYPTO_IN})"
+        " GROUP BY account_id, key_id, principal_arn ON CONFLICT (key_id, principal_arn) DO NOTHING"
+    )
 
 
 def _minute_select(bucket_sql: str) -> str:
+    # Constants only; the id range is passed as parameters.
     return (
         f"SELECT {bucket_sql} AS bucket, e.recipient_account_id AS account_id, e.key_id, e.event_name,"  # noqa: S608
         f" {_OUTCOME_SQL} AS outcome, e.error_code, {_PENDING_SQL} AS pending_deletion, e.principal_arn,"
-        f" COUNT(*) AS n FROM audit_auditevent e WHERE e.id > %s AND e.id <= %s AND {_USAGE_WHERE}"
+        " COUNT(*) AS n, MIN(e.event_time) AS first_at, MIN(e.id) AS first_id"
+        f" FROM audit_auditevent e WHERE e.id > %s AND e.id <= %s AND {_USAGE_WHERE}"
         " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
     )
 
 
 def _rollup_postgresql(cursor: Any, low: int, high: int) -> None:
-    # One statement: the minute groups are computed once and feed all three
-    # resolutions (data-modifying CTEs); each upsert adds to existing counts.
-    def upsert(resolution: int, source: str, trunc: str) -> str:
-        bucket = f"date_trunc('{trunc}', bucket)" if trunc else "bucket"
+    # One statement, one pass over the events: the minute groups are
+    # computed once and feed the three resolutions and the first uses
+    # (data-modifying CTEs); each upsert adds to existing counts.
+    def upsert(resolution: int, trunc: str) -> str:
+        if not trunc:  # the minute groups are already one row per minute and dimensions
+            return (
+                f"INSERT INTO audit_usagerollup (resolution, bucket, {_COLS}, count)"  # noqa: S608
+                f" SELECT {resolution}, bucket, {_COLS}, n FROM m {_CONFLICT}"
+            )
         return (
             f"INSERT INTO audit_usagerollup (resolution, bucket, {_COLS}, count)"  # noqa: S608
-            f" SELECT {resolution}, {bucket}, {_COLS}, SUM(n) FROM {source}"
+            f" SELECT {resolution}, date_trunc('{trunc}', bucket), {_COLS}, SUM(n) FROM m"
             f" GROUP BY 2, 3, 4, 5, 6, 7, 8, 9 {_CONFLICT}"
         )
 
     minutes = _minute_select("date_trunc('minute', e.event_time)")
     cursor.execute(
         f"WITH m AS MATERIALIZED ({minutes}),"
-        f" mins AS ({upsert(MINUTE, 'm', '')}),"
-        f" hours AS ({upsert(HOUR, 'm', 'hour')})"
-        f" {upsert(DAY, 'm', 'day')}",
+        f" mins AS ({upsert(MINUTE, '')}),"
+        f" hours AS ({upsert(HOUR, 'hour')}),"
+        f" days AS ({upsert(DAY, 'day')})"
+        f" {_first_use('m')}",
         [low, high],
     )
-    cursor.execute(_FIRST_USE, [low, high])
 
 
 def _rollup_sqlite(cursor: Any, low: int, high: int) -> None:
@@ -116,8 +124,8 @@ def _rollup_sqlite(cursor: Any, low: int, high: int) -> None:
             f" SELECT {resolution}, strftime('{fmt}', bucket), {_COLS}, SUM(n) FROM temp.kmsweb_rollup_m WHERE true"
             f" GROUP BY 2, 3, 4, 5, 6, 7, 8, 9 {_CONFLICT}"
         )
+    cursor.execute(_first_use("temp.kmsweb_rollup_m"))
     cursor.execute("DROP TABLE temp.kmsweb_rollup_m")
-    cursor.execute(_FIRST_USE, [low, high])
 
 
 def _upper_bound(low: int, now: datetime) -> int:
