@@ -323,3 +323,49 @@ def test_it_runs_as_the_evaluate_alarms_job(key_admin: Persona, clock: time_mach
     # Created, then evaluated at once: INSUFFICIENT_DATA -> OK for each.
     assert run.counts == {"alarms": len(BUILTINS), "transitions": len(BUILTINS), "builtins_created": len(BUILTINS)}
     assert JobRun.objects.filter(name="evaluate_alarms").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_lists_alarm_changes_but_not_alarm_page_reads_in_the_audit_report(
+    key_admin: Persona, system: Caller, clock: time_machine.Coordinates
+) -> None:
+    from audit.filters import AuditFilter
+    from audit.selectors import report_data
+    from audit.services.alarms import alarms_describe
+
+    alarm = make_alarm(system, treat_missing_data="breaching")
+    evaluate(alarm, T + 3 * MIN)
+    alarms_describe(caller=system)
+    flt, _ = AuditFilter.parse({})
+    report = report_data(caller=system, flt=flt, events=AuditEvent.objects.all(), now=T + 4 * MIN)
+    section = next(s for s in report.sections if s.title == "Alarms")
+    assert [row[1] for row in section.rows] == ["CreateAlarm", "SetAlarmState"]
+    assert AuditEvent.objects.filter(event_name="DescribeAlarms").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_deletes_a_built_in_alarm_only_with_the_key_administrators_right(
+    key_admin: Persona, make_persona: Any, system: Caller
+) -> None:
+    import json
+
+    from audit.services.alarms import alarm_delete
+
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["kmsweb:DeleteAlarm", "kmsweb:DescribeAlarms"], "Resource": "*"}],
+    }
+    ops = make_persona("ops", policy=json.dumps(policy))
+    alarms_ensure_builtin(account_ids=[key_admin.account_id])
+    builtin = Alarm.objects.get(account_id=key_admin.account_id, builtin="new-principal-key-use")
+    custom = make_alarm(system)
+    with pytest.raises(AccessDenied):
+        alarm_delete(caller=ops.caller(), alarm=builtin)
+    assert Alarm.objects.filter(pk=builtin.pk).exists()
+    alarm_delete(caller=ops.caller(), alarm=custom)
+    assert not Alarm.objects.filter(pk=custom.pk).exists()
+    # The key administrator role holds kmsweb:DeleteBuiltInAlarm.
+    alarm_delete(caller=key_admin.caller(roles=("key-admin",)), alarm=builtin)
+    assert not Alarm.objects.filter(pk=builtin.pk).exists()
+    outcomes = AuditEvent.objects.filter(event_name="DeleteAlarm").order_by("id").values_list("error_code", flat=True)
+    assert list(outcomes) == ["AccessDeniedException", "", ""]
