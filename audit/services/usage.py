@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, Max, Q, QuerySet, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Func, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Trunc
 
 from audit.models import DAY, HOUR, MINUTE, AuditEvent, UsageRollup, UsageWatermark
@@ -182,6 +182,31 @@ def usage_rollup(*, caller: Caller, now: datetime) -> dict[str, int]:
     return {"event_ids": total, "watermark": _watermark()}
 
 
+class _SqliteBucket(Func):
+    """The bucket start with SQLite's own strftime (Django's Trunc is a Python function there).
+
+    A Python function inside a query needs the GIL while SQLite holds its
+    connection lock; a test live server shares one connection between
+    threads, and another thread holding the GIL while it waits for that lock
+    deadlocks the two. strftime is C, and keeps Django's datetime text shape.
+    """
+
+    function = "strftime"
+    output_field = DateTimeField()
+
+    def __init__(self, fmt: str, expression: Any) -> None:
+        super().__init__(Value(fmt), expression)
+
+
+_SQLITE_FORMATS = {MINUTE: "%Y-%m-%d %H:%M:00", HOUR: "%Y-%m-%d %H:00:00", DAY: "%Y-%m-%d 00:00:00"}
+
+
+def _bucket(resolution: int) -> Func:
+    if connection.vendor == "sqlite":
+        return _SqliteBucket(_SQLITE_FORMATS[resolution], F("event_time"))
+    return Trunc("event_time", _TRUNC[resolution])
+
+
 def _watermark() -> int:
     return UsageWatermark.objects.filter(id=1).values_list("last_event_id", flat=True).first() or 0
 
@@ -236,7 +261,7 @@ def usage_rows(
         rows = list(rolled.values("bucket", *DIMENSIONS, "count"))
         live = (
             raw.annotate(
-                bucket=Trunc("event_time", _TRUNC[resolution]),
+                bucket=_bucket(resolution),
                 account_id=F("recipient_account_id"),
                 outcome=Case(
                     When(error_code="", then=Value("ok")),
