@@ -31,6 +31,7 @@ from django.urls import reverse
 from audit.alarm_rules import UnsafeUrl, resolve_webhook
 from audit.models import Alarm, AlarmHistory, Channel, DeliveryAttempt, DeliveryStatus, Notification
 from kmsweb.lib import clock
+from kmsweb.lib.errors import KmsError
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,17 @@ def _post_webhook(notification: Notification, alarm: Alarm) -> _Result:
         # A refusal is not a transient failure: no retry.
         return _Result(False, error=f"Refused: {exc}", retry=False)
     body = json.dumps(notification.payload, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        secret = webhook_secret(alarm)
+    except KmsError as exc:
+        # No secret (removed since), or one that fails its integrity check: never send unsigned.
+        return _Result(False, error=f"Not sent: {exc.message}", retry=False)
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "kmsweb-alarms/1",
         TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: sign(webhook_secret(alarm), timestamp, body),
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
         "X-Kmsweb-Delivery": str(notification.pk),
     }
     parts = urlsplit(notification.target)

@@ -284,3 +284,22 @@ def test_it_keeps_the_webhook_secret_when_an_edit_leaves_it_blank(key_admin: Per
     assert webhook_secret(alarm) == b"a-brand-new-secret-value"
     updates = AuditEvent.objects.filter(event_name="UpdateAlarm").order_by("id")
     assert [e.request_parameters["webhookSecretChanged"] for e in updates] == [False, True]
+
+
+@pytest.mark.django_db
+def test_it_never_sends_an_unsigned_webhook(
+    key_admin: Persona, receiver: Any, clock: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    hook = receiver(200)
+    alarm = make_alarm(key_admin, webhook_url=hook.url, webhook_secret=SECRET)
+    # A secret that no longer decrypts (bound to another alarm's context).
+    other = make_alarm(key_admin, name="other", webhook_url=hook.url, webhook_secret="another-secret-value")
+    Alarm.objects.filter(pk=alarm.pk).update(
+        webhook_secret_ciphertext=Alarm.objects.get(pk=other.pk).webhook_secret_ciphertext
+    )
+    alarm.refresh_from_db()
+    fire(key_admin, alarm, django_capture_on_commit_callbacks)
+    assert hook.requests == []
+    notification = Notification.objects.get(alarm=alarm)
+    assert notification.status == DeliveryStatus.FAILED and notification.attempts == 1
+    assert DeliveryAttempt.objects.get(notification=notification).error.startswith("Not sent:")

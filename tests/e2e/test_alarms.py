@@ -19,7 +19,7 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
 from tests import dashboard_fixtures
 from tests.dashboard_fixtures import DashboardUser
-from tests.e2e.test_dashboard import sign_in, wait_for_chart
+from tests.e2e.test_dashboard import screenshot, sign_in, wait_for_chart
 
 key_admin_user = dashboard_fixtures.key_admin_user
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -80,3 +80,7 @@ def test_it_creates_an_alarm_in_the_browser_and_shows_the_banner_when_it_fires(
         expect(page.locator("#alarm-banner")).to_contain_text("1 alarm in ALARM: Denied decrypts")
     expect(page.locator("#alarm-history")).to_contain_text("Threshold Crossed: 1 out of the last 2 datapoints [2.0")
     assert wait_for_chart(page, "alarm-chart") == 2
+    screenshot(page, "alarm-detail")
+    page.goto("/alarms/")
+    expect(page.locator("#alarms-rows")).to_contain_text("Denied decrypts")
+    screenshot(page, "alarm-list")
