@@ -369,3 +369,40 @@ def test_it_deletes_a_built_in_alarm_only_with_the_key_administrators_right(
     assert not Alarm.objects.filter(pk=builtin.pk).exists()
     outcomes = AuditEvent.objects.filter(event_name="DeleteAlarm").order_by("id").values_list("error_code", flat=True)
     assert list(outcomes) == ["AccessDeniedException", "", ""]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_records_each_transition_once_with_two_evaluators_racing(key_admin: Persona, system: Caller) -> None:
+    """Two evaluate_alarms runs at the same instant: the conditional update on
+    the old state lets one record each transition; the other finds it done."""
+    import threading
+
+    from django.db import connection
+
+    alarms = [make_alarm(system, name=f"racing {i}", treat_missing_data="breaching") for i in range(20)]
+    now = T + 3 * MIN
+    start = threading.Barrier(2)
+    results: dict[str, Any] = {}
+
+    def worker(name: str) -> None:
+        try:
+            start.wait(15)
+            results[name] = alarms_evaluate(
+                caller=Caller.system("evaluate_alarms"), now=now, alarm_ids=[a.pk for a in alarms]
+            )
+        except Exception as exc:  # pragma: no cover - reported below
+            results[name] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(isinstance(r, dict) for r in results.values()), results
+    assert sum(r["transitions"] for r in results.values()) == len(alarms)
+    assert AlarmHistory.objects.count() == len(alarms)
+    assert AuditEvent.objects.filter(event_name="SetAlarmState").count() == len(alarms)
+    assert set(Alarm.objects.values_list("state", flat=True)) == {AlarmState.ALARM}
