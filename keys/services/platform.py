@@ -61,6 +61,10 @@ PLATFORM_SECRET_FIELDS: list[PlatformSecretField] = [
     PlatformSecretField(
         "audit-signing", "audit.SigningKey", "private_key_ciphertext", lambda o: {"fingerprint": o.fingerprint}
     ),
+    # An alarm without a webhook has no secret (an empty field, skipped).
+    PlatformSecretField(
+        "webhook-secrets", "audit.Alarm", "webhook_secret_ciphertext", lambda o: {"kmsweb:alarm": str(o.pk)}
+    ),
 ]
 
 
@@ -176,7 +180,10 @@ def platform_secrets_reencrypt(*, batch: int = 200) -> dict[str, int]:
         for rows in _rows(model, batch):
             with transaction.atomic():
                 for row in rows:
-                    blob = bytes(getattr(row, spec.field))
+                    stored = getattr(row, spec.field)
+                    if not stored:
+                        continue
+                    blob = bytes(stored)
                     try:
                         header = crypto.parse_header(blob)
                     except CryptoError:

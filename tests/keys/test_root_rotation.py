@@ -19,7 +19,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from audit.models import AuditEvent, SigningKey
+from audit.alarm_rules import AlarmSpec
+from audit.models import Alarm, AuditEvent, SigningKey
+from audit.services.alarms import WEBHOOK_PURPOSE, alarm_create, webhook_secret
 from audit.services.signing import signing_key_current, signing_key_sign
 from keys import crypto
 from keys import services as svc
@@ -37,6 +39,26 @@ from policies.services import ACCESS_KEY_PURPOSE, TOTP_PURPOSE, totp_device_enro
 from tests.conftest import REGION, Persona
 
 SYSTEM = Caller.system("tests")
+# Never called here: only its secret matters (private addresses allowed in this test).
+WEBHOOK = "http://127.0.0.1:9/kmsweb"
+
+
+def alarm_caller(persona: Persona) -> Caller:
+    return Caller.system("tests", account_id=persona.account_id)
+
+
+def alarm_spec(name: str, url: str, secret: str | None) -> AlarmSpec:
+    return AlarmSpec(
+        name=name,
+        metric="denials",
+        period=60,
+        comparison="GreaterThanOrEqualToThreshold",
+        threshold=1,
+        webhook_url=url,
+        webhook_secret=secret,
+    )
+
+
 # Decrypt looks for the key in the caller's region.
 USER_SIDE = Caller.system("tests", account_id=settings.KMSWEB_ACCOUNT_ID, region=REGION)
 
@@ -170,8 +192,9 @@ def test_it_serves_the_api_while_rewrapping(
 
 
 def test_it_rotates_the_owned_keys_and_reencrypts_their_secrets(
-    root_key_file: Path, kms: Any, key_admin: Persona, django_user_model: Any
+    root_key_file: Path, kms: Any, key_admin: Persona, django_user_model: Any, settings: Any
 ) -> None:
+    settings.KMSWEB_WEBHOOK_ALLOW_PRIVATE = True
     user = user_create(caller=SYSTEM, username="ops", password="a long enough passphrase 1", roles=["viewer"])
     totp_device_enrol(caller=SYSTEM, user=user)
     signing = signing_key_current()
@@ -182,8 +205,10 @@ def test_it_rotates_the_owned_keys_and_reencrypts_their_secrets(
     secret_before = platform_decrypt(
         purpose=TOTP_PURPOSE, blob=bytes(device.secret_ciphertext), context={"userId": str(user.pk)}
     )
+    hooked = alarm_create(caller=alarm_caller(key_admin), spec=alarm_spec("hooked", WEBHOOK, "s" * 32))
+    plain = alarm_create(caller=alarm_caller(key_admin), spec=alarm_spec("plain", "", None))
     owned = {k.purpose: k for k in Key.objects.filter(manager=KeyManager.OWNED)}
-    assert {"access-key-secrets", "totp-secrets", "audit-signing"} <= set(owned)
+    assert {"access-key-secrets", "totp-secrets", "audit-signing", WEBHOOK_PURPOSE} <= set(owned)
 
     result = root_key_rotate(caller=SYSTEM, new_key=True, rotate_owned=True)
 
@@ -191,6 +216,7 @@ def test_it_rotates_the_owned_keys_and_reencrypts_their_secrets(
     assert result["secretsReencrypted"]["access-key-secrets"] >= 1
     assert result["secretsReencrypted"]["totp-secrets"] == 1
     assert result["secretsReencrypted"]["audit-signing"] == 1
+    assert result["secretsReencrypted"][WEBHOOK_PURPOSE] == 1  # the alarm without a webhook has no secret
     for purpose, key in owned.items():
         key.refresh_from_db()
         assert key.current_material is not None and key.current_material.version == 2, purpose
@@ -199,8 +225,9 @@ def test_it_rotates_the_owned_keys_and_reencrypts_their_secrets(
         (AccessKey, "secret_ciphertext", "access-key-secrets"),
         (TotpDevice, "secret_ciphertext", "totp-secrets"),
         (SigningKey, "private_key_ciphertext", "audit-signing"),
+        (Alarm, "webhook_secret_ciphertext", WEBHOOK_PURPOSE),
     ):
-        for blob in model.objects.values_list(field, flat=True):
+        for blob in model.objects.exclude(**{f"{field}__isnull": True}).values_list(field, flat=True):
             header = crypto.parse_header(bytes(blob))
             assert (header.key_id, header.version) == (owned[purpose].id, 2), purpose
     # What they protect still works: signing, TOTP secrets, and API signatures.
@@ -209,6 +236,9 @@ def test_it_rotates_the_owned_keys_and_reencrypts_their_secrets(
         platform_decrypt(purpose=TOTP_PURPOSE, blob=bytes(device.secret_ciphertext), context={"userId": str(user.pk)})
         == secret_before
     )
+    hooked.refresh_from_db()
+    plain.refresh_from_db()
+    assert webhook_secret(hooked) == b"s" * 32 and not plain.webhook_secret_ciphertext
     signing.refresh_from_db()
     assert signing_key_sign(key=signing, data=b"digest") != b""
     assert signature_before != b""
