@@ -26,11 +26,28 @@ class KeyState(models.TextChoices):
 
 
 class KeySpec(models.TextChoices):
-    SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+    SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT", "SYMMETRIC_DEFAULT"
+    RSA_2048 = "RSA_2048", "RSA_2048"
+    RSA_3072 = "RSA_3072", "RSA_3072"
+    RSA_4096 = "RSA_4096", "RSA_4096"
+    ECC_NIST_P256 = "ECC_NIST_P256", "ECC_NIST_P256"
+    ECC_NIST_P384 = "ECC_NIST_P384", "ECC_NIST_P384"
+    ECC_NIST_P521 = "ECC_NIST_P521", "ECC_NIST_P521"
+    ECC_SECG_P256K1 = "ECC_SECG_P256K1", "ECC_SECG_P256K1"
+    HMAC_224 = "HMAC_224", "HMAC_224"
+    HMAC_256 = "HMAC_256", "HMAC_256"
+    HMAC_384 = "HMAC_384", "HMAC_384"
+    HMAC_512 = "HMAC_512", "HMAC_512"
+    ML_DSA_44 = "ML_DSA_44", "ML_DSA_44"
+    ML_DSA_65 = "ML_DSA_65", "ML_DSA_65"
+    ML_DSA_87 = "ML_DSA_87", "ML_DSA_87"
 
 
 class KeyUsage(models.TextChoices):
     ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
+    SIGN_VERIFY = "SIGN_VERIFY"
+    GENERATE_VERIFY_MAC = "GENERATE_VERIFY_MAC"
+    KEY_AGREEMENT = "KEY_AGREEMENT"
 
 
 class KeyOrigin(models.TextChoices):
@@ -143,6 +160,9 @@ class RotationType(models.TextChoices):
 class KeyMaterial(models.Model):
     """One version of a key's material, wrapped by a root key.
 
+    For an asymmetric key the wrapped material is the private key (PKCS#8
+    DER) and ``public_key`` holds its public half (DER SubjectPublicKeyInfo),
+    which is not secret and is kept in the clear for GetPublicKey and Verify.
     Rotation adds a version and moves ``Key.current_material``; old versions
     stay for Decrypt until the key is deleted.
     """
@@ -151,6 +171,7 @@ class KeyMaterial(models.Model):
     version = models.PositiveIntegerField()
     material_id = models.CharField(max_length=64, unique=True)
     wrapped = models.BinaryField()
+    public_key = models.BinaryField(null=True, blank=True)
     root_key_id = models.CharField(max_length=64)
     created_at = models.DateTimeField()
     rotation_type = models.CharField(max_length=10, choices=RotationType.choices, blank=True)

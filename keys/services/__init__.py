@@ -1,6 +1,15 @@
 """The key operations: one audited, authorized service function each."""
 
 from keys.services.aliases import alias_create, alias_delete, alias_list, alias_update
+from keys.services.asymmetric import (
+    key_derive_shared_secret,
+    key_generate_data_key_pair,
+    key_generate_mac,
+    key_get_public_key,
+    key_sign,
+    key_verify,
+    key_verify_mac,
+)
 from keys.services.cryptography import (
     key_decrypt,
     key_encrypt,
@@ -45,6 +54,13 @@ __all__ = [
     "key_cancel_deletion",
     "key_create",
     "key_decrypt",
+    "key_derive_shared_secret",
+    "key_generate_data_key_pair",
+    "key_generate_mac",
+    "key_get_public_key",
+    "key_sign",
+    "key_verify",
+    "key_verify_mac",
     "key_describe",
     "key_describe_metadata",
     "key_disable",

@@ -6,11 +6,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from keys.crypto.specs import SPECS, SYMMETRIC_DEFAULT
 from keys.models import Key, KeyManager, KeyState
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
     Disabled,
+    InvalidKeyUsage,
     InvalidState,
     MalformedPolicyDocument,
     TagError,
@@ -31,6 +33,28 @@ def require_usable_for_crypto(key: Key) -> None:
     if key.state == KeyState.DISABLED:
         raise Disabled(f"{key.arn} is disabled.")
     raise InvalidState(f"{key.arn} is {_state_words(key.state)}.")
+
+
+def require_key_usage(key: Key, usage: str, operation: str) -> None:
+    """AWS's InvalidKeyUsageException when the key is not made for ``operation``."""
+    if key.key_usage != usage:
+        raise InvalidKeyUsage(f"{key.arn} key usage is {key.key_usage} which is not valid for {operation}.")
+
+
+def require_symmetric_encryption(key: Key, operation: str) -> None:
+    """Operations of symmetric encryption keys only (GenerateDataKey, ReEncrypt's blob side...)."""
+    require_key_usage(key, "ENCRYPT_DECRYPT", operation)
+    if key.key_spec != SYMMETRIC_DEFAULT:
+        raise InvalidKeyUsage(f"{key.arn} key spec is {key.key_spec} which is not valid for {operation}.")
+
+
+def require_symmetric_for_rotation(key: Key, operation: str) -> None:
+    """AWS rotates only symmetric encryption keys; asymmetric and HMAC keys refuse."""
+    if key.key_spec != SYMMETRIC_DEFAULT:
+        raise UnsupportedOperation(
+            f"{operation} is not supported on {key.arn}: key rotation is supported only on "
+            f"symmetric encryption KMS keys, and this key's spec is {key.key_spec}."
+        )
 
 
 def require_not_pending_deletion(key: Key) -> None:
@@ -142,12 +166,14 @@ def key_metadata(key: Key) -> dict[str, Any]:
         "KeyManager": key.manager,
         "CustomerMasterKeySpec": key.key_spec,
         "KeySpec": key.key_spec,
-        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        **SPECS[key.key_spec].algorithms_for(key.key_usage),
         "MultiRegion": False,
     }
     if key.state == KeyState.PENDING_DELETION:
         meta["DeletionDate"] = key.deletion_date
-    if key.current_material is not None:
+    # AWS shows a material id only for symmetric encryption keys, the ones
+    # that rotate and can have several.
+    if key.current_material is not None and key.key_spec == SYMMETRIC_DEFAULT:
         meta["CurrentKeyMaterialId"] = key.current_material.material_id
     return meta
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from audit.services import Operation, audited
 from keys import crypto, selectors
+from keys.crypto import asymmetric
 from keys.crypto.errors import CryptoError
-from keys.models import Key
-from keys.services.common import require_usable_for_crypto
+from keys.crypto.specs import SPECS, oaep_max_plaintext
+from keys.models import Key, KeyMaterial
+from keys.services.common import require_key_usage, require_symmetric_encryption, require_usable_for_crypto
 from keys.services.material import material_unwrap
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
@@ -56,9 +58,20 @@ class DataKeyResult:
     key_material_id: str
 
 
-def _check_algorithm(key: Key, algorithm: str | None) -> None:
-    if algorithm not in (None, SYMMETRIC_DEFAULT):
-        raise InvalidKeyUsage(f"{key.arn} does not support the encryption algorithm {algorithm}.")
+def _check_algorithm(key: Key, algorithm: str | None, operation: str = "Encrypt") -> str:
+    """The key's usage must be ENCRYPT_DECRYPT and the algorithm one its spec offers."""
+    require_key_usage(key, "ENCRYPT_DECRYPT", operation)
+    chosen = algorithm or SYMMETRIC_DEFAULT
+    if chosen not in SPECS[key.key_spec].encryption:
+        raise InvalidKeyUsage(f"{key.arn} does not support the encryption algorithm {chosen}.")
+    return chosen
+
+
+def _check_no_context(context: Mapping[str, str] | None) -> None:
+    # RSAES-OAEP has nothing to bind a context to; accepting one silently
+    # would let a caller believe it was enforced.
+    if context:
+        raise ValidationError("EncryptionContext is supported only on operations with symmetric encryption KMS keys.")
 
 
 def _context_params(context: Mapping[str, str] | None, algorithm: str | None) -> dict[str, Any]:
@@ -76,7 +89,13 @@ def _seal(key: Key, plaintext: bytes, context: Mapping[str, str] | None) -> tupl
 
 
 def _prepare(
-    op: Operation, caller: Caller, key: Key, action: str, context: Mapping[str, str] | None, dry_run: bool
+    op: Operation,
+    caller: Caller,
+    key: Key,
+    action: str,
+    context: Mapping[str, str] | None,
+    dry_run: bool,
+    algorithm: str = SYMMETRIC_DEFAULT,
 ) -> None:
     if key not in op.keys:
         op.keys.append(key)
@@ -84,7 +103,7 @@ def _prepare(
         caller=caller,
         action=action,
         key=key,
-        context={"EncryptionContext": dict(context or {}), "kms:EncryptionAlgorithm": SYMMETRIC_DEFAULT},
+        context={"EncryptionContext": dict(context or {}), "kms:EncryptionAlgorithm": algorithm},
     )
     require_usable_for_crypto(key)
     if dry_run:
@@ -109,11 +128,43 @@ def key_encrypt(
                 "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
                 f"Member must have length between 1 and {MAX_PLAINTEXT}"
             )
-        _check_algorithm(key, algorithm)
+        chosen = _check_algorithm(key, algorithm)
+        if chosen != SYMMETRIC_DEFAULT:
+            return _rsa_encrypt(op, caller, key, plaintext, context, chosen, dry_run)
         _prepare(op, caller, key, "kms:Encrypt", context, dry_run)
         blob, material_id = _seal(key, plaintext, context)
         op.additional_event_data["keyMaterialId"] = material_id
         return EncryptResult(blob, key, material_id)
+
+
+def _rsa_encrypt(
+    op: Operation,
+    caller: Caller,
+    key: Key,
+    plaintext: bytes,
+    context: Mapping[str, str] | None,
+    algorithm: str,
+    dry_run: bool,
+) -> EncryptResult:
+    """RSAES-OAEP under the key's public key: the ciphertext is the raw RSA output, as AWS's."""
+    _prepare(op, caller, key, "kms:Encrypt", context, False, algorithm)
+    _check_no_context(context)
+    limit = oaep_max_plaintext(SPECS[key.key_spec], algorithm)
+    if len(plaintext) > limit:
+        raise ValidationError(
+            f"Plaintext is {len(plaintext)} bytes; {key.key_spec} with {algorithm} encrypts at most {limit} bytes."
+        )
+    if dry_run:
+        raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+    material = _current(key)
+    blob = asymmetric.rsa_encrypt(bytes(material.public_key or b""), algorithm=algorithm, plaintext=plaintext)
+    return EncryptResult(blob, key, material.material_id)
+
+
+def _current(key: Key) -> KeyMaterial:
+    if key.current_material is None:
+        raise NotFound(f"{key.arn} has no key material.")
+    return key.current_material
 
 
 def _open(
@@ -165,10 +216,39 @@ def key_decrypt(
         params["KeyId"] = str(key.id)
     with audited(caller, "Decrypt", request_parameters=params, read_only=True) as op:
         if key is not None:
-            _check_algorithm(key, algorithm)
+            if key.key_spec != SYMMETRIC_DEFAULT:
+                return _rsa_decrypt(op, caller, key, ciphertext, context, algorithm, dry_run)
+            _check_algorithm(key, algorithm, "Decrypt")
         elif algorithm not in (None, SYMMETRIC_DEFAULT):
+            # An asymmetric ciphertext carries no key id: without KeyId there
+            # is no key to try, as in AWS.
             raise InvalidCiphertext(_INVALID_CIPHERTEXT)
         return _open(op, caller, ciphertext, context, key, "kms:Decrypt", dry_run)
+
+
+def _rsa_decrypt(
+    op: Operation,
+    caller: Caller,
+    key: Key,
+    ciphertext: bytes,
+    context: Mapping[str, str] | None,
+    algorithm: str | None,
+    dry_run: bool,
+) -> DecryptResult:
+    """RSAES-OAEP decryption with the key's private key (KeyId and algorithm are required)."""
+    op.keys.append(key)
+    chosen = algorithm or SYMMETRIC_DEFAULT
+    _prepare(op, caller, key, "kms:Decrypt", context, False, chosen)
+    chosen = _check_algorithm(key, algorithm, "Decrypt")
+    _check_no_context(context)
+    if dry_run:
+        raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+    material = _current(key)
+    try:
+        plaintext = asymmetric.rsa_decrypt(material_unwrap(material), algorithm=chosen, ciphertext=ciphertext)
+    except CryptoError as exc:
+        raise InvalidCiphertext(_INVALID_CIPHERTEXT) from exc
+    return DecryptResult(plaintext, key, material.material_id)
 
 
 def key_reencrypt(
@@ -196,8 +276,10 @@ def key_reencrypt(
     }
     with audited(caller, "ReEncrypt", request_parameters=params, read_only=True) as op:
         if source_key is not None:
-            _check_algorithm(source_key, source_algorithm)
-        _check_algorithm(destination_key, destination_algorithm)
+            _check_algorithm(source_key, source_algorithm, "ReEncrypt")
+            require_symmetric_encryption(source_key, "ReEncrypt")
+        _check_algorithm(destination_key, destination_algorithm, "ReEncrypt")
+        require_symmetric_encryption(destination_key, "ReEncrypt")
         opened = _open(op, caller, ciphertext, source_context, source_key, "kms:ReEncryptFrom", False)
         _prepare(op, caller, destination_key, "kms:ReEncryptTo", destination_context, dry_run)
         blob, material_id = _seal(destination_key, opened.plaintext, destination_context)
@@ -224,6 +306,7 @@ def key_generate_data_key(
         params["NumberOfBytes"] = number_of_bytes
     with audited(caller, event, request_parameters=params, read_only=True) as op:
         op.keys.append(key)
+        require_symmetric_encryption(key, event)
         if (key_spec is None) == (number_of_bytes is None):
             raise ValidationError("Please specify either number of bytes or key spec.")
         if key_spec is not None:

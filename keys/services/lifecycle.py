@@ -10,6 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from audit.services import audit_record, audited
+from keys.crypto.specs import SPECS
 from keys.models import Key, KeyManager, KeyOrigin, KeySpec, KeyState, KeyUsage, Tag
 from keys.selectors import decode_marker, encode_marker, key_list_for
 from keys.services.aliases import alias_insert
@@ -23,6 +24,7 @@ from keys.services.common import (
     key_metadata,
     require_customer_managed,
     require_not_pending_deletion,
+    require_symmetric_for_rotation,
 )
 from keys.services.material import material_create
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
@@ -68,12 +70,7 @@ def key_create(
                 **{f"aws:RequestTag/{t.get('TagKey', '')}": t.get("TagValue", "") for t in tags},
             },
         )
-        spec = key_spec or KeySpec.SYMMETRIC_DEFAULT
-        usage = key_usage or KeyUsage.ENCRYPT_DECRYPT
-        if spec != KeySpec.SYMMETRIC_DEFAULT:
-            raise UnsupportedOperation(f"KeySpec {spec} is not supported yet; use SYMMETRIC_DEFAULT.")
-        if usage != KeyUsage.ENCRYPT_DECRYPT:
-            raise ValidationError(f"KeyUsage {usage} is not compatible with KeySpec {spec}.")
+        spec, usage = check_spec_and_usage(key_spec, key_usage)
         if (origin or KeyOrigin.AWS_KMS) != KeyOrigin.AWS_KMS:
             raise UnsupportedOperation(f"Origin {origin} is not supported yet; use AWS_KMS.")
         if multi_region:
@@ -113,6 +110,7 @@ def key_create(
             )
         if rotation_period_days is not None:
             authorize(caller=caller, action="kms:EnableKeyRotation", key=key)
+            require_symmetric_for_rotation(key, "EnableKeyRotation")
             if not MIN_ROTATION_DAYS <= rotation_period_days <= MAX_ROTATION_DAYS:
                 raise ValidationError(
                     f"RotationPeriodInDays must be between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}."
@@ -128,6 +126,29 @@ def key_create(
         op.response_elements = {"KeyMetadata": {"KeyId": str(key.id), "Arn": key.arn}}
         op.additional_event_data["keyMaterialId"] = key.current_material.material_id
     return key
+
+
+def check_spec_and_usage(key_spec: str | None, key_usage: str | None) -> tuple[str, str]:
+    """CreateKey's KeySpec and KeyUsage, checked as AWS does.
+
+    Only a symmetric encryption key may leave KeyUsage out; every other spec
+    must name a usage it supports (RSA: ENCRYPT_DECRYPT or SIGN_VERIFY; NIST
+    ECC: SIGN_VERIFY or KEY_AGREEMENT; ECC_SECG_P256K1 and ML-DSA:
+    SIGN_VERIFY; HMAC: GENERATE_VERIFY_MAC).
+    """
+    spec_name = key_spec or KeySpec.SYMMETRIC_DEFAULT
+    spec = SPECS.get(spec_name)
+    if spec is None:
+        raise UnsupportedOperation(f"KeySpec {spec_name} is not supported by kmsweb.")
+    if key_usage is None:
+        if spec_name != KeySpec.SYMMETRIC_DEFAULT:
+            raise ValidationError(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys."
+            )
+        return spec_name, KeyUsage.ENCRYPT_DECRYPT
+    if key_usage not in spec.usages:
+        raise ValidationError(f"KeyUsage {key_usage} is not compatible with KeySpec {spec_name}")
+    return spec_name, key_usage
 
 
 def key_describe_metadata(key: Key) -> dict[str, Any]:

@@ -18,7 +18,10 @@ from pathlib import Path
 from django.conf import settings
 
 from keys.crypto import LocalRootKey, RootKeyring, generate_material
+from keys.crypto.asymmetric import generate_key_pair
 from keys.crypto.errors import CryptoError
+from keys.crypto.hmac import generate_hmac_material
+from keys.crypto.specs import SPECS
 from keys.models import Key, KeyMaterial
 from kmsweb.lib.errors import InternalError
 
@@ -90,14 +93,28 @@ def new_material_id() -> str:
 
 
 def material_create(*, key: Key, version: int, now: datetime, rotation_type: str = "") -> KeyMaterial:
-    """Generate, wrap and save one version of ``key``'s material (no commit of its own)."""
+    """Generate, wrap and save one version of ``key``'s material (no commit of its own).
+
+    The material follows the key spec: 256 random bits for SYMMETRIC_DEFAULT,
+    digest-sized random bytes for HMAC, and for RSA, ECC and ML-DSA the
+    private key as PKCS#8 DER (wrapped) with its public key beside it.
+    """
     provider = root_key_provider()
-    raw = generate_material()
+    spec = SPECS[key.key_spec]
+    public: bytes | None = None
+    if spec.is_asymmetric:
+        pair = generate_key_pair(spec.name)
+        raw, public = pair.private_der, pair.public_der
+    elif spec.family == "hmac":
+        raw = generate_hmac_material(spec)
+    else:
+        raw = generate_material()
     return KeyMaterial.objects.create(
         key=key,
         version=version,
         material_id=new_material_id(),
         wrapped=provider.wrap(raw, _aad(key.id, version)),
+        public_key=public,
         root_key_id=provider.key_id,
         created_at=now,
         rotation_type=rotation_type,

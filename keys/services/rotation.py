@@ -16,7 +16,13 @@ from django.utils import timezone
 from audit.services import audited
 from keys.models import Key, KeyMaterial, RotationType
 from keys.selectors import decode_marker, encode_marker, rotation_entry
-from keys.services.common import key_forget, key_lock, require_customer_managed, require_usable_for_crypto
+from keys.services.common import (
+    key_forget,
+    key_lock,
+    require_customer_managed,
+    require_symmetric_for_rotation,
+    require_usable_for_crypto,
+)
 from keys.services.material import material_create
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, LimitExceeded, ValidationError
@@ -42,6 +48,7 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
                 f"constraint: Member must have value between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}"
             )
         require_customer_managed(key, "EnableKeyRotation")
+        require_symmetric_for_rotation(key, "EnableKeyRotation")
         key = key_lock(key)
         require_usable_for_crypto(key)
         rotation_schedule(key=key, days=days, now=timezone.now())
@@ -68,6 +75,7 @@ def key_disable_rotation(*, caller: Caller, key: Key) -> None:
         op.keys.append(key)
         authorize(caller=caller, action="kms:DisableKeyRotation", key=key)
         require_customer_managed(key, "DisableKeyRotation")
+        require_symmetric_for_rotation(key, "DisableKeyRotation")
         key = key_lock(key)
         require_usable_for_crypto(key)
         Key.objects.filter(pk=key.pk).update(rotation_enabled=False, next_rotation_at=None)
@@ -102,6 +110,7 @@ def key_rotate(
         authorize(caller=caller, action="kms:RotateKeyOnDemand", key=key)
         if rotation_type == RotationType.ON_DEMAND:
             require_customer_managed(key, event)
+        require_symmetric_for_rotation(key, event)
         if locked:
             key_forget(key)
         else:

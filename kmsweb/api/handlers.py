@@ -13,7 +13,7 @@ from typing import Any
 from keys import selectors, services
 from keys.models import Key
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import NotFound, ValidationError
+from kmsweb.lib.errors import NotFound, UnsupportedOperation, ValidationError
 from policies import services as policy_services
 
 Params = dict[str, Any]
@@ -112,7 +112,11 @@ def encrypt(caller: Caller, p: Params) -> dict[str, Any]:
         algorithm=p.get("EncryptionAlgorithm"),
         dry_run=bool(p.get("DryRun")),
     )
-    return {"CiphertextBlob": result.ciphertext, "KeyId": result.key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+    return {
+        "CiphertextBlob": result.ciphertext,
+        "KeyId": result.key.arn,
+        "EncryptionAlgorithm": p.get("EncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
+    }
 
 
 def _require_blob(p: Params) -> None:
@@ -138,7 +142,7 @@ def decrypt(caller: Caller, p: Params) -> dict[str, Any]:
     return {
         "KeyId": result.key.arn,
         "Plaintext": result.plaintext,
-        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "EncryptionAlgorithm": p.get("EncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
         "KeyMaterialId": result.key_material_id,
     }
 
@@ -194,6 +198,108 @@ def generate_data_key_without_plaintext(caller: Caller, p: Params) -> dict[str, 
 
 def generate_random(caller: Caller, p: Params) -> dict[str, Any]:
     return {"Plaintext": services.random_generate(caller=caller, number_of_bytes=p.get("NumberOfBytes"))}
+
+
+def sign(caller: Caller, p: Params) -> dict[str, Any]:
+    signature, key = services.key_sign(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        message=p["Message"],
+        algorithm=p["SigningAlgorithm"],
+        message_type=p.get("MessageType"),
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"KeyId": key.arn, "Signature": signature, "SigningAlgorithm": p["SigningAlgorithm"]}
+
+
+def verify(caller: Caller, p: Params) -> dict[str, Any]:
+    key = services.key_verify(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        message=p["Message"],
+        signature=p["Signature"],
+        algorithm=p["SigningAlgorithm"],
+        message_type=p.get("MessageType"),
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"KeyId": key.arn, "SignatureValid": True, "SigningAlgorithm": p["SigningAlgorithm"]}
+
+
+def get_public_key(caller: Caller, p: Params) -> dict[str, Any]:
+    result = services.key_get_public_key(caller=caller, key=_key(caller, p, allow_alias=True))
+    return {**result.metadata, "PublicKey": result.public_key}
+
+
+def generate_mac(caller: Caller, p: Params) -> dict[str, Any]:
+    mac, key = services.key_generate_mac(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        message=p["Message"],
+        algorithm=p["MacAlgorithm"],
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"Mac": mac, "MacAlgorithm": p["MacAlgorithm"], "KeyId": key.arn}
+
+
+def verify_mac(caller: Caller, p: Params) -> dict[str, Any]:
+    key = services.key_verify_mac(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        message=p["Message"],
+        mac=p["Mac"],
+        algorithm=p["MacAlgorithm"],
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"KeyId": key.arn, "MacValid": True, "MacAlgorithm": p["MacAlgorithm"]}
+
+
+def derive_shared_secret(caller: Caller, p: Params) -> dict[str, Any]:
+    if p.get("Recipient"):
+        raise UnsupportedOperation("Recipient (Nitro Enclaves attestation) is not supported by kmsweb.")
+    secret, key = services.key_derive_shared_secret(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        algorithm=p["KeyAgreementAlgorithm"],
+        public_key=p["PublicKey"],
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {
+        "KeyId": key.arn,
+        "SharedSecret": secret,
+        "KeyAgreementAlgorithm": p["KeyAgreementAlgorithm"],
+        "KeyOrigin": key.origin,
+    }
+
+
+def _data_key_pair(caller: Caller, p: Params, *, with_plaintext: bool) -> dict[str, Any]:
+    if p.get("Recipient"):
+        raise UnsupportedOperation("Recipient (Nitro Enclaves attestation) is not supported by kmsweb.")
+    result = services.key_generate_data_key_pair(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        key_pair_spec=p["KeyPairSpec"],
+        context=p.get("EncryptionContext"),
+        with_plaintext=with_plaintext,
+        dry_run=bool(p.get("DryRun")),
+    )
+    out: dict[str, Any] = {
+        "PrivateKeyCiphertextBlob": result.private_key_ciphertext,
+        "PublicKey": result.public_key,
+        "KeyId": result.key.arn,
+        "KeyPairSpec": result.key_pair_spec,
+        "KeyMaterialId": result.key_material_id,
+    }
+    if with_plaintext:
+        out["PrivateKeyPlaintext"] = result.private_key_plaintext
+    return out
+
+
+def generate_data_key_pair(caller: Caller, p: Params) -> dict[str, Any]:
+    return _data_key_pair(caller, p, with_plaintext=True)
+
+
+def generate_data_key_pair_without_plaintext(caller: Caller, p: Params) -> dict[str, Any]:
+    return _data_key_pair(caller, p, with_plaintext=False)
 
 
 def create_alias(caller: Caller, p: Params) -> dict[str, Any]:
@@ -348,6 +454,14 @@ HANDLERS: dict[str, Handler] = {
     "GenerateDataKey": generate_data_key,
     "GenerateDataKeyWithoutPlaintext": generate_data_key_without_plaintext,
     "GenerateRandom": generate_random,
+    "Sign": sign,
+    "Verify": verify,
+    "GetPublicKey": get_public_key,
+    "GenerateMac": generate_mac,
+    "VerifyMac": verify_mac,
+    "DeriveSharedSecret": derive_shared_secret,
+    "GenerateDataKeyPair": generate_data_key_pair,
+    "GenerateDataKeyPairWithoutPlaintext": generate_data_key_pair_without_plaintext,
     "CreateAlias": create_alias,
     "UpdateAlias": update_alias,
     "DeleteAlias": delete_alias,

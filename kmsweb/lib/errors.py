@@ -184,3 +184,15 @@ class InvalidGrantId(KmsError):
     """AWS `InvalidGrantIdException`."""
 
     code = "InvalidGrantIdException"
+
+
+class KmsInvalidSignature(KmsError):
+    """AWS `KMSInvalidSignatureException`: Verify found the signature not valid."""
+
+    code = "KMSInvalidSignatureException"
+
+
+class KmsInvalidMac(KmsError):
+    """AWS `KMSInvalidMacException`: VerifyMac found the MAC not valid."""
+
+    code = "KMSInvalidMacException"
