@@ -8,6 +8,30 @@ from typing import Any
 
 from django import forms
 
+from keys.crypto.specs import SPECS, SYMMETRIC_DEFAULT
+
+# The create form's key spec menu, grouped as AWS's console groups them.
+KEY_SPEC_CHOICES = [
+    ("Symmetric", [(SYMMETRIC_DEFAULT, "SYMMETRIC_DEFAULT (AES-256-GCM)")]),
+    ("RSA", [(n, n) for n in ("RSA_2048", "RSA_3072", "RSA_4096")]),
+    ("Elliptic curve", [(n, n) for n in ("ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1")]),
+    ("HMAC", [(n, n) for n in ("HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512")]),
+    ("ML-DSA (post-quantum signatures)", [(n, n) for n in ("ML_DSA_44", "ML_DSA_65", "ML_DSA_87")]),
+]
+KEY_USAGE_LABELS = {
+    "ENCRYPT_DECRYPT": "Encrypt and decrypt",
+    "SIGN_VERIFY": "Sign and verify",
+    "GENERATE_VERIFY_MAC": "Generate and verify MAC",
+    "KEY_AGREEMENT": "Key agreement (ECDH)",
+}
+
+
+def usage_choices(spec: str) -> list[tuple[str, str]]:
+    """The usages a key spec supports, for the usage menu."""
+    known = SPECS.get(spec, SPECS[SYMMETRIC_DEFAULT])
+    return [(u, f"{u} — {KEY_USAGE_LABELS[u]}") for u in known.usages]
+
+
 _ALIAS = re.compile(r"^[a-zA-Z0-9/_-]+$")
 
 
@@ -49,16 +73,41 @@ def parse_tags(text: str) -> list[dict[str, str]]:
 
 class KeyCreateForm(forms.Form):
     description = forms.CharField(required=False, max_length=8192, widget=forms.TextInput)
+    # Optional as in CreateKey: left out, the key is SYMMETRIC_DEFAULT for ENCRYPT_DECRYPT.
+    key_spec = forms.ChoiceField(choices=KEY_SPEC_CHOICES, initial=SYMMETRIC_DEFAULT, label="Key spec", required=False)
+    key_usage = forms.ChoiceField(choices=usage_choices(SYMMETRIC_DEFAULT), label="Key usage", required=False)
     alias = forms.CharField(required=False, max_length=256, help_text="e.g. payroll/db (alias/ is added)")
     tags = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="key=value per line")
     rotation_enabled = forms.BooleanField(required=False, initial=True, label="Rotate automatically")
     rotation_period_days = forms.IntegerField(min_value=90, max_value=2560, initial=365, label="Rotation period (days)")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        spec = self.data.get("key_spec") if self.is_bound else self.initial.get("key_spec")
+        self.set_spec(str(spec or SYMMETRIC_DEFAULT))
+
+    def set_spec(self, spec: str) -> None:
+        """Offer only the usages ``spec`` supports (the menu the HTMX swap re-renders)."""
+        field = self.fields["key_usage"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = usage_choices(spec)
+        self.fields["key_usage"].widget.attrs["id"] = "id_key_usage"
 
     def clean_alias(self) -> str:
         return clean_alias_name(self.cleaned_data["alias"])
 
     def clean_tags(self) -> list[dict[str, str]]:
         return parse_tags(self.cleaned_data["tags"])
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        spec = data.get("key_spec")
+        if spec and spec != SYMMETRIC_DEFAULT and data.get("rotation_enabled"):
+            self.add_error(
+                "rotation_enabled",
+                "Automatic rotation is available only for symmetric encryption keys; untick it for this key spec.",
+            )
+        return data
 
 
 class ScheduleDeletionForm(forms.Form):

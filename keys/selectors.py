@@ -20,6 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Max, Prefetch, QuerySet
 
+from keys.crypto.asymmetric import public_pem
+from keys.crypto.specs import SPECS
 from keys.filters import KeyFilter
 from keys.models import Alias, Key, KeyManager, KeyMaterial, KeyOrigin, KeySpec, KeyState
 from kmsweb.lib.caller import Caller
@@ -337,6 +339,10 @@ class KeyDetail:
     last_used: datetime | None
     # Live grants (not retired, revoked or expired), oldest first.
     grants: list[Any]
+    # DescribeKey's algorithm lists (EncryptionAlgorithms, SigningAlgorithms, ...).
+    algorithms: dict[str, list[str]]
+    # The public key of an asymmetric key, PEM; None for symmetric and HMAC keys.
+    public_pem: str | None
 
 
 def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
@@ -356,4 +362,19 @@ def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
         rotation=rotation_outlook(key, timezone.now()),
         last_used=last_used_by_key(key_ids=[str(key.id)]).get(str(key.id)),
         grants=list(Grant.objects.live(timezone.now()).filter(key=key).order_by("created_at", "id")),
+        algorithms=SPECS[key.key_spec].algorithms_for(key.key_usage),
+        public_pem=key_public_pem(key),
     )
+
+
+def key_public_pem(key: Key) -> str | None:
+    """The current public key of an asymmetric key as PEM (public data, not a secret)."""
+    material = key.current_material
+    if material is None or not material.public_key:
+        return None
+    return public_pem(bytes(material.public_key))
+
+
+def public_key_pem(public_der: bytes) -> str:
+    """PEM text of a DER SubjectPublicKeyInfo."""
+    return public_pem(public_der)

@@ -34,7 +34,16 @@ from keys.forms import (
 )
 from keys.models import Key, KeyManager
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, KmsError, MalformedPolicyDocument, NotFound, TagError
+from kmsweb.lib.errors import (
+    AlreadyExists,
+    InvalidAliasName,
+    KmsError,
+    MalformedPolicyDocument,
+    NotFound,
+    TagError,
+    UnsupportedOperation,
+    ValidationError,
+)
 from kmsweb.lib.htmx import wants_partial
 from policies.roles import role_allows
 
@@ -158,6 +167,8 @@ def key_create(request: Any) -> HttpResponse:
             key = services.key_create(
                 caller=caller,
                 description=data["description"],
+                key_spec=data["key_spec"] or None,
+                key_usage=data["key_usage"] or None,
                 tags=data["tags"],
                 alias=data["alias"] or None,
                 rotation_period_days=data["rotation_period_days"] if data["rotation_enabled"] else None,
@@ -166,11 +177,31 @@ def key_create(request: Any) -> HttpResponse:
             form.add_error("alias", exc.message)
         except TagError as exc:
             form.add_error("tags", exc.message)
+        except (ValidationError, UnsupportedOperation) as exc:
+            form.add_error("key_usage", exc.message)
         else:
             messages.success(request, f"Created key {key.id}.")
             url = reverse("keys:key_detail", args=[key.id])
             return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     return render(request, "keys/key_create.html", {"form": form, "nav": "keys"})
+
+
+@require_GET
+def key_create_usage(request: Any) -> HttpResponse:
+    """The usage menu for the key spec the create form has chosen (swapped in by HTMX)."""
+    form = KeyCreateForm(initial={"key_spec": request.GET.get("key_spec", "")})
+    return render(request, "keys/partials/key_create_usage.html", {"field": form["key_usage"]})
+
+
+@require_GET
+def key_public_key(request: Any, key_id: str) -> HttpResponse:
+    """Download an asymmetric key's public key as PEM (GetPublicKey, authorized and audited)."""
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    result = services.key_get_public_key(caller=caller, key=key)
+    response = HttpResponse(selectors.public_key_pem(result.public_key), content_type="application/x-pem-file")
+    response["Content-Disposition"] = f'attachment; filename="{key.id}.pem"'
+    return response
 
 
 def _refresh(request: Any, caller: Caller, key_id: str, event: str, **extra: Any) -> HttpResponse:

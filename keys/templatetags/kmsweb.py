@@ -53,3 +53,9 @@ def duration(seconds: float | None) -> str:
 def counts(values: dict[str, int] | None) -> str:
     """A job run's counts as "rotated 3 · skipped 0", by name (PostgreSQL's jsonb keeps no order)."""
     return " · ".join(f"{name} {value}" for name, value in sorted((values or {}).items())) or "—"
+
+
+@register.filter
+def algorithm_label(field: str) -> str:
+    """DescribeKey's list names as labels ("SigningAlgorithms" -> "Signing algorithms")."""
+    return state_label(field)
