@@ -53,6 +53,15 @@ SYMMETRIC_GRANT_OPERATIONS = frozenset(
     }
 )
 CONSTRAINABLE_OPERATIONS = SYMMETRIC_GRANT_OPERATIONS - {"DescribeKey"}
+# Operations a grant may list for the other kinds of keys, by key usage (AWS's
+# grant operations table): each key offers only the operations it can do.
+_ANY_KEY_OPERATIONS = frozenset({"CreateGrant", "RetireGrant", "DescribeKey"})
+GRANT_OPERATIONS_BY_USAGE = {
+    "ENCRYPT_DECRYPT": _ANY_KEY_OPERATIONS | {"Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GetPublicKey"},
+    "SIGN_VERIFY": _ANY_KEY_OPERATIONS | {"Sign", "Verify", "GetPublicKey"},
+    "GENERATE_VERIFY_MAC": _ANY_KEY_OPERATIONS | {"GenerateMac", "VerifyMac"},
+    "KEY_AGREEMENT": _ANY_KEY_OPERATIONS | {"DeriveSharedSecret", "GetPublicKey"},
+}
 _TOKEN_SALT = "kmsweb.grant-token"  # noqa: S105 - a signing salt, not a secret
 _PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(root|(user|role|service)/[\w+=,.@/-]{1,512})$")
 
@@ -147,9 +156,19 @@ def grant_parameters_check(
     """
     if not operations:
         raise ValidationError("Operations must list at least one operation.")
-    invalid = sorted(set(operations) - SYMMETRIC_GRANT_OPERATIONS)
-    if invalid and key.key_spec == KeySpec.SYMMETRIC_DEFAULT:
-        raise ValidationError(f"The operations {', '.join(invalid)} are not valid for the symmetric key {key.arn}.")
+    if key.key_spec == KeySpec.SYMMETRIC_DEFAULT:
+        invalid = sorted(set(operations) - SYMMETRIC_GRANT_OPERATIONS)
+        if invalid:
+            raise ValidationError(f"The operations {', '.join(invalid)} are not valid for the symmetric key {key.arn}.")
+    else:
+        invalid = sorted(set(operations) - GRANT_OPERATIONS_BY_USAGE.get(key.key_usage, _ANY_KEY_OPERATIONS))
+        if invalid:
+            raise ValidationError(
+                f"The operations {', '.join(invalid)} are not valid for the {key.key_spec} key {key.arn} "
+                f"with key usage {key.key_usage}."
+            )
+        if constraints:
+            raise ValidationError(f"Grant constraints are not supported for the {key.key_spec} key {key.arn}.")
     checked = _check_constraints(constraints, operations)
     _check_principal_arn(grantee_principal, "GranteePrincipal")
     if retiring_principal:

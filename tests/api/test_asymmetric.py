@@ -567,3 +567,31 @@ def test_it_keeps_other_accounts_and_unprivileged_principals_out(kms_client, mak
     refused(
         nobody, "generate_mac", "AccessDeniedException", KeyId=mac_key, Message=MESSAGE, MacAlgorithm="HMAC_SHA_256"
     )
+
+
+def test_it_lets_a_grant_give_signing_and_only_the_operations_the_key_has(kms_client, make_persona, kms) -> None:
+    key_id = new_key(kms, "ECC_NIST_P256", "SIGN_VERIFY")
+    grantee = make_persona("ci-signer", policy=None)
+    signer = kms_client(grantee)
+    refused(signer, "sign", "AccessDeniedException", KeyId=key_id, Message=MESSAGE, SigningAlgorithm="ECDSA_SHA_256")
+    refused(
+        kms,
+        "create_grant",
+        "ValidationException",
+        KeyId=key_id,
+        GranteePrincipal=grantee.principal.arn,
+        Operations=["Sign", "Encrypt"],
+    )
+    kms.create_grant(KeyId=key_id, GranteePrincipal=grantee.principal.arn, Operations=["Sign", "GetPublicKey"])
+    signature = signer.sign(KeyId=key_id, Message=MESSAGE, SigningAlgorithm="ECDSA_SHA_256")["Signature"]
+    public = serialization.load_der_public_key(signer.get_public_key(KeyId=key_id)["PublicKey"])
+    public.verify(signature, MESSAGE, ec.ECDSA(hashes.SHA256()))
+    refused(
+        signer,
+        "verify",
+        "AccessDeniedException",
+        KeyId=key_id,
+        Message=MESSAGE,
+        Signature=signature,
+        SigningAlgorithm="ECDSA_SHA_256",
+    )
