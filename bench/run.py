@@ -66,6 +66,8 @@ class Target:
     preset: str = "generic"
     label: str = "target"
     ciphertext_blob: bytes | None = None
+    # Keys of other specs, by benchmark operation (Sign-ECC_NIST_P256, GenerateMac, ...).
+    op_keys: dict[str, str] | None = None
 
 
 @dataclass
@@ -152,6 +154,18 @@ def prepare(target: Target, operations: list[str]) -> None:
             # A fixed nonce, so that every run sends the same bytes.
             target.ciphertext_blob = seal(AESGCM(floor_key()), target.key_id, plaintext, bytes(12))
         return
+    special = [op for op in operations if op in sign.KEY_OPERATIONS]
+    if special and target.preset == "floor":
+        raise BenchFailure(f"the floor app implements only {', '.join(sign.OPERATIONS)}, not {', '.join(special)}")
+    if special:
+        target.op_keys = target.op_keys or {}
+        client = boto_client(target)
+        for op in special:
+            if op not in target.op_keys:
+                key_spec, key_usage = sign.KEY_OPERATIONS[op][:2]
+                made = client.create_key(Description=f"kmsweb bench {op}", KeySpec=key_spec, KeyUsage=key_usage)
+                target.op_keys[op] = made["KeyMetadata"]["KeyId"]
+                print(f"# created {key_spec} key {target.op_keys[op]} for {op}", file=sys.stderr)
     if target.key_id and (target.ciphertext_blob is not None or "Decrypt" not in operations):
         return
     client = boto_client(target)
@@ -168,7 +182,8 @@ def prepare(target: Target, operations: list[str]) -> None:
 
 
 def signed_request(target: Target, op: str) -> sign.SignedRequest:
-    body = sign.request_body(op, target.key_id, target.ciphertext_blob)
+    key_id = (target.op_keys or {}).get(op, target.key_id)
+    body = sign.request_body(op, key_id, target.ciphertext_blob)
     return sign.sign(target.url, op, body, target.access_key, target.secret, target.region)
 
 
@@ -195,7 +210,9 @@ def preflight(target: Target, op: str, signed: sign.SignedRequest) -> None:
         "Encrypt": ["CiphertextBlob"],
         "Decrypt": ["Plaintext"],
         "GenerateDataKey": ["CiphertextBlob", "Plaintext"],
-    }[op]
+        "Sign": ["Signature"],
+        "GenerateMac": ["Mac"],
+    }[sign.kms_operation(op)]
     missing = [field for field in wanted if field not in answer]
     if missing:
         raise BenchFailure(f"{target.label} {op}: answer lacks {missing}: {text[:300]}")
@@ -409,7 +426,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ops",
         default=env("BENCH_OPS", ",".join(sign.OPERATIONS)),
-        help="comma-separated: Encrypt,Decrypt,GenerateDataKey",
+        help="comma-separated, from: " + ",".join(sign.ALL_OPERATIONS),
     )
     parser.add_argument(
         "--duration",

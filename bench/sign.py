@@ -14,7 +14,13 @@ Operations and bodies (the same for every target):
 * Decrypt          {"CiphertextBlob": <blob, base64>, "KeyId": K}
 * GenerateDataKey  {"KeyId": K, "KeySpec": "AES_256"}
 
-The 4 KiB plaintext is the same pseudo-random bytes on every run.
+and, each with a key of its own spec (made by the runner):
+
+* Sign-ECC_NIST_P256  Sign {"KeyId": K, "Message": <4 KiB>, "MessageType": "RAW", "SigningAlgorithm": "ECDSA_SHA_256"}
+* Sign-RSA_2048       Sign, the same with "RSASSA_PKCS1_V1_5_SHA_256"
+* GenerateMac         {"KeyId": K, "Message": <4 KiB>, "MacAlgorithm": "HMAC_SHA_256"} with an HMAC_256 key
+
+The 4 KiB plaintext (and message) is the same pseudo-random bytes on every run.
 """
 
 from __future__ import annotations
@@ -33,6 +39,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 OPERATIONS = ("Encrypt", "Decrypt", "GenerateDataKey")
+# Benchmark operations that need a key of another spec: (KeySpec, KeyUsage, KMS operation, algorithm member).
+KEY_OPERATIONS = {
+    "Sign-ECC_NIST_P256": ("ECC_NIST_P256", "SIGN_VERIFY", "Sign", {"SigningAlgorithm": "ECDSA_SHA_256"}),
+    "Sign-RSA_2048": ("RSA_2048", "SIGN_VERIFY", "Sign", {"SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256"}),
+    "GenerateMac": ("HMAC_256", "GENERATE_VERIFY_MAC", "GenerateMac", {"MacAlgorithm": "HMAC_SHA_256"}),
+}
+ALL_OPERATIONS = OPERATIONS + tuple(KEY_OPERATIONS)
 CONTENT_TYPE = "application/x-amz-json-1.1"
 PLAINTEXT_SIZE = 4096
 PLAINTEXT_SEED = 4096
@@ -41,10 +54,16 @@ PLAINTEXT_SEED = 4096
 def canonical_op(name: str) -> str:
     """Accept Encrypt / encrypt / generate-data-key / generate_data_key ..."""
     squashed = name.replace("-", "").replace("_", "").lower()
-    for op in OPERATIONS:
-        if op.lower() == squashed:
+    for op in ALL_OPERATIONS:
+        if op.replace("-", "").replace("_", "").lower() == squashed:
             return op
-    raise ValueError(f"unknown operation {name!r}; choose from {', '.join(OPERATIONS)}")
+    raise ValueError(f"unknown operation {name!r}; choose from {', '.join(ALL_OPERATIONS)}")
+
+
+def kms_operation(op: str) -> str:
+    """The KMS operation (X-Amz-Target) a benchmark operation calls."""
+    op = canonical_op(op)
+    return KEY_OPERATIONS[op][2] if op in KEY_OPERATIONS else op
 
 
 def bench_plaintext(size: int = PLAINTEXT_SIZE) -> bytes:
@@ -56,7 +75,12 @@ def request_body(
     op: str, key_id: str, ciphertext_blob: bytes | None = None, plaintext_size: int = PLAINTEXT_SIZE
 ) -> str:
     op = canonical_op(op)
-    if op == "Encrypt":
+    if op in KEY_OPERATIONS:
+        message = base64.b64encode(bench_plaintext(plaintext_size)).decode()
+        payload = {"KeyId": key_id, "Message": message, **KEY_OPERATIONS[op][3]}
+        if KEY_OPERATIONS[op][2] == "Sign":
+            payload["MessageType"] = "RAW"
+    elif op == "Encrypt":
         payload = {"KeyId": key_id, "Plaintext": base64.b64encode(bench_plaintext(plaintext_size)).decode()}
     elif op == "Decrypt":
         if ciphertext_blob is None:
@@ -95,7 +119,7 @@ def sign(
     session_token: str | None = None,
 ) -> SignedRequest:
     """Sign one POST of ``body`` for KMS operation ``op`` with botocore's SigV4."""
-    op = canonical_op(op)
+    op = kms_operation(op)
     parts = urlsplit(url)
     path = parts.path or "/"
     if parts.query:
@@ -164,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret", default=env("BENCH_SECRET_ACCESS_KEY"))
     parser.add_argument("--region", default=env("BENCH_REGION", "us-east-1"))
     parser.add_argument("--key-id", default=env("BENCH_KEY_ID"))
-    parser.add_argument("--op", default="Encrypt", help="Encrypt, Decrypt or GenerateDataKey")
+    parser.add_argument("--op", default="Encrypt", help=", ".join(ALL_OPERATIONS))
     parser.add_argument("--ciphertext-blob", help="base64 blob for Decrypt")
     parser.add_argument("--strict", action="store_true", help="count non-2xx answers in Lua")
     parser.add_argument("--out", required=True, help="the .lua file to write")
@@ -175,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     body = request_body(args.op, args.key_id, blob)
     signed = sign(args.url, args.op, body, args.access_key, args.secret, args.region)
     write_lua(args.out, signed, args.strict)
-    print(f"wrote {args.out}: {canonical_op(args.op)} to {args.url} ({len(body)} byte body)", file=sys.stderr)
+    print(f"wrote {args.out}: {kms_operation(args.op)} to {args.url} ({len(body)} byte body)", file=sys.stderr)
     return 0
 
 

@@ -102,6 +102,11 @@ def check_targets(results: dict) -> list[str]:
             ok = ratio > factor if factor == 1.0 else ratio >= factor
             lines.append(f"- Encrypt {text}: {ratio:.2f}x of {ref.requests_per_s:,.0f} -> {'PASS' if ok else 'FAIL'}")
     lines.append(f"- Encrypt p99 < 25 ms: {kms.p99_ms:.2f} ms -> {'PASS' if kms.p99_ms < 25 else 'FAIL'}")
+    ecdsa = results.get(("kmsweb", "Sign-ECC_NIST_P256"))
+    if ecdsa is not None:
+        ratio = ecdsa.requests_per_s / kms.requests_per_s
+        verdict = "PASS" if ratio >= 0.70 else "FAIL"
+        lines.append(f"- Sign ECC_NIST_P256 >= 70% of Encrypt: {ratio:.0%} of {kms.requests_per_s:,.0f} -> {verdict}")
     return lines
 
 
