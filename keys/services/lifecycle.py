@@ -66,6 +66,11 @@ def key_create(
             action="kms:CreateKey",
             context={
                 "kms:BypassPolicyLockoutSafetyCheck": bypass_policy_lockout_check,
+                # CreateKey's request condition keys: what kind of key is asked for.
+                "kms:KeySpec": key_spec or KeySpec.SYMMETRIC_DEFAULT,
+                "kms:KeyUsage": key_usage or KeyUsage.ENCRYPT_DECRYPT,
+                "kms:KeyOrigin": origin or KeyOrigin.AWS_KMS,
+                "kms:MultiRegion": multi_region,
                 "aws:TagKeys": [t.get("TagKey", "") for t in tags],
                 **{f"aws:RequestTag/{t.get('TagKey', '')}": t.get("TagValue", "") for t in tags},
             },

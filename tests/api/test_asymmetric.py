@@ -595,3 +595,25 @@ def test_it_lets_a_grant_give_signing_and_only_the_operations_the_key_has(kms_cl
         Signature=signature,
         SigningAlgorithm="ECDSA_SHA_256",
     )
+
+
+def test_it_lets_an_identity_policy_limit_which_key_specs_a_principal_creates(kms_client, make_persona) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "kms:CreateKey",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:KeySpec": "ECC_NIST_P256", "kms:KeyUsage": "SIGN_VERIFY"}},
+            }
+        ],
+    }
+    creator = kms_client(make_persona("ecc-only", policy=json.dumps(policy)))
+    made = creator.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", BypassPolicyLockoutSafetyCheck=True)
+    assert made["KeyMetadata"]["KeySpec"] == "ECC_NIST_P256"
+    before = Key.objects.count()
+    refused(creator, "create_key", "AccessDeniedException", KeySpec="RSA_4096", KeyUsage="SIGN_VERIFY")
+    refused(creator, "create_key", "AccessDeniedException", KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")
+    refused(creator, "create_key", "AccessDeniedException")
+    assert Key.objects.count() == before
