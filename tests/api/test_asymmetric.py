@@ -617,3 +617,20 @@ def test_it_lets_an_identity_policy_limit_which_key_specs_a_principal_creates(km
     refused(creator, "create_key", "AccessDeniedException", KeySpec="ECC_NIST_P256", KeyUsage="KEY_AGREEMENT")
     refused(creator, "create_key", "AccessDeniedException")
     assert Key.objects.count() == before
+
+
+def test_it_answers_dry_runs_and_refuses_disabled_keys(kms) -> None:
+    signing = new_key(kms, "ECC_NIST_P256", "SIGN_VERIFY")
+    mac_key = new_key(kms, "HMAC_256", "GENERATE_VERIFY_MAC")
+    sign_params = {"KeyId": signing, "Message": MESSAGE, "SigningAlgorithm": "ECDSA_SHA_256"}
+    mac_params = {"KeyId": mac_key, "Message": MESSAGE, "MacAlgorithm": "HMAC_SHA_256"}
+    event = refused(kms, "sign", "DryRunOperationException", DryRun=True, **sign_params)
+    assert event.request_parameters["signingAlgorithm"] == "ECDSA_SHA_256"
+    refused(kms, "generate_mac", "DryRunOperationException", DryRun=True, **mac_params)
+    for key_id in (signing, mac_key):
+        kms.disable_key(KeyId=key_id)
+    refused(kms, "sign", "DisabledException", **sign_params)
+    refused(kms, "generate_mac", "DisabledException", **mac_params)
+    refused(kms, "get_public_key", "DisabledException", KeyId=signing)
+    kms.enable_key(KeyId=signing)
+    assert kms.sign(**sign_params)["Signature"]
