@@ -480,6 +480,7 @@ def run_options(args: argparse.Namespace) -> dict:
         "verbose": args.verbose,
         "repeat": args.repeat,
         "quiet": args.quiet,
+        "max_others": args.max_others,
     }
 
 
