@@ -145,9 +145,10 @@ def _rsa_encrypt(
     context: Mapping[str, str] | None,
     algorithm: str,
     dry_run: bool,
+    action: str = "kms:Encrypt",
 ) -> EncryptResult:
     """RSAES-OAEP under the key's public key: the ciphertext is the raw RSA output, as AWS's."""
-    _prepare(op, caller, key, "kms:Encrypt", context, False, algorithm)
+    _prepare(op, caller, key, action, context, False, algorithm)
     _check_no_context(context)
     limit = oaep_max_plaintext(SPECS[key.key_spec], algorithm)
     if len(plaintext) > limit:
@@ -234,12 +235,14 @@ def _rsa_decrypt(
     context: Mapping[str, str] | None,
     algorithm: str | None,
     dry_run: bool,
+    action: str = "kms:Decrypt",
 ) -> DecryptResult:
     """RSAES-OAEP decryption with the key's private key (KeyId and algorithm are required)."""
-    op.keys.append(key)
+    if key not in op.keys:
+        op.keys.append(key)
     chosen = algorithm or SYMMETRIC_DEFAULT
-    _prepare(op, caller, key, "kms:Decrypt", context, False, chosen)
-    chosen = _check_algorithm(key, algorithm, "Decrypt")
+    _prepare(op, caller, key, action, context, False, chosen)
+    chosen = _check_algorithm(key, algorithm, "Decrypt" if action == "kms:Decrypt" else "ReEncrypt")
     _check_no_context(context)
     if dry_run:
         raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
@@ -275,12 +278,24 @@ def key_reencrypt(
         "DestinationEncryptionAlgorithm": destination_algorithm or SYMMETRIC_DEFAULT,
     }
     with audited(caller, "ReEncrypt", request_parameters=params, read_only=True) as op:
-        if source_key is not None:
-            _check_algorithm(source_key, source_algorithm, "ReEncrypt")
-            require_symmetric_encryption(source_key, "ReEncrypt")
-        _check_algorithm(destination_key, destination_algorithm, "ReEncrypt")
-        require_symmetric_encryption(destination_key, "ReEncrypt")
-        opened = _open(op, caller, ciphertext, source_context, source_key, "kms:ReEncryptFrom", False)
+        # An RSA source needs its KeyId and algorithm (its ciphertext names no key); an
+        # RSA destination encrypts with RSAES-OAEP under its public key.
+        if source_key is not None and source_key.key_spec != SYMMETRIC_DEFAULT:
+            opened = _rsa_decrypt(
+                op, caller, source_key, ciphertext, source_context, source_algorithm, False, "kms:ReEncryptFrom"
+            )
+        else:
+            if source_key is not None:
+                _check_algorithm(source_key, source_algorithm, "ReEncrypt")
+            elif source_algorithm not in (None, SYMMETRIC_DEFAULT):
+                raise InvalidCiphertext(_INVALID_CIPHERTEXT)
+            opened = _open(op, caller, ciphertext, source_context, source_key, "kms:ReEncryptFrom", False)
+        chosen = _check_algorithm(destination_key, destination_algorithm, "ReEncrypt")
+        if chosen != SYMMETRIC_DEFAULT:
+            sealed = _rsa_encrypt(
+                op, caller, destination_key, opened.plaintext, destination_context, chosen, dry_run, "kms:ReEncryptTo"
+            )
+            return sealed, opened
         _prepare(op, caller, destination_key, "kms:ReEncryptTo", destination_context, dry_run)
         blob, material_id = _seal(destination_key, opened.plaintext, destination_context)
         op.additional_event_data["destinationKeyMaterialId"] = material_id

@@ -164,8 +164,8 @@ def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
         "CiphertextBlob": sealed.ciphertext,
         "SourceKeyId": opened.key.arn,
         "KeyId": sealed.key.arn,
-        "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-        "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "SourceEncryptionAlgorithm": p.get("SourceEncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
+        "DestinationEncryptionAlgorithm": p.get("DestinationEncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
         "SourceKeyMaterialId": opened.key_material_id,
         "DestinationKeyMaterialId": sealed.key_material_id,
     }

@@ -634,3 +634,48 @@ def test_it_answers_dry_runs_and_refuses_disabled_keys(kms) -> None:
     refused(kms, "get_public_key", "DisabledException", KeyId=signing)
     kms.enable_key(KeyId=signing)
     assert kms.sign(**sign_params)["Signature"]
+
+
+def test_it_re_encrypts_between_rsa_and_symmetric_keys(kms) -> None:
+    rsa_key = new_key(kms, "RSA_3072", "ENCRYPT_DECRYPT")
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    rsa_blob = kms.encrypt(KeyId=rsa_key, Plaintext=b"move me", EncryptionAlgorithm="RSAES_OAEP_SHA_1")[
+        "CiphertextBlob"
+    ]
+    moved = kms.re_encrypt(
+        CiphertextBlob=rsa_blob,
+        SourceKeyId=rsa_key,
+        SourceEncryptionAlgorithm="RSAES_OAEP_SHA_1",
+        DestinationKeyId=symmetric,
+        DestinationEncryptionContext={"to": "symmetric"},
+    )
+    assert moved["SourceEncryptionAlgorithm"] == "RSAES_OAEP_SHA_1"
+    assert moved["DestinationEncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
+    assert (
+        kms.decrypt(CiphertextBlob=moved["CiphertextBlob"], EncryptionContext={"to": "symmetric"})["Plaintext"]
+        == b"move me"
+    )
+    back = kms.re_encrypt(
+        CiphertextBlob=moved["CiphertextBlob"],
+        SourceEncryptionContext={"to": "symmetric"},
+        DestinationKeyId=rsa_key,
+        DestinationEncryptionAlgorithm="RSAES_OAEP_SHA_256",
+    )
+    assert back["DestinationEncryptionAlgorithm"] == "RSAES_OAEP_SHA_256"
+    assert (
+        kms.decrypt(KeyId=rsa_key, CiphertextBlob=back["CiphertextBlob"], EncryptionAlgorithm="RSAES_OAEP_SHA_256")[
+            "Plaintext"
+        ]
+        == b"move me"
+    )
+    event = last_event("ReEncrypt")
+    assert event.error_code == "" and "move me" not in json.dumps(event.request_parameters)
+    refused(kms, "re_encrypt", "InvalidCiphertextException", CiphertextBlob=rsa_blob, DestinationKeyId=symmetric)
+    refused(
+        kms,
+        "re_encrypt",
+        "InvalidKeyUsageException",
+        CiphertextBlob=rsa_blob,
+        SourceKeyId=rsa_key,
+        DestinationKeyId=symmetric,
+    )
