@@ -679,3 +679,45 @@ def test_it_re_encrypts_between_rsa_and_symmetric_keys(kms) -> None:
         SourceKeyId=rsa_key,
         DestinationKeyId=symmetric,
     )
+
+
+def test_it_passes_the_algorithm_and_pair_spec_condition_keys(kms_client, make_persona, kms) -> None:
+    rsa_key = new_key(kms, "RSA_2048", "ENCRYPT_DECRYPT")
+    mac_key = new_key(kms, "HMAC_256", "GENERATE_VERIFY_MAC")
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "kms:Encrypt",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "kms:GenerateMac",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:MacAlgorithm": "HMAC_SHA_256"}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "kms:GenerateDataKeyPair",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:DataKeyPairSpec": "ECC_NIST_P256"}},
+            },
+        ],
+    }
+    client = kms_client(make_persona("conditional", policy=json.dumps(policy)))
+    assert client.encrypt(KeyId=rsa_key, Plaintext=b"x", EncryptionAlgorithm="RSAES_OAEP_SHA_256")["CiphertextBlob"]
+    refused(
+        client,
+        "encrypt",
+        "AccessDeniedException",
+        KeyId=rsa_key,
+        Plaintext=b"x",
+        EncryptionAlgorithm="RSAES_OAEP_SHA_1",
+    )
+    assert client.generate_mac(KeyId=mac_key, Message=MESSAGE, MacAlgorithm="HMAC_SHA_256")["Mac"]
+    assert client.generate_data_key_pair(KeyId=symmetric, KeyPairSpec="ECC_NIST_P256")["PublicKey"]
+    refused(client, "generate_data_key_pair", "AccessDeniedException", KeyId=symmetric, KeyPairSpec="RSA_2048")
