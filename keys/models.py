@@ -55,6 +55,13 @@ class KeyOrigin(models.TextChoices):
     EXTERNAL = "EXTERNAL"
 
 
+class ExpirationModel(models.TextChoices):
+    """Whether imported key material expires (AWS's ExpirationModelType)."""
+
+    EXPIRES = "KEY_MATERIAL_EXPIRES"
+    DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
+
+
 class KeyQuerySet(models.QuerySet["Key"]):
     def visible(self) -> KeyQuerySet:
         """Keys that exist on the wire: not platform owned, not yet deleted."""
@@ -78,6 +85,11 @@ class KeyQuerySet(models.QuerySet["Key"]):
     def due_for_deletion(self, now: datetime) -> KeyQuerySet:
         """Keys pending deletion whose waiting period has ended, not yet deleted."""
         return self.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now, deleted_at__isnull=True)
+
+    def material_expired(self, now: datetime) -> KeyQuerySet:
+        """Keys with imported material whose ValidTo is ``now`` or past and whose
+        material is still there (deleting it clears ``valid_to``)."""
+        return self.filter(origin=KeyOrigin.EXTERNAL, valid_to__lte=now, deleted_at__isnull=True)
 
 
 class Key(models.Model):
@@ -115,6 +127,10 @@ class Key(models.Model):
     current_material = models.ForeignKey(
         "KeyMaterial", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Imported material (Origin EXTERNAL): how the current import expires.
+    # Both are cleared when the material is deleted or expires.
+    expiration_model = models.CharField(max_length=32, choices=ExpirationModel.choices, blank=True)
+    valid_to = models.DateTimeField(null=True, blank=True)
 
     objects = KeyQuerySet.as_manager()
 
@@ -126,6 +142,7 @@ class Key(models.Model):
             models.Index(fields=["account", "region", "manager", "created_at"], name="key_list_idx"),
             models.Index(fields=["state", "deletion_date"], name="key_deletion_idx"),
             models.Index(fields=["rotation_enabled", "next_rotation_at"], name="key_rotation_idx"),
+            models.Index(fields=["valid_to"], name="key_valid_to_idx", condition=models.Q(valid_to__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(
@@ -165,6 +182,12 @@ class KeyMaterial(models.Model):
     which is not secret and is kept in the clear for GetPublicKey and Verify.
     Rotation adds a version and moves ``Key.current_material``; old versions
     stay for Decrypt until the key is deleted.
+
+    Imported material (Origin EXTERNAL) can be deleted and re-imported: the
+    row stays with its version, ``material_id`` and keyed ``fingerprint``
+    while ``wrapped`` is emptied and ``destroyed_at`` set, so re-importing the
+    same material fills the same version again and ciphertexts made before
+    the deletion (which name the key and this version) decrypt again.
     """
 
     key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="materials")
@@ -175,6 +198,13 @@ class KeyMaterial(models.Model):
     root_key_id = models.CharField(max_length=64)
     created_at = models.DateTimeField()
     rotation_type = models.CharField(max_length=10, choices=RotationType.choices, blank=True)
+    # Imported material only: "<platform key version>:<HMAC-SHA256 hex>" of the
+    # material (keys.crypto.importing.material_fingerprint), never the material.
+    fingerprint = models.CharField(max_length=80, blank=True)
+    # KeyMaterialDescription of the last import of this material.
+    description = models.CharField(max_length=256, blank=True)
+    # Imported material that was deleted or expired: ``wrapped`` is empty.
+    destroyed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "version"], name="material_unique_version")]
@@ -182,6 +212,35 @@ class KeyMaterial(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id}#{self.version}"
+
+
+class ImportParameters(models.Model):
+    """One GetParametersForImport answer: an RSA wrapping key pair for one key.
+
+    The private half is wrapped by the root key (AAD binds this row's id and
+    the key id); the import token handed to the client is an AES-GCM blob
+    under a platform owned key naming this row, the key, the wrapping
+    algorithm and spec, and ``valid_to`` (keys.services.importing). A token
+    is spent by the import that succeeds with it (``used_at``); rows are
+    removed by the expiry job once ``valid_to`` has passed.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="import_parameters")
+    wrapping_algorithm = models.CharField(max_length=32)
+    wrapping_key_spec = models.CharField(max_length=16)
+    wrapped_private_key = models.BinaryField()
+    root_key_id = models.CharField(max_length=64)
+    public_key = models.BinaryField()
+    created_at = models.DateTimeField()
+    valid_to = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["valid_to"], name="import_params_valid_to_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.wrapping_algorithm}/{self.wrapping_key_spec}"
 
 
 class Alias(models.Model):

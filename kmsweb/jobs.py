@@ -25,6 +25,7 @@ from audit.services.jobs import JobFunction
 from audit.services.retention import audit_archive_job
 from audit.services.sealing import audit_seal_job
 from audit.services.usage import usage_rollup
+from keys.services.importing import keys_expire_imported_material
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from policies.services.grant_requests import grant_requests_expire
 from policies.services.grants import grants_retire_expired
@@ -32,6 +33,7 @@ from policies.services.grants import grants_retire_expired
 JOBS: dict[str, JobFunction] = {
     "rotate_keys": keys_rotate_due,
     "delete_expired_keys": keys_delete_expired,
+    "expire_imported_material": keys_expire_imported_material,
     "expire_grants": grants_retire_expired,
     "expire_grant_requests": grant_requests_expire,
     "seal_audit": audit_seal_job,

@@ -265,6 +265,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "rotate_keys": {"task": "keys.tasks.keys_rotate_due_task", "schedule": crontab(minute=0)},
     # Every 5 minutes: delete the keys whose deletion waiting period has ended.
     "delete_expired_keys": {"task": "keys.tasks.keys_delete_expired_task", "schedule": 300.0},
+    # Every minute: delete imported key material whose expiration date (ValidTo) has passed.
+    "expire_imported_material": {
+        "task": "keys.tasks.keys_expire_imported_material_task",
+        "schedule": 60.0,
+    },
     # Every minute: retire the grants whose approved duration has ended.
     "expire_grants": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
     # Hourly, at 25 past: expire grant requests left pending too long.

@@ -18,6 +18,12 @@ from keys.services.cryptography import (
     random_generate,
 )
 from keys.services.grant_approvals import GRANT_APPROVALS_CHOICES, key_set_grant_approvals
+from keys.services.importing import (
+    key_delete_imported_material,
+    key_get_parameters_for_import,
+    key_import_material,
+    keys_expire_imported_material,
+)
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from keys.services.lifecycle import (
     key_cancel_deletion,
@@ -54,6 +60,7 @@ __all__ = [
     "key_cancel_deletion",
     "key_create",
     "key_decrypt",
+    "key_delete_imported_material",
     "key_derive_shared_secret",
     "key_generate_data_key_pair",
     "key_generate_mac",
@@ -66,7 +73,9 @@ __all__ = [
     "key_disable",
     "key_disable_rotation",
     "key_enable",
+    "key_get_parameters_for_import",
     "key_get_policy",
+    "key_import_material",
     "key_put_policy",
     "key_enable_rotation",
     "key_encrypt",
@@ -85,6 +94,7 @@ __all__ = [
     "service_key_get_or_create",
     "key_update_description",
     "keys_delete_expired",
+    "keys_expire_imported_material",
     "keys_rotate_due",
     "random_generate",
 ]

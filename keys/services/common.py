@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keys.crypto.specs import SPECS, SYMMETRIC_DEFAULT
-from keys.models import Key, KeyManager, KeyState
+from keys.models import ExpirationModel, Key, KeyManager, KeyOrigin, KeyState
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
@@ -66,6 +66,12 @@ def require_customer_managed(key: Key, action: str) -> None:
     """AWS managed keys are read-only to their account's principals."""
     if key.manager != KeyManager.CUSTOMER:
         raise UnsupportedOperation(f"{action} is not supported on the AWS managed key {key.arn}.")
+
+
+def require_generated_material(key: Key, action: str) -> None:
+    """kmsweb cannot make new material for a key whose material is imported."""
+    if key.origin != KeyOrigin.AWS_KMS:
+        raise UnsupportedOperation(f"{action} is not supported on {key.arn}: its key material is imported.")
 
 
 def _state_words(state: str) -> str:
@@ -175,6 +181,10 @@ def key_metadata(key: Key) -> dict[str, Any]:
     # that rotate and can have several.
     if key.current_material is not None and key.key_spec == SYMMETRIC_DEFAULT:
         meta["CurrentKeyMaterialId"] = key.current_material.material_id
+    if key.origin == KeyOrigin.EXTERNAL and key.expiration_model:
+        meta["ExpirationModel"] = key.expiration_model
+        if key.expiration_model == ExpirationModel.EXPIRES and key.valid_to is not None:
+            meta["ValidTo"] = key.valid_to
     return meta
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from django.db import transaction
 
 from audit.services import audited
-from keys.models import Alias, Key, KeyMaterial, KeyQuerySet, RotationType
+from keys.models import Alias, ImportParameters, Key, KeyMaterial, KeyQuerySet, RotationType
 from keys.selectors import KEY_CACHE
 from keys.services.rotation import key_rotate
 from kmsweb.lib.caller import Caller
@@ -130,6 +130,7 @@ def _delete(caller: Caller, key: Key, now: datetime) -> None:
         Key.objects.filter(pk=key.pk).update(current_material=None, deleted_at=now)
         KEY_CACHE.invalidate(key.pk)
         materials = KeyMaterial.objects.filter(key=key).delete()[0]
+        ImportParameters.objects.filter(key=key).delete()
         Alias.objects.filter(key=key).delete()
         grants = Grant.objects.filter(key=key, retired_at__isnull=True).update(
             retired_at=now, retired_how="key-deleted"

@@ -76,8 +76,12 @@ def key_create(
             },
         )
         spec, usage = check_spec_and_usage(key_spec, key_usage)
-        if (origin or KeyOrigin.AWS_KMS) != KeyOrigin.AWS_KMS:
-            raise UnsupportedOperation(f"Origin {origin} is not supported yet; use AWS_KMS.")
+        origin = origin or KeyOrigin.AWS_KMS
+        if origin not in (KeyOrigin.AWS_KMS, KeyOrigin.EXTERNAL):
+            # AWS_CLOUDHSM and EXTERNAL_KEY_STORE need custom key stores.
+            raise UnsupportedOperation(f"Origin {origin} is not supported; use AWS_KMS or EXTERNAL.")
+        if origin == KeyOrigin.EXTERNAL and rotation_period_days is not None:
+            raise UnsupportedOperation("Automatic rotation is not supported on keys with imported key material.")
         if multi_region:
             raise UnsupportedOperation("Multi-Region keys are not supported.")
         if custom_key_store_id:
@@ -93,14 +97,16 @@ def key_create(
             description=description,
             key_spec=spec,
             key_usage=usage,
-            origin=KeyOrigin.AWS_KMS,
+            origin=origin,
             manager=KeyManager.CUSTOMER,
-            state=KeyState.ENABLED,
+            # A key for imported material has none until ImportKeyMaterial.
+            state=KeyState.PENDING_IMPORT if origin == KeyOrigin.EXTERNAL else KeyState.ENABLED,
             policy=policy if policy is not None else default_key_policy(caller.account_id),
             created_at=now,
         )
-        key.current_material = material_create(key=key, version=1, now=now)
-        key.save(update_fields=["current_material"])
+        if origin == KeyOrigin.AWS_KMS:
+            key.current_material = material_create(key=key, version=1, now=now)
+            key.save(update_fields=["current_material"])
         if policy is not None:
             check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_policy_lockout_check)
         Tag.objects.bulk_create([Tag(key=key, tag_key=k, tag_value=v) for k, v in pairs])
@@ -129,7 +135,8 @@ def key_create(
             )
         op.keys.append(key)
         op.response_elements = {"KeyMetadata": {"KeyId": str(key.id), "Arn": key.arn}}
-        op.additional_event_data["keyMaterialId"] = key.current_material.material_id
+        if key.current_material is not None:
+            op.additional_event_data["keyMaterialId"] = key.current_material.material_id
     return key
 
 
@@ -279,14 +286,19 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
 
 
 def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
-    """CancelKeyDeletion: PendingDeletion -> Disabled, as AWS does."""
+    """CancelKeyDeletion: PendingDeletion -> Disabled, as AWS does; a key whose
+    imported material is gone (never imported, deleted or expired) goes back
+    to PendingImport instead."""
     with _change(caller, key, "CancelKeyDeletion") as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:CancelKeyDeletion", key=key)
         key = key_lock(key)
         if key.state != KeyState.PENDING_DELETION:
             raise InvalidState(f"{key.arn} is not pending deletion.")
-        Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED, deletion_date=None, pending_window_days=None)
+        material = key.current_material
+        usable = material is not None and material.destroyed_at is None
+        state = KeyState.DISABLED if usable else KeyState.PENDING_IMPORT
+        Key.objects.filter(pk=key.pk).update(state=state, deletion_date=None, pending_window_days=None)
         op.response_elements = {"KeyId": key.arn}
         return {"KeyId": key.arn}
 

@@ -23,7 +23,7 @@ from keys.crypto.errors import CryptoError
 from keys.crypto.hmac import generate_hmac_material
 from keys.crypto.specs import SPECS
 from keys.models import Key, KeyMaterial
-from kmsweb.lib.errors import InternalError
+from kmsweb.lib.errors import InternalError, InvalidState
 
 # How often a process looks at the root key file's mtime (one stat call).
 ROOT_KEY_RECHECK_SECONDS = 10.0
@@ -81,7 +81,7 @@ def root_keyring_forget() -> None:
         _keyring.clear()
 
 
-def _aad(key_id: object, version: int) -> bytes:
+def material_aad(key_id: object, version: int) -> bytes:
     # Binding the key id and version stops a wrapped blob being moved to
     # another key or version row in the database.
     return f"kmsweb:material:{key_id}:{version}".encode()
@@ -113,7 +113,7 @@ def material_create(*, key: Key, version: int, now: datetime, rotation_type: str
         key=key,
         version=version,
         material_id=new_material_id(),
-        wrapped=provider.wrap(raw, _aad(key.id, version)),
+        wrapped=provider.wrap(raw, material_aad(key.id, version)),
         public_key=public,
         root_key_id=provider.key_id,
         created_at=now,
@@ -133,9 +133,13 @@ def _wrapping_key(root_key_id: str) -> LocalRootKey:
 
 def material_unwrap(material: KeyMaterial) -> bytes:
     """The plaintext material of one version, for the duration of one operation."""
+    if material.destroyed_at is not None:
+        # Imported material that was deleted or expired (the key's state
+        # normally refuses first; this guards every other path).
+        raise InvalidState(f"The key material {material.material_id} has been deleted; import it again.")
     root = _wrapping_key(material.root_key_id)
     try:
-        return root.unwrap(bytes(material.wrapped), _aad(material.key_id, material.version))
+        return root.unwrap(bytes(material.wrapped), material_aad(material.key_id, material.version))
     except CryptoError as exc:
         raise InternalError("Key material failed its integrity check.") from exc
 
@@ -145,9 +149,9 @@ def material_rewrap(material: KeyMaterial, keyring: RootKeyring) -> bool:
 
     Returns False when it already is. The plaintext exists only here.
     """
-    if material.root_key_id == keyring.key_id:
-        return False
-    aad = _aad(material.key_id, material.version)
+    if material.root_key_id == keyring.key_id or material.destroyed_at is not None:
+        return False  # already current, or imported material deleted (nothing to re-wrap)
+    aad = material_aad(material.key_id, material.version)
     raw = _wrapping_key(material.root_key_id).unwrap(bytes(material.wrapped), aad)
     material.wrapped = keyring.wrap(raw, aad)
     material.root_key_id = keyring.key_id

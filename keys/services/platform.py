@@ -9,6 +9,8 @@ time would cost the API a query per call.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 import uuid
@@ -198,3 +200,19 @@ def platform_secrets_reencrypt(*, batch: int = 200) -> dict[str, int]:
                     done += 1
         counts[spec.purpose] = done
     return counts
+
+
+def _mac_key(material: bytes, purpose: str) -> bytes:
+    # A key of its own for MACs, derived from the purpose's material, so the
+    # same bytes never serve as both an AES-GCM key and an HMAC key.
+    return hmac.new(material, f"kmsweb:mac-key:{purpose}".encode(), hashlib.sha256).digest()
+
+
+def platform_mac_key(*, purpose: str, version: int | None = None) -> tuple[int, bytes]:
+    """(version, key) of an HMAC key under ``purpose``'s platform key: the
+    current version, or the given one (to check a MAC made before a rotation)."""
+    key = platform_key_get_or_create(purpose=purpose)
+    if version is None:
+        assert key.current_material is not None
+        version = key.current_material.version
+    return version, _mac_key(_material(key.id, version), purpose)

@@ -74,7 +74,10 @@ def root_key_status() -> dict[str, Any]:
     keyring = root_keyring(reload=True)
     wraps = {
         row["root_key_id"]: row["n"]
-        for row in KeyMaterial.objects.values("root_key_id").annotate(n=Count("id")).order_by()
+        for row in KeyMaterial.objects.filter(destroyed_at__isnull=True)
+        .values("root_key_id")
+        .annotate(n=Count("id"))
+        .order_by()
     }
     return {
         "current": keyring.key_id,
@@ -92,7 +95,8 @@ def _rewrap_all(batch: int) -> dict[str, int]:
         with transaction.atomic():
             rows = list(
                 KeyMaterial.objects.select_for_update()
-                .filter(pk__gt=last)
+                # Deleted imported material has nothing wrapped left.
+                .filter(pk__gt=last, destroyed_at__isnull=True)
                 .exclude(root_key_id=keyring.key_id)
                 .order_by("pk")[:batch]
             )

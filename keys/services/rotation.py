@@ -20,6 +20,7 @@ from keys.services.common import (
     key_forget,
     key_lock,
     require_customer_managed,
+    require_generated_material,
     require_symmetric_for_rotation,
     require_usable_for_crypto,
 )
@@ -49,6 +50,7 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
             )
         require_customer_managed(key, "EnableKeyRotation")
         require_symmetric_for_rotation(key, "EnableKeyRotation")
+        require_generated_material(key, "EnableKeyRotation")
         key = key_lock(key)
         require_usable_for_crypto(key)
         rotation_schedule(key=key, days=days, now=timezone.now())
@@ -111,6 +113,7 @@ def key_rotate(
         if rotation_type == RotationType.ON_DEMAND:
             require_customer_managed(key, event)
         require_symmetric_for_rotation(key, event)
+        require_generated_material(key, event)
         if locked:
             key_forget(key)
         else:

@@ -439,6 +439,35 @@ def get_key_last_usage(caller: Caller, p: Params) -> dict[str, Any]:
     return services.key_last_usage(caller=caller, key=_key(caller, p))
 
 
+def get_parameters_for_import(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_get_parameters_for_import(
+        caller=caller,
+        key=_key(caller, p),
+        wrapping_algorithm=p["WrappingAlgorithm"],
+        wrapping_key_spec=p["WrappingKeySpec"],
+    )
+
+
+def import_key_material(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_import_material(
+        caller=caller,
+        key=_key(caller, p),
+        import_token=p["ImportToken"],
+        encrypted_key_material=p["EncryptedKeyMaterial"],
+        expiration_model=p.get("ExpirationModel"),
+        valid_to=p.get("ValidTo"),
+        import_type=p.get("ImportType"),
+        key_material_description=p.get("KeyMaterialDescription"),
+        key_material_id=p.get("KeyMaterialId"),
+    )
+
+
+def delete_imported_key_material(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.key_delete_imported_material(
+        caller=caller, key=_key(caller, p), key_material_id=p.get("KeyMaterialId")
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     "CreateKey": create_key,
     "DescribeKey": describe_key,
@@ -483,4 +512,7 @@ HANDLERS: dict[str, Handler] = {
     "ListRetirableGrants": list_retirable_grants,
     "RetireGrant": retire_grant,
     "RevokeGrant": revoke_grant,
+    "GetParametersForImport": get_parameters_for_import,
+    "ImportKeyMaterial": import_key_material,
+    "DeleteImportedKeyMaterial": delete_imported_key_material,
 }

@@ -196,3 +196,21 @@ class KmsInvalidMac(KmsError):
     """AWS `KMSInvalidMacException`: VerifyMac found the MAC not valid."""
 
     code = "KMSInvalidMacException"
+
+
+class ExpiredImportToken(KmsError):
+    """AWS `ExpiredImportTokenException`."""
+
+    code = "ExpiredImportTokenException"
+
+
+class InvalidImportToken(KmsError):
+    """AWS `InvalidImportTokenException`."""
+
+    code = "InvalidImportTokenException"
+
+
+class IncorrectKeyMaterial(KmsError):
+    """AWS `IncorrectKeyMaterialException`."""
+
+    code = "IncorrectKeyMaterialException"

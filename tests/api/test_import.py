@@ -1,0 +1,180 @@
+"""Imported key material over the wire: boto3 (and the openssl CLI) against a live server.
+
+Material is wrapped on the client side exactly as an AWS user does it: with
+``cryptography`` for each wrapping algorithm, and with the ``openssl``
+commands from docs/IMPORT.md in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from audit.models import AuditEvent
+from keys.models import ImportParameters, Key, KeyMaterial
+from tests.importing import ALGORITHMS, openssl_wrap, wrap
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def external_key(kms: Any) -> str:
+    return kms.create_key(Origin="EXTERNAL", Description="imported")["KeyMetadata"]["KeyId"]
+
+
+def import_material(kms: Any, key_id: str, material: bytes, algorithm: str = "RSAES_OAEP_SHA_256", **extra: Any) -> Any:
+    params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=algorithm, WrappingKeySpec="RSA_2048")
+    extra.setdefault("ExpirationModel", "KEY_MATERIAL_DOES_NOT_EXPIRE")
+    return kms.import_key_material(
+        KeyId=key_id,
+        ImportToken=params["ImportToken"],
+        EncryptedKeyMaterial=wrap(params["PublicKey"], algorithm, material),
+        **extra,
+    )
+
+
+def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(exc.value.response["Error"]["Code"])
+
+
+def test_it_creates_an_external_key_pending_import_that_refuses_crypto(kms: Any) -> None:
+    meta = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
+    assert (meta["Origin"], meta["KeyState"], meta["Enabled"]) == ("EXTERNAL", "PendingImport", False)
+    assert "CurrentKeyMaterialId" not in meta and "ExpirationModel" not in meta
+    with pytest.raises(ClientError) as exc:
+        kms.encrypt(KeyId=meta["KeyId"], Plaintext=b"x")
+    assert error_code(exc) == "KMSInvalidStateException"
+    with pytest.raises(ClientError) as exc:
+        kms.generate_data_key(KeyId=meta["KeyId"], KeySpec="AES_256")
+    assert error_code(exc) == "KMSInvalidStateException"
+    assert not KeyMaterial.objects.filter(key_id=meta["KeyId"]).exists()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_it_imports_material_wrapped_by_each_algorithm_and_uses_it(kms: Any, algorithm: str) -> None:
+    key_id = external_key(kms)
+    material = os.urandom(32)
+    answer = import_material(kms, key_id, material, algorithm)
+    assert answer["KeyId"].endswith(key_id) and len(answer["KeyMaterialId"]) == 64
+
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert (meta["KeyState"], meta["ExpirationModel"]) == ("Enabled", "KEY_MATERIAL_DOES_NOT_EXPIRE")
+    assert "ValidTo" not in meta
+    assert meta["CurrentKeyMaterialId"] == answer["KeyMaterialId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"secret", EncryptionContext={"a": "b"})["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob, EncryptionContext={"a": "b"})["Plaintext"] == b"secret"
+    # The material in use is the one imported: kmsweb's blob is AES-256-GCM
+    # under it, so the client can open it locally (header is the AAD).
+    from keys.crypto import decrypt
+
+    assert decrypt(material, blob, {"a": "b"}) == b"secret"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+@pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_256", "RSAES_OAEP_SHA_1"])
+def test_it_imports_material_wrapped_by_the_documented_openssl_commands(
+    kms: Any, tmp_path: Path, algorithm: str
+) -> None:
+    key_id = external_key(kms)
+    material = os.urandom(32)
+    params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=algorithm, WrappingKeySpec="RSA_3072")
+    kms.import_key_material(
+        KeyId=key_id,
+        ImportToken=params["ImportToken"],
+        EncryptedKeyMaterial=openssl_wrap(tmp_path, params["PublicKey"], algorithm, material),
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"via openssl")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"via openssl"
+
+
+def test_it_returns_a_der_public_key_of_the_asked_size_valid_24_hours(kms: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key_id = external_key(kms)
+    before = datetime.now(UTC)
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSA_AES_KEY_WRAP_SHA_256", WrappingKeySpec="RSA_4096"
+    )
+    public = serialization.load_der_public_key(params["PublicKey"])
+    assert public.key_size == 4096  # type: ignore[union-attr]
+    valid_to = params["ParametersValidTo"]
+    assert before + timedelta(hours=24) - timedelta(seconds=5) <= valid_to <= datetime.now(UTC) + timedelta(hours=24)
+    row = ImportParameters.objects.get(key_id=key_id)
+    # The private half is stored wrapped: it is not a DER private key.
+    with pytest.raises(ValueError):
+        serialization.load_der_private_key(bytes(row.wrapped_private_key), password=None)
+    event = AuditEvent.objects.filter(event_name="GetParametersForImport").get()
+    assert event.request_parameters == {
+        "keyId": key_id,
+        "wrappingAlgorithm": "RSA_AES_KEY_WRAP_SHA_256",
+        "wrappingKeySpec": "RSA_4096",
+    }
+    assert "importToken" not in (event.response_elements or {}) and "publicKey" not in (event.response_elements or {})
+
+
+def test_it_refuses_pkcs1_v1_5_and_keys_not_external(kms: Any) -> None:
+    key_id = external_key(kms)
+    with pytest.raises(ClientError) as exc:
+        kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm="RSAES_PKCS1_V1_5", WrappingKeySpec="RSA_2048")
+    assert error_code(exc) == "UnsupportedOperationException"
+    native = kms.create_key()["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as exc:
+        kms.get_parameters_for_import(KeyId=native, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048")
+    assert error_code(exc) == "UnsupportedOperationException"
+    with pytest.raises(ClientError) as exc:
+        kms.delete_imported_key_material(KeyId=native)
+    assert error_code(exc) == "UnsupportedOperationException"
+    assert not ImportParameters.objects.exists()
+
+
+def test_it_deletes_material_and_decrypts_old_ciphertext_after_the_same_material_returns(kms: Any) -> None:
+    key_id = external_key(kms)
+    material = os.urandom(32)
+    first = import_material(kms, key_id, material)
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"kept")["CiphertextBlob"]
+
+    deleted = kms.delete_imported_key_material(KeyId=key_id)
+    assert deleted["KeyMaterialId"] == first["KeyMaterialId"]
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
+    assert bytes(KeyMaterial.objects.get(key_id=key_id).wrapped) == b""
+    with pytest.raises(ClientError) as exc:
+        kms.decrypt(CiphertextBlob=blob)
+    assert error_code(exc) == "KMSInvalidStateException"
+
+    with pytest.raises(ClientError) as exc:
+        import_material(kms, key_id, os.urandom(32))
+    assert error_code(exc) == "IncorrectKeyMaterialException"
+    assert Key.objects.get(pk=key_id).state == "PendingImport"
+
+    again = import_material(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_1")
+    assert again["KeyMaterialId"] == first["KeyMaterialId"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+
+
+def test_it_sets_an_expiration_and_shows_it(kms: Any) -> None:
+    key_id = external_key(kms)
+    valid_to = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    import_material(kms, key_id, os.urandom(32), ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=valid_to)
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert (meta["ExpirationModel"], meta["ValidTo"]) == ("KEY_MATERIAL_EXPIRES", valid_to)
+
+
+def test_it_requires_valid_to_by_default(kms: Any) -> None:
+    key_id = external_key(kms)
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+    )
+    with pytest.raises(ClientError) as exc:
+        kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=wrap(params["PublicKey"], "RSAES_OAEP_SHA_1", os.urandom(32)),
+        )
+    assert error_code(exc) == "ValidationException"
+    assert Key.objects.get(pk=key_id).state == "PendingImport"
