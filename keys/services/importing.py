@@ -43,8 +43,8 @@ from keys.models import (
     KeyOrigin,
     KeyState,
 )
+from keys.services import jobs as key_jobs
 from keys.services.common import key_lock
-from keys.services.jobs import _ids
 from keys.services.material import material_aad, root_key_provider, root_keyring
 from keys.services.platform import platform_decrypt, platform_encrypt, platform_mac_key
 from kmsweb.lib.caller import Caller
@@ -367,14 +367,9 @@ def keys_expire_imported_material(*, caller: Caller, now: datetime) -> dict[str,
     Returns counts: expired, skipped, parameters_removed.
     """
     counts = {"expired": 0, "skipped": 0, "parameters_removed": 0}
-    for pk in _ids(Key.objects.material_expired(now)):
+    for pk in key_jobs._ids(Key.objects.material_expired(now)):
         with transaction.atomic():
-            key = (
-                Key.objects.material_expired(now)
-                .select_for_update(skip_locked=True, of=("self",))
-                .filter(pk=pk)
-                .first()
-            )
+            key = key_jobs._claim(Key.objects.material_expired(now), pk)
             if key is None:
                 counts["skipped"] += 1
                 continue
