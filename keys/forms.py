@@ -72,6 +72,16 @@ def parse_tags(text: str) -> list[dict[str, str]]:
 
 
 class KeyCreateForm(forms.Form):
+    origin = forms.ChoiceField(
+        choices=[
+            ("AWS_KMS", "kmsweb (kmsweb generates the key material)"),
+            ("EXTERNAL", "External (import your own material)"),
+        ],
+        initial="AWS_KMS",
+        required=False,
+        label="Key material origin",
+        help_text="An external key stays Pending import until you import its material (instructions on its page).",
+    )
     description = forms.CharField(required=False, max_length=8192, widget=forms.TextInput)
     # Optional as in CreateKey: left out, the key is SYMMETRIC_DEFAULT for ENCRYPT_DECRYPT.
     key_spec = forms.ChoiceField(choices=KEY_SPEC_CHOICES, initial=SYMMETRIC_DEFAULT, label="Key spec", required=False)
@@ -107,7 +117,26 @@ class KeyCreateForm(forms.Form):
                 "rotation_enabled",
                 "Automatic rotation is available only for symmetric encryption keys; untick it for this key spec.",
             )
+        elif data.get("origin") == "EXTERNAL" and data.get("rotation_enabled"):
+            self.add_error(
+                "rotation_enabled",
+                "Keys with imported material cannot rotate automatically: untick this for an external key.",
+            )
         return data
+
+
+class DeleteImportedMaterialForm(forms.Form):
+    confirm = forms.CharField(label="Type the key id to confirm")
+
+    def __init__(self, *args: Any, key_id: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_id = key_id
+
+    def clean_confirm(self) -> str:
+        value = self.cleaned_data["confirm"].strip()
+        if value != self.key_id:
+            raise forms.ValidationError("That is not this key's id.")
+        return value
 
 
 class ScheduleDeletionForm(forms.Form):

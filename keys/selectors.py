@@ -280,6 +280,15 @@ def rotation_entry(key: Key, material: KeyMaterial) -> dict[str, Any]:
     }
     if material.rotation_type:
         entry["RotationType"] = material.rotation_type
+    if key.origin == KeyOrigin.EXTERNAL:
+        # AWS's newer members for imported material.
+        entry["ImportState"] = "PENDING_IMPORT" if material.destroyed_at else "IMPORTED"
+        if material.description:
+            entry["KeyMaterialDescription"] = material.description
+        if not material.destroyed_at and key.expiration_model:
+            entry["ExpirationModel"] = key.expiration_model
+            if key.valid_to is not None:
+                entry["ValidTo"] = key.valid_to
     return entry
 
 
@@ -326,7 +335,7 @@ def rotation_outlook(key: Key, now: datetime) -> RotationOutlook:
     return RotationOutlook(scheduled, "")
 
 
-MATERIAL_COLUMNS = ("pk", "version", "material_id", "created_at", "rotation_type")
+MATERIAL_COLUMNS = ("pk", "version", "material_id", "created_at", "rotation_type", "destroyed_at", "description")
 
 
 @dataclass(frozen=True)
@@ -343,6 +352,11 @@ class KeyDetail:
     algorithms: dict[str, list[str]]
     # The public key of an asymmetric key, PEM; None for symmetric and HMAC keys.
     public_pem: str | None
+
+    @property
+    def material_present(self) -> bool:
+        """Some material is usable (imported material may be deleted or expired)."""
+        return any(r.get("ImportState", "IMPORTED") == "IMPORTED" for r in self.rotations)
 
 
 def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:

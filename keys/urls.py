@@ -16,6 +16,11 @@ urlpatterns = [
     path("keys/<str:key_id>/rotation/", views.key_rotation, name="key_rotation"),
     path("keys/<str:key_id>/schedule-deletion/", views.key_schedule_deletion, name="key_schedule_deletion"),
     path("keys/<str:key_id>/cancel-deletion/", views.key_cancel_deletion, name="key_cancel_deletion"),
+    path(
+        "keys/<str:key_id>/delete-imported-material/",
+        views.key_delete_imported_material,
+        name="key_delete_imported_material",
+    ),
     path("keys/<str:key_id>/aliases/add/", views.key_alias_add, name="key_alias_add"),
     path("keys/<str:key_id>/aliases/remove/", views.key_alias_remove, name="key_alias_remove"),
     path("keys/<str:key_id>/tags/add/", views.key_tag_add, name="key_tag_add"),

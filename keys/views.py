@@ -24,6 +24,7 @@ from keys import selectors, services
 from keys.filters import KeyFilter
 from keys.forms import (
     AliasForm,
+    DeleteImportedMaterialForm,
     DescriptionForm,
     GrantApprovalsForm,
     KeyCreateForm,
@@ -66,6 +67,7 @@ KEY_ACTIONS = (
     "kms:UntagResource",
     "kms:PutKeyPolicy",
     "kms:UpdateKeyDescription",
+    "kms:DeleteImportedKeyMaterial",
     "kmsweb:UpdateGrantApprovals",
 )
 
@@ -129,6 +131,7 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
         "can": can,
         "policy_form": PolicyForm(initial={"policy": policy_text}),
         "deletion_form": ScheduleDeletionForm(key_id=str(key.id)),
+        "delete_material_form": DeleteImportedMaterialForm(key_id=str(key.id)),
         "rotation_form": RotationForm(
             initial={"enabled": key.rotation_enabled, "rotation_period_days": key.rotation_period_days or 365}
         ),
@@ -166,6 +169,7 @@ def key_create(request: Any) -> HttpResponse:
         try:
             key = services.key_create(
                 caller=caller,
+                origin=data["origin"] or "AWS_KMS",
                 description=data["description"],
                 key_spec=data["key_spec"] or None,
                 key_usage=data["key_usage"] or None,
@@ -262,6 +266,17 @@ def key_schedule_deletion(request: Any, key_id: str) -> HttpResponse:
     if not form.is_valid():
         return _refresh(request, caller, key_id, "keyChanged", deletion_form=form, open_panel="deletion")
     services.key_schedule_deletion(caller=caller, key=key, pending_window_days=form.cleaned_data["pending_window_days"])
+    return _refresh(request, caller, key_id, "keyChanged")
+
+
+@require_POST
+def key_delete_imported_material(request: Any, key_id: str) -> HttpResponse:
+    caller = Caller.from_request(request)
+    key = _key(caller, key_id)
+    form = DeleteImportedMaterialForm(request.POST, key_id=str(key.id))
+    if not form.is_valid():
+        return _refresh(request, caller, key_id, "keyChanged", delete_material_form=form, open_panel="material")
+    services.key_delete_imported_material(caller=caller, key=key)
     return _refresh(request, caller, key_id, "keyChanged")
 
 

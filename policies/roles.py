@@ -39,6 +39,9 @@ ROLES: dict[str, tuple[str, ...]] = {
         "kms:ScheduleKeyDeletion",
         "kms:CancelKeyDeletion",
         "kms:PutKeyPolicy",
+        # Keys with imported material (GetParametersForImport is a kms:Get*).
+        "kms:ImportKeyMaterial",
+        "kms:DeleteImportedKeyMaterial",
         # How many approvals a grant request for a key needs (with kms:PutKeyPolicy on the key).
         "kmsweb:UpdateGrantApprovals",
         # The Jobs page: whether rotations and scheduled deletions ran, and their errors.

@@ -207,7 +207,39 @@ CALLS: list[tuple[str, Callable[[Any, State], dict[str, Any]]]] = [
     ),
     ("ScheduleKeyDeletion", lambda kms, s: kms.schedule_key_deletion(KeyId=s["key"], PendingWindowInDays=7)),
     ("CancelKeyDeletion", lambda kms, s: kms.cancel_key_deletion(KeyId=s["key"])),
+    # From here on s["key"] is a key for imported material.
+    ("GetParametersForImport", lambda kms, s: _get_parameters_for_import(kms, s)),
+    ("ImportKeyMaterial", lambda kms, s: _import_key_material(kms, s)),
+    ("DeleteImportedKeyMaterial", lambda kms, s: kms.delete_imported_key_material(KeyId=s["key"])),
 ]
+
+
+def _get_parameters_for_import(kms: Any, s: State) -> dict[str, Any]:
+    s["key"] = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    s["material"] = os.urandom(32)
+    s["secrets"].append(s["material"])
+    # Extra events: the CreateKey above, and the first use of the platform key for import tokens.
+    s["extra_events"] = 2
+    params: dict[str, Any] = kms.get_parameters_for_import(
+        KeyId=s["key"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    s["import"] = params
+    return params
+
+
+def _import_key_material(kms: Any, s: State) -> dict[str, Any]:
+    from tests.importing import wrap
+
+    s["extra_events"] = 1  # the first use of the platform key for material fingerprints
+    params = s["import"]
+    s["secrets"].append(params["ImportToken"])
+    answer: dict[str, Any] = kms.import_key_material(
+        KeyId=s["key"],
+        ImportToken=params["ImportToken"],
+        EncryptedKeyMaterial=wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", s["material"]),
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )
+    return answer
 
 
 # A known gap, owned by the API adapter: kmsweb/api/handlers.py::list_key_policies
