@@ -178,3 +178,28 @@ def test_it_requires_valid_to_by_default(kms: Any) -> None:
         )
     assert error_code(exc) == "ValidationException"
     assert Key.objects.get(pk=key_id).state == "PendingImport"
+
+
+def test_it_lists_imported_material_with_its_import_state(kms: Any) -> None:
+    key_id = external_key(kms)
+    valid_to = (datetime.now(UTC) + timedelta(days=5)).replace(microsecond=0)
+    material = os.urandom(32)
+    first = import_material(
+        kms,
+        key_id,
+        material,
+        ExpirationModel="KEY_MATERIAL_EXPIRES",
+        ValidTo=valid_to,
+        KeyMaterialDescription="hsm-1 export",
+    )
+    (entry,) = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+    assert entry["KeyMaterialId"] == first["KeyMaterialId"]
+    assert (entry["ImportState"], entry["KeyMaterialState"], entry["KeyMaterialDescription"]) == (
+        "IMPORTED",
+        "CURRENT",
+        "hsm-1 export",
+    )
+    assert (entry["ExpirationModel"], entry["ValidTo"]) == ("KEY_MATERIAL_EXPIRES", valid_to)
+    kms.delete_imported_key_material(KeyId=key_id, KeyMaterialId=first["KeyMaterialId"])
+    (entry,) = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+    assert entry["ImportState"] == "PENDING_IMPORT" and "ValidTo" not in entry
