@@ -203,3 +203,77 @@ def test_it_lists_imported_material_with_its_import_state(kms: Any) -> None:
     kms.delete_imported_key_material(KeyId=key_id, KeyMaterialId=first["KeyMaterialId"])
     (entry,) = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
     assert entry["ImportState"] == "PENDING_IMPORT" and "ValidTo" not in entry
+
+
+def test_it_answers_token_and_wrapping_errors_as_modeled_exceptions(kms: Any) -> None:
+    key_id, other = external_key(kms), external_key(kms)
+    mine = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    theirs = kms.get_parameters_for_import(
+        KeyId=other, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    material = os.urandom(32)
+    with pytest.raises(kms.exceptions.InvalidImportTokenException):
+        kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=theirs["ImportToken"],
+            EncryptedKeyMaterial=wrap(theirs["PublicKey"], "RSAES_OAEP_SHA_256", material),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+    with pytest.raises(kms.exceptions.InvalidCiphertextException):
+        kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=mine["ImportToken"],
+            EncryptedKeyMaterial=wrap(theirs["PublicKey"], "RSAES_OAEP_SHA_256", material),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+    with pytest.raises(kms.exceptions.IncorrectKeyMaterialException):
+        kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=mine["ImportToken"],
+            EncryptedKeyMaterial=wrap(mine["PublicKey"], "RSAES_OAEP_SHA_256", material[:16]),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+    assert set(Key.objects.filter(pk__in=[key_id, other]).values_list("state", flat=True)) == {"PendingImport"}
+    assert not ImportParameters.objects.filter(used_at__isnull=False).exists()
+    errors = list(
+        AuditEvent.objects.filter(event_name="ImportKeyMaterial").order_by("id").values_list("error_code", flat=True)
+    )
+    assert errors == ["InvalidImportTokenException", "InvalidCiphertextException", "IncorrectKeyMaterialException"]
+
+
+def test_it_keeps_another_account_out_of_every_import_operation(
+    kms: Any, kms_client: Any, outsider: Any, key_admin: Any
+) -> None:
+    key_id = external_key(kms)
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+    theirs = kms_client(outsider)
+    calls = [
+        lambda: theirs.get_parameters_for_import(
+            KeyId=arn, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        ),
+        lambda: theirs.import_key_material(
+            KeyId=arn,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(32)),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        ),
+        lambda: theirs.delete_imported_key_material(KeyId=arn),
+    ]
+    for call in calls:
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert error_code(exc) == "AccessDeniedException"
+    assert Key.objects.get(pk=key_id).state == "PendingImport"
+    assert ImportParameters.objects.filter(key_id=key_id).count() == 1
+    assert ImportParameters.objects.get(key_id=key_id).used_at is None
+    denied = AuditEvent.objects.filter(principal_arn=outsider.principal.arn, error_code="AccessDeniedException")
+    assert sorted(denied.values_list("event_name", flat=True)) == [
+        "DeleteImportedKeyMaterial",
+        "GetParametersForImport",
+        "ImportKeyMaterial",
+    ]

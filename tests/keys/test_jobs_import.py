@@ -204,3 +204,19 @@ def test_it_expires_each_key_once_with_two_workers_racing(
     assert sum(r["expired"] for r in results.values()) == len(keys)
     assert AuditEvent.objects.filter(event_name="DeleteExpiredKeyMaterial").count() == len(keys)
     assert set(Key.objects.filter(pk__in=[k.pk for k in keys]).values_list("state", flat=True)) == {"PendingImport"}
+
+
+@pytest.mark.django_db
+def test_it_removes_import_parameters_when_the_key_is_deleted(
+    clock: time_machine.Coordinates, key_admin: Persona, make_key: Callable[..., Key]
+) -> None:
+    admin = key_admin.caller()
+    key = make_key(origin="EXTERNAL")  # never imported: deletable from PendingImport
+    svc.key_get_parameters_for_import(
+        caller=admin, key=key, wrapping_algorithm="RSAES_OAEP_SHA_1", wrapping_key_spec="RSA_2048"
+    )
+    svc.key_schedule_deletion(caller=admin, key=key, pending_window_days=7)
+    clock.move_to(T0 + 7 * DAY)
+    assert job_run("delete_expired_keys", jobs.keys_delete_expired).counts["deleted"] == 1
+    assert not ImportParameters.objects.filter(key=key).exists()
+    assert Key.objects.get(pk=key.pk).deleted_at == T0 + 7 * DAY

@@ -5,6 +5,7 @@ what they should."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -554,3 +555,37 @@ def test_it_records_no_secret_of_an_import_in_the_audit_trail(admin: Caller, ext
     for secret in (material.hex(), material.decode("latin-1")):
         assert secret not in text
     assert "importToken" not in text and "encryptedKeyMaterial" not in text
+
+
+def test_it_offers_the_expiration_condition_keys_to_policies(
+    clock: time_machine.Coordinates, ext: Key, make_persona: Callable[..., Persona], admin: Caller
+) -> None:
+    """AWS's example: allow imports only with material that expires within 30 days."""
+    limit = int((T0 + timedelta(days=30)).timestamp())
+    policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["kms:GetParametersForImport", "kms:DescribeKey"], "Resource": "*"},
+                {
+                    "Effect": "Allow",
+                    "Action": "kms:ImportKeyMaterial",
+                    "Resource": "*",
+                    "Condition": {
+                        "StringEquals": {"kms:ExpirationModel": "KEY_MATERIAL_EXPIRES"},
+                        "NumericLessThanEquals": {"kms:ValidTo": str(limit)},
+                    },
+                },
+            ],
+        }
+    )
+    importer = make_persona("importer", policy=policy).caller()
+    material = os.urandom(32)
+    with pytest.raises(AccessDenied):
+        do_import(importer, ext, material)  # does not expire
+    with pytest.raises(AccessDenied):
+        do_import(importer, ext, material, expiration_model="KEY_MATERIAL_EXPIRES", valid_to=T0 + timedelta(days=31))
+    do_import(importer, ext, material, expiration_model="KEY_MATERIAL_EXPIRES", valid_to=T0 + timedelta(days=30))
+    assert fresh(ext).state == KeyState.ENABLED
+    denials = AuditEvent.objects.filter(event_name="ImportKeyMaterial", error_code="AccessDeniedException")
+    assert denials.count() == 2
