@@ -149,6 +149,19 @@ def check_material(key_spec: str, material: bytes) -> None:
     validator(material)
 
 
+def derived_public_key(key_spec: str, material: bytes) -> bytes | None:
+    """The DER SubjectPublicKeyInfo of imported asymmetric material (AWS derives
+    the public key from the imported private key); None for symmetric and HMAC
+    material. Call after :func:`check_material`."""
+    if key_spec not in MATERIAL_VALIDATORS or not key_spec.startswith(("RSA_", "ECC_")):
+        return None
+    private = _load_private(material)
+    assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    return private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def material_fingerprint(mac_key: bytes, key_id: str, material: bytes) -> str:
     """A keyed fingerprint of imported material: HMAC-SHA256 over the key id and the
     material. It tells a re-import of the same material from different material

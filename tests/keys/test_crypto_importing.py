@@ -94,3 +94,11 @@ def test_it_fingerprints_by_key_and_material_under_a_mac_key() -> None:
     assert one != imp.material_fingerprint(os.urandom(32), "key-1", material)
     assert one != imp.material_fingerprint(mac_key, "key-1", os.urandom(32))
     assert imp.fingerprints_equal(one, one) and not imp.fingerprints_equal(one, "0" * 64)
+
+
+def test_it_derives_the_public_key_of_imported_asymmetric_material() -> None:
+    private = ec.generate_private_key(ec.SECP384R1())
+    der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert imp.derived_public_key("ECC_NIST_P384", _der(private)) == der
+    assert imp.derived_public_key("SYMMETRIC_DEFAULT", os.urandom(32)) is None
+    assert imp.derived_public_key("HMAC_256", os.urandom(32)) is None
