@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
-from keys.models import ImportParameters, Key, KeyMaterial
+from keys.models import ImportParameters, Key, KeyMaterial, KeySpec
 from tests.importing import ALGORITHMS, openssl_wrap, wrap
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -277,3 +277,22 @@ def test_it_keeps_another_account_out_of_every_import_operation(
         "GetParametersForImport",
         "ImportKeyMaterial",
     ]
+
+
+@pytest.mark.skipif(
+    "HMAC_256" not in KeySpec.values,
+    reason="HMAC key specs arrive with the asymmetric/HMAC work (branch asym); this runs once they are merged",
+)
+@pytest.mark.parametrize(("spec", "digest", "size"), [("HMAC_256", "sha256", 32), ("HMAC_512", "sha512", 100)])
+def test_it_macs_with_imported_hmac_material_as_python_does(kms: Any, spec: str, digest: str, size: int) -> None:
+    import hmac
+
+    key_id = kms.create_key(Origin="EXTERNAL", KeySpec=spec, KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    material = os.urandom(size)
+    import_material(kms, key_id, material, "RSAES_OAEP_SHA_256")
+    algorithm = f"HMAC_SHA_{spec.split('_')[1]}"
+    mac = kms.generate_mac(KeyId=key_id, Message=b"imported", MacAlgorithm=algorithm)["Mac"]
+    assert mac == hmac.new(material, b"imported", digest).digest()
+    with pytest.raises(ClientError) as exc:
+        import_material(kms, key_id, os.urandom(size))
+    assert error_code(exc) == "IncorrectKeyMaterialException"
