@@ -7,9 +7,11 @@ Two independent ways, for tests: ``cryptography`` in process, and the
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
@@ -54,3 +56,13 @@ def openssl_wrap(workdir: Path, public_der: bytes, algorithm: str, material: byt
     )  # fmt: skip
     run(*rsa_encrypt, "-in", "aes-key.bin", "-out", "aes-key-wrapped.bin", *oaep)
     return (workdir / "aes-key-wrapped.bin").read_bytes() + (workdir / "key-material-wrapped.bin").read_bytes()
+
+
+def require_tools(*names: str) -> None:
+    """Skip without the CLI tools, except in CI (KMSWEB_REQUIRE_SERVICES=true), where it fails."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    if os.environ.get("KMSWEB_REQUIRE_SERVICES") == "true":
+        pytest.fail(f"needs {', '.join(missing)}, and KMSWEB_REQUIRE_SERVICES=true")
+    pytest.skip(f"needs {', '.join(missing)}")

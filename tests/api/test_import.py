@@ -8,7 +8,6 @@ commands from docs/IMPORT.md in a subprocess.
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
 from keys.models import ImportParameters, Key, KeyMaterial, KeySpec
-from tests.importing import ALGORITHMS, openssl_wrap, wrap
+from tests.importing import ALGORITHMS, openssl_wrap, require_tools, wrap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,11 +74,11 @@ def test_it_imports_material_wrapped_by_each_algorithm_and_uses_it(kms: Any, alg
     assert decrypt(material, blob, {"a": "b"}) == b"secret"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 @pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_256", "RSAES_OAEP_SHA_1"])
 def test_it_imports_material_wrapped_by_the_documented_openssl_commands(
     kms: Any, tmp_path: Path, algorithm: str
 ) -> None:
+    require_tools("openssl")
     key_id = external_key(kms)
     material = os.urandom(32)
     params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=algorithm, WrappingKeySpec="RSA_3072")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from keys.models import Key, KeyMaterial
 from tests.conftest import REGION, Persona
+from tests.importing import require_tools
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,8 +21,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "IMPORT.md"
 SCRIPT = re.compile(r"<!-- import-script:begin -->\s*```bash\n(.*?)```\s*<!-- import-script:end -->", re.S)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("xxd") is None, reason="needs openssl and xxd")
 def test_it_runs_the_documented_import_script(live_server: Any, key_admin: Persona, tmp_path: Path) -> None:
+    require_tools("openssl", "xxd")
     match = SCRIPT.search(DOC.read_text())
     assert match, "docs/IMPORT.md lost its import script markers"
     env = {
