@@ -44,7 +44,7 @@ from keys.models import (
     KeyState,
 )
 from keys.services import jobs as key_jobs
-from keys.services.common import key_lock
+from keys.services.common import key_forget, key_lock
 from keys.services.material import material_aad, root_key_provider, root_keyring
 from keys.services.platform import platform_decrypt, platform_encrypt, platform_mac_key
 from kmsweb.lib.caller import Caller
@@ -369,11 +369,11 @@ def keys_expire_imported_material(*, caller: Caller, now: datetime) -> dict[str,
     counts = {"expired": 0, "skipped": 0, "parameters_removed": 0}
     for pk in key_jobs._ids(Key.objects.material_expired(now)):
         with transaction.atomic():
-            key = key_jobs._claim(Key.objects.material_expired(now), pk)
+            key = key_jobs._claim_one(Key.objects.material_expired(now), pk)
             if key is None:
                 counts["skipped"] += 1
                 continue
-            key_lock(key)  # forgets the API's cached copy, now and on commit
+            key_forget(key)  # the claim holds the row lock; the API's cache forgets the key
             with audited(caller, "DeleteExpiredKeyMaterial", request_parameters=None) as op:
                 op.keys.append(key)
                 materials = list(KeyMaterial.objects.filter(key=key, destroyed_at__isnull=True))

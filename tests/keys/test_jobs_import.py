@@ -161,7 +161,7 @@ def test_it_expires_each_key_once_with_two_workers_racing(
     with time_machine.travel(T0, tick=False):
         keys = [imported(admin, make_key, os.urandom(32), T0 + DAY) for _ in range(4)]
     now = T0 + 2 * DAY
-    original_claim = jobs._claim
+    original_claim = jobs._claim_one
     first_claim = threading.Lock()
     holder: list[str] = []
     other_skipped = threading.Event()
@@ -180,7 +180,7 @@ def test_it_expires_each_key_once_with_two_workers_racing(
                 other_skipped.wait(THREAD_WAIT_SECONDS)
         return key
 
-    monkeypatch.setattr(jobs, "_claim", observed_claim)
+    monkeypatch.setattr(jobs, "_claim_one", observed_claim)
     results: dict[str, Any] = {}
     start = threading.Barrier(2)
 
