@@ -19,7 +19,9 @@ from keys import crypto
 from keys import services as svc
 from keys.models import ImportParameters, Key, KeyMaterial, KeyState
 from keys.services.importing import FINGERPRINT_PURPOSE, PARAMETERS_LIFETIME, TOKEN_PURPOSE
+from keys.services.material import root_keyring
 from keys.services.platform import platform_key_get_or_create
+from keys.services.root_rotation import root_key_rotate
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
@@ -35,10 +37,12 @@ from kmsweb.lib.errors import (
 )
 from tests.conftest import Persona
 from tests.importing import wrap
+from tests.keys import test_root_rotation
 from tests.keys.test_services import assert_one_event, last_event_id, one_event, state_of
 
 pytestmark = pytest.mark.django_db
 
+root_key_file = test_root_rotation.root_key_file
 T0 = datetime(2025, 6, 1, 9, 0, 0, tzinfo=UTC)
 NO_EXPIRY = {"expiration_model": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
 
@@ -589,3 +593,31 @@ def test_it_offers_the_expiration_condition_keys_to_policies(
     assert fresh(ext).state == KeyState.ENABLED
     denials = AuditEvent.objects.filter(event_name="ImportKeyMaterial", error_code="AccessDeniedException")
     assert denials.count() == 2
+
+
+def test_it_survives_a_root_key_rotation_with_deleted_material_and_open_parameters(
+    root_key_file: Any, admin: Caller, make_key: Callable[..., Key]
+) -> None:
+    kept, dropped = make_key(origin="EXTERNAL"), make_key(origin="EXTERNAL")
+    kept_material, dropped_material = os.urandom(32), os.urandom(32)
+    do_import(admin, kept, kept_material)
+    do_import(admin, dropped, dropped_material)
+    kept_blob = svc.key_encrypt(caller=admin, key=fresh(kept), plaintext=b"kept").ciphertext
+    dropped_blob = svc.key_encrypt(caller=admin, key=fresh(dropped), plaintext=b"dropped").ciphertext
+    svc.key_delete_imported_material(caller=admin, key=fresh(dropped))
+    open_params = parameters(admin, dropped)  # made under the old root key
+
+    result = root_key_rotate(caller=Caller.system("tests"), new_key=True)
+
+    assert result["remainingUnderOldKeys"] == 0 and result.get("failed", 0) == 0
+    assert bytes(KeyMaterial.objects.get(key=dropped).wrapped) == b""
+    assert svc.key_decrypt(caller=admin, ciphertext=kept_blob).plaintext == b"kept"
+    svc.key_import_material(
+        caller=admin,
+        key=fresh(dropped),
+        import_token=open_params["ImportToken"],
+        encrypted_key_material=wrap(open_params["PublicKey"], "RSAES_OAEP_SHA_256", dropped_material),
+        **NO_EXPIRY,
+    )
+    assert KeyMaterial.objects.get(key=dropped).root_key_id == root_keyring().key_id
+    assert svc.key_decrypt(caller=admin, ciphertext=dropped_blob).plaintext == b"dropped"
