@@ -295,3 +295,27 @@ def test_it_macs_with_imported_hmac_material_as_python_does(kms: Any, spec: str,
     with pytest.raises(ClientError) as exc:
         import_material(kms, key_id, os.urandom(size))
     assert error_code(exc) == "IncorrectKeyMaterialException"
+
+
+def test_it_signs_with_imported_ecc_material_and_refuses_an_rsa_key_for_it(kms: Any) -> None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    der = private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    meta = kms.create_key(Origin="EXTERNAL", KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    wrong = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(ClientError) as exc:
+        import_material(kms, meta["KeyId"], wrong, "RSA_AES_KEY_WRAP_SHA_256")
+    assert error_code(exc) == "IncorrectKeyMaterialException"
+    import_material(kms, meta["KeyId"], der, "RSA_AES_KEY_WRAP_SHA_256")
+    public_der = kms.get_public_key(KeyId=meta["KeyId"])["PublicKey"]
+    assert public_der == private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signature = kms.sign(KeyId=meta["KeyId"], Message=b"imported", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
+    private.public_key().verify(signature, b"imported", ec.ECDSA(hashes.SHA256()))
