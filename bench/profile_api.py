@@ -105,6 +105,7 @@ def main() -> int:
     config = serve.CONFIGS["kmsweb"]
     os.environ.update(serve.config_env(config))
     if not args.no_setup:
+        serve.ensure_bench_password()
         for cmd in config.setup:
             subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, check=False)
 

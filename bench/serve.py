@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,6 +36,8 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:543
 
 # Credentials the suite gives kmsweb (made with `manage.py create_access_key`).
 KMSWEB_ACCESS_KEY_ID = os.environ.get("BENCH_KMSWEB_ACCESS_KEY_ID", "AKIAKMSWEBBENCH00001")
+# The bench admin's dashboard password (git-ignored), made by ensure_bench_password().
+BENCH_PASSWORD_FILE = BENCH_DIR / "kmsweb-bench-password.txt"
 KMSWEB_SECRET = os.environ.get("BENCH_KMSWEB_SECRET", "kmsweb-bench-secret-not-for-production")
 
 
@@ -148,7 +151,7 @@ CONFIGS: dict[str, Config] = {
         },
         setup=[
             python_cmd("manage.py", "migrate", "--noinput"),
-            python_cmd("manage.py", "bootstrap", "--password-file", str(BENCH_DIR / "kmsweb-bench-password.txt")),
+            python_cmd("manage.py", "bootstrap", "--password-file", str(BENCH_PASSWORD_FILE)),
             python_cmd(
                 "manage.py",
                 "create_access_key",
@@ -172,7 +175,16 @@ def config_env(config: Config) -> dict:
     return env
 
 
+def ensure_bench_password() -> None:
+    """The bench admin's dashboard password (git-ignored), made on first use."""
+    if not BENCH_PASSWORD_FILE.exists():
+        BENCH_PASSWORD_FILE.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+        BENCH_PASSWORD_FILE.chmod(0o600)
+
+
 def run_setup(config: Config, log=None) -> None:
+    if config.name == "kmsweb":
+        ensure_bench_password()
     for cmd in config.setup:
         done = subprocess.run(cmd, cwd=config.cwd, env=config_env(config), capture_output=True, text=True)
         if log is not None:
