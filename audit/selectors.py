@@ -23,7 +23,7 @@ from django.utils import timezone
 from audit import canonical, report
 from audit.filters import AuditFilter, encode_cursor
 from audit.models import DAY, HOUR, MINUTE, AuditDigest, AuditEvent, AuditExport, SigningKey
-from audit.services.usage import usage_rows
+from audit.services.usage import CRYPTO_EVENTS, usage_rows
 from keys.models import Key
 from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
 from kmsweb.lib.errors import NotFound
@@ -49,21 +49,6 @@ RANGES = {
 _RESOLUTION = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 DENIED = "AccessDeniedException"
 MAX_OPERATION_SERIES = 6
-# "Last used" means used for cryptography, as AWS's key last-usage does.
-CRYPTO_EVENTS = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-)
 
 
 def _events_for(caller: Caller) -> QuerySet[AuditEvent]:

@@ -5,16 +5,13 @@ PendingImport, and AWS's DeleteExpiredKeyMaterial event is recorded."""
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from io import StringIO
-from typing import Any
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection
 
 from audit.models import AuditEvent, JobRun
 from audit.services.jobs import job_run
@@ -27,6 +24,7 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidState
 from tests.conftest import Persona
 from tests.importing import wrap
+from tests.keys.test_jobs import race
 
 T0 = datetime(2025, 6, 1, 9, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -160,51 +158,8 @@ def test_it_expires_each_key_once_with_two_workers_racing(
     admin = key_admin.caller()
     with time_machine.travel(T0, tick=False):
         keys = [imported(admin, make_key, os.urandom(32), T0 + DAY) for _ in range(4)]
-    now = T0 + 2 * DAY
-    original_claim = jobs._claim_one
-    first_claim = threading.Lock()
-    holder: list[str] = []
-    other_skipped = threading.Event()
-
-    def observed_claim(due: Any, pk: Any) -> Key | None:
-        key = original_claim(due, pk)
-        name = threading.current_thread().name
-        if key is None:
-            # Before the first claim's holder is released nothing is committed,
-            # so a skip can only be a row that worker holds (even if it has not
-            # yet recorded itself as the holder).
-            other_skipped.set()
-        if key is not None:
-            with first_claim:
-                is_first = not holder
-                if is_first:
-                    holder.append(name)
-            if is_first:
-                other_skipped.wait(THREAD_WAIT_SECONDS)
-        return key
-
-    monkeypatch.setattr(jobs, "_claim_one", observed_claim)
-    results: dict[str, Any] = {}
-    start = threading.Barrier(2)
-
-    def worker(name: str) -> None:
-        try:
-            start.wait(THREAD_WAIT_SECONDS)
-            results[name] = keys_expire_imported_material(caller=Caller.system("expire_imported_material"), now=now)
-        except Exception as exc:  # surfaced by the assertions below
-            results[name] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(n,), name=n) for n in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(THREAD_WAIT_SECONDS * 2)
-    assert not any(t.is_alive() for t in threads)
-    assert all(isinstance(r, dict) for r in results.values()), results
-    assert other_skipped.is_set(), "the second worker never met a row the first one held"
-    assert sum(r["expired"] for r in results.values()) == len(keys)
+    results = race(monkeypatch, keys_expire_imported_material, "expire_imported_material", T0 + 2 * DAY, "_claim_one")
+    assert sum(r["expired"] for r in results) == len(keys)
     assert AuditEvent.objects.filter(event_name="DeleteExpiredKeyMaterial").count() == len(keys)
     assert set(Key.objects.filter(pk__in=[k.pk for k in keys]).values_list("state", flat=True)) == {"PendingImport"}
 
