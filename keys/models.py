@@ -159,7 +159,8 @@ class Key(models.Model):
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:kms:{self.region}:{self.account_id}:key/{self.id}"
+        # Platform owned keys belong to no account: their ARN has an empty account field.
+        return f"arn:aws:kms:{self.region}:{self.account_id or ''}:key/{self.id}"
 
     @property
     def is_deleted(self) -> bool:

@@ -290,6 +290,14 @@ def test_it_lists_no_platform_owned_keys(admin: Caller) -> None:
     assert svc.key_list(caller=admin)["Keys"] == []
 
 
+def test_it_names_a_platform_owned_key_with_no_account_in_its_audit_event() -> None:
+    from keys.services.platform import platform_key_get_or_create
+
+    key = platform_key_get_or_create(purpose="audit-arn-test")
+    event = AuditEvent.objects.filter(event_name="CreateKey", key_id=str(key.id)).get()
+    assert event.resources == [{"accountId": "", "type": "AWS::KMS::Key", "ARN": f"arn:aws:kms:::key/{key.id}"}]
+
+
 # -- UpdateKeyDescription, EnableKey, DisableKey ---------------------------------------------
 
 
