@@ -33,7 +33,7 @@ from keys.forms import (
     ScheduleDeletionForm,
     TagForm,
 )
-from keys.models import Key, KeyManager
+from keys.models import Key, KeyManager, KeySpec
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AlreadyExists,
@@ -96,6 +96,7 @@ def key_list(request: Any) -> HttpResponse:
         "tab_counts": selectors.key_counts_for(caller=caller),
         "can": _can(caller, "kms:CreateKey"),
         "nav": "keys",
+        "key_specs": KeySpec.values,
     }
     if flt.kind == "owned":
         context["owned"] = selectors.owned_key_summary()

@@ -137,3 +137,17 @@ def test_it_shows_no_public_key_for_symmetric_and_hmac_keys(admin_client: Client
         page = html(admin_client.get(f"/keys/{key.id}/"))
         assert 'id="key-public-key"' not in page and "BEGIN PUBLIC KEY" not in page
     assert "HMAC_SHA_512" in page
+
+
+def test_it_filters_the_key_table_by_every_key_spec(admin_client: Client, make_key: Callable[..., Key]) -> None:
+    symmetric = make_key()
+    ecc = make_key(key_spec="ECC_NIST_P256", key_usage="SIGN_VERIFY")
+    hmac_key = make_key(key_spec="HMAC_256", key_usage="GENERATE_VERIFY_MAC")
+    page = html(admin_client.get("/keys/"))
+    for spec in ("SYMMETRIC_DEFAULT", "RSA_4096", "ECC_NIST_P256", "HMAC_256", "ML_DSA_65"):
+        assert f'<option value="{spec}"' in page, spec
+    table = html(admin_client.get("/keys/?kind=customer&spec=ECC_NIST_P256", **HX))
+    assert str(ecc.id) in table
+    assert str(symmetric.id) not in table and str(hmac_key.id) not in table
+    chosen = html(admin_client.get("/keys/?kind=customer&spec=HMAC_256"))
+    assert '<option value="HMAC_256" selected>' in chosen
