@@ -211,16 +211,21 @@ def _insert(event: AuditEvent) -> None:
 
 
 def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> int:
-    """Run the INSERT on the driver's cursor, past Django's cursor wrapper.
+    """Run the INSERT on a plain psycopg cursor, past Django's cursor wrapper.
 
     Still inside Django's connection handling — health check, connection
     setup, database error wrapping and the open transaction — but without
-    the wrapper's per-call bookkeeping (measured: 8% of an Encrypt's CPU).
-    Query logging (``connection.queries``) therefore does not list it.
+    the wrapper's per-call bookkeeping, and with the values bound by the
+    server instead of quoted into the SQL text by the client (Django's
+    psycopg cursors bind client-side). Together about 15% of an Encrypt's
+    CPU. Not prepared, so it also works behind a transaction-pooling proxy.
+    Query logging (``connection.queries``) does not list it.
     """
+    import psycopg  # only reached on PostgreSQL
+
     connection.close_if_health_check_failed()
     connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return int(row[0])
