@@ -125,7 +125,9 @@ class KeyCreateForm(forms.Form):
         return data
 
 
-class DeleteImportedMaterialForm(forms.Form):
+class ConfirmKeyIdForm(forms.Form):
+    """A destructive action the user confirms by typing the key's id."""
+
     confirm = forms.CharField(label="Type the key id to confirm")
 
     def __init__(self, *args: Any, key_id: str, **kwargs: Any) -> None:
@@ -139,19 +141,13 @@ class DeleteImportedMaterialForm(forms.Form):
         return value
 
 
-class ScheduleDeletionForm(forms.Form):
+class DeleteImportedMaterialForm(ConfirmKeyIdForm):
+    pass
+
+
+class ScheduleDeletionForm(ConfirmKeyIdForm):
     pending_window_days = forms.IntegerField(min_value=7, max_value=30, initial=30, label="Waiting period (days)")
-    confirm = forms.CharField(label="Type the key id to confirm")
-
-    def __init__(self, *args: Any, key_id: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.key_id = key_id
-
-    def clean_confirm(self) -> str:
-        value = self.cleaned_data["confirm"].strip()
-        if value != self.key_id:
-            raise forms.ValidationError("That is not this key's id.")
-        return value
+    field_order = ["pending_window_days", "confirm"]
 
 
 class RotationForm(forms.Form):
