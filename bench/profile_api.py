@@ -36,6 +36,7 @@ import serve  # noqa: E402
 import sign  # noqa: E402
 
 URL = "http://127.0.0.1:8900/"
+FLOOR_KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def _environ(signed: sign.SignedRequest) -> dict:
@@ -96,26 +97,46 @@ def _proc_cpu(pid: int | None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--op", default="Encrypt", choices=sign.OPERATIONS)
+    parser.add_argument(
+        "--config",
+        default="kmsweb",
+        choices=("kmsweb", "floor-crypto-audit", "floor-parse"),
+        help="what answers the requests: kmsweb, or one of the floors (for the same measure of them)",
+    )
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--profile", help="write a cProfile dump of the measured loop here")
     parser.add_argument("--no-setup", action="store_true", help="skip migrate/bootstrap (already done)")
     args = parser.parse_args()
 
-    config = serve.CONFIGS["kmsweb"]
+    config = serve.CONFIGS[args.config]
     os.environ.update(serve.config_env(config))
     if not args.no_setup:
-        serve.ensure_bench_password()
+        if args.config == "kmsweb":
+            serve.ensure_bench_password()
         for cmd in config.setup:
-            subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, check=False)
+            subprocess.run(cmd, cwd=config.cwd or REPO_DIR, capture_output=True, check=False)
 
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kmsweb.settings")
     django.setup()
-    from django.core.wsgi import get_wsgi_application
+    if args.config == "kmsweb":
+        from kmsweb.wsgi import application as app  # what gunicorn serves
+    else:
+        from django.core.wsgi import get_wsgi_application
 
-    app = get_wsgi_application()
+        app = get_wsgi_application()
+    if args.config != "kmsweb":
+        # The floors take any key id and do not check the signature.
+        blob = None
+        if args.op == "Decrypt":
+            status, answer = _call(
+                app, sign.sign(URL, "Encrypt", sign.request_body("Encrypt", FLOOR_KEY_ID), "AKIAFLOOR", "x")
+            )
+            blob = base64.b64decode(json.loads(answer)["CiphertextBlob"])
+        request = sign.sign(URL, args.op, sign.request_body(args.op, FLOOR_KEY_ID, blob), "AKIAFLOOR", "x")
+        return _measure(app, args, request)
 
     def signed(op: str, body: str) -> sign.SignedRequest:
         return sign.sign(URL, op, body, config.access_key, config.secret)
@@ -142,6 +163,10 @@ def main() -> int:
         status, answer = _call(app, signed("Encrypt", sign.request_body("Encrypt", key_id)))
         blob = base64.b64decode(json.loads(answer)["CiphertextBlob"])
     request = signed(args.op, sign.request_body(args.op, key_id, blob))
+    return _measure(app, args, request)
+
+
+def _measure(app, args: argparse.Namespace, request: sign.SignedRequest) -> int:
 
     for _ in range(args.warmup):
         status, answer = _call(app, request)
@@ -163,7 +188,7 @@ def main() -> int:
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     pg = _proc_cpu(backend) - pg0
     print(
-        f"{args.op}: {args.n} requests, {cpu / args.n * 1e3:.3f} ms CPU/request in kmsweb"
+        f"{args.config} {args.op}: {args.n} requests, {cpu / args.n * 1e3:.3f} ms CPU/request in the server process"
         + (f" + {pg / args.n * 1e3:.3f} ms in its PostgreSQL backend" if backend else "")
         + f" ({wall / args.n * 1e3:.3f} ms wall), one process"
     )

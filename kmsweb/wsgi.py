@@ -1,8 +1,16 @@
-"""WSGI entry point (gunicorn kmsweb.wsgi)."""
+"""WSGI entry point (gunicorn kmsweb.wsgi).
+
+Django's handler, with KMS API calls answered ahead of its request cycle
+(``kmsweb.api.wsgi``).
+"""
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kmsweb.settings")
-application = get_wsgi_application()
+django.setup(set_prefix=False)
+
+from kmsweb.api.wsgi import KmswebWSGIHandler  # noqa: E402 - needs the apps loaded
+
+application = KmswebWSGIHandler()

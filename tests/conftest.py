@@ -45,6 +45,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=f"needs {what}"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _live_servers_run_kmswebs_handler() -> Iterator[None]:
+    """Live servers serve through kmsweb's own WSGI handler, as gunicorn does.
+
+    Django's LiveServerThread builds a plain ``WSGIHandler``; the API's calls
+    would then go through Django's request cycle (``AwsApiMiddleware``)
+    instead of the shorter path production takes (``kmsweb.api.wsgi``).
+    """
+    import django.test.testcases as testcases
+
+    from kmsweb.api.wsgi import KmswebWSGIHandler
+
+    original = testcases.WSGIHandler
+    testcases.WSGIHandler = KmswebWSGIHandler
+    yield
+    testcases.WSGIHandler = original
+
+
 @pytest.fixture(autouse=True)
 def _fresh_platform_cache() -> Iterator[None]:
     # Platform key material is cached per process; each test's database is new.

@@ -11,10 +11,12 @@ import functools
 import json
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -29,6 +31,7 @@ from kmsweb.lib.errors import (
     InvalidSignature,
     KmsError,
     MissingAuthenticationToken,
+    RequestTooLarge,
     SerializationError,
     UnknownOperation,
     UnrecognizedClient,
@@ -50,11 +53,25 @@ _SIGV4_ERRORS: dict[str, type[KmsError]] = {
 }
 
 
+class ApiRequestLike(Protocol):
+    """What the API reads of a request: a Django request has it, and so has
+    ``kmsweb.api.wsgi.ApiRequest``."""
+
+    META: Any
+    method: str | None
+    path: str
+
+    @property
+    def body(self) -> bytes: ...
+
+    def is_secure(self) -> bool: ...
+
+
 def is_api_request(request: HttpRequest) -> bool:
     return request.method == "POST" and "HTTP_X_AMZ_TARGET" in request.META
 
 
-def _headers(request: HttpRequest) -> dict[str, str]:
+def _headers(request: ApiRequestLike) -> dict[str, str]:
     headers = {}
     for name, value in request.META.items():
         if name.startswith("HTTP_"):
@@ -71,17 +88,35 @@ def _signing_key(secret: str, date: str, region: str) -> bytes:
     return sigv4.signing_key(secret, date, region, "kms")
 
 
-def _json_response(body: dict[str, Any], request_id: str, status: int = 200) -> HttpResponse:
-    response = HttpResponse(json.dumps(body, separators=(",", ":")), status=status, content_type=CONTENT_TYPE)
-    response["x-amzn-RequestId"] = request_id
-    return response
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """One answer of the KMS API, before any web framework wraps it."""
+
+    status: int
+    body: bytes
+    request_id: str
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", CONTENT_TYPE),
+            ("Content-Length", str(len(self.body))),
+            ("x-amzn-RequestId", self.request_id),
+        ]
 
 
-def _error_response(error: KmsError, request_id: str) -> HttpResponse:
-    return _json_response({"__type": error.code, "message": error.message}, request_id, error.status)
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _authenticate(request: HttpRequest, request_id: str) -> Caller:
+def _json_answer(body: dict[str, Any], request_id: str, status: int = 200) -> ApiAnswer:
+    # ensure_ascii (the default) makes the text ASCII: encoding it cannot fail.
+    return ApiAnswer(status, _dumps(body).encode("ascii"), request_id)
+
+
+def _error_answer(error: KmsError, request_id: str) -> ApiAnswer:
+    return _json_answer({"__type": error.code, "message": error.message}, request_id, error.status)
+
+
+def _authenticate(request: ApiRequestLike, request_id: str) -> Caller:
     """Verify the signature and return the caller it proves, or raise."""
     signed = sigv4.SignedRequest(
         method=request.method or "POST",
@@ -155,7 +190,7 @@ def anonymous_caller(request: HttpRequest, request_id: str) -> Caller:
     return _anonymous(request, request_id)
 
 
-def _anonymous(request: HttpRequest, request_id: str) -> Caller:
+def _anonymous(request: ApiRequestLike, request_id: str) -> Caller:
     """Who an unauthenticated request claims to be, for its audit event."""
     return Caller(
         principal_arn="",
@@ -171,7 +206,25 @@ def _anonymous(request: HttpRequest, request_id: str) -> Caller:
 
 @csrf_exempt
 def aws_endpoint(request: HttpRequest) -> HttpResponse:
-    """Serve one AWS JSON-protocol KMS call."""
+    """Serve one AWS JSON-protocol KMS call as a Django view.
+
+    Production traffic takes ``kmsweb.api.wsgi``'s shorter path to
+    :func:`answer`; this view serves what reaches Django's handler (the test
+    client, a handler that is not kmsweb's).
+    """
+    reply = answer(request)
+    response = HttpResponse(reply.body, status=reply.status, content_type=CONTENT_TYPE)
+    response["x-amzn-RequestId"] = reply.request_id
+    return response
+
+
+def answer(request: ApiRequestLike) -> ApiAnswer:
+    """Serve one AWS JSON-protocol KMS call: authenticate, validate, run, audit.
+
+    ``request`` is a Django request or a :class:`kmsweb.api.wsgi.ApiRequest`;
+    only ``META``, ``body``, ``method``, ``path`` and ``is_secure()`` are read.
+    Never raises: every failure is an AWS error answer, and is audited.
+    """
     request_id = new_request_id()
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
@@ -179,6 +232,12 @@ def aws_endpoint(request: HttpRequest) -> HttpResponse:
     caller = _anonymous(request, request_id)
     params: dict[str, Any] | None = None
     try:
+        try:
+            request.body  # noqa: B018 - read (and size-checked) once, here
+        except RequestDataTooBig as exc:
+            raise RequestTooLarge(
+                f"The request body is larger than kmsweb accepts ({settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)."
+            ) from exc
         caller = _authenticate(request, request_id)
         if event_name == "UnknownOperation":
             raise UnknownOperation(f"Unknown operation {target or '(no X-Amz-Target)'}.")
@@ -204,10 +263,10 @@ def aws_endpoint(request: HttpRequest) -> HttpResponse:
         if handler is None:
             raise UnsupportedOperation(f"kmsweb does not implement {operation} yet.")
         result = handler(caller, params)
-        return _json_response(shapes.serialize_output(operation, result), request_id)
+        return _json_answer(shapes.serialize_output(operation, result), request_id)
     except KmsError as exc:
         audit_rejected_request(caller=caller, event_name=event_name, error=exc, request_parameters=params)
-        return _error_response(exc, request_id)
+        return _error_answer(exc, request_id)
     except Exception:
         logger.exception("internal error serving %s (request %s)", event_name, request_id)
         error = InternalError("An internal error occurred.")
@@ -215,4 +274,4 @@ def aws_endpoint(request: HttpRequest) -> HttpResponse:
             audit_rejected_request(caller=caller, event_name=event_name, error=error)
         except Exception:
             logger.exception("could not audit internal error (request %s)", request_id)
-        return _error_response(error, request_id)
+        return _error_answer(error, request_id)

@@ -155,6 +155,13 @@ class MissingAuthenticationToken(KmsError):
     status = 403
 
 
+class RequestTooLarge(KmsError):
+    """A request body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``: refused unread."""
+
+    code = "ValidationException"
+    status = 413
+
+
 class UnknownOperation(KmsError):
     """AWS `UnknownOperationException`."""
 
