@@ -366,7 +366,7 @@ def test_a_change_cannot_commit_without_its_event(key_admin: Persona, monkeypatc
     caller = key_admin.caller()
     before_keys = Key.objects.count()
 
-    def fail(event: AuditEvent) -> None:
+    def fail(values: dict[str, Any]) -> int:
         raise RuntimeError("audit storage unavailable")
 
     # The one place an event's row is written.
@@ -399,3 +399,75 @@ def test_system_jobs_are_recorded_as_service_events(key_admin: Persona) -> None:
     seal = AuditEvent.objects.get(event_name="SealAuditTrail")
     assert (seal.origin, seal.event_type, seal.user_identity["type"]) == ("system", "AwsServiceEvent", "AWSService")
     assert seal.user_identity["principalId"] == "audit-seal"
+
+
+@pytest.mark.django_db
+def test_the_direct_insert_writes_what_the_orm_would(key_admin: Persona, make_key: Callable[..., Key]) -> None:
+    """``audit_record`` skips the model; the row must be the one ``save()`` writes."""
+    from datetime import UTC, datetime
+
+    key = make_key()
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    fields = {
+        "caller": key_admin.caller(),
+        "event_name": "Encrypt",
+        "request_parameters": {"KeyId": str(key.id), "EncryptionContext": {"nul": "a\x00b"}},
+        "additional_event_data": {"keyMaterialId": "abc"},
+        "error": ValidationError("bad \x00 input"),
+        "keys": [key],
+        "read_only": True,
+        "event_time": at,
+    }
+    pk = recording.audit_record(**fields)
+    direct = AuditEvent.objects.get(pk=pk)
+
+    # The same event through the ORM, as the recorder wrote it before it skipped the model.
+    via_orm = AuditEvent(
+        event_time=at,
+        event_name="Encrypt",
+        aws_region=direct.aws_region,
+        source_ip=direct.source_ip,
+        user_agent=direct.user_agent,
+        user_identity=recording.user_identity(fields["caller"]),
+        request_parameters=recording.storable(recording.redact(fields["request_parameters"])),
+        additional_event_data={"keyMaterialId": "abc"},
+        error_code="ValidationException",
+        error_message=recording.storable("bad \x00 input"),
+        request_id=direct.request_id,
+        read_only=True,
+        resources=[{"accountId": key.account_id, "type": "AWS::KMS::Key", "ARN": key.arn}],
+        recipient_account_id=key_admin.principal.account_id,
+        origin="api",
+        key_id=str(key.id),
+        principal_arn=key_admin.principal.arn,
+    )
+    via_orm.save(force_insert=True)
+    via_orm.refresh_from_db()
+
+    skip = {"id", "event_id"}
+    columns = [f.attname for f in AuditEvent._meta.concrete_fields if f.attname not in skip]
+    assert {c: getattr(direct, c) for c in columns} == {c: getattr(via_orm, c) for c in columns}
+    assert direct.event_id != via_orm.event_id  # each row gets its own event id
+    assert direct.request_parameters["encryptionContext"] == {"nul": "a\\u0000b"}
+    assert direct.event_time == at
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_audit_insert_is_prepared_unless_turned_off(key_admin: Persona, settings: Any, prepared: bool) -> None:
+    """Prepared once per connection; off for poolers that cannot carry prepared statements."""
+    from django.db import connection
+
+    settings.KMSWEB_DB_PREPARED_STATEMENTS = prepared
+    connection.close()  # a fresh connection: nothing prepared on it yet
+    caller = key_admin.caller()
+    ids = [recording.audit_record(caller=caller, event_name="ListKeys", read_only=True) for _ in range(3)]
+    assert len(set(ids)) == 3
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["INSERT INTO %audit_auditevent%"]
+        )
+        (count,) = cursor.fetchone()
+    assert count == (1 if prepared else 0)
+    assert AuditEvent.objects.filter(id__in=ids, event_name="ListKeys").count() == 3
