@@ -263,7 +263,7 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
         if handler is None:
             raise UnsupportedOperation(f"kmsweb does not implement {operation} yet.")
         result = handler(caller, params)
-        return _json_answer(shapes.serialize_output(operation, result), request_id)
+        return ApiAnswer(200, shapes.encode_output(operation, result), request_id)
     except KmsError as exc:
         audit_rejected_request(caller=caller, event_name=event_name, error=exc, request_parameters=params)
         return _error_answer(exc, request_id)

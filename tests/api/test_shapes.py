@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from kmsweb.api.shapes import (
     ShapeError,
+    encode_output,
     error_shape_names,
     operation_names,
     parse_input,
@@ -263,6 +264,30 @@ SERIALIZATION_CASES = [
         id="invalid-base64",
     ),
     pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": "QQ"},
+        "Base64 value could not be decoded",
+        id="base64-without-padding",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": "QQ==QQ=="},
+        "Base64 value could not be decoded",
+        id="base64-data-after-padding",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": " QQ=="},
+        "Base64 value could not be decoded",
+        id="base64-with-whitespace",
+    ),
+    pytest.param(
+        "Encrypt",
+        {"KeyId": KEY_ID, "Plaintext": "QQ\u00e9="},
+        "Base64 value could not be decoded",
+        id="base64-non-ascii",
+    ),
+    pytest.param(
         "CreateKey",
         {"Tags": {"TagKey": "k", "TagValue": "v"}},
         "Start of structure or map found where not expected.",
@@ -467,4 +492,50 @@ def test_it_round_trips_any_bytes_through_botocore(plaintext: bytes, ciphertext:
     parsed = parse_with_botocore("GenerateDataKey", body)
     assert parsed["CiphertextBlob"] == ciphertext
     # botocore drops an empty blob's value to b"" as well.
+    assert parsed["Plaintext"] == plaintext
+
+
+ENCODE_CASES = [
+    (
+        "Encrypt",
+        {"CiphertextBlob": bytes(range(256)) * 20, "KeyId": KEY_ARN, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+    ),
+    ("GenerateDataKey", {"CiphertextBlob": b"\x00c", "Plaintext": b"", "KeyId": KEY_ARN, "KeyMaterialId": "m"}),
+    (
+        "GenerateDataKeyPair",
+        {
+            "PrivateKeyCiphertextBlob": b"\x01" * 40,
+            "PrivateKeyPlaintext": b"\xff" * 33,
+            "PublicKey": b"\x30\x59",
+            "KeyId": KEY_ARN,
+            "KeyPairSpec": "ECC_NIST_P256",
+        },
+    ),
+    ("Decrypt", {"Plaintext": b"only a blob"}),
+    ("Sign", {"KeyId": KEY_ARN, "Signature": b"sig", "SigningAlgorithm": "ECDSA_SHA_256"}),
+    ("GenerateRandom", {"Plaintext": None, "CiphertextForRecipient": None}),
+    ("ListKeys", {"Keys": [{"KeyId": KEY_ID, "KeyArn": KEY_ARN}], "Truncated": False}),
+    ("DescribeKey", {"KeyMetadata": {"KeyId": KEY_ID, "CreationDate": datetime(2024, 5, 1, tzinfo=UTC)}}),
+    ("EnableKey", {}),
+]
+
+
+@pytest.mark.parametrize(("operation", "result"), ENCODE_CASES, ids=[case[0] for case in ENCODE_CASES])
+def test_the_encoded_body_is_the_serialized_one(operation: str, result: dict[str, Any]) -> None:
+    """encode_output writes blobs into the JSON text itself: it must say exactly what serialize_output says."""
+    encoded = encode_output(operation, result)
+    encoded.decode("ascii")  # ASCII throughout
+    assert json.loads(encoded) == serialize_output(operation, result)
+    if serialize_output(operation, result):
+        assert parse_with_botocore(operation, json.loads(encoded)) == parse_with_botocore(
+            operation, serialize_output(operation, result)
+        )
+
+
+@settings(max_examples=100, deadline=None)
+@given(plaintext=st.binary(max_size=1024), ciphertext=st.binary(min_size=1, max_size=2048))
+def test_any_bytes_encode_to_what_botocore_reads_back(plaintext: bytes, ciphertext: bytes) -> None:
+    body = json.loads(encode_output("GenerateDataKey", {"CiphertextBlob": ciphertext, "Plaintext": plaintext}))
+    parsed = parse_with_botocore("GenerateDataKey", body)
+    assert parsed["CiphertextBlob"] == ciphertext
     assert parsed["Plaintext"] == plaintext
