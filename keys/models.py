@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import cached_property
 
 from django.db import models
 
@@ -157,9 +158,11 @@ class Key(models.Model):
     def __str__(self) -> str:
         return str(self.id)
 
-    @property
+    @cached_property
     def arn(self) -> str:
         # Platform owned keys belong to no account: their ARN has an empty account field.
+        # Region, account and id never change once a key exists: computed once per instance
+        # (cached keys serve many requests).
         return f"arn:aws:kms:{self.region}:{self.account_id or ''}:key/{self.id}"
 
     @property

@@ -9,11 +9,13 @@ never is.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -99,28 +101,73 @@ def redact(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def user_identity(caller: Caller) -> dict[str, Any]:
     """CloudTrail's userIdentity block for a caller."""
-    if caller.is_system:
-        return {"type": "AWSService", "invokedBy": "kmsweb", "principalId": caller.principal_name}
-    kind = {"user": "IAMUser", "role": "AssumedRole", "service": "AWSService"}.get(caller.principal_type, "Unknown")
+    return _user_identity(
+        caller.is_system,
+        caller.principal_type,
+        caller.principal_name,
+        caller.principal_arn,
+        caller.account_id,
+        caller.mfa_present,
+        caller.access_key_id,
+        caller.via_service,
+        caller.invoked_by_arn,
+    )
+
+
+def _user_identity(
+    is_system: bool,
+    principal_type: str,
+    principal_name: str,
+    principal_arn: str,
+    account_id: str,
+    mfa_present: bool,
+    access_key_id: str | None,
+    via_service: str | None,
+    invoked_by_arn: str | None,
+) -> dict[str, Any]:
+    if is_system:
+        return {"type": "AWSService", "invokedBy": "kmsweb", "principalId": principal_name}
+    kind = {"user": "IAMUser", "role": "AssumedRole", "service": "AWSService"}.get(principal_type, "Unknown")
     identity: dict[str, Any] = {
         "type": kind,
-        "principalId": caller.principal_name,
-        "arn": caller.principal_arn,
-        "accountId": caller.account_id,
-        "sessionContext": {"attributes": {"mfaAuthenticated": "true" if caller.mfa_present else "false"}},
+        "principalId": principal_name,
+        "arn": principal_arn,
+        "accountId": account_id,
+        "sessionContext": {"attributes": {"mfaAuthenticated": "true" if mfa_present else "false"}},
     }
-    if caller.access_key_id:
-        identity["accessKeyId"] = caller.access_key_id
-    if caller.principal_type == "user":
-        identity["userName"] = caller.principal_name
-    if caller.via_service:
+    if access_key_id:
+        identity["accessKeyId"] = access_key_id
+    if principal_type == "user":
+        identity["userName"] = principal_name
+    if via_service:
         # CloudTrail's invokedBy names the service that called on the user's
         # behalf; kmsweb adds which registered service principal signed.
-        service = caller.via_service.split(".", 1)[0]
+        service = via_service.split(".", 1)[0]
         identity["invokedBy"] = f"{service}.amazonaws.com"
-        if caller.invoked_by_arn:
-            identity["invokedByArn"] = caller.invoked_by_arn
+        if invoked_by_arn:
+            identity["invokedByArn"] = invoked_by_arn
     return identity
+
+
+class JsonText(str):
+    """A JSON column's value already written as JSON text (see ``_insert``)."""
+
+    __slots__ = ()
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@lru_cache(maxsize=4096)
+def _user_identity_json(*fields: Any) -> JsonText:
+    # The same principal and access key make the same block on every call: it
+    # is built and written as JSON once per process, not once per event.
+    return JsonText(_dumps(storable(_user_identity(*fields))))
+
+
+@lru_cache(maxsize=4096)
+def _key_resource_json(account_id: str, arn: str) -> JsonText:
+    return JsonText(_dumps([{"accountId": account_id, "type": "AWS::KMS::Key", "ARN": arn}]))
 
 
 def audit_record(
@@ -138,8 +185,12 @@ def audit_record(
     event_source: str = "kms.amazonaws.com",
 ) -> int:
     """Insert one audit event and return its id. One INSERT, no locks; the caller owns the transaction."""
-    resources = [{"accountId": k.account_id or "", "type": "AWS::KMS::Key", "ARN": k.arn} for k in keys]
-    resources += [{"type": "AWS::KMS::Key", "ARN": arn} for arn in key_arns]
+    resources: Any
+    if len(keys) == 1 and not key_arns:
+        resources = _key_resource_json(keys[0].account_id or "", keys[0].arn)
+    else:
+        resources = [{"accountId": k.account_id or "", "type": "AWS::KMS::Key", "ARN": k.arn} for k in keys]
+        resources += [{"type": "AWS::KMS::Key", "ARN": arn} for arn in key_arns]
     return _insert(
         {
             "event_time": event_time or timezone.now(),
@@ -149,7 +200,17 @@ def audit_record(
             "aws_region": caller.region,
             "source_ip": caller.source_ip or ("kmsweb" if caller.is_system else ""),
             "user_agent": storable((caller.user_agent or "")[:512]),
-            "user_identity": user_identity(caller),
+            "user_identity": _user_identity_json(
+                caller.is_system,
+                caller.principal_type,
+                caller.principal_name,
+                caller.principal_arn,
+                caller.account_id,
+                caller.mfa_present,
+                caller.access_key_id,
+                caller.via_service,
+                caller.invoked_by_arn,
+            ),
             "request_parameters": storable(redact(request_parameters)),
             "response_elements": storable(redact(response_elements)),
             "additional_event_data": storable(dict(additional_event_data)) if additional_event_data else None,
@@ -168,23 +229,51 @@ def audit_record(
 
 # The model's columns, in a fixed order (the primary key is the database's).
 _COLUMNS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-# Columns whose Python value is what the driver takes as it is: no per-row
-# adaptation (the others are JSON, datetimes and the UUID).
-_PLAIN = (models.CharField, models.TextField, models.BooleanField, models.IntegerField)
 _INSERT_SQL: dict[str, tuple[str, bool]] = {}
 # A psycopg prepare_threshold no query reaches by repetition.
 _PREPARE_WHEN_ASKED = 2**31 - 1
+
+
+# Columns whose Python value is what the driver takes as it is.
+_PLAIN = (models.CharField, models.TextField, models.BooleanField, models.IntegerField)
+
+
+def _json_param(value: Any, connection: BaseDatabaseWrapper) -> str | None:
+    """A JSON column's parameter: its JSON text (None: SQL NULL, as the ORM stores it).
+
+    PostgreSQL (jsonb, from an untyped text parameter) and SQLite (text) both
+    take the text as it is: Django's JSONField hands them JSON text too.
+    """
+    if value is None or isinstance(value, JsonText):
+        return value
+    return _dumps(value)
 
 
 @dataclass(frozen=True, slots=True)
 class _Column:
     attname: str
     default: Callable[[], Any]
-    # field.get_db_prep_save, for the columns that need it; None: as it is.
+    # How the value becomes the driver's parameter; None: as it is.
     adapt: Callable[[Any, BaseDatabaseWrapper], Any] | None
 
 
-_PLAN = [_Column(f.attname, f.get_default, None if isinstance(f, _PLAIN) else f.get_db_prep_save) for f in _COLUMNS]
+@lru_cache(maxsize=8)
+def _plan(vendor: str) -> tuple[_Column, ...]:
+    """How each column's value is passed on ``vendor``.
+
+    JSON as its text. On PostgreSQL, datetimes and UUIDs go to psycopg as
+    they are (what their fields' ``get_db_prep_save`` return there);
+    elsewhere through that method. Text, numbers and booleans as they are.
+    """
+    plan = []
+    for f in _COLUMNS:
+        adapt: Callable[[Any, BaseDatabaseWrapper], Any] | None = None
+        if isinstance(f, models.JSONField):
+            adapt = _json_param
+        elif not isinstance(f, _PLAIN) and vendor != "postgresql":
+            adapt = f.get_db_prep_save
+        plan.append(_Column(f.attname, f.get_default, adapt))
+    return tuple(plan)
 
 
 def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
@@ -212,15 +301,15 @@ def _insert(values: dict[str, Any]) -> int:
     each time was a fifth of a request's CPU, and building the model
     instance and passing every value through its field's
     ``get_db_prep_save`` another tenth. Columns not given take the field's
-    default; JSON, datetime and UUID values still go through their field's
-    ``get_db_prep_save`` (the same adaptation ``save()`` does); text,
-    numbers and booleans go to the driver as they are. There are no save
+    default; each value becomes its parameter as :func:`_plan` says (the
+    same values ``save()`` would pass; a test compares the rows). A JSON
+    value may come already written (:class:`JsonText`). There are no save
     signals on audit events to skip.
     """
     connection = connections[router.db_for_write(AuditEvent)]
     sql, returning = _insert_sql(connection)
     params = []
-    for column in _PLAN:
+    for column in _plan(connection.vendor):
         value = values[column.attname] if column.attname in values else column.default()
         params.append(value if column.adapt is None else column.adapt(value, connection))
     if connection.vendor == "postgresql":
