@@ -158,6 +158,21 @@ class JsonText(str):
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _storable_json(value: Any) -> JsonText | None:
+    """``storable(value)`` written as JSON, scanning for NUL only in the text.
+
+    JSON writes U+0000 as ``\\u0000``: text without that sequence has no NUL
+    to escape. Text with it (a NUL, or only a backslash before ``u0000``) is
+    written again from ``storable(value)``.
+    """
+    if value is None:
+        return None
+    text = _dumps(value)
+    if "\\u0000" in text:
+        text = _dumps(storable(value))
+    return JsonText(text)
+
+
 @lru_cache(maxsize=4096)
 def _user_identity_json(*fields: Any) -> JsonText:
     # The same principal and access key make the same block on every call: it
@@ -211,9 +226,9 @@ def audit_record(
                 caller.via_service,
                 caller.invoked_by_arn,
             ),
-            "request_parameters": storable(redact(request_parameters)),
-            "response_elements": storable(redact(response_elements)),
-            "additional_event_data": storable(dict(additional_event_data)) if additional_event_data else None,
+            "request_parameters": _storable_json(redact(request_parameters)),
+            "response_elements": _storable_json(redact(response_elements)),
+            "additional_event_data": _storable_json(dict(additional_event_data)) if additional_event_data else None,
             "error_code": error.code if error else "",
             "error_message": storable(error.message) if error else "",
             "request_id": caller.request_id,

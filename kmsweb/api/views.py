@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -71,15 +72,57 @@ def is_api_request(request: HttpRequest) -> bool:
     return request.method == "POST" and "HTTP_X_AMZ_TARGET" in request.META
 
 
-def _headers(request: ApiRequestLike) -> dict[str, str]:
-    headers = {}
-    for name, value in request.META.items():
-        if name.startswith("HTTP_"):
-            headers[name[5:].replace("_", "-").lower()] = value
-    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if request.META.get(name):
-            headers[name.replace("_", "-").lower()] = request.META[name]
-    return headers
+class MetaHeaders(Mapping[str, str]):
+    """A request's headers by lower-case name, read from its WSGI environ on demand.
+
+    ``x-amz-date`` is ``META["HTTP_X_AMZ_DATE"]``; ``content-type`` and
+    ``content-length`` are the environ's own ``CONTENT_*`` when set. A name
+    with an underscore names no header (the environ cannot tell ``a_b`` from
+    ``a-b``). Only the few headers SigV4 reads are looked up, instead of
+    copying every header of every request.
+    """
+
+    __slots__ = ("_meta",)
+
+    def __init__(self, meta: Mapping[str, Any]) -> None:
+        self._meta = meta
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        if "_" in name:
+            return default
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            value = self._meta.get(key)
+            if value:
+                return value
+        return self._meta.get("HTTP_" + key, default)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name, _ABSENT)
+        if value is _ABSENT:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name, _ABSENT) is not _ABSENT
+
+    def _names(self) -> list[str]:
+        names = [key[5:].replace("_", "-").lower() for key in self._meta if key.startswith("HTTP_")]
+        names += [key.replace("_", "-").lower() for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if self._meta.get(key)]
+        return list(dict.fromkeys(names))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+_ABSENT: Any = object()
+
+
+def _headers(request: ApiRequestLike) -> MetaHeaders:
+    return MetaHeaders(request.META)
 
 
 @functools.lru_cache(maxsize=4096)

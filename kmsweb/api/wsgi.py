@@ -5,10 +5,11 @@ request cycle: no URL resolution, middleware, session, user, CSRF token or
 template. :class:`KmswebWSGIHandler` hands such a request straight to
 :func:`kmsweb.api.views.answer` and passes everything else to Django's own
 handler. What Django's cycle does that the API still needs is done here:
-database connections are checked before and after the call as Django's
-``request_started``/``request_finished`` receivers would (those two signals,
-whose only receivers are Django's own connection, cache and URLconf
-housekeeping, are not sent for API calls); the body is read from the WSGI
+database connections are checked after each call, as Django's
+``request_finished`` receiver does (``request_started``'s check of the same
+connections would find them as that one left them; the two signals, whose
+only receivers are Django's own connection, cache and URLconf housekeeping,
+are not sent for API calls); the body is read from the WSGI
 stream under ``DATA_UPLOAD_MAX_MEMORY_SIZE``; ``is_secure()`` honours
 ``SECURE_PROXY_SSL_HEADER``.
 
@@ -99,7 +100,6 @@ class KmswebWSGIHandler(WSGIHandler):
             return super().__call__(environ, start_response)
         if settings.DEBUG:
             reset_queries()
-        close_old_connections()
         try:
             reply = answer(ApiRequest(environ))
         except Exception:  # answer() answers every failure itself; this is a last resort
@@ -112,6 +112,10 @@ class KmswebWSGIHandler(WSGIHandler):
                 request_id,
             )
         finally:
+            # Once, after the call: it leaves the connection as the next
+            # call needs it (closed if broken or past CONN_MAX_AGE, health
+            # check due on first use), which is what Django's check before
+            # each request would establish.
             close_old_connections()
         start_response(_status_line(reply.status), reply.headers())
         return [reply.body]

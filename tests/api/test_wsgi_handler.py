@@ -241,3 +241,31 @@ def test_everything_else_goes_through_django(handler, key_admin) -> None:
     elsewhere = Reply(handler, environ(headers, body, PATH_INFO="/keys/"))
     assert not elsewhere.headers.get("Content-Type", "").startswith(CONTENT_TYPE)
     assert Principal.objects.filter(name="key-admin").exists()
+
+
+def test_headers_are_read_from_the_environ_by_their_lower_case_names() -> None:
+    from kmsweb.api.views import MetaHeaders
+
+    headers = MetaHeaders(
+        {
+            "HTTP_X_AMZ_DATE": "20260101T000000Z",
+            "HTTP_HOST": "kms.example",
+            "CONTENT_TYPE": CONTENT_TYPE,
+            "HTTP_CONTENT_TYPE": "text/plain",
+            "CONTENT_LENGTH": "",
+            "HTTP_CONTENT_LENGTH": "12",
+            "wsgi.input": None,
+        }
+    )
+    assert headers["x-amz-date"] == "20260101T000000Z"
+    assert headers.get("host") == "kms.example"
+    # The environ's own CONTENT_* win when set, as in the request Django builds.
+    assert headers["content-type"] == CONTENT_TYPE
+    assert headers["content-length"] == "12"
+    assert "authorization" not in headers and headers.get("authorization") is None
+    with pytest.raises(KeyError):
+        headers["authorization"]
+    # An underscore names no header: x_amz_date is not x-amz-date.
+    assert headers.get("x_amz_date") is None and "x_amz_date" not in headers
+    assert sorted(headers) == ["content-length", "content-type", "host", "x-amz-date"]
+    assert len(headers) == 4

@@ -471,3 +471,18 @@ def test_the_audit_insert_is_prepared_unless_turned_off(key_admin: Persona, sett
         (count,) = cursor.fetchone()
     assert count == (1 if prepared else 0)
     assert AuditEvent.objects.filter(id__in=ids, event_name="ListKeys").count() == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ({"k": "plain"}, {"k": "plain"}),
+        ({"k": "a\x00b", "n\x00": ["\x00"]}, {"k": "a\\u0000b", "n\\u0000": ["\\u0000"]}),
+        # Already the six characters: kept as they are (no NUL to escape).
+        ({"k": "a\\u0000b"}, {"k": "a\\u0000b"}),
+    ],
+)
+def test_nul_is_escaped_in_json_columns_and_nothing_else(value: dict[str, Any], stored: dict[str, Any]) -> None:
+    text = recording._storable_json(value)
+    assert "\x00" not in json.loads(text).get("k", "")
+    assert json.loads(text) == stored == recording.storable(value)
