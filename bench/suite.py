@@ -14,6 +14,7 @@ failure makes the exit status 1.  Server logs go to bench/out/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import runpy
@@ -110,6 +111,70 @@ def check_targets(results: dict) -> list[str]:
     return lines
 
 
+def _target(name: str, port: int) -> run.Target:
+    config = serve.CONFIGS[name]
+    return run.Target(
+        url=f"http://127.0.0.1:{port}/",
+        access_key=config.access_key or "AKIAFLOORBENCH000001",
+        secret=config.secret or "floor-bench-secret",
+        preset=config.preset,
+        label=name,
+    )
+
+
+def merge(rounds: list[run.Result]) -> run.Result:
+    """One result from one run per round: the median clean run, with every run listed."""
+    clean = [r for r in rounds if not r.disturbed] or rounds
+    chosen = sorted(clean, key=lambda r: r.requests_per_s)[(len(clean) - 1) // 2]
+    merged = dataclasses.replace(chosen)
+    for field in ("runs_requests_per_s", "runs_p50_ms", "runs_p99_ms", "runs_others_cpu", "runs_clean"):
+        setattr(merged, field, [value for r in rounds for value in getattr(r, field)])
+    merged.clean_runs = sum(r.clean_runs for r in rounds)
+    merged.disturbed = all(r.disturbed for r in rounds)
+    return merged
+
+
+def interleaved(names: list[str], ops: list[str], args: argparse.Namespace, results, table, by_key) -> bool:
+    """Measure every configuration in turns (``--interleave``); True when something failed."""
+    procs = []
+    targets: dict[str, run.Target] = {}
+    failed = False
+    try:
+        for offset, name in enumerate(names):
+            config = serve.CONFIGS[name]
+            ok, reason = config.available()
+            if not ok:
+                print(f"#   {name}: {reason}", file=sys.stderr)
+                continue
+            port = args.port + offset
+            procs.append(serve.start(config, port, run.OUT_DIR / f"{name}.log"))
+            targets[name] = _target(name, port)
+            run.prepare(targets[name], ops)
+        rounds: dict[tuple[str, str], list[run.Result]] = {}
+        options = {**run.run_options(args), "repeat": 1}
+        for number in range(args.repeat):
+            order = list(targets) if number % 2 == 0 else list(reversed(targets))
+            for name in order:
+                for op in ops:
+                    result = run.bench_operation(targets[name], op, **options)
+                    rounds.setdefault((name, op), []).append(result)
+                    print(f"#   round {number + 1}: {result.row()}", file=sys.stderr, flush=True)
+        for name in targets:
+            for op in ops:
+                result = merge(rounds[(name, op)])
+                results.append(result)
+                by_key[(name, op)] = result
+                table.append(result.row())
+                print(result.row(), flush=True)
+    except Exception as exc:  # a failed run, a botocore error while preparing, ...
+        failed = True
+        print(f"\nBENCHMARK FAILED: {exc.__class__.__name__}: {exc} (server logs in {run.OUT_DIR})", file=sys.stderr)
+    finally:
+        for proc in procs:
+            serve.stop(proc)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=serve.DEFAULT_PORT)
     parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="start every configuration at once (on --port, --port+1, ...) and take turns: each of the "
+        "--repeat rounds measures each configuration once, in alternating order, so that a machine "
+        "that slows down or speeds up during the session weighs on all of them alike",
+    )
     run.add_run_options(parser)
     args = parser.parse_args(argv)
 
@@ -151,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     table: list[str] = []
     by_key: dict = {}
     failed = False
+    if args.interleave:
+        failed = interleaved(names, ops, args, results, table, by_key)
+        names = []
     for name in names:
         config = serve.CONFIGS[name]
         ok, reason = config.available()
