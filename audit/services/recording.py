@@ -73,6 +73,7 @@ def storable(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=1024)
 def _camel(name: str) -> str:
     return name[:1].lower() + name[1:] if name else name
 
@@ -267,9 +268,14 @@ def _json_param(value: Any, connection: BaseDatabaseWrapper) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Column:
     attname: str
+    # The field's default (a callable one, like event_id's uuid4, is called per row).
     default: Callable[[], Any]
     # How the value becomes the driver's parameter; None: as it is.
     adapt: Callable[[Any, BaseDatabaseWrapper], Any] | None
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
 
 
 @lru_cache(maxsize=8)
@@ -287,7 +293,8 @@ def _plan(vendor: str) -> tuple[_Column, ...]:
             adapt = _json_param
         elif not isinstance(f, _PLAIN) and vendor != "postgresql":
             adapt = f.get_db_prep_save
-        plan.append(_Column(f.attname, f.get_default, adapt))
+        default = f.default if f.has_default() and callable(f.default) else _constant(f.get_default())
+        plan.append(_Column(f.attname, default, adapt))
     return tuple(plan)
 
 
@@ -357,7 +364,12 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any])
         # Django turns psycopg's preparation off (None): allow it for queries
         # that ask (prepare=True), without ever preparing the ORM's on its own.
         pg.prepare_threshold = _PREPARE_WHEN_ASKED
-    with connection.wrap_database_errors, psycopg.Cursor(pg) as cursor:
+    # One plain cursor per driver connection, kept on Django's wrapper and
+    # reused by every INSERT until the connection is replaced.
+    cursor = getattr(connection, "_kmsweb_audit_cursor", None)
+    if cursor is None or cursor.connection is not pg or cursor.closed:
+        cursor = connection._kmsweb_audit_cursor = psycopg.Cursor(pg)
+    with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=prepare)
         row = cursor.fetchone()
     return int(row[0])
