@@ -88,14 +88,16 @@ class MetaHeaders(Mapping[str, str]):
         self._meta = meta
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        if "_" in name:
+        keys = _META_KEYS.get(name)
+        if keys is None:
+            keys = _meta_keys(name)
+        if not keys:
             return default
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            value = self._meta.get(key)
+        if len(keys) == 2:  # CONTENT_TYPE / CONTENT_LENGTH first, when set
+            value = self._meta.get(keys[1])
             if value:
                 return value
-        return self._meta.get("HTTP_" + key, default)
+        return self._meta.get(keys[0], default)
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name, _ABSENT)
@@ -119,6 +121,20 @@ class MetaHeaders(Mapping[str, str]):
 
 
 _ABSENT: Any = object()
+# Header name -> its environ keys ("HTTP_..." and, for the content headers,
+# the CGI name); () for a name with an underscore. Bounded: names come from clients.
+_META_KEYS: dict[str, tuple[str, ...]] = {}
+
+
+def _meta_keys(name: str) -> tuple[str, ...]:
+    if "_" in name:
+        keys: tuple[str, ...] = ()
+    else:
+        key = name.upper().replace("-", "_")
+        keys = ("HTTP_" + key, key) if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else ("HTTP_" + key,)
+    if len(_META_KEYS) < 1024:
+        _META_KEYS[name] = keys
+    return keys
 
 
 def _headers(request: ApiRequestLike) -> MetaHeaders:
@@ -288,7 +304,7 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
             body = json.loads(request.body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError("Start of structure or map found where not expected.") from exc
-        if _SURROGATE_ESCAPE.search(request.body):
+        if b"\\u" in request.body and _SURROGATE_ESCAPE.search(request.body):
             # json.loads lets "\ud800" through as a lone surrogate, which no
             # later step can encode as UTF-8; only bodies with such an escape
             # pay for the check.
