@@ -55,10 +55,10 @@ def _live_servers_run_kmswebs_handler() -> Iterator[None]:
     """
     import django.test.testcases as testcases
 
-    from kmsweb.api.wsgi import KmswebWSGIHandler
+    from tests.live_server import CountingHandler  # KmswebWSGIHandler, counting requests in flight
 
     original = testcases.WSGIHandler
-    testcases.WSGIHandler = KmswebWSGIHandler
+    testcases.WSGIHandler = CountingHandler
     yield
     testcases.WSGIHandler = original
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.live_server import wait_idle
+
 CHROMIUM = os.environ.get("KMSWEB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -61,6 +63,9 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
     tab.on("pageerror", lambda error: errors.append(str(error)))
     yield tab
     context.close()
+    # A request the page had started may still be served; the database is
+    # flushed after this test, and must not be while it is.
+    assert wait_idle(), "the live server was still serving a request 10 s after the test"
     # 4xx answers the test asked for (a refused forged POST) are not page errors.
     unexpected = [e for e in errors if "status of 4" not in e]
     assert not unexpected, f"browser console errors: {unexpected}"
