@@ -50,6 +50,7 @@ __all__ = [
     "operation_names",
     "parse_input",
     "encode_output",
+    "json_bytes",
     "serialize_output",
     "service_model",
 ]
@@ -152,6 +153,11 @@ def serialize_output(operation: str, result: Mapping[str, Any]) -> dict[str, Any
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON, ASCII only (non-ASCII is escaped), as bytes."""
+    return _encode_json(value).encode("ascii")
+
+
 def encode_output(operation: str, result: Mapping[str, Any]) -> bytes:
     """:func:`serialize_output`, encoded as the JSON body of the reply.
 
@@ -176,8 +182,7 @@ def encode_output(operation: str, result: Mapping[str, Any]) -> bytes:
             blobs.append(b'"' + wire_name.encode("ascii") + b'":"' + base64.b64encode(bytes(item)) + b'"')
         else:
             rest[wire_name] = _serialize_value(member, item)
-    # ensure_ascii (the encoder's default) makes the text ASCII.
-    text = _encode_json(rest).encode("ascii")
+    text = json_bytes(rest)
     if not blobs:
         return text
     return b"{" + b",".join(blobs) + (b"," + text[1:] if rest else b"}")

@@ -163,12 +163,8 @@ class ApiAnswer:
         ]
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
 def _json_answer(body: dict[str, Any], request_id: str, status: int = 200) -> ApiAnswer:
-    # ensure_ascii (the default) makes the text ASCII: encoding it cannot fail.
-    return ApiAnswer(status, _dumps(body).encode("ascii"), request_id)
+    return ApiAnswer(status, shapes.json_bytes(body), request_id)
 
 
 def _error_answer(error: KmsError, request_id: str) -> ApiAnswer:
