@@ -102,7 +102,12 @@ def redact(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def user_identity(caller: Caller) -> dict[str, Any]:
     """CloudTrail's userIdentity block for a caller."""
-    return _user_identity(
+    return _user_identity(*_identity_fields(caller))
+
+
+def _identity_fields(caller: Caller) -> tuple[Any, ...]:
+    """What of a caller its userIdentity block shows (and the key it is memoized by)."""
+    return (
         caller.is_system,
         caller.principal_type,
         caller.principal_name,
@@ -216,17 +221,7 @@ def audit_record(
             "aws_region": caller.region,
             "source_ip": caller.source_ip or ("kmsweb" if caller.is_system else ""),
             "user_agent": storable((caller.user_agent or "")[:512]),
-            "user_identity": _user_identity_json(
-                caller.is_system,
-                caller.principal_type,
-                caller.principal_name,
-                caller.principal_arn,
-                caller.account_id,
-                caller.mfa_present,
-                caller.access_key_id,
-                caller.via_service,
-                caller.invoked_by_arn,
-            ),
+            "user_identity": _user_identity_json(*_identity_fields(caller)),
             "request_parameters": _storable_json(redact(request_parameters)),
             "response_elements": _storable_json(redact(response_elements)),
             "additional_event_data": _storable_json(dict(additional_event_data)) if additional_event_data else None,
