@@ -167,7 +167,7 @@ def _json_answer(body: dict[str, Any], request_id: str, status: int = 200) -> Ap
     return ApiAnswer(status, shapes.json_bytes(body), request_id)
 
 
-def _error_answer(error: KmsError, request_id: str) -> ApiAnswer:
+def error_answer(error: KmsError, request_id: str) -> ApiAnswer:
     return _json_answer({"__type": error.code, "message": error.message}, request_id, error.status)
 
 
@@ -321,7 +321,7 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
         return ApiAnswer(200, shapes.encode_output(operation, result), request_id)
     except KmsError as exc:
         audit_rejected_request(caller=caller, event_name=event_name, error=exc, request_parameters=params)
-        return _error_answer(exc, request_id)
+        return error_answer(exc, request_id)
     except Exception:
         logger.exception("internal error serving %s (request %s)", event_name, request_id)
         error = InternalError("An internal error occurred.")
@@ -329,4 +329,4 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
             audit_rejected_request(caller=caller, event_name=event_name, error=error)
         except Exception:
             logger.exception("could not audit internal error (request %s)", request_id)
-        return _error_answer(error, request_id)
+        return error_answer(error, request_id)

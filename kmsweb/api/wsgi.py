@@ -30,7 +30,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
 from django.db import close_old_connections, reset_queries
 
-from kmsweb.api.views import ApiAnswer, answer
+from kmsweb.api.views import answer, error_answer
 from kmsweb.lib.caller import new_request_id
 from kmsweb.lib.errors import InternalError
 
@@ -105,12 +105,7 @@ class KmswebWSGIHandler(WSGIHandler):
         except Exception:  # answer() answers every failure itself; this is a last resort
             request_id = new_request_id()
             logger.exception("internal error serving an API call (request %s)", request_id)
-            error = InternalError("An internal error occurred.")
-            reply = ApiAnswer(
-                error.status,
-                b'{"__type":"KMSInternalException","message":"An internal error occurred."}',
-                request_id,
-            )
+            reply = error_answer(InternalError("An internal error occurred."), request_id)
         finally:
             # Once, after the call: it leaves the connection as the next
             # call needs it (closed if broken or past CONN_MAX_AGE, health
