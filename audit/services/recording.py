@@ -24,6 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InternalError, KmsError
 
@@ -32,29 +33,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+KMS_SOURCE = "kms.amazonaws.com"
+
 # Request and response members that carry secrets or ciphertext: never
-# recorded, whatever a service passes in (CloudTrail omits them too).
-REDACTED_MEMBERS = frozenset(
-    {
-        "Plaintext",
-        "CiphertextBlob",
-        "SourceCiphertextBlob",
-        "CiphertextForRecipient",
-        "PrivateKeyPlaintext",
-        "PrivateKeyCiphertextBlob",
-        "Signature",
-        "Message",
-        "Mac",
-        "EncryptedKeyMaterial",
-        "ImportToken",
-        "SecretAccessKey",
-        "Secret",
-        "Password",
-        "Token",
-        "SharedSecret",
-        "PublicKey",
-    }
-)
+# recorded, whatever a service passes in (CloudTrail omits them too). The KMS
+# operations' own come from the operations table; the rest are kmsweb's own
+# calls' (access keys, MFA, passwords, grant tokens).
+REDACTED_MEMBERS = operations.REDACTED | {"SecretAccessKey", "Secret", "Password", "Token"}
 
 
 def storable(value: Any) -> Any:
@@ -201,11 +186,16 @@ def audit_record(
     error: KmsError | None = None,
     keys: Sequence[Key] = (),
     key_arns: Sequence[str] = (),
-    read_only: bool = False,
+    read_only: bool | None = None,
     event_time: datetime | None = None,
-    event_source: str = "kms.amazonaws.com",
+    event_source: str = KMS_SOURCE,
 ) -> int:
-    """Insert one audit event and return its id. One INSERT, no locks; the caller owns the transaction."""
+    """Insert one audit event and return its id. One INSERT, no locks; the caller owns the transaction.
+
+    ``read_only`` defaults to CloudTrail's readOnly for a KMS event name (the operations table).
+    """
+    if read_only is None:
+        read_only = event_source == KMS_SOURCE and operations.is_read_only(event_name)
     resources: Any
     if len(keys) == 1 and not key_arns:
         resources = _key_resource_json(keys[0].account_id or "", keys[0].arn)
@@ -382,7 +372,7 @@ class Operation:
     key_arns: list[str] = field(default_factory=list)
     response_elements: dict[str, Any] | None = None
     additional_event_data: dict[str, Any] = field(default_factory=dict)
-    event_source: str = "kms.amazonaws.com"
+    event_source: str = KMS_SOURCE
 
     def record(self, error: KmsError | None) -> None:
         audit_record(
@@ -405,8 +395,8 @@ def audited(
     event_name: str,
     *,
     request_parameters: Mapping[str, Any] | None = None,
-    read_only: bool = False,
-    event_source: str = "kms.amazonaws.com",
+    read_only: bool | None = None,
+    event_source: str = KMS_SOURCE,
     atomic: bool = True,
 ) -> Iterator[Operation]:
     """Run a service's work in a transaction that ends with its audit event.
@@ -415,14 +405,17 @@ def audited(
     transaction of its own before the error propagates. Any other exception
     is a bug: it is logged, recorded and re-raised as ``InternalError``.
 
-    Read-only calls (Encrypt, Decrypt, Describe…) run outside a transaction
-    and record their event with a single autocommitted INSERT.
+    Read-only calls (Encrypt, Decrypt, Describe…: ``read_only`` defaults to
+    the operations table's readOnly for a KMS event) run outside a
+    transaction and record their event with a single autocommitted INSERT.
 
     ``atomic=False`` is for long work that changes no rows it must commit
     with its event (an export writing files, reporting progress as it
     goes): the work runs outside a transaction and the event is recorded
     once it is done.
     """
+    if read_only is None:
+        read_only = event_source == KMS_SOURCE and operations.is_read_only(event_name)
     op = Operation(
         caller,
         event_name,
@@ -463,7 +456,7 @@ def audit_rejected_request(
     event_name: str,
     error: KmsError,
     request_parameters: Mapping[str, Any] | None = None,
-    event_source: str = "kms.amazonaws.com",
+    event_source: str = KMS_SOURCE,
 ) -> None:
     """Record a request refused outside a service (bad signature, bad input, unknown key).
 
@@ -480,5 +473,6 @@ def audit_rejected_request(
             error=error,
             request_parameters=request_parameters,
             additional_event_data=extra,
+            event_source=event_source,
         )
     error.audited = True

@@ -21,6 +21,7 @@ from django.db.models import Case, Count, DateTimeField, F, Func, Max, Q, QueryS
 from django.db.models.functions import Trunc
 
 from audit.models import DAY, HOUR, MINUTE, AuditEvent, UsageRollup, UsageWatermark
+from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 
 DENIED = "AccessDeniedException"
@@ -28,20 +29,7 @@ INVALID_STATE = "KMSInvalidStateException"
 # AWS's CloudTrail metric filter for "use of a key pending deletion" matches
 # this message; kmsweb words it the same way (keys/services/common.py).
 PENDING_DELETION_SUFFIX = " is pending deletion."
-CRYPTO_EVENTS = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-)
+CRYPTO_EVENTS = operations.CRYPTO
 # An audit event's id is taken at its INSERT, which is the last statement
 # of its transaction before COMMIT; we assume that commit follows within
 # this many seconds (see usage_rollup).

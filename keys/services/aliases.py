@@ -114,7 +114,7 @@ def alias_list(
     params: dict[str, Any] = {"Limit": limit}
     if key is not None:
         params["KeyId"] = str(key.id)
-    with audited(caller, "ListAliases", request_parameters=params, read_only=True) as op:
+    with audited(caller, "ListAliases", request_parameters=params) as op:
         if key is not None:
             op.keys.append(key)
         authorize(caller=caller, action="kms:ListAliases")

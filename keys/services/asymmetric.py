@@ -105,7 +105,7 @@ def key_sign(
     """Sign a message (RAW, up to 4096 bytes), a digest, or an ML-DSA mu with the key's private key."""
     kind = message_type or "RAW"
     params = {"KeyId": str(key.id), "SigningAlgorithm": algorithm, "MessageType": kind}
-    with audited(caller, "Sign", request_parameters=params, read_only=True) as op:
+    with audited(caller, "Sign", request_parameters=params) as op:
         spec = _begin(op, caller, key, "kms:Sign", {"kms:SigningAlgorithm": algorithm, "kms:MessageType": kind})
         require_key_usage(key, SIGN_VERIFY, "Sign")
         _check_signing(key, spec, algorithm, kind, message)
@@ -128,7 +128,7 @@ def key_verify(
     """Verify a signature with the key's public key; a mismatch is KMSInvalidSignatureException."""
     kind = message_type or "RAW"
     params = {"KeyId": str(key.id), "SigningAlgorithm": algorithm, "MessageType": kind}
-    with audited(caller, "Verify", request_parameters=params, read_only=True) as op:
+    with audited(caller, "Verify", request_parameters=params) as op:
         spec = _begin(op, caller, key, "kms:Verify", {"kms:SigningAlgorithm": algorithm, "kms:MessageType": kind})
         require_key_usage(key, SIGN_VERIFY, "Verify")
         _check_signing(key, spec, algorithm, kind, message)
@@ -151,7 +151,7 @@ def key_verify(
 
 def key_get_public_key(*, caller: Caller, key: Key) -> PublicKeyResult:
     """GetPublicKey: the DER SubjectPublicKeyInfo and what the key may do with it."""
-    with audited(caller, "GetPublicKey", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+    with audited(caller, "GetPublicKey", request_parameters={"KeyId": str(key.id)}) as op:
         spec = _begin(op, caller, key, "kms:GetPublicKey", {})
         if not spec.is_asymmetric:
             raise UnsupportedOperation(f"{key.arn} key spec is {key.key_spec} which is not valid for GetPublicKey.")
@@ -177,7 +177,7 @@ def key_generate_mac(
 ) -> tuple[bytes, Key]:
     """GenerateMac with an HMAC key."""
     params = {"KeyId": str(key.id), "MacAlgorithm": algorithm}
-    with audited(caller, "GenerateMac", request_parameters=params, read_only=True) as op:
+    with audited(caller, "GenerateMac", request_parameters=params) as op:
         spec = _begin(op, caller, key, "kms:GenerateMac", {"kms:MacAlgorithm": algorithm})
         _check_mac(key, spec, algorithm, "GenerateMac")
         if dry_run:
@@ -190,7 +190,7 @@ def key_verify_mac(
 ) -> Key:
     """VerifyMac: a MAC that does not match is KMSInvalidMacException."""
     params = {"KeyId": str(key.id), "MacAlgorithm": algorithm}
-    with audited(caller, "VerifyMac", request_parameters=params, read_only=True) as op:
+    with audited(caller, "VerifyMac", request_parameters=params) as op:
         spec = _begin(op, caller, key, "kms:VerifyMac", {"kms:MacAlgorithm": algorithm})
         _check_mac(key, spec, algorithm, "VerifyMac")
         if dry_run:
@@ -206,7 +206,7 @@ def key_derive_shared_secret(
 ) -> tuple[bytes, Key]:
     """DeriveSharedSecret: ECDH of the key's private key with a peer public key on the same curve."""
     params = {"KeyId": str(key.id), "KeyAgreementAlgorithm": algorithm}
-    with audited(caller, "DeriveSharedSecret", request_parameters=params, read_only=True) as op:
+    with audited(caller, "DeriveSharedSecret", request_parameters=params) as op:
         spec = _begin(op, caller, key, "kms:DeriveSharedSecret", {"kms:KeyAgreementAlgorithm": algorithm})
         require_key_usage(key, KEY_AGREEMENT, "DeriveSharedSecret")
         if algorithm not in spec.key_agreement:
@@ -237,7 +237,7 @@ def key_generate_data_key_pair(
     """
     event = "GenerateDataKeyPair" if with_plaintext else "GenerateDataKeyPairWithoutPlaintext"
     params = {"KeyId": str(key.id), "KeyPairSpec": key_pair_spec, "EncryptionContext": dict(context or {})}
-    with audited(caller, event, request_parameters=params, read_only=True) as op:
+    with audited(caller, event, request_parameters=params) as op:
         op.keys.append(key)
         authorize(
             caller=caller,

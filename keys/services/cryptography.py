@@ -121,7 +121,7 @@ def key_encrypt(
 ) -> EncryptResult:
     """Encrypt up to 4096 bytes under the key's current material."""
     params = {"KeyId": str(key.id), **_context_params(context, algorithm)}
-    with audited(caller, "Encrypt", request_parameters=params, read_only=True) as op:
+    with audited(caller, "Encrypt", request_parameters=params) as op:
         op.keys.append(key)
         if len(plaintext) > MAX_PLAINTEXT or not plaintext:
             raise ValidationError(
@@ -215,7 +215,7 @@ def key_decrypt(
     params: dict[str, Any] = _context_params(context, algorithm)
     if key is not None:
         params["KeyId"] = str(key.id)
-    with audited(caller, "Decrypt", request_parameters=params, read_only=True) as op:
+    with audited(caller, "Decrypt", request_parameters=params) as op:
         if key is not None:
             if key.key_spec != SYMMETRIC_DEFAULT:
                 return _rsa_decrypt(op, caller, key, ciphertext, context, algorithm, dry_run)
@@ -277,7 +277,7 @@ def key_reencrypt(
         "SourceEncryptionAlgorithm": source_algorithm or SYMMETRIC_DEFAULT,
         "DestinationEncryptionAlgorithm": destination_algorithm or SYMMETRIC_DEFAULT,
     }
-    with audited(caller, "ReEncrypt", request_parameters=params, read_only=True) as op:
+    with audited(caller, "ReEncrypt", request_parameters=params) as op:
         # An RSA source needs its KeyId and algorithm (its ciphertext names no key); an
         # RSA destination encrypts with RSAES-OAEP under its public key.
         if source_key is not None and source_key.key_spec != SYMMETRIC_DEFAULT:
@@ -319,7 +319,7 @@ def key_generate_data_key(
         params["KeySpec"] = key_spec
     if number_of_bytes is not None:
         params["NumberOfBytes"] = number_of_bytes
-    with audited(caller, event, request_parameters=params, read_only=True) as op:
+    with audited(caller, event, request_parameters=params) as op:
         op.keys.append(key)
         require_symmetric_encryption(key, event)
         if (key_spec is None) == (number_of_bytes is None):
@@ -348,7 +348,7 @@ def key_generate_data_key(
 
 def random_generate(*, caller: Caller, number_of_bytes: int | None) -> bytes:
     """GenerateRandom: 1-1024 cryptographically secure random bytes."""
-    with audited(caller, "GenerateRandom", request_parameters={"NumberOfBytes": number_of_bytes}, read_only=True):
+    with audited(caller, "GenerateRandom", request_parameters={"NumberOfBytes": number_of_bytes}):
         authorize(caller=caller, action="kms:GenerateRandom")
         if number_of_bytes is None or not 1 <= number_of_bytes <= 1024:
             raise ValidationError(

@@ -170,7 +170,7 @@ def key_describe_metadata(key: Key) -> dict[str, Any]:
 
 def key_describe(*, caller: Caller, key: Key) -> dict[str, Any]:
     """DescribeKey: the key's metadata, in every state."""
-    with audited(caller, "DescribeKey", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+    with audited(caller, "DescribeKey", request_parameters={"KeyId": str(key.id)}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:DescribeKey", key=key)
         return key_metadata(key)
@@ -179,7 +179,7 @@ def key_describe(*, caller: Caller, key: Key) -> dict[str, Any]:
 def key_list(*, caller: Caller, limit: int | None = None, marker: str | None = None) -> dict[str, Any]:
     """ListKeys for the caller's account and region, paged with an opaque marker."""
     limit = limit or 100
-    with audited(caller, "ListKeys", request_parameters={"Limit": limit}, read_only=True):
+    with audited(caller, "ListKeys", request_parameters={"Limit": limit}):
         authorize(caller=caller, action="kms:ListKeys")
         qs = key_list_for(caller=caller)
         if marker:
@@ -327,9 +327,7 @@ def key_put_policy(*, caller: Caller, key: Key, policy: str, bypass_lockout_chec
 
 def key_get_policy(*, caller: Caller, key: Key) -> str:
     """GetKeyPolicy (the one policy a key has is named ``default``)."""
-    with audited(
-        caller, "GetKeyPolicy", request_parameters={"KeyId": str(key.id), "PolicyName": "default"}, read_only=True
-    ) as op:
+    with audited(caller, "GetKeyPolicy", request_parameters={"KeyId": str(key.id), "PolicyName": "default"}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:GetKeyPolicy", key=key)
         return key.policy
@@ -337,7 +335,7 @@ def key_get_policy(*, caller: Caller, key: Key) -> str:
 
 def key_list_policies(*, caller: Caller, key: Key) -> list[str]:
     """ListKeyPolicies: a key has exactly one policy, named ``default``."""
-    with audited(caller, "ListKeyPolicies", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+    with audited(caller, "ListKeyPolicies", request_parameters={"KeyId": str(key.id)}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:ListKeyPolicies", key=key)
         return ["default"]

@@ -85,7 +85,7 @@ def key_disable_rotation(*, caller: Caller, key: Key) -> None:
 
 def key_rotation_status(*, caller: Caller, key: Key) -> dict[str, Any]:
     """GetKeyRotationStatus."""
-    with audited(caller, "GetKeyRotationStatus", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+    with audited(caller, "GetKeyRotationStatus", request_parameters={"KeyId": str(key.id)}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:GetKeyRotationStatus", key=key)
         result: dict[str, Any] = {"KeyRotationEnabled": key.rotation_enabled, "KeyId": key.arn}
@@ -149,9 +149,7 @@ def key_list_rotations(
 ) -> dict[str, Any]:
     """ListKeyRotations: completed rotations, oldest first, paged."""
     limit = limit or 100
-    with audited(
-        caller, "ListKeyRotations", request_parameters={"KeyId": str(key.id), "Limit": limit}, read_only=True
-    ) as op:
+    with audited(caller, "ListKeyRotations", request_parameters={"KeyId": str(key.id), "Limit": limit}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:ListKeyRotations", key=key)
         qs = KeyMaterial.objects.filter(key=key).order_by("version")

@@ -48,9 +48,7 @@ def key_untag(*, caller: Caller, key: Key, tag_keys: Sequence[str]) -> None:
 def key_list_tags(*, caller: Caller, key: Key, limit: int | None = None, marker: str | None = None) -> dict[str, Any]:
     """ListResourceTags, sorted by tag key, paged."""
     limit = limit or 50
-    with audited(
-        caller, "ListResourceTags", request_parameters={"KeyId": str(key.id), "Limit": limit}, read_only=True
-    ) as op:
+    with audited(caller, "ListResourceTags", request_parameters={"KeyId": str(key.id), "Limit": limit}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:ListResourceTags", key=key)
         qs = Tag.objects.filter(key=key).order_by("tag_key")

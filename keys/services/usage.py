@@ -14,26 +14,12 @@ from typing import Any
 from audit.models import AuditEvent
 from audit.services import audited
 from keys.models import Key
+from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from policies.authorization import authorize
 
-# botocore's KeyLastUsageTrackingOperation enum (those kmsweb records).
-TRACKED_OPERATIONS = (
-    "Decrypt",
-    "DeriveSharedSecret",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateMac",
-    "ReEncrypt",
-    "Sign",
-    "Verify",
-    "VerifyMac",
-    "Encapsulate",
-    "Decapsulate",
-)
+# botocore's KeyLastUsageTrackingOperation enum: the cryptographic operations.
+TRACKED_OPERATIONS = operations.CRYPTO
 
 
 def _tracking_start(key: Key) -> datetime:
@@ -49,7 +35,7 @@ def key_last_usage(*, caller: Caller, key: Key) -> dict[str, Any]:
 
     A ReEncrypt is counted for its source key (the key its event names).
     """
-    with audited(caller, "GetKeyLastUsage", request_parameters={"KeyId": str(key.id)}, read_only=True) as op:
+    with audited(caller, "GetKeyLastUsage", request_parameters={"KeyId": str(key.id)}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:GetKeyLastUsage", key=key)
         event = (

@@ -27,24 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kmsweb.lib.operations import CONTEXT_BOUND
 from policies.evaluation.conditions import Condition
 from policies.evaluation.policy import ACCOUNT, DIRECT, Policy, Statement, service_name, service_of
 
 # KMS operations that take an encryption context: grant constraints apply to
 # these only (AWS: "Grant constraints are not applied to operations that do
 # not support an encryption context, such as … DescribeKey or RetireGrant").
-ENCRYPTION_CONTEXT_OPERATIONS = frozenset(
-    {
-        "Encrypt",
-        "Decrypt",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-    }
-)
+ENCRYPTION_CONTEXT_OPERATIONS = CONTEXT_BOUND
 _ROOT = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):root$")
 _USER = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:user/(?:.*/)?([^/]+)$")
 

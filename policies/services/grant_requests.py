@@ -32,6 +32,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.models import Key, KeyManager
 from keys.services.common import check_storable_text, require_not_pending_deletion
+from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
@@ -52,20 +53,6 @@ logger = logging.getLogger(__name__)
 MIN_DURATION = timedelta(hours=1)
 MAX_DURATION = timedelta(days=90)
 MAX_TEXT = 2000
-# The operations whose grant constraint is an encryption context: the preview
-# asks "could the grantee do this with that context today?".
-_CONTEXT_OPERATIONS = frozenset(
-    {
-        "Encrypt",
-        "Decrypt",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-    }
-)
 _IAM_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(.+)$")
 
 
@@ -344,7 +331,7 @@ def grant_request_preview(*, request: GrantRequest) -> list[OperationPreview]:
     context = constraint.get("EncryptionContextEquals") or constraint.get("EncryptionContextSubset") or {}
     previews = []
     for operation in request.operations:
-        extra = {"EncryptionContext": dict(context)} if operation in _CONTEXT_OPERATIONS else None
+        extra = {"EncryptionContext": dict(context)} if operation in operations.CONTEXT_BOUND else None
         try:
             decision = authorize(caller=grantee, action=f"kms:{operation}", key=request.key, context=extra)
         except KmsError as exc:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.models import Key, KeyManager, KeySpec
 from keys.selectors import decode_marker, encode_marker
+from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
@@ -37,30 +38,22 @@ from policies.models import Grant, Principal
 # Operations a grant may list for a symmetric encryption key, and the ones
 # an encryption-context constraint makes sense for (AWS refuses constraints
 # on the others).
-SYMMETRIC_GRANT_OPERATIONS = frozenset(
-    {
-        "Decrypt",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "ReEncryptFrom",
-        "ReEncryptTo",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "CreateGrant",
-        "RetireGrant",
-        "DescribeKey",
-    }
-)
+SYMMETRIC_GRANT_OPERATIONS = operations.grant_operations(operations.SYMMETRIC)
 CONSTRAINABLE_OPERATIONS = SYMMETRIC_GRANT_OPERATIONS - {"DescribeKey"}
 # Operations a grant may list for the other kinds of keys, by key usage (AWS's
 # grant operations table): each key offers only the operations it can do.
-_ANY_KEY_OPERATIONS = frozenset({"CreateGrant", "RetireGrant", "DescribeKey"})
+_ANY_KEY_OPERATIONS = frozenset(
+    name for name in SYMMETRIC_GRANT_OPERATIONS if operations.OPERATIONS[name].grant_for == set(operations.KEY_KINDS)
+)
 GRANT_OPERATIONS_BY_USAGE = {
-    "ENCRYPT_DECRYPT": _ANY_KEY_OPERATIONS | {"Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GetPublicKey"},
-    "SIGN_VERIFY": _ANY_KEY_OPERATIONS | {"Sign", "Verify", "GetPublicKey"},
-    "GENERATE_VERIFY_MAC": _ANY_KEY_OPERATIONS | {"GenerateMac", "VerifyMac"},
-    "KEY_AGREEMENT": _ANY_KEY_OPERATIONS | {"DeriveSharedSecret", "GetPublicKey"},
+    usage: operations.grant_operations(usage)
+    for usage in (
+        operations.ENCRYPT_DECRYPT,
+        operations.SIGN_VERIFY,
+        operations.GENERATE_VERIFY_MAC,
+        operations.KEY_AGREEMENT,
+        operations.KEY_ENCAPSULATION,
+    )
 }
 _TOKEN_SALT = "kmsweb.grant-token"  # noqa: S105 - a signing salt, not a secret
 _PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(root|(user|role|service)/[\w+=,.@/-]{1,512})$")
