@@ -59,7 +59,7 @@ class AlarmForm(forms.Form):
         return [e for e in _SPLIT.split(self.cleaned_data["emails"].strip()) if e]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.errors:
             return data
         for name in ("name", "key_id", "operation", "principal_arn", "error_code", "webhook_url"):

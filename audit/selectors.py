@@ -326,7 +326,8 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
     for decision in GrantRequestDecision.objects.filter(
         request__grant__in=[g.pk for g in page], verdict="approve"
     ).select_related("principal", "request"):
-        approvals[decision.request.grant_id].append(decision.principal.arn)
+        if decision.request.grant_id is not None:
+            approvals[decision.request.grant_id].append(decision.principal.arn)
     for g in page:
         issued.rows.append(
             [

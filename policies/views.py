@@ -68,15 +68,15 @@ def login(request: Any) -> HttpResponse:
                 )
                 auth_login(request, user)
                 target = "policies:mfa_verify" if user_has_confirmed_device(user) else "policies:mfa_enroll"
-                response = HttpResponseRedirect(f"{reverse(target)}?next={_next(request)}")
-                response.set_cookie(
+                redirect = HttpResponseRedirect(f"{reverse(target)}?next={_next(request)}")
+                redirect.set_cookie(
                     SESSION_HINT_COOKIE,
                     "1",
                     httponly=True,
                     samesite="Lax",
                     secure=settings.SESSION_COOKIE_SECURE,
                 )
-                return response
+                return redirect
         services.console_login_record(
             username=request.POST.get("username", "")[:150],
             user=None,

@@ -168,7 +168,7 @@ def decide(alarm: Alarm, starts: Sequence[int], values: Sequence[float | None], 
         return Evaluation(alarm, list(starts), list(values), state, reason, reason_data)
     if not present:
         if treat == MissingData.IGNORE:
-            state = alarm.state
+            state = AlarmState(alarm.state)
             reason = alarm.state_reason
         else:
             state = AlarmState.INSUFFICIENT_DATA
@@ -287,9 +287,9 @@ def datapoints(alarms: Sequence[Alarm], now: datetime) -> dict[int, tuple[list[i
                 start, end = windows[alarm.pk]
                 n, period = alarm.evaluation_periods, alarm.period
                 sums: list[float | None] = [None] * n
-                name: Any = (alarm.account_id, alarm.key_id) if alarm.key_id else alarm.account_id
-                candidates = (by_key if alarm.key_id else by_account).get(name, [])
-                moments = times.get(name, [])
+                series: Any = (alarm.account_id, alarm.key_id) if alarm.key_id else alarm.account_id
+                candidates = (by_key if alarm.key_id else by_account).get(series, [])
+                moments = times.get(series, [])
                 first_use = alarm.metric == AlarmMetric.NEW_PRINCIPAL_USE
                 for moment, row in candidates[bisect_left(moments, start) : bisect_left(moments, end)]:
                     if not (_first_use_matches(alarm, row) if first_use else _counts(alarm, row)):

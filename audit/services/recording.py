@@ -293,9 +293,9 @@ def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
         # Only the model's own quoted names are formatted in; values are parameters.
         sql = "INSERT INTO {} ({}) VALUES ({}){}".format(  # noqa: S608
             quote(AuditEvent._meta.db_table),
-            ", ".join(quote(f.column) for f in _COLUMNS),
+            ", ".join(quote(str(f.column)) for f in _COLUMNS),
             ", ".join(["%s"] * len(_COLUMNS)),
-            f" RETURNING {quote(AuditEvent._meta.pk.column)}" if returning else "",
+            f" RETURNING {quote(str(AuditEvent._meta.pk.column))}" if returning else "",
         )
         cached = _INSERT_SQL[connection.vendor] = (sql, returning)
     return cached
@@ -353,10 +353,13 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any])
     # reused by every INSERT until the connection is replaced.
     cursor = getattr(connection, "_kmsweb_audit_cursor", None)
     if cursor is None or cursor.connection is not pg or cursor.closed:
-        cursor = connection._kmsweb_audit_cursor = psycopg.Cursor(pg)
+        cursor = psycopg.Cursor(pg)
+        setattr(connection, "_kmsweb_audit_cursor", cursor)  # noqa: B010 - one per connection, beside Django's
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=prepare)
         row = cursor.fetchone()
+    if row is None:
+        raise InternalError("The audit INSERT returned no id.")
     return int(row[0])
 
 

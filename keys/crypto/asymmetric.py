@@ -44,7 +44,7 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "secp521r1": ec.SECP521R1,
     "secp256k1": ec.SECP256K1,
 }
-_MLDSA = {44: mldsa.MLDSA44PrivateKey, 65: mldsa.MLDSA65PrivateKey, 87: mldsa.MLDSA87PrivateKey}
+_MLDSA: dict[int, Any] = {44: mldsa.MLDSA44PrivateKey, 65: mldsa.MLDSA65PrivateKey, 87: mldsa.MLDSA87PrivateKey}
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "SHA_1": hashes.SHA1,
     "SHA_256": hashes.SHA256,

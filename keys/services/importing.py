@@ -279,8 +279,8 @@ def key_import_material(
                 public_key=imp.derived_public_key(key.key_spec, material),
             )
         else:
-            target = next((m for m in existing if _matches(m, key, material)), None)
-            if target is None:
+            found = next((m for m in existing if _matches(m, key, material)), None)
+            if found is None:
                 if import_type == "NEW_KEY_MATERIAL":
                     raise UnsupportedOperation(
                         "Importing new key material into a key that already has key material (for on-demand "
@@ -293,6 +293,7 @@ def key_import_material(
                 raise IncorrectKeyMaterial(
                     f"ImportType NEW_KEY_MATERIAL, but this key material is already associated with {key.arn}."
                 )
+            target = found
             if key_material_id and key_material_id != target.material_id:
                 raise IncorrectKeyMaterial(
                     f"The key material does not match the KeyMaterialId {key_material_id} of {key.arn}."

@@ -8,4 +8,4 @@ from django.http import HttpRequest
 def wants_partial(request: HttpRequest) -> bool:
     """An HTMX request that swaps a fragment (not a boosted navigation)."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
+    return htmx is not None and bool(htmx) and not htmx.boosted

@@ -27,6 +27,10 @@ from django.db.backends.postgresql import base
 class DatabaseWrapper(base.DatabaseWrapper):
     """Django's PostgreSQL wrapper; only the health check's timing differs."""
 
+    # Set by Django's base wrapper; django-stubs does not declare them.
+    health_check_enabled: bool
+    health_check_done: bool
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._checked_at = float("-inf")
