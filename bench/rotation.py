@@ -6,10 +6,11 @@
 
 Seeds N customer managed keys with rotation on and their date passed (bulk
 inserts, each with its own wrapped material), then times one run of the
-rotation job exactly as beat runs it (``job_run("rotate_keys", ...)``): per
-key a claim with SKIP LOCKED, a new wrapped material version, the key row
-moved on, one RotateKey audit event, one commit. Checks afterwards that every
-key rotated once and that there is one RotateKey event per key.
+rotation job exactly as beat runs it (``job_run("rotate_keys", ...)``): due
+keys claimed 100 at a time with SKIP LOCKED, one commit per batch; per key a
+savepoint, a new wrapped material version, the key row moved on and one
+RotateKey audit event. Checks afterwards that every key rotated once and that
+there is one RotateKey event per key.
 
 ``--profile FILE`` wraps the job in pyinstrument (slower; for finding where
 the time goes, not for the figure). The target is under 60 s on 2 cores.

@@ -24,6 +24,10 @@ from tests.factories import AccountFactory, PrincipalFactory
 REGION = "us-east-1"
 OTHER_ACCOUNT = "444455556666"
 
+# Fixtures shared across the test folders, defined outside a conftest; pytest
+# honours pytest_plugins only in the root conftest.
+pytest_plugins = ["tests.dashboard_fixtures"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip PostgreSQL/Redis tests where those are not configured, except in CI.

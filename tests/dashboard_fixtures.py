@@ -1,9 +1,9 @@
 """Dashboard personas: users per role with an enrolled TOTP device, and sign-in helpers.
 
-Not a conftest (pytest only loads ``pytest_plugins`` from the root one, which
-other work owns): a test module names the fixtures it uses, e.g.
-``viewer_user = dashboard_fixtures.viewer_user`` (an assignment, so that a test
-argument of the same name is not a lint "redefinition" of an import).
+A pytest plugin, loaded for every test by ``pytest_plugins`` in the root
+tests/conftest.py: its fixtures are available by name everywhere. The helpers
+(``create_dashboard_user``, ``dashboard_login``, ``totp_code``, ...) are
+imported normally.
 
 The TOTP code is computed here from the base32 secret (RFC 6238: HMAC-SHA-1,
 6 digits, 30-second steps) rather than with the app's own code, so a test
@@ -103,8 +103,7 @@ def dashboard_login(client: Client, who: DashboardUser, *, next: str = "/") -> H
 def fast_password_hashing(settings: Any) -> None:
     """MD5 instead of PBKDF2's million rounds: the same views, a fraction of the time.
 
-    Called by the fixtures below with pytest-django's ``settings`` fixture
-    (they are imported one by one, so they depend only on plugin fixtures).
+    Called by the fixtures below with pytest-django's ``settings`` fixture.
     """
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

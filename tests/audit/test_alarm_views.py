@@ -15,13 +15,8 @@ from django.utils import timezone
 from audit.alarm_rules import AlarmSpec
 from audit.models import Alarm, AlarmHistory, AlarmState, AuditEvent, DeliveryAttempt, Notification
 from audit.services.alarms import alarm_create, alarms_ensure_builtin
-from tests import dashboard_fixtures
 from tests.dashboard_fixtures import DashboardUser
 
-key_admin_user = dashboard_fixtures.key_admin_user
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
-signed_in = dashboard_fixtures.signed_in
-viewer_user = dashboard_fixtures.viewer_user
 HX = {"HTTP_HX_REQUEST": "true"}
 
 GOOD = {

@@ -21,14 +21,7 @@ from kmsweb.celery import app as celery_app
 from kmsweb.jobs import JOBS, next_run_at, periodic_jobs, schedule_words
 from kmsweb.lib.env import ImproperlyConfiguredEnv, env_job_intervals
 from kmsweb.lib.errors import InternalError
-from tests import dashboard_fixtures
 from tests.dashboard_fixtures import DashboardUser
-
-auditor_user = dashboard_fixtures.auditor_user
-viewer_user = dashboard_fixtures.viewer_user
-key_admin_user = dashboard_fixtures.key_admin_user
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
-signed_in = dashboard_fixtures.signed_in
 
 HX = {"HTTP_HX_REQUEST": "true"}
 T0 = datetime(2025, 3, 1, 12, 7, 0, tzinfo=UTC)

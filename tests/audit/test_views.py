@@ -22,13 +22,8 @@ from keys.models import Key
 from kmsweb.celery import app as celery_app
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
-
-auditor_user = dashboard_fixtures.auditor_user
-viewer_user = dashboard_fixtures.viewer_user
-signed_in = dashboard_fixtures.signed_in
 
 pytestmark = pytest.mark.django_db
 

@@ -17,11 +17,9 @@ from audit.services import audit_record
 from audit.services.alarm_evaluation import alarms_evaluate
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
-from tests import dashboard_fixtures
 from tests.dashboard_fixtures import DashboardUser
 from tests.e2e.test_dashboard import screenshot, sign_in, wait_for_chart
 
-key_admin_user = dashboard_fixtures.key_admin_user
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
 

@@ -16,11 +16,8 @@ from audit import exports
 from keys import services
 from kmsweb.celery import app as celery_app
 from kmsweb.lib.errors import AccessDenied
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.e2e.test_dashboard import sign_in
-
-auditor_user = dashboard_fixtures.auditor_user
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

@@ -26,13 +26,8 @@ from keys import services
 from keys.models import Alias, Key, KeyManager, KeyState
 from keys.services.common import default_key_policy
 from keys.services.material import material_create
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
-
-# Fixtures from tests/dashboard_fixtures.py, by name (only the root conftest may load plugins).
-key_admin_user = dashboard_fixtures.key_admin_user
-viewer_user = dashboard_fixtures.viewer_user
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

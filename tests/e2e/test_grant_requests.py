@@ -15,14 +15,10 @@ from playwright.sync_api import expect
 
 from keys.models import Key
 from policies.models import Grant, Principal
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
 from tests.e2e.test_dashboard import screenshot, sign_in
 from tests.factories import PrincipalFactory
-
-key_admin_user = dashboard_fixtures.key_admin_user
-approver_user = dashboard_fixtures.approver_user
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

@@ -13,13 +13,10 @@ from playwright.sync_api import expect
 from audit.models import AuditEvent
 from keys import services
 from keys.models import Key, KeyState
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
 from tests.e2e.test_dashboard import sign_in
 from tests.importing import wrap
-
-key_admin_user = dashboard_fixtures.key_admin_user
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

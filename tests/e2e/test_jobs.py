@@ -19,10 +19,7 @@ from audit.models import JobOutcome, JobRun
 from audit.services.jobs import job_run
 from kmsweb.celery import app as celery_app
 from kmsweb.lib.errors import InternalError
-from tests import dashboard_fixtures
 from tests.e2e.test_dashboard import screenshot, sign_in
-
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

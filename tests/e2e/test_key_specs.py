@@ -11,11 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import expect
 
 from keys.models import Key
-from tests import dashboard_fixtures
 from tests.dashboard_fixtures import DashboardUser
 from tests.e2e.test_dashboard import sign_in
-
-key_admin_user = dashboard_fixtures.key_admin_user
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

@@ -7,7 +7,7 @@ key under var/ is never touched.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,20 +61,6 @@ def alarm_spec(name: str, url: str, secret: str | None) -> AlarmSpec:
 
 # Decrypt looks for the key in the caller's region.
 USER_SIDE = Caller.system("tests", account_id=settings.KMSWEB_ACCOUNT_ID, region=REGION)
-
-
-@pytest.fixture
-def root_key_file(tmp_path: Path, settings: Any) -> Iterator[Path]:
-    """The suite's root key, copied to a file this test may rotate."""
-    path = tmp_path / "root_key"
-    path.write_text(settings.KMSWEB_ROOT_KEY + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    settings.KMSWEB_ROOT_KEY_FILE = str(path)
-    root_keyring_forget()
-    platform_cache_clear()
-    yield path
-    root_keyring_forget()
-    platform_cache_clear()
 
 
 def _blob(key: Key, plaintext: bytes = b"before rotation") -> bytes:

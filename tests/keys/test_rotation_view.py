@@ -17,12 +17,8 @@ from keys import services
 from keys.models import Key, KeyManager, KeyOrigin, KeyState, RotationType
 from keys.selectors import rotation_outlook
 from keys.services.jobs import keys_rotate_due
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
-
-key_admin_user = dashboard_fixtures.key_admin_user
-signed_in = dashboard_fixtures.signed_in
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

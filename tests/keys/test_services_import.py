@@ -37,12 +37,10 @@ from kmsweb.lib.errors import (
 )
 from tests.conftest import Persona
 from tests.importing import wrap
-from tests.keys import test_root_rotation
 from tests.keys.test_services import assert_one_event, last_event_id, one_event, state_of
 
 pytestmark = pytest.mark.django_db
 
-root_key_file = test_root_rotation.root_key_file
 T0 = datetime(2025, 6, 1, 9, 0, 0, tzinfo=UTC)
 NO_EXPIRY = {"expiration_model": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
 

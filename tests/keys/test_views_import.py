@@ -15,14 +15,9 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from keys import services
 from keys.models import Key, KeyMaterial, KeyState
-from tests import dashboard_fixtures
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
 from tests.importing import wrap
-
-key_admin_user = dashboard_fixtures.key_admin_user
-signed_in = dashboard_fixtures.signed_in
-viewer_user = dashboard_fixtures.viewer_user
 
 pytestmark = pytest.mark.django_db
 HX = {"HTTP_HX_REQUEST": "true"}

@@ -12,13 +12,7 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from keys.models import Key
-from tests import dashboard_fixtures
 from tests.dashboard_fixtures import DashboardUser
-
-key_admin_user = dashboard_fixtures.key_admin_user
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
-signed_in = dashboard_fixtures.signed_in
-viewer_user = dashboard_fixtures.viewer_user
 
 HX = {"HTTP_HX_REQUEST": "true"}
 

@@ -35,12 +35,9 @@ from kmsweb.lib.errors import (
 )
 from policies import services
 from policies.models import Grant, GrantRequest, GrantRequestDecision, GrantRequestState, Principal
-from tests import dashboard_fixtures
 from tests.conftest import REGION, Persona
 from tests.dashboard_fixtures import DashboardUser
 from tests.factories import PrincipalFactory
-
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
 
 pytestmark = pytest.mark.django_db
 

@@ -22,16 +22,9 @@ from keys.models import Key
 from kmsweb.lib.caller import Caller
 from policies import services
 from policies.models import Grant, GrantRequest, GrantRequestState, Principal
-from tests import dashboard_fixtures
 from tests.conftest import REGION, Persona
 from tests.dashboard_fixtures import DashboardUser
 from tests.factories import PrincipalFactory
-
-approver_user = dashboard_fixtures.approver_user
-key_admin_user = dashboard_fixtures.key_admin_user
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
-signed_in = dashboard_fixtures.signed_in
-viewer_user = dashboard_fixtures.viewer_user
 
 pytestmark = pytest.mark.django_db
 

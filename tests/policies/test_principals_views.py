@@ -25,15 +25,9 @@ from audit.models import AuditEvent
 from kmsweb.lib.caller import Caller
 from policies.models import AccessKey, AccessKeyStatus, IdentityPolicy, PolicyAttachment, Principal
 from policies.services import access_key_authenticate, access_key_create, identity_policy_put, policy_attach
-from tests import dashboard_fixtures
 from tests.conftest import OTHER_ACCOUNT, Persona
 from tests.dashboard_fixtures import DashboardUser
 from tests.factories import AccountFactory, PrincipalFactory
-
-key_admin_user = dashboard_fixtures.key_admin_user
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
-signed_in = dashboard_fixtures.signed_in
-viewer_user = dashboard_fixtures.viewer_user
 
 pytestmark = pytest.mark.django_db
 

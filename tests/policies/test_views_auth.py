@@ -26,7 +26,6 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from policies.models import Principal, TotpDevice
-from tests import dashboard_fixtures
 from tests.dashboard_fixtures import (
     PASSWORD,
     DashboardUser,
@@ -35,10 +34,6 @@ from tests.dashboard_fixtures import (
     totp_code,
 )
 from tests.factories import AccountFactory, PrincipalFactory
-
-# Fixtures from tests/dashboard_fixtures.py, by name (only the root conftest may load plugins).
-make_dashboard_user = dashboard_fixtures.make_dashboard_user
-viewer_user = dashboard_fixtures.viewer_user
 
 T0 = datetime(2026, 5, 4, 10, 0, 5, tzinfo=UTC)  # five seconds into a 30-second step
 WRONG_PASSWORD = "not-the-password-1"
