@@ -279,6 +279,31 @@ def test_it_takes_every_post_to_root_for_the_api(who: str, admin: DashboardUser,
     }
 
 
+@pytest.mark.parametrize("name", sorted(n for n in OPEN_VIEWS if n.startswith("policies:api_")))
+def test_it_leaves_the_rest_api_to_its_signature(name: str, admin: DashboardUser, world: dict[str, Any]) -> None:
+    """A session cookie is nothing to the REST API: unsigned, every call is refused, in JSON."""
+    client = password_only(admin)
+    url = url_of(name, world["args"])
+    before = snapshot()
+    for method in ("GET", "POST"):
+        for label, headers in HEADERS.items():
+            response = client.generic(method, url, json.dumps({"KeyId": world["args"]["key_id"]}), **headers)
+            what = f"{method} {url} {label}"
+            assert response.status_code in (403, 405), (what, response.status_code)
+            assert response["Content-Type"] == "application/json", what
+            assert json.loads(response.content)["__type"] in (
+                "MissingAuthenticationTokenException",
+                "UnknownOperationException",
+            ), what
+    after = snapshot()
+    assert {e.error_code for e in AuditEvent.objects.filter(id__gt=before["audit.AuditEvent"][-1]["id"])} == {
+        "MissingAuthenticationTokenException"
+    }
+    assert {k: v for k, v in after.items() if k != "audit.AuditEvent"} == {
+        k: v for k, v in before.items() if k != "audit.AuditEvent"
+    }
+
+
 @pytest.mark.parametrize("path", ["/nowhere/", "/keys/x/nowhere/", "/api/v1/nowhere"])
 @pytest.mark.parametrize("headers", list(HEADERS.values()), ids=list(HEADERS))
 def test_it_shows_nothing_at_an_unknown_url(
