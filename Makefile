@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 secrets: venv
-	$(PY) -m kmsweb.lib.devsecrets $(VAR)
+	$(PY) -m kmsweb.devsecrets $(VAR)
 
 migrate: secrets
 	$(PY) manage.py migrate --noinput
@@ -44,6 +44,7 @@ test: secrets
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## bench: see bench/README.md
 bench: secrets

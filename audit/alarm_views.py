@@ -22,9 +22,9 @@ from audit.models import AlarmState, DeliveryAttempt, Notification
 from audit.services import alarms as svc
 from audit.services.alarm_evaluation import alarm_series
 from kmsweb.lib import clock
-from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, ValidationError
 from kmsweb.lib.htmx import wants_partial
+from policies.callers import caller_from_request
 
 HISTORY_ROWS = 50
 DELIVERY_ROWS = 50
@@ -33,7 +33,7 @@ DELIVERY_ROWS = 50
 @require_GET
 @vary_on_headers("HX-Request")
 def alarm_list(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     state = request.GET.get("state", "")
     state = state if state in AlarmState.values else ""
     query = request.GET.get("q", "").strip()[:255]
@@ -47,7 +47,7 @@ def alarm_list(request: Any) -> HttpResponse:
 
 @require_GET
 def alarm_detail(request: Any, alarm_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
     notifications = list(Notification.objects.filter(alarm=alarm).select_related("transition")[:DELIVERY_ROWS])
     attempts: dict[int, list[DeliveryAttempt]] = {}
@@ -70,7 +70,7 @@ def alarm_detail(request: Any, alarm_id: str) -> HttpResponse:
 @require_GET
 def alarm_data(request: Any, alarm_id: str) -> JsonResponse:
     """The detail chart's data, in the usage charts' shape (kmsweb.js draws both)."""
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
     series = alarm_series(alarm=alarm, now=clock.now())
     n = len(series["labels"])
@@ -97,7 +97,7 @@ def _form_page(request: Any, template_context: dict[str, Any], status: int = 200
 
 @require_http_methods(["GET", "POST"])
 def alarm_create(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     if request.method == "GET" and not svc.may(caller, "kmsweb:CreateAlarm"):
         # The POST is refused (and audited) by the service; the form is not even shown.
         return _form_page(request, {"refused": True}, status=403)
@@ -118,7 +118,7 @@ def alarm_create(request: Any) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def alarm_edit(request: Any, alarm_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
     if request.method == "GET" and not svc.may(caller, "kmsweb:UpdateAlarm"):
         return _form_page(request, {"refused": True, "alarm": alarm}, status=403)
@@ -139,7 +139,7 @@ def alarm_edit(request: Any, alarm_id: str) -> HttpResponse:
 
 @require_POST
 def alarm_delete(request: Any, alarm_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
     svc.alarm_delete(caller=caller, alarm=alarm)
     messages.success(request, f"Deleted alarm “{alarm.name}”.")

@@ -13,7 +13,8 @@ def alarms(request: HttpRequest) -> dict[str, Callable[[], list[str]]]:
     user: Any = getattr(request, "user", None)
 
     def firing() -> list[str]:
-        if user is None or not user.is_authenticated:
+        # Only for a user past the second factor, as every dashboard page is.
+        if user is None or not user.is_authenticated or not getattr(user, "is_verified", lambda: False)():
             return []
         from audit.models import Alarm, AlarmState
         from policies.models import Principal

@@ -14,7 +14,7 @@ from django import forms
 from audit.alarm_rules import AlarmSpec, check_alarm
 from audit.models import Alarm, AlarmMetric, Comparison, MissingData
 from keys.models import Key
-from kmsweb.api.shapes import operation_names
+from keys.operations import operation_names
 
 _SPLIT = re.compile(r"[\s,;]+")
 

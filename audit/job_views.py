@@ -25,6 +25,7 @@ from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import ValidationError
 from kmsweb.lib.htmx import wants_partial
+from policies.callers import caller_from_request
 from policies.roles import role_allows
 
 POLL_SECONDS = 3
@@ -65,7 +66,7 @@ def _table_context(caller: Caller, queued: tuple[str, datetime] | None) -> dict[
 @require_GET
 @vary_on_headers("HX-Request")
 def job_list(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     context = _table_context(caller, _queued(request.GET.get("queued")))
     template = "audit/partials/job_table.html" if wants_partial(request) else "audit/job_list.html"
     return render(request, template, context)
@@ -73,7 +74,7 @@ def job_list(request: Any) -> HttpResponse:
 
 @require_POST
 def job_start(request: Any, name: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     queued_at = job_status.job_start(caller=caller, name=name)
     if not wants_partial(request):
         messages.success(request, f"Queued a run of {name}.")
@@ -85,7 +86,7 @@ def job_start(request: Any, name: str) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def job_detail(request: Any, name: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     before = request.GET.get("before") or None
     error = None
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -26,6 +27,7 @@ from audit.services.lookup import audit_event_open, audit_search
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import ValidationError
 from kmsweb.lib.htmx import wants_partial
+from policies.callers import caller_from_request
 from policies.roles import role_allows
 
 
@@ -59,7 +61,7 @@ def _page_context(request: Any, caller: Caller) -> dict[str, Any]:
 @require_GET
 @vary_on_headers("HX-Request")
 def event_list(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     context = _page_context(request, caller)
     if wants_partial(request):
         return render(request, "audit/partials/event_table.html", context)
@@ -76,7 +78,7 @@ def event_list(request: Any) -> HttpResponse:
 
 @require_GET
 def event_detail(request: Any, event_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     event = audit_event_open(caller=caller, event_id=event_id)
     record = selectors.event_record(event)
     decision = (event.additional_event_data or {}).get("decision")
@@ -92,7 +94,7 @@ def event_detail(request: Any, event_id: str) -> HttpResponse:
 
 @require_POST
 def export_create(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     flt, errors = selectors.audit_filter_for(caller=caller, params=request.POST)
     fmt = request.POST.get("format", "")
     context: dict[str, Any] = {"export": None, "error": None}
@@ -108,7 +110,7 @@ def export_create(request: Any) -> HttpResponse:
 
 @require_GET
 def export_status(request: Any, export_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     export = selectors.export_get_for(caller=caller, export_id=export_id)
     response = render(request, "audit/partials/export_status.html", {"export": export})
     if export.state in (ExportState.DONE, ExportState.FAILED):
@@ -122,18 +124,20 @@ def export_status(request: Any, export_id: str) -> HttpResponse:
 
 @require_GET
 def export_download(request: Any, export_id: str) -> FileResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     export = selectors.export_get_for(caller=caller, export_id=export_id)
     path = audit_export_download(caller=caller, export=export)
     return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type="application/zip")
 
 
+@login_not_required
 @require_GET
 def public_keys(request: Any) -> JsonResponse:
     """Every audit signing public key, current and retired (public: no sign-in)."""
     return JsonResponse({"keys": selectors.public_keys()})
 
 
+@login_not_required
 @require_GET
 def public_key_pem(request: Any, fingerprint: str) -> HttpResponse:
     for key in selectors.public_keys():

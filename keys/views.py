@@ -2,7 +2,7 @@
 
 Views parse, build a Caller, call one selector or service, and render.
 Mutating views are POST-only and return the fragment they changed; a
-``KmsError`` becomes a flash message in ``kmsweb.lib.middleware``.
+``KmsError`` becomes a flash message in ``policies.middleware``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from kmsweb.lib.errors import (
     ValidationError,
 )
 from kmsweb.lib.htmx import wants_partial
+from policies.callers import caller_from_request
 from policies.roles import role_allows
 
 
@@ -74,7 +75,7 @@ KEY_ACTIONS = (
 
 @require_GET
 def overview(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     context = {
         "summary": selectors.key_overview_for(caller=caller),
         "denials": audit_selectors.recent_denials(caller=caller),
@@ -89,7 +90,7 @@ def overview(request: Any) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def key_list(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     flt = KeyFilter.from_query(request.GET)
     context: dict[str, Any] = {
         "flt": flt,
@@ -149,7 +150,7 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
 
 @require_GET
 def key_detail(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     try:
         key = _key(caller, key_id)
     except NotFound as exc:
@@ -160,7 +161,7 @@ def key_detail(request: Any, key_id: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def key_create(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     if not role_allows(caller.roles, "kms:CreateKey") and request.method == "GET":
         # The POST is refused (and audited) by the service; the form is not even shown.
         return render(request, "keys/key_create.html", {"refused": True, "nav": "keys"}, status=403)
@@ -201,7 +202,7 @@ def key_create_usage(request: Any) -> HttpResponse:
 @require_GET
 def key_public_key(request: Any, key_id: str) -> HttpResponse:
     """Download an asymmetric key's public key as PEM (GetPublicKey, authorized and audited)."""
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     result = services.key_get_public_key(caller=caller, key=key)
     response = HttpResponse(selectors.public_key_pem(result.public_key), content_type="application/x-pem-file")
@@ -226,28 +227,28 @@ def _refresh(request: Any, caller: Caller, key_id: str, event: str, **extra: Any
 
 @require_POST
 def key_enable(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     services.key_enable(caller=caller, key=_key(caller, key_id))
     return _refresh(request, caller, key_id, "keyChanged")
 
 
 @require_POST
 def key_disable(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     services.key_disable(caller=caller, key=_key(caller, key_id))
     return _refresh(request, caller, key_id, "keyChanged")
 
 
 @require_POST
 def key_rotate(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     services.key_rotate(caller=caller, key=_key(caller, key_id), rotation_type="ON_DEMAND")
     return _refresh(request, caller, key_id, "keyRotated")
 
 
 @require_POST
 def key_rotation(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = RotationForm(request.POST)
     if not form.is_valid():
@@ -261,7 +262,7 @@ def key_rotation(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_schedule_deletion(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = ScheduleDeletionForm(request.POST, key_id=str(key.id))
     if not form.is_valid():
@@ -272,7 +273,7 @@ def key_schedule_deletion(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_delete_imported_material(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = DeleteImportedMaterialForm(request.POST, key_id=str(key.id))
     if not form.is_valid():
@@ -283,14 +284,14 @@ def key_delete_imported_material(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_cancel_deletion(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     services.key_cancel_deletion(caller=caller, key=_key(caller, key_id))
     return _refresh(request, caller, key_id, "keyChanged")
 
 
 @require_POST
 def key_alias_add(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = AliasForm(request.POST)
     if form.is_valid():
@@ -305,7 +306,7 @@ def key_alias_add(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_alias_remove(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     name = request.POST.get("alias", "")
     # A NUL never names an alias, and PostgreSQL refuses it in a query.
@@ -317,7 +318,7 @@ def key_alias_remove(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_tag_add(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = TagForm(request.POST)
     if form.is_valid():
@@ -336,14 +337,14 @@ def key_tag_add(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_tag_remove(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     services.key_untag(caller=caller, key=_key(caller, key_id), tag_keys=[request.POST.get("tag_key", "")])
     return _refresh(request, caller, key_id, "keyChanged")
 
 
 @require_POST
 def key_policy(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = PolicyForm(request.POST)
     if form.is_valid():
@@ -358,7 +359,7 @@ def key_policy(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_description(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = DescriptionForm(request.POST)
     if not form.is_valid():
@@ -369,7 +370,7 @@ def key_description(request: Any, key_id: str) -> HttpResponse:
 
 @require_POST
 def key_grant_approvals(request: Any, key_id: str) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key = _key(caller, key_id)
     form = GrantApprovalsForm(request.POST)
     if not form.is_valid():
@@ -380,7 +381,7 @@ def key_grant_approvals(request: Any, key_id: str) -> HttpResponse:
 
 @require_GET
 def usage(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     return render(
         request,
         "keys/usage.html",
@@ -391,7 +392,7 @@ def usage(request: Any) -> HttpResponse:
 @require_GET
 def usage_data(request: Any) -> JsonResponse:
     """Chart data for the whole account or one key (``?key=<id>``)."""
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     key_id = request.GET.get("key") or None
     if key_id is not None:
         try:

@@ -45,7 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: the SigV4 API needs none of the dashboard's middleware below.
-    "kmsweb.lib.middleware.AwsApiMiddleware",
+    "kmsweb.api.middleware.AwsApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -57,8 +57,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "kmsweb.lib.middleware.DashboardAccessMiddleware",
-    "kmsweb.lib.middleware.KmsErrorMiddleware",
+    # The gate: every view needs a TOTP-verified user unless it opts out.
+    "policies.middleware.DashboardAccessMiddleware",
+    "policies.middleware.KmsErrorMiddleware",
     # Last, as django-axes asks: it turns lockouts into its response.
     "axes.middleware.AxesMiddleware",
 ]

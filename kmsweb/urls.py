@@ -1,25 +1,17 @@
-"""URL map: the AWS wire adapter at POST /, the dashboard everywhere else."""
+"""URL map: the dashboard and kmsweb's REST API.
 
-from django.http import HttpRequest, HttpResponse
+The KMS API (``POST /``) is not routed here: ``kmsweb.api.wsgi`` answers it
+before Django's request cycle, and ``kmsweb.api.middleware`` before any
+other middleware where Django's handler serves (the test client). ``GET /``
+is the dashboard's overview.
+"""
+
 from django.urls import include, path
-from django.views.decorators.csrf import csrf_exempt
 
 from keys.views import overview
-from kmsweb.api.views import aws_endpoint, is_api_request
-
-
-@csrf_exempt
-def root(request: HttpRequest) -> HttpResponse:
-    """``POST /`` with X-Amz-Target is the KMS API (SigV4, not cookies, so no
-    CSRF token); anything else is the dashboard's overview, which only
-    answers GET."""
-    if is_api_request(request):
-        return aws_endpoint(request)
-    return overview(request)
-
 
 urlpatterns = [
-    path("", root, name="root"),
+    path("", overview, name="root"),
     path("", include("keys.urls")),
     path("", include("policies.urls")),
     path("", include("audit.urls")),

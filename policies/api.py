@@ -19,16 +19,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from audit.services import audit_rejected_request
 from keys.selectors import key_get_for
-from kmsweb.api.views import anonymous_caller, authenticate_request
 from kmsweb.lib.caller import Caller, new_request_id
 from kmsweb.lib.errors import InternalError, KmsError, SerializationError, UnknownOperation, ValidationError
 from policies import selectors, services
+from policies.callers import anonymous_caller, caller_from_signature
 from policies.models import GrantRequest, GrantRequestState
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _serve(request: HttpRequest, event_name: str, method: str, handler: Callable
     try:
         if request.method != method:
             raise UnknownOperation(f"{request.method} is not supported here; use {method}.")
-        caller = authenticate_request(request, request_id)
+        caller = caller_from_signature(request, request_id)
         status, body = handler(caller)
         return _json(body, status, request_id)
     except KmsError as exc:
@@ -182,6 +183,7 @@ def _parse_create(raw: bytes) -> dict[str, Any]:
     }
 
 
+@login_not_required
 @csrf_exempt
 def grant_requests(request: HttpRequest) -> HttpResponse:
     """POST: ask for a grant; 201 with the pending request."""
@@ -195,6 +197,7 @@ def grant_requests(request: HttpRequest) -> HttpResponse:
     return _serve(request, "CreateGrantRequest", "POST", create)
 
 
+@login_not_required
 @csrf_exempt
 def grant_request(request: HttpRequest, request_id: int) -> HttpResponse:
     """GET: one request, for its requester or an approver of its key's account."""
@@ -206,6 +209,7 @@ def grant_request(request: HttpRequest, request_id: int) -> HttpResponse:
     return _serve(request, "DescribeGrantRequest", "GET", describe)
 
 
+@login_not_required
 @csrf_exempt
 def grant_request_withdraw(request: HttpRequest, request_id: int) -> HttpResponse:
     """POST: the requester withdraws a pending request."""

@@ -18,7 +18,8 @@ def grant_requests(request: HttpRequest) -> dict[str, Callable[[], int]]:
     user: Any = getattr(request, "user", None)
 
     def waiting() -> int:
-        if user is None or not user.is_authenticated:
+        # Only for a user past the second factor, as every dashboard page is.
+        if user is None or not user.is_authenticated or not getattr(user, "is_verified", lambda: False)():
             return 0
         from policies.selectors import grant_request_waiting_count_for_user
 

@@ -34,6 +34,7 @@ from kmsweb.lib.errors import (
 )
 from kmsweb.lib.htmx import wants_partial
 from policies import selectors, services
+from policies.callers import caller_from_request
 from policies.filters import STATES, GrantRequestFilter
 from policies.forms import GrantRequestDecisionForm, GrantRequestForm
 from policies.models import GrantRequest, GrantRequestState
@@ -50,7 +51,7 @@ def _missing(request: Any, exc: NotFound) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def grant_request_list(request: Any) -> HttpResponse:
     """The inbox: a tab per state with its count, "only mine", newest first; the URL is its state."""
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     approver = selectors.may_decide_grant_requests(caller=caller)
     flt = GrantRequestFilter.from_query(request.GET)
     counts = selectors.grant_request_counts_for(caller=caller, approver=approver)
@@ -117,7 +118,7 @@ def _detail_context(caller: Caller, grant_request: GrantRequest, approver: bool,
 @require_GET
 @vary_on_headers("HX-Request")
 def grant_request_detail(request: Any, request_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     approver = selectors.may_decide_grant_requests(caller=caller)
     try:
         grant_request = selectors.grant_request_get_for(caller=caller, request_id=request_id, approver=approver)
@@ -146,7 +147,7 @@ def _after_change(request: Any, caller: Caller, request_id: int, **extra: Any) -
 
 @require_POST
 def grant_request_decide(request: Any, request_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     # Not the caller's view of requests: whoever posts, the service decides
     # and audits the attempt.
     grant_request = selectors.grant_request_get(request_id=request_id)
@@ -168,7 +169,7 @@ def grant_request_decide(request: Any, request_id: int) -> HttpResponse:
 
 @require_POST
 def grant_request_withdraw(request: Any, request_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     grant_request = selectors.grant_request_get(request_id=request_id)
     services.grant_request_withdraw(caller=caller, request=grant_request)
     return _after_change(request, caller, request_id)
@@ -197,7 +198,7 @@ def _form_error_field(exc: ValidationError) -> str | None:
 @require_http_methods(["GET", "POST"])
 def grant_request_create(request: Any) -> HttpResponse:
     """Ask for a grant on the key named by ``?key=`` (the key page links here)."""
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     try:
         key = _key(caller, request.GET.get("key") or request.POST.get("key", ""))
     except NotFound as exc:

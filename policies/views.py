@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
+from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -24,9 +25,10 @@ from django_otp import login as otp_login
 
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, KmsError, MalformedPolicyDocument, NotFound, ValidationError
-from kmsweb.lib.middleware import SESSION_HINT_COOKIE
 from policies import selectors, services
+from policies.callers import caller_from_request
 from policies.forms import PolicyDocumentForm, TokenForm
+from policies.middleware import SESSION_HINT_COOKIE, mfa_not_required
 from policies.models import AccessKey, Account, Principal
 from policies.roles import role_allows
 from policies.selectors import user_has_confirmed_device
@@ -48,6 +50,7 @@ def _origin(request: Any) -> dict[str, Any]:
     }
 
 
+@login_not_required
 @never_cache
 @require_http_methods(["GET", "POST"])
 def login(request: Any) -> HttpResponse:
@@ -94,6 +97,7 @@ def login(request: Any) -> HttpResponse:
     return response
 
 
+@mfa_not_required
 @never_cache
 @require_http_methods(["GET", "POST"])
 def mfa_verify(request: Any) -> HttpResponse:
@@ -113,6 +117,7 @@ def mfa_verify(request: Any) -> HttpResponse:
     return render(request, "policies/mfa_verify.html", {"form": form, "next": _next(request)})
 
 
+@mfa_not_required
 @never_cache
 @require_http_methods(["GET", "POST"])
 def mfa_enroll(request: Any) -> HttpResponse:
@@ -137,6 +142,7 @@ def mfa_enroll(request: Any) -> HttpResponse:
     )
 
 
+@login_not_required
 @require_POST
 def logout(request: Any) -> HttpResponse:
     auth_logout(request)
@@ -165,7 +171,7 @@ def _iam_can(caller: Caller) -> dict[str, bool]:
 
 @require_GET
 def principal_list(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     context = {
         "principals": selectors.principal_list_for(caller=caller),
         "policies": selectors.managed_policies_for(caller=caller),
@@ -206,14 +212,14 @@ def _principal_page(
 
 @require_GET
 def principal_detail(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     return _principal_page(request, caller, principal)
 
 
 @require_POST
 def principal_access_key_create(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     key, secret = services.access_key_create(caller=caller, principal=principal)
     # The secret is shown in this one response and never again.
@@ -231,7 +237,7 @@ def _access_key(principal: Principal, access_key_id: str) -> AccessKey:
 
 @require_POST
 def principal_access_key_status(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     key = _access_key(principal, request.POST.get("access_key_id", ""))
     services.access_key_set_status(caller=caller, access_key=key, active=request.POST.get("active") == "true")
@@ -240,7 +246,7 @@ def principal_access_key_status(request: Any, principal_id: int) -> HttpResponse
 
 @require_POST
 def principal_access_key_delete(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     key = _access_key(principal, request.POST.get("access_key_id", ""))
     services.access_key_delete(caller=caller, access_key=key)
@@ -249,7 +255,7 @@ def principal_access_key_delete(request: Any, principal_id: int) -> HttpResponse
 
 @require_POST
 def principal_policy_put(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     form = PolicyDocumentForm(request.POST)
     if form.is_valid():
@@ -270,7 +276,7 @@ def principal_policy_put(request: Any, principal_id: int) -> HttpResponse:
 
 @require_POST
 def principal_policy_delete(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     policy = principal.inline_policies.filter(name=request.POST.get("name", "")).first()
     if policy is None:
@@ -281,7 +287,7 @@ def principal_policy_delete(request: Any, principal_id: int) -> HttpResponse:
 
 @require_POST
 def principal_policy_attach(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     policy = selectors.managed_policies_for(caller=caller).filter(name=request.POST.get("name", "")).first()
     if policy is None:
@@ -295,7 +301,7 @@ def principal_policy_attach(request: Any, principal_id: int) -> HttpResponse:
 
 @require_POST
 def managed_policy_put(request: Any) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     form = PolicyDocumentForm(request.POST)
     if form.is_valid():
         try:

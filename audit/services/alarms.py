@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from audit.alarm_rules import AlarmSpec, check_alarm
 from audit.models import Alarm, AlarmMetric, AlarmSetup, AlarmState, Comparison, MissingData
 from audit.services.recording import audited
-from kmsweb.api.shapes import operation_names
+from keys.operations import operation_names
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, AlreadyExists, NotFound, ValidationError

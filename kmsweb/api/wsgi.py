@@ -1,8 +1,8 @@
 """kmsweb's WSGI handler: the KMS API answered before Django's request cycle.
 
-A SigV4-signed ``POST /`` with ``X-Amz-Target`` needs nothing of Django's
-request cycle: no URL resolution, middleware, session, user, CSRF token or
-template. :class:`KmswebWSGIHandler` hands such a request straight to
+A KMS API call (``POST /``, see :func:`~kmsweb.api.views.is_api_call`)
+needs nothing of Django's request cycle: no URL resolution, middleware,
+session, user, CSRF token or template. :class:`KmswebWSGIHandler` hands such a request straight to
 :func:`kmsweb.api.views.answer` and passes everything else to Django's own
 handler. What Django's cycle does that the API still needs is done here:
 database connections are checked after each call, as Django's
@@ -30,7 +30,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
 from django.db import close_old_connections, reset_queries
 
-from kmsweb.api.views import answer, error_answer
+from kmsweb.api.views import answer, error_answer, is_api_call
 from kmsweb.lib.caller import new_request_id
 from kmsweb.lib.errors import InternalError
 
@@ -74,15 +74,6 @@ class ApiRequest:
             if value is not None:
                 return value.split(",", 1)[0].strip() == secure_value
         return self.META.get("wsgi.url_scheme") == "https"
-
-
-def is_api_call(environ: dict[str, Any]) -> bool:
-    """A KMS API call, by the same test as ``AwsApiMiddleware``'s."""
-    return (
-        "HTTP_X_AMZ_TARGET" in environ
-        and environ.get("PATH_INFO", "") in ("/", "")
-        and str(environ.get("REQUEST_METHOD", "")).upper() == "POST"
-    )
 
 
 def _status_line(status: int) -> str:

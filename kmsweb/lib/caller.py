@@ -1,18 +1,16 @@
 """Who is asking: the one value every service receives.
 
-The API adapter builds a ``Caller`` from a verified SigV4 signature, the
-dashboard from the logged-in user's linked principal, and jobs with
-``Caller.system(job)``. Services never see the HTTP request.
+``policies.callers`` builds a ``Caller`` from an HTTP request: from a
+verified SigV4 signature for the APIs, from the signed-in, TOTP-verified
+user's linked principal for the dashboard. Jobs use ``Caller.system(job)``.
+Services never see the HTTP request.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from django.http import HttpRequest
+from typing import Literal
 
 Origin = Literal["api", "dashboard", "system"]
 
@@ -49,36 +47,6 @@ class Caller:
     # The principal's tags (aws:PrincipalTag/<key>), as (key, value) pairs.
     principal_tags: tuple[tuple[str, str], ...] = ()
     request_id: str = field(default_factory=new_request_id)
-
-    @classmethod
-    def from_request(cls, request: HttpRequest) -> Caller:
-        """The caller for a dashboard request by a logged-in, linked user."""
-        from django.conf import settings
-
-        from policies.roles import ALL_ROLES
-        from policies.selectors import principal_for_user
-
-        user = request.user
-        principal = principal_for_user(user)
-        if user.is_superuser:
-            roles = ALL_ROLES
-        else:
-            roles = tuple(sorted(g.name for g in user.groups.all()))  # type: ignore[union-attr]
-        return cls(
-            principal_arn=principal.arn,
-            account_id=principal.account_id,
-            region=settings.KMSWEB_DEFAULT_REGION,
-            origin="dashboard",
-            principal_type=principal.type,
-            principal_name=principal.name,
-            principal_pk=principal.pk,
-            source_ip=request.META.get("REMOTE_ADDR"),
-            user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
-            mfa_present=bool(getattr(user, "is_verified", lambda: False)()),
-            secure_transport=request.is_secure(),
-            roles=roles,
-            principal_tags=tuple(sorted((principal.tags or {}).items())),
-        )
 
     @classmethod
     def system(cls, job: str, *, account_id: str = "", region: str = "") -> Caller:

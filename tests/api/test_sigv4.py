@@ -19,7 +19,7 @@ from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmsweb.api.sigv4 import (
+from kmsweb.lib.sigv4 import (
     SIGNATURE_MISMATCH_MESSAGE,
     ParsedAuth,
     SignedRequest,

@@ -85,7 +85,7 @@ def test_it_sends_an_anonymous_visitor_to_sign_in(path: str, db: None) -> None:
 def test_it_sends_an_anonymous_visitor_from_the_mfa_pages_to_sign_in(db: None) -> None:
     for path in ("/mfa/verify/", "/mfa/enroll/"):
         response = Client().get(path)
-        assert response.status_code == 302 and response["Location"] == "/login/"
+        assert response.status_code == 302 and response["Location"] == f"/login/?next={path}"
 
 
 def test_it_leaves_the_aws_api_to_sigv4(db: None) -> None:

@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 verification for the AWS-compatible JSON API.
+"""AWS Signature Version 4 verification for both of kmsweb's APIs (KMS and REST).
 
 Pure Python (no Django): the adapter turns a Django request into a
 :class:`SignedRequest`, then calls, in this order,

@@ -1,6 +1,6 @@
 """Create the secrets ``make run`` and ``make test`` need, once, under var/.
 
-Run as ``python -m kmsweb.lib.devsecrets DIR``. Existing files are kept:
+Run as ``python -m kmsweb.devsecrets DIR``. Existing files are kept:
 a root key that changed would orphan every key it wrapped.
 """
 
