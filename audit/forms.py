@@ -14,7 +14,7 @@ from django import forms
 from audit.alarm_rules import AlarmSpec, check_alarm
 from audit.models import Alarm, AlarmMetric, Comparison, MissingData
 from keys.models import Key
-from keys.operations import operation_names
+from kmsweb.lib.operations import API_OPERATIONS
 
 _SPLIT = re.compile(r"[\s,;]+")
 
@@ -71,7 +71,7 @@ class AlarmForm(forms.Form):
             spec,
             creating=self.alarm is None,
             has_secret=bool(self.alarm and self.alarm.webhook_secret_ciphertext),
-            known_operations=operation_names(),
+            known_operations=API_OPERATIONS,
         )
         if "key_id" not in errors and spec.key_id:
             if not Key.objects.filter(account_id=self.account_id, id=spec.key_id).exists():

@@ -17,10 +17,10 @@ from django.db.models import QuerySet
 from audit.alarm_rules import AlarmSpec, check_alarm
 from audit.models import Alarm, AlarmMetric, AlarmSetup, AlarmState, Comparison, MissingData
 from audit.services.recording import audited
-from keys.operations import operation_names
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, AlreadyExists, NotFound, ValidationError
+from kmsweb.lib.operations import API_OPERATIONS
 from policies.authorization import authorize
 
 EVENT_SOURCE = "kmsweb.alarms"
@@ -54,7 +54,7 @@ def _store_secret(alarm: Alarm, secret: str) -> None:
 def _checked(spec: AlarmSpec, *, account_id: str, creating: bool, has_secret: bool) -> None:
     from keys.models import Key
 
-    errors = check_alarm(spec, creating=creating, has_secret=has_secret, known_operations=operation_names())
+    errors = check_alarm(spec, creating=creating, has_secret=has_secret, known_operations=API_OPERATIONS)
     checkable = spec.key_id and "key_id" not in errors
     if checkable and not Key.objects.filter(account_id=account_id, id=spec.key_id).exists():
         errors["key_id"] = f"No key {spec.key_id} in this account."

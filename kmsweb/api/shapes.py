@@ -39,9 +39,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from botocore.model import OperationModel, Shape
-
-from keys.operations import operation_names, service_model
+from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.session import get_session
 
 __all__ = [
     "SERIALIZATION_EXCEPTION",
@@ -94,6 +93,18 @@ class ShapeError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+@cache
+def service_model() -> ServiceModel:
+    """The KMS service model, loaded from botocore's data once per process."""
+    return get_session().get_service_model("kms")
+
+
+@cache
+def operation_names() -> frozenset[str]:
+    """Every KMS operation name, e.g. ``"Encrypt"``."""
+    return frozenset(service_model().operation_names)
 
 
 @cache

@@ -218,6 +218,8 @@ _ROWS = (
 OPERATIONS: dict[str, Operation] = {row.name: row for row in _ROWS}
 
 # The views the rest of kmsweb reads.
+# The operations of the API (the model's names: a test compares them).
+API_OPERATIONS: frozenset[str] = frozenset(o.name for o in _ROWS if o.api)
 CONTEXT_BOUND: frozenset[str] = frozenset(o.name for o in _ROWS if o.context_bound)
 CRYPTO: tuple[str, ...] = tuple(o.name for o in _ROWS if o.crypto)
 REDACTED: frozenset[str] = frozenset(m for o in _ROWS for m in o.redacted)
