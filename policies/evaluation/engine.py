@@ -135,18 +135,17 @@ def grant_may_create(parent: GrantView, child: ProposedGrant) -> bool:
     """
     if not child.operations <= parent.operations:
         return False
-    child_pairs = child.encryption_context_equals
-    if child_pairs is None:
-        child_pairs = child.encryption_context_subset
+    child_equals, child_subset = child.encryption_context_equals, child.encryption_context_subset
     if parent.encryption_context_equals is not None:
-        return child.encryption_context_equals is not None and _lowered(child.encryption_context_equals) == _lowered(
-            parent.encryption_context_equals
-        )
+        return child_equals is not None and _lowered(child_equals) == _lowered(parent.encryption_context_equals)
     if parent.encryption_context_subset:
-        if child_pairs is None:
+        # An Equals child allows exactly its pairs; a Subset child at least its pairs.
+        pairs = child_equals if child_equals is not None else child_subset
+        if pairs is None:
             return False
-        have = _lowered(child_pairs)
-        return all(k in have and have[k] == v for k, v in _lowered(parent.encryption_context_subset).items())
+        have = _lowered(pairs)
+        # Pair by pair, as _constraint_holds checks them: keys differing only in case are not merged.
+        return all(k.lower() in have and have[k.lower()] == v for k, v in parent.encryption_context_subset.items())
     # No constraint, or an empty subset, which constrains nothing.
     return True
 
