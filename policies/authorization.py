@@ -13,7 +13,7 @@ mentions them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db.models import Q
@@ -27,7 +27,10 @@ from policies import evaluation as ev
 from policies.evaluation import Decision
 from policies.roles import role_policy_document
 
-__all__ = ["Decision", "authorize", "decision_record", "identity_policies_for"]
+if TYPE_CHECKING:
+    from policies.models import Grant
+
+__all__ = ["Decision", "authorize", "authorize_retire", "decision_record", "identity_policies_for"]
 
 _SYSTEM = Decision(allowed=True, reason="platform", statement=None, explanation="kmsweb's own job")
 _OWNED = Decision(
@@ -165,15 +168,17 @@ def authorize(
     context: Mapping[str, Any] | None = None,
     key_policy_override: str | None = None,
     use_grants: bool = True,
+    proposed_grant: ev.ProposedGrant | None = None,
 ) -> Decision:
     """Allow or refuse ``action`` (e.g. ``kms:Encrypt``) on ``key`` for ``caller``.
 
     ``context`` carries the request's condition keys (``EncryptionContext``
     is expanded into ``kms:EncryptionContext:*``). ``key_policy_override``
     evaluates a proposed policy instead of the stored one (the lockout
-    safety check). ``use_grants=False`` decides on the policies alone (a
-    grant's RetireGrant operation covers that one grant, not the key's
-    others). Raises ``AccessDenied`` with AWS's message shape.
+    safety check). ``use_grants=False`` decides on the policies alone.
+    ``proposed_grant`` is the grant a CreateGrant asks for: a grant that
+    lists CreateGrant allows only grants as strict as itself. Raises
+    ``AccessDenied`` with AWS's message shape.
     """
     if caller.is_system:
         return _SYSTEM
@@ -199,9 +204,42 @@ def authorize(
         grants = _grants(caller, key)
         if grants:
             encryption_context = dict((context or {}).get("EncryptionContext") or {})
-            decision = ev.evaluate(ctx, key_policy, identity, grants, encryption_context)
+            decision = ev.evaluate(ctx, key_policy, identity, grants, encryption_context, proposed_grant)
     if not decision.allowed:
         raise _denied(caller.principal_arn, action, resource, decision)
+    return decision
+
+
+def authorize_retire(*, caller: Caller, grant: Grant) -> Decision:
+    """Allow or refuse RetireGrant on ``grant``: the grant decides (see ``evaluate_retire``).
+
+    Neither the key policy nor an identity policy's ``kms:RetireGrant``
+    alone lets a principal retire another principal's grant; RevokeGrant is
+    the policy-controlled way to end one. Raises ``AccessDenied``.
+    """
+    if caller.is_system:
+        return _SYSTEM
+    key = grant.key
+    loaded = identity_policies_for(caller)
+    ctx = ev.RequestContext(
+        action="kms:RetireGrant",
+        principal_arn=caller.principal_arn,
+        principal_account=caller.account_id,
+        resource_arn=key.arn,
+        resource_account=key.account_id or caller.account_id,
+        now=timezone.now(),
+        keys=_condition_keys(caller, key, None, "".join(text for _, _, text in loaded)),
+    )
+    view = ev.GrantView(
+        grant_id=grant.grant_id,
+        grantee_principal=grant.grantee_principal,
+        operations=frozenset(grant.operations),
+        retiring_principal=grant.retiring_principal or None,
+        issuing_account=grant.issuing_account,
+    )
+    decision = ev.evaluate_retire(ctx, [(name, policy) for name, policy, _ in loaded], view)
+    if not decision.allowed:
+        raise _denied(caller.principal_arn, ctx.action, key.arn, decision)
     return decision
 
 

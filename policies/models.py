@@ -252,3 +252,24 @@ class GrantRequestDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.verdict} by {self.principal_id}"
+
+
+class ServiceDelegation(models.Model):
+    """A principal's consent that a registered service principal may act for it.
+
+    A service signing a request with ``X-Kmsweb-On-Behalf-Of`` is refused
+    unless the named user or role has a delegation to that service (see
+    docs/SERVICE_KEYS.md). Rows are written and removed only by the
+    delegation services, which audit every change.
+    """
+
+    principal = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="service_delegations")
+    service = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="delegated_by")
+    created_by = models.CharField(max_length=256)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["principal", "service"], name="service_delegation_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id}->{self.principal_id}"

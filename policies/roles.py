@@ -68,6 +68,7 @@ ROLE_LABELS = {
 }
 # Superusers hold every role.
 ALL_ROLES = tuple(ROLES)
+ADMINISTRATOR_ROLE = "administrator"
 
 
 def role_allows(roles: Iterable[str], action: str) -> bool:

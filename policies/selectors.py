@@ -56,6 +56,20 @@ def principal_get_for(*, caller: Any, principal_id: int) -> Principal:
     return principal
 
 
+def delegations_for(*, principal: Principal) -> Any:
+    """The services the principal lets act for it, by service name (principal page)."""
+    return principal.service_delegations.select_related("service").order_by("service__name")
+
+
+def delegable_services_for(*, principal: Principal) -> Any:
+    """The account's service principals the principal has not delegated to yet."""
+    return (
+        Principal.objects.filter(account_id=principal.account_id, type="service")
+        .exclude(delegated_by__principal=principal)
+        .order_by("name")
+    )
+
+
 def managed_policies_for(*, caller: Any) -> Any:
     from policies.models import IdentityPolicy
 

@@ -26,6 +26,16 @@ urlpatterns = [
     path(
         "principals/<int:principal_id>/policies/attach/", views.principal_policy_attach, name="principal_policy_attach"
     ),
+    path(
+        "principals/<int:principal_id>/delegations/",
+        views.principal_delegation_create,
+        name="principal_delegation_create",
+    ),
+    path(
+        "principals/<int:principal_id>/delegations/delete/",
+        views.principal_delegation_delete,
+        name="principal_delegation_delete",
+    ),
     # Grant requests: the dashboard inbox and pages, and the REST API (SigV4).
     path("grant-requests/", grant_request_views.grant_request_list, name="grant_request_list"),
     path("grant-requests/new/", grant_request_views.grant_request_create, name="grant_request_create"),

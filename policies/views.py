@@ -162,6 +162,8 @@ IAM_ACTIONS = (
     "iam:DetachPrincipalPolicy",
     "iam:CreatePolicy",
     "iam:DeletePolicy",
+    "iam:CreateServiceDelegation",
+    "iam:DeleteServiceDelegation",
 )
 
 
@@ -198,6 +200,13 @@ def _principal_context(caller: Caller, principal: Principal, **extra: Any) -> di
         "policy_form": PolicyDocumentForm(),
         "nav": "principals",
     }
+    if principal.type != "service":
+        # A principal manages its own delegations; administrators anyone's (the services decide).
+        is_self = caller.principal_pk == principal.pk
+        context["delegations"] = selectors.delegations_for(principal=principal)
+        context["delegable"] = selectors.delegable_services_for(principal=principal)
+        context["can_delegate"] = is_self or context["can"]["CreateServiceDelegation"]
+        context["can_undelegate"] = is_self or context["can"]["DeleteServiceDelegation"]
     context.update(extra)
     return context
 
@@ -296,6 +305,31 @@ def principal_policy_attach(request: Any, principal_id: int) -> HttpResponse:
         services.policy_detach(caller=caller, principal=principal, policy=policy)
     else:
         services.policy_attach(caller=caller, principal=principal, policy=policy)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+def _service(principal: Principal, name: str) -> Principal:
+    service = Principal.objects.filter(account_id=principal.account_id, type="service", name=name).first()
+    if service is None:
+        raise NotFound(f"No service principal {name!r} in account {principal.account_id}.")
+    return service
+
+
+@require_POST
+def principal_delegation_create(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    service = _service(principal, request.POST.get("service", ""))
+    services.service_delegation_create(caller=caller, principal=principal, service=service)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def principal_delegation_delete(request: Any, principal_id: int) -> HttpResponse:
+    caller = Caller.from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    service = _service(principal, request.POST.get("service", ""))
+    services.service_delegation_delete(caller=caller, principal=principal, service=service)
     return redirect("policies:principal_detail", principal_id=principal.pk)
 
 

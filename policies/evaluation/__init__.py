@@ -10,12 +10,16 @@ Modules: ``policy`` (parsing, validation, compilation; cached by text),
 
 from policies.evaluation.engine import (
     ENCRYPTION_CONTEXT_OPERATIONS,
+    RETIRE_DENIAL_CLAUSE,
     Decision,
     GrantView,
+    ProposedGrant,
     RequestContext,
     StatementRef,
     access_denied_message,
     evaluate,
+    evaluate_retire,
+    grant_may_create,
 )
 from policies.evaluation.errors import PolicyError
 from policies.evaluation.policy import MAX_POLICY_BYTES, Policy, PolicyKind, Statement, parse_policy
@@ -25,6 +29,8 @@ __all__ = [
     "MAX_POLICY_BYTES",
     "Decision",
     "GrantView",
+    "ProposedGrant",
+    "RETIRE_DENIAL_CLAUSE",
     "Policy",
     "PolicyError",
     "PolicyKind",
@@ -33,5 +39,7 @@ __all__ = [
     "StatementRef",
     "access_denied_message",
     "evaluate",
+    "evaluate_retire",
+    "grant_may_create",
     "parse_policy",
 ]

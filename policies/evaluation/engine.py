@@ -10,13 +10,17 @@
       account id) and one of the principal's identity-based policies allows
       the action on the key; or
    c. a live grant for the principal lists the operation and its
-      encryption-context constraint holds.
+      encryption-context constraint holds. A grant that lists CreateGrant
+      allows only grants as strict as itself (``grant_may_create``).
    For a principal of another account, (a) and (b) both also need an
    identity-based policy of that principal: AWS requires the owning
    account's key policy *and* the external account's IAM policy.
 3. Without a key policy (CreateKey, ListKeys, GenerateRandom, …) only the
    identity-based policies decide.
 4. Anything else is an implicit deny.
+
+RetireGrant is decided by the grant itself, not by this logic: see
+``evaluate_retire``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,50 @@ class GrantView:
     operations: frozenset[str]  # KMS operation names: "Encrypt", "Decrypt", …
     encryption_context_subset: Mapping[str, str] | None = None
     encryption_context_equals: Mapping[str, str] | None = None
+    # Who else may retire it (RetireGrant only; see evaluate_retire).
+    retiring_principal: str | None = None
+    issuing_account: str | None = None
+
+
+@dataclass(frozen=True)
+class ProposedGrant:
+    """The grant a CreateGrant request asks for: checked against grants that list CreateGrant."""
+
+    operations: frozenset[str]
+    encryption_context_subset: Mapping[str, str] | None = None
+    encryption_context_equals: Mapping[str, str] | None = None
+
+
+def _lowered(pairs: Mapping[str, str]) -> dict[str, str]:
+    # In a grant constraint the context key is case-insensitive, the value case-sensitive.
+    return {k.lower(): v for k, v in pairs.items()}
+
+
+def grant_may_create(parent: GrantView, child: ProposedGrant) -> bool:
+    """Whether a grantee may create ``child`` through ``parent`` (a grant listing CreateGrant).
+
+    AWS: a grant made through a grant allows the same operations or fewer,
+    and its constraints are the same or stricter, so that every request the
+    child allows the parent allows too. Under an EncryptionContextSubset
+    parent the child carries a Subset or Equals constraint holding every pair
+    of the parent's; under an EncryptionContextEquals parent, an Equals
+    constraint with the same pairs.
+    """
+    if not child.operations <= parent.operations:
+        return False
+    child_equals, child_subset = child.encryption_context_equals, child.encryption_context_subset
+    if parent.encryption_context_equals is not None:
+        return child_equals is not None and _lowered(child_equals) == _lowered(parent.encryption_context_equals)
+    if parent.encryption_context_subset:
+        # An Equals child allows exactly its pairs; a Subset child at least its pairs.
+        pairs = child_equals if child_equals is not None else child_subset
+        if pairs is None:
+            return False
+        have = _lowered(pairs)
+        # Pair by pair, as _constraint_holds checks them: keys differing only in case are not merged.
+        return all(k.lower() in have and have[k.lower()] == v for k, v in parent.encryption_context_subset.items())
+    # No constraint, or an empty subset, which constrains nothing.
+    return True
 
 
 @dataclass(frozen=True)
@@ -134,16 +182,17 @@ def _ref(source: str, st: Statement) -> StatementRef:
     return StatementRef(source, st.sid, st.index)
 
 
-def _grant_applies(grant: GrantView, ctx: RequestContext) -> bool:
-    if grant.grantee_principal == ctx.principal_arn:
+def _names(principal: str, ctx: RequestContext) -> bool:
+    """Whether a grant's grantee or retiring principal is the caller."""
+    if principal == ctx.principal_arn:
         return True
     # A grant to a service principal name ("logs.amazonaws.com") reaches the
     # kmsweb service principal of that name.
-    return (
-        ctx.service is not None
-        and not grant.grantee_principal.startswith("arn:")
-        and (service_name(grant.grantee_principal) == ctx.service)
-    )
+    return ctx.service is not None and not principal.startswith("arn:") and (service_name(principal) == ctx.service)
+
+
+def _grant_applies(grant: GrantView, ctx: RequestContext) -> bool:
+    return _names(grant.grantee_principal, ctx)
 
 
 def _constraint_holds(grant: GrantView, operation: str, ctx: RequestContext, ec: Mapping[str, str] | None) -> bool:
@@ -167,13 +216,16 @@ def evaluate(
     identity_policies: Sequence[tuple[str, Policy]],
     grants: Sequence[GrantView] = (),
     request_context_for_grants: Mapping[str, str] | None = None,
+    proposed_grant: ProposedGrant | None = None,
 ) -> Decision:
     """Decide ``ctx`` (see the module docstring for the rules).
 
     ``identity_policies`` are (name, policy) pairs attached to the principal
     (a Principal element in them is ignored: they apply to their holder);
     ``request_context_for_grants`` is the request's encryption context (None:
-    empty), checked against grant constraints.
+    empty), checked against grant constraints; ``proposed_grant`` is the
+    grant a CreateGrant request asks for (without it no grant allows
+    CreateGrant: the check fails closed).
     """
     action = ctx.action_l
     keys = ctx.lkeys
@@ -205,21 +257,9 @@ def evaluate(
                     else:
                         kp_account = st
 
-    id_allow: tuple[str, Statement] | None = None
-    for name, policy in identity_policies:
-        for st in policy.statements_for(action):
-            if st.deny:
-                if st.matches_resource(resource, keys) and st.conditions_hold(keys, memo):
-                    return Decision(
-                        False,
-                        "explicit-deny",
-                        _ref(f"identity-policy:{name}", st),
-                        f"Statement {st.label} of identity-based policy {name} explicitly denies {ctx.action} "
-                        f"on {resource}; an explicit deny overrides every allow and grant.",
-                        denial_clause="with an explicit deny in an identity-based policy",
-                    )
-            elif id_allow is None and st.matches_resource(resource, keys) and st.conditions_hold(keys, memo):
-                id_allow = (name, st)
+    id_deny, id_allow = _identity(ctx, identity_policies, memo)
+    if id_deny is not None:
+        return id_deny
 
     # The account root user holds every identity-based permission of its account.
     identity_ok = id_allow is not None or ctx.is_root
@@ -258,10 +298,15 @@ def evaluate(
 
     operation = ctx.action[4:] if ctx.action_l.startswith("kms:") else None
     unmet: list[str] = []
+    looser: list[str] = []
     if operation is not None:
         for grant in grants:
             if operation in grant.operations and _grant_applies(grant, ctx):
-                if _constraint_holds(grant, operation, ctx, request_context_for_grants):
+                if operation == "CreateGrant" and (
+                    proposed_grant is None or not grant_may_create(grant, proposed_grant)
+                ):
+                    looser.append(grant.grant_id)
+                elif _constraint_holds(grant, operation, ctx, request_context_for_grants):
                     return Decision(
                         True,
                         "grant",
@@ -269,9 +314,85 @@ def evaluate(
                         f"Allowed by grant {grant.grant_id}, which gives {grant.grantee_principal} "
                         f"the {operation} operation.",
                     )
-                unmet.append(grant.grant_id)
+                else:
+                    unmet.append(grant.grant_id)
 
-    return _implicit_deny(ctx, key_policy, kp_direct, kp_account, id_allow, unmet)
+    return _implicit_deny(ctx, key_policy, kp_direct, kp_account, id_allow, unmet, looser)
+
+
+RETIRE_DENIAL_CLAUSE = "because the grant does not let the principal retire it"
+
+
+def evaluate_retire(ctx: RequestContext, identity_policies: Sequence[tuple[str, Policy]], grant: GrantView) -> Decision:
+    """Decide RetireGrant on ``grant`` (``ctx.action`` is ``kms:RetireGrant``).
+
+    AWS: the grant decides who may retire it, and ``kms:RetireGrant`` in a
+    policy alone does not allow it (nor does a key policy at all). Allowed
+    to the grant's retiring principal, to its grantee when the grant lists
+    RetireGrant, and to the root user of the account that issued it. When
+    the retiring principal is an account (``…:root``), that account's
+    principals whose identity policies allow ``kms:RetireGrant`` may retire
+    it (AWS's delegation). An identity-policy Deny of ``kms:RetireGrant``
+    overrides every one of these.
+    """
+    memo: dict[Condition, bool] = {}
+    id_deny, id_allow = _identity(ctx, identity_policies, memo)
+    if id_deny is not None:
+        return id_deny
+    ref = StatementRef(f"grant:{grant.grant_id}", None, None)
+    who = ctx.principal_arn
+    if grant.retiring_principal and _names(grant.retiring_principal, ctx):
+        return Decision(True, "grant", ref, f"Allowed: grant {grant.grant_id} names {who} its retiring principal.")
+    if "RetireGrant" in grant.operations and _grant_applies(grant, ctx):
+        return Decision(
+            True, "grant", ref, f"Allowed: {who} is the grantee of grant {grant.grant_id}, which lists RetireGrant."
+        )
+    if ctx.is_root and grant.issuing_account == ctx.principal_account:
+        return Decision(True, "grant", ref, f"Allowed: the root user of account {ctx.principal_account} issued it.")
+    account = _ROOT.match(grant.retiring_principal or "")
+    if account is not None and account.group(1) == ctx.principal_account and id_allow is not None:
+        return Decision(
+            True,
+            "identity-policy",
+            _ref(f"identity-policy:{id_allow[0]}", id_allow[1]),
+            f"Allowed by statement {id_allow[1].label} of identity-based policy {id_allow[0]}: grant "
+            f"{grant.grant_id} names account {ctx.principal_account} its retiring principal, and the account "
+            "delegates retiring to its principals through kms:RetireGrant.",
+        )
+    text = (
+        f"Grant {grant.grant_id} lets its retiring principal, its grantee (when it lists RetireGrant) and the root "
+        f"user of account {grant.issuing_account} retire it; {who} is none of them"
+    )
+    if id_allow is not None:
+        text += (
+            f". Statement {id_allow[1].label} of identity-based policy {id_allow[0]} allows kms:RetireGrant, but a "
+            "policy alone does not let a principal retire someone else's grant (use RevokeGrant)"
+        )
+    return Decision(False, "implicit-deny", None, text + ".", denial_clause=RETIRE_DENIAL_CLAUSE)
+
+
+def _identity(
+    ctx: RequestContext, identity_policies: Sequence[tuple[str, Policy]], memo: dict[Condition, bool]
+) -> tuple[Decision | None, tuple[str, Statement] | None]:
+    """The identity policies' explicit deny (if any) and their first allow for ``ctx``."""
+    action, keys, resource = ctx.action_l, ctx.lkeys, ctx.resource_arn
+    id_allow: tuple[str, Statement] | None = None
+    for name, policy in identity_policies:
+        for st in policy.statements_for(action):
+            if st.deny:
+                if st.matches_resource(resource, keys) and st.conditions_hold(keys, memo):
+                    deny = Decision(
+                        False,
+                        "explicit-deny",
+                        _ref(f"identity-policy:{name}", st),
+                        f"Statement {st.label} of identity-based policy {name} explicitly denies {ctx.action} "
+                        f"on {resource}; an explicit deny overrides every allow and grant.",
+                        denial_clause="with an explicit deny in an identity-based policy",
+                    )
+                    return deny, None
+            elif id_allow is None and st.matches_resource(resource, keys) and st.conditions_hold(keys, memo):
+                id_allow = (name, st)
+    return None, id_allow
 
 
 def _implicit_deny(
@@ -281,6 +402,7 @@ def _implicit_deny(
     kp_account: Statement | None,
     id_allow: tuple[str, Statement] | None,
     unmet_grants: list[str],
+    looser_grants: Sequence[str] = (),
 ) -> Decision:
     """Explain, in the terms the "why" view needs, which half of the allow was missing."""
     action, who = ctx.action, ctx.principal_arn
@@ -315,4 +437,10 @@ def _implicit_deny(
     if unmet_grants:
         grants = ", ".join(unmet_grants)
         text += f" Grant(s) {grants} cover this operation, but their encryption context constraints are not met."
+    if looser_grants:
+        grants = ", ".join(looser_grants)
+        text += (
+            f" Grant(s) {grants} allow CreateGrant, but only for grants with the same operations or fewer and "
+            "the same or stricter encryption context constraints, which the requested grant does not have."
+        )
     return Decision(False, "implicit-deny", None, text, denial_clause=clause)

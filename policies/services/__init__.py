@@ -6,6 +6,12 @@ re-exported here.
 """
 
 from policies.authorization import Decision, authorize
+from policies.services.delegations import (
+    principal_acting_for,
+    principal_is_administrator,
+    service_delegation_create,
+    service_delegation_delete,
+)
 from policies.services.grant_requests import (
     OperationPreview,
     grant_request_create,
@@ -43,7 +49,6 @@ from policies.services.principals import (
     access_key_create,
     account_get_or_create,
     default_account,
-    principal_acting_for,
     principal_create,
     principal_get,
 )
@@ -96,6 +101,9 @@ __all__ = [
     "console_login_record",
     "default_account",
     "principal_acting_for",
+    "principal_is_administrator",
+    "service_delegation_create",
+    "service_delegation_delete",
     "principal_create",
     "principal_get",
     "totp_confirm",

@@ -32,7 +32,8 @@ from kmsweb.lib.errors import (
     NotFound,
     ValidationError,
 )
-from policies.authorization import GRANT_CACHE, authorize
+from policies import evaluation as ev
+from policies.authorization import GRANT_CACHE, authorize, authorize_retire
 from policies.models import Grant, Principal
 
 # Operations a grant may list for a symmetric encryption key, and the ones
@@ -184,8 +185,9 @@ def grant_create(
     """CreateGrant. Returns the grant and a token for it.
 
     A grant with the same name and the same parameters is returned again
-    (AWS's idempotency by Name). A grantee using a grant that includes
-    CreateGrant may only grant operations its own grant has.
+    (AWS's idempotency by Name). A grantee creating a grant through a grant
+    that lists CreateGrant may only grant operations its own grant has,
+    under the same or stricter constraints (``evaluation.grant_may_create``).
     """
     ops = sorted(set(operations))
     params = {
@@ -215,14 +217,12 @@ def grant_create(
             context["kms:RetiringPrincipal"] = retiring_principal
         if constraint_type:
             context["kms:GrantConstraintType"] = constraint_type
-        decision = authorize(caller=caller, action="kms:CreateGrant", key=key, context=context)
-        if decision.reason == "grant" and decision.statement is not None:
-            parent = Grant.objects.filter(grant_id=decision.statement.source.removeprefix("grant:")).first()
-            if parent is not None and not set(ops) <= set(parent.operations):
-                raise AccessDenied(
-                    f"User: {caller.principal_arn} may only grant the operations of its own grant "
-                    f"({', '.join(parent.operations)})."
-                )
+        proposed = ev.ProposedGrant(
+            operations=frozenset(ops),
+            encryption_context_subset=(checked or {}).get("EncryptionContextSubset"),
+            encryption_context_equals=(checked or {}).get("EncryptionContextEquals"),
+        )
+        authorize(caller=caller, action="kms:CreateGrant", key=key, context=context, proposed_grant=proposed)
         if key.manager == KeyManager.AWS and caller.via_service is None:
             raise AccessDenied(f"Grants on the AWS managed key {key.arn} are created by its service only.")
         if dry_run:
@@ -328,9 +328,11 @@ def grant_retire(
 ) -> Grant:
     """RetireGrant, by token or by key + grant id.
 
-    Allowed to the grant's retiring principal, to its grantee when the grant
-    lists RetireGrant, and to principals the key's policies allow
-    kms:RetireGrant (AWS's rules).
+    The grant decides who may (``authorization.authorize_retire``): its
+    retiring principal, its grantee when it lists RetireGrant, the issuing
+    account's root user, and, for a grant whose retiring principal is an
+    account, that account's principals allowed ``kms:RetireGrant``. A policy
+    alone never retires another principal's grant.
     """
     with audited(
         caller, "RetireGrant", request_parameters={"KeyId": str(key.id) if key else None, "GrantId": grant_id}
@@ -344,13 +346,7 @@ def grant_retire(
         op.keys.append(grant.key)
         if grant.retired_at is not None:
             raise NotFound(f"Grant '{grant.grant_id}' does not exist.")
-        may = caller.principal_arn == grant.retiring_principal or (
-            caller.principal_arn == grant.grantee_principal and "RetireGrant" in grant.operations
-        )
-        if not may:
-            # Grants do not count here: RetireGrant in a grant lets its grantee
-            # retire that grant (checked above), not the key's other grants.
-            authorize(caller=caller, action="kms:RetireGrant", key=grant.key, use_grants=False)
+        authorize_retire(caller=caller, grant=grant)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
         GRANT_CACHE.invalidate()
         return grant

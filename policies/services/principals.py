@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.services.platform import platform_decrypt, platform_encrypt
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AccessDenied, AlreadyExists, NotFound, ValidationError
+from kmsweb.lib.errors import AlreadyExists, NotFound, ValidationError
 from kmsweb.lib.ttlcache import TTLCache
 from policies.authorization import authorize
 from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType
@@ -146,35 +146,6 @@ def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
             _last_touched[access_key_id] = now
             AccessKey.objects.filter(pk=access_key_id).update(last_used_at=timezone.now())
     return credentials
-
-
-_ACTING_FOR_ARN = re.compile(r"arn:aws:iam::([0-9]{12}):(user|role)/([A-Za-z0-9+=,.@_-]{1,64})")
-
-
-def principal_acting_for(*, service: Principal, arn: str) -> Principal:
-    """The user or role a service principal's request is made for.
-
-    Only a registered service principal may act for another principal, and
-    only for a user or role of its own account that exists. Every refusal is
-    the same AccessDeniedException, so the header cannot probe for names.
-    """
-    refusal = AccessDenied(
-        f"User: {service.arn} is not authorized to act on behalf of {arn[:256]!r}: "
-        "only a registered service principal may, for a user or role of its own account."
-    )
-    if service.type != PrincipalType.SERVICE:
-        raise refusal
-    match = _ACTING_FOR_ARN.fullmatch(arn)
-    if match is None or match.group(1) != service.account_id:
-        raise refusal
-    principal = (
-        Principal.objects.select_related("account")
-        .filter(account_id=service.account_id, type=match.group(2), name=match.group(3))
-        .first()
-    )
-    if principal is None:
-        raise refusal
-    return principal
 
 
 def default_account() -> Account:

@@ -28,7 +28,7 @@ from keys.services.jobs import keys_rotate_due
 from keys.services.service_keys import service_key_get_or_create, service_key_policy
 from kmsweb.lib.caller import Caller
 from policies.models import Grant, Principal, PrincipalType
-from policies.services import access_key_create
+from policies.services import access_key_create, service_delegation_create
 from tests.conftest import REGION, Persona
 
 HEADER = "X-Kmsweb-On-Behalf-Of"
@@ -67,7 +67,8 @@ def _acting_for(client: Any, arn: str, *, signed: bool = True) -> Any:
 
 @pytest.fixture
 def via_backup(kms_client: Callable[..., Any], backup: Persona, alice: Persona) -> Any:
-    """backup's client, acting for alice."""
+    """backup's client, acting for alice, who delegated to backup."""
+    service_delegation_create(caller=alice.caller(), principal=alice.principal, service=backup.principal)
     return _acting_for(kms_client(backup), alice.principal.arn)
 
 

@@ -38,6 +38,7 @@ NO_RESOURCE_POLICY = "because no resource-based policy allows the {action} actio
 NO_IDENTITY_POLICY = "because no identity-based policy allows the {action} action"
 EXPLICIT_IN_KEY_POLICY = "with an explicit deny in a resource-based policy"
 EXPLICIT_IN_IDENTITY_POLICY = "with an explicit deny in an identity-based policy"
+RETIRE_NOT_NAMED = "because the grant does not let the principal retire it"
 
 
 # --- policies -------------------------------------------------------------------
@@ -432,6 +433,99 @@ def test_it_enforces_a_grants_encryption_context_equals(make_key, admin, kms_cli
         )
 
 
+def test_it_keeps_a_grant_made_through_a_subset_grant_as_strict_as_it(make_key, admin, kms_client, bob, carol) -> None:
+    key = make_key()
+    subset = {"EncryptionContextSubset": {"dept": "hr"}}
+    grant(admin, key, bob, "CreateGrant", "Encrypt", "Decrypt", Constraints=subset)
+    as_bob = kms_client(bob)
+
+    # bob holds no policy: only his grant lets him create grants, and not looser ones.
+    for who, extra in [
+        (bob, {}),  # unconstrained, for himself
+        (carol, {}),  # unconstrained, for someone else
+        (carol, {"Constraints": {"EncryptionContextSubset": {"case": "7"}}}),  # other pairs
+        (carol, {"Constraints": {"EncryptionContextSubset": {"dept": "it"}}}),  # another value
+        (carol, {"Constraints": {"EncryptionContextEquals": {"case": "7"}}}),  # equals without dept=hr
+    ]:
+        event = denied(
+            as_bob.create_grant,
+            who=bob,
+            action="kms:CreateGrant",
+            resource=key.arn,
+            KeyId=str(key.id),
+            GranteePrincipal=who.principal.arn,
+            Operations=["Encrypt", "Decrypt"],
+            **extra,
+        )
+        assert "stricter encryption context constraints" in event.additional_event_data["decision"]["explanation"]
+    # More operations than its own grant, even with its constraint.
+    denied(
+        as_bob.create_grant,
+        who=bob,
+        action="kms:CreateGrant",
+        resource=key.arn,
+        KeyId=str(key.id),
+        GranteePrincipal=carol.principal.arn,
+        Operations=["Encrypt", "GenerateDataKey"],
+        Constraints=subset,
+    )
+    assert Grant.objects.filter(grantee_principal=carol.principal.arn).count() == 0
+
+    # As strict or stricter: the same subset, a larger one, or an equals holding its pairs.
+    stricter = {"EncryptionContextSubset": {"dept": "hr", "case": "7"}}
+    as_bob.create_grant(
+        KeyId=str(key.id), GranteePrincipal=carol.principal.arn, Operations=["Encrypt"], Constraints=stricter
+    )
+    as_carol = kms_client(carol)
+    encrypt(as_carol, str(key.id), {"dept": "hr", "case": "7", "x": "y"})
+    denied(
+        as_carol.encrypt,
+        who=carol,
+        action="kms:Encrypt",
+        resource=key.arn,
+        KeyId=str(key.id),
+        Plaintext=DATA,
+        EncryptionContext={"dept": "hr"},
+    )
+    as_bob.create_grant(
+        KeyId=str(key.id),
+        GranteePrincipal=carol.principal.arn,
+        Operations=["Decrypt"],
+        Constraints={"EncryptionContextEquals": {"dept": "hr", "case": "7"}},
+    )
+    as_bob.create_grant(
+        KeyId=str(key.id), GranteePrincipal=bob.principal.arn, Operations=["Decrypt"], Constraints=subset
+    )
+    assert Grant.objects.filter(key=key, retired_at__isnull=True).count() == 4
+
+
+def test_it_keeps_a_grant_made_through_an_equals_grant_equally_strict(make_key, admin, kms_client, bob, carol) -> None:
+    key = make_key()
+    equals = {"EncryptionContextEquals": {"dept": "hr"}}
+    grant(admin, key, bob, "CreateGrant", "Encrypt", Constraints=equals)
+    as_bob = kms_client(bob)
+
+    for constraints in (
+        None,
+        {"EncryptionContextSubset": {"dept": "hr"}},
+        {"EncryptionContextEquals": {"dept": "hr", "case": "7"}},
+    ):
+        denied(
+            as_bob.create_grant,
+            who=bob,
+            action="kms:CreateGrant",
+            resource=key.arn,
+            KeyId=str(key.id),
+            GranteePrincipal=carol.principal.arn,
+            Operations=["Encrypt"],
+            **({"Constraints": constraints} if constraints else {}),
+        )
+    as_bob.create_grant(
+        KeyId=str(key.id), GranteePrincipal=carol.principal.arn, Operations=["Encrypt"], Constraints=equals
+    )
+    encrypt(kms_client(carol), str(key.id), {"dept": "hr"})
+
+
 # --- explicit deny --------------------------------------------------------------
 
 
@@ -740,7 +834,7 @@ def test_it_refuses_to_retire_a_grant_for_anyone_else(make_key, admin, kms_clien
         who=stranger,
         action="kms:RetireGrant",
         resource=key.arn,
-        clause=NO_IDENTITY_POLICY,
+        clause=RETIRE_NOT_NAMED,
         KeyId=key.arn,
         GrantId=grant_id,
     )
@@ -749,8 +843,82 @@ def test_it_refuses_to_retire_a_grant_for_anyone_else(make_key, admin, kms_clien
         who=outsider,
         action="kms:RetireGrant",
         resource=key.arn,
-        clause=NO_RESOURCE_POLICY,
+        clause=RETIRE_NOT_NAMED,
         GrantToken=token,
+    )
+    assert _grant_row(grant_id).retired_at is None
+
+
+def test_it_does_not_let_kms_retire_grant_in_a_policy_alone_retire_others_grants(
+    make_key, admin, kms_client, make_persona, bob, carol
+) -> None:
+    key = make_key()  # its default policy lets the account's identity policies decide
+    grant_id, token = grant(admin, key, bob, "Encrypt", RetiringPrincipal=carol.principal.arn)
+    retirer = make_persona("retirer", policy=identity(may("kms:RetireGrant", "kms:ListGrants")))
+    as_retirer = kms_client(retirer)
+
+    for params in ({"KeyId": key.arn, "GrantId": grant_id}, {"GrantToken": token}):
+        event = denied(
+            as_retirer.retire_grant,
+            who=retirer,
+            action="kms:RetireGrant",
+            resource=key.arn,
+            clause=RETIRE_NOT_NAMED,
+            **params,
+        )
+        assert "RevokeGrant" in event.additional_event_data["decision"]["explanation"]
+    assert _grant_row(grant_id).retired_at is None
+    encrypt(kms_client(bob), str(key.id))
+
+
+def test_it_lets_the_retiring_accounts_principals_retire_when_their_policy_allows(
+    make_key, admin, kms_client, make_persona, bob, bert
+) -> None:
+    key = make_key()
+    grant_id, _ = grant(admin, key, bob, "Encrypt", RetiringPrincipal=root(A))
+    # The grant names account A: its principals retire it if their identity policy allows kms:RetireGrant.
+    without = make_persona("without")
+    denied(
+        kms_client(without).retire_grant,
+        who=without,
+        action="kms:RetireGrant",
+        resource=key.arn,
+        clause=RETIRE_NOT_NAMED,
+        KeyId=key.arn,
+        GrantId=grant_id,
+    )
+    give(bert, "Retire", identity(may("kms:RetireGrant")))
+    denied(
+        kms_client(bert).retire_grant,
+        who=bert,
+        action="kms:RetireGrant",
+        resource=key.arn,
+        clause=RETIRE_NOT_NAMED,
+        KeyId=key.arn,
+        GrantId=grant_id,
+    )
+    retirer = make_persona("retirer", policy=identity(may("kms:RetireGrant", resource=key.arn)))
+    kms_client(retirer).retire_grant(KeyId=key.arn, GrantId=grant_id)
+    assert _grant_row(grant_id).retired_how == "retired"
+    event = AuditEvent.objects.filter(event_name="RetireGrant", error_code="").get()
+    assert event.principal_arn == retirer.principal.arn
+
+
+def test_it_lets_an_identity_policy_deny_stop_the_retiring_principal(make_key, admin, kms_client, bob, carol) -> None:
+    key = make_key()
+    grant_id, _ = grant(admin, key, bob, "Encrypt", RetiringPrincipal=carol.principal.arn)
+    give(carol, "NoRetiring", identity({"Effect": "Deny", "Action": "kms:RetireGrant", "Resource": "*", "Sid": "No"}))
+    denied(
+        kms_client(carol).retire_grant,
+        who=carol,
+        action="kms:RetireGrant",
+        resource=key.arn,
+        reason="explicit-deny",
+        clause=EXPLICIT_IN_IDENTITY_POLICY,
+        source="identity-policy:NoRetiring",
+        sid="No",
+        KeyId=key.arn,
+        GrantId=grant_id,
     )
     assert _grant_row(grant_id).retired_at is None
 

@@ -23,6 +23,7 @@ from policies.evaluation import (
     Decision,
     GrantView,
     Policy,
+    ProposedGrant,
     RequestContext,
     StatementRef,
     access_denied_message,
@@ -625,13 +626,15 @@ def test_it_lets_an_applicable_deny_override_everything(
         kp_statements.insert(position % (len(kp_statements) + 1), blocker)
     policy = key_policy(*kp_statements) if kp_statements else key_policy(ROOT_STATEMENT)
     identities = [identity("Mine", *ip_statements)] if ip_statements else []
-    d = evaluate(request, policy, identities, grants)
+    # For CreateGrant, the grant it would create (the same operation: one the grant may pass on).
+    proposed = ProposedGrant(grants[0].operations)
+    d = evaluate(request, policy, identities, grants, None, proposed)
     assert not d.allowed and d.reason == "explicit-deny"
     assert d.statement is not None and d.statement.source in ("key-policy", "identity-policy:Mine")
     # Without the blocker (and the random denies) the same grant allows: the deny did it.
     without = [s for s in kp_statements if s["Effect"] == "Allow"] or [ROOT_STATEMENT]
     allowed_ip = [identity("Mine", *ip)] if ip else []
-    assert evaluate(request, key_policy(*without), allowed_ip, grants).allowed
+    assert evaluate(request, key_policy(*without), allowed_ip, grants, None, proposed).allowed
 
 
 @settings(max_examples=300, deadline=None)
