@@ -317,7 +317,7 @@ def _service(principal: Principal, name: str) -> Principal:
 
 @require_POST
 def principal_delegation_create(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     service = _service(principal, request.POST.get("service", ""))
     services.service_delegation_create(caller=caller, principal=principal, service=service)
@@ -326,7 +326,7 @@ def principal_delegation_create(request: Any, principal_id: int) -> HttpResponse
 
 @require_POST
 def principal_delegation_delete(request: Any, principal_id: int) -> HttpResponse:
-    caller = Caller.from_request(request)
+    caller = caller_from_request(request)
     principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
     service = _service(principal, request.POST.get("service", ""))
     services.service_delegation_delete(caller=caller, principal=principal, service=service)
