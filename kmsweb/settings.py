@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from kmsweb.jobs import JOBS, beat_schedule
 from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -111,10 +111,20 @@ KMSWEB_DB_HEALTH_CHECK_SECONDS = float(env_str("KMSWEB_DB_HEALTH_CHECK_SECONDS")
 # transaction mode before 1.21, or without max_prepared_statements).
 KMSWEB_DB_PREPARED_STATEMENTS = env_bool("KMSWEB_DB_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the worker and beat read while the web process writes.
+    # The embedded default has several writers (web workers, the Celery
+    # worker's pool, beat, manage.py commands) on one file. WAL lets readers
+    # run beside a writer. A transaction begun DEFERRED that reads and then
+    # writes cannot wait for the write lock (SQLite answers "database is
+    # locked" at once, whatever the timeout, because its snapshot may be
+    # stale); IMMEDIATE takes the write lock at BEGIN, where the busy
+    # timeout applies, so writers queue instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20}
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env_int("KMSWEB_SQLITE_BUSY_TIMEOUT", 30),
+        }
     )
 # Denials must be audited even though the change they refused rolls back.
 ATOMIC_REQUESTS = False
@@ -255,34 +265,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Each entry is named after its job (``manage.py run_job NAME``, ``JobRun.name``,
-# the registry in kmsweb/jobs.py), so the Jobs page ties schedule and runs together.
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    # Every minute: seal the new audit events into a signed digest.
-    "seal_audit": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
-    # Every minute: count the new audit events into the usage roll-ups (charts, alarms).
-    "rollup_usage": {"task": "audit.tasks.usage_rollup_task", "schedule": 60.0},
-    # Every minute: evaluate the alarms against the roll-ups and notify on state changes.
-    "evaluate_alarms": {"task": "audit.tasks.alarms_evaluate_task", "schedule": 60.0},
-    # Daily 03:10 UTC: archive and delete sealed events past retention.
-    "archive_audit": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
-    # Hourly, on the hour: rotate the keys whose automatic rotation date has come.
-    "rotate_keys": {"task": "keys.tasks.keys_rotate_due_task", "schedule": crontab(minute=0)},
-    # Every 5 minutes: delete the keys whose deletion waiting period has ended.
-    "delete_expired_keys": {"task": "keys.tasks.keys_delete_expired_task", "schedule": 300.0},
-    # Every minute: delete imported key material whose expiration date (ValidTo) has passed.
-    "expire_imported_material": {
-        "task": "keys.tasks.keys_expire_imported_material_task",
-        "schedule": 60.0,
-    },
-    # Every minute: retire the grants whose approved duration has ended.
-    "expire_grants": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
-    # Hourly, at 25 past: expire grant requests left pending too long.
-    "expire_grant_requests": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
-}
-# "JOB=SECONDS,...": run those jobs every SECONDS instead (demos, end-to-end tests).
-for _job, _every in env_job_intervals("KMSWEB_JOB_INTERVALS", list(CELERY_BEAT_SCHEDULE)).items():
-    CELERY_BEAT_SCHEDULE[_job]["schedule"] = _every
+# One entry per job declared in kmsweb/jobs.py (name, service, schedule,
+# time limits), named after the job. "JOB=SECONDS,..." in KMSWEB_JOB_INTERVALS
+# runs those jobs every SECONDS instead (demos, end-to-end tests).
+CELERY_BEAT_SCHEDULE = beat_schedule(env_job_intervals("KMSWEB_JOB_INTERVALS", [job.name for job in JOBS]))
 
 LOGGING = {
     "version": 1,
