@@ -1,8 +1,9 @@
 """kmsweb's one settings module: everything comes from the environment.
 
 See ``.env.example`` for every variable. Secrets have no defaults here:
-``make run`` and ``make test`` generate them under ``var/`` (git-ignored)
-and point the ``*_FILE`` variables at them.
+``make run`` and ``make test`` generate them as files under ``var/``
+(git-ignored), and a ``*_FILE`` variable that is not set names that file
+when it exists, so ``manage.py`` works beside ``make run`` without exports.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from kmsweb.jobs import JOBS, beat_schedule
-from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_str
+from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_secret_file, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("KMSWEB_VAR_DIR") or BASE_DIR / "var")
 
-SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or ""
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", default_file=VAR_DIR / "django_secret_key") or ""
 if not SECRET_KEY:
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE must be set (make run generates one under var/)"
+        "DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE must be set, "
+        f"or {VAR_DIR / 'django_secret_key'} exist (make run generates it)"
     )
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
@@ -189,13 +191,15 @@ KMSWEB_ACCOUNT_ID = env_str("KMSWEB_ACCOUNT_ID") or "111122223333"
 if not (len(KMSWEB_ACCOUNT_ID) == 12 and KMSWEB_ACCOUNT_ID.isdigit()):
     raise ImproperlyConfigured("KMSWEB_ACCOUNT_ID must be 12 digits")
 KMSWEB_DEFAULT_REGION = env_str("KMSWEB_DEFAULT_REGION") or "us-east-1"
-KMSWEB_ROOT_KEY = env_secret("KMSWEB_ROOT_KEY")
+KMSWEB_ROOT_KEY = env_secret("KMSWEB_ROOT_KEY", default_file=VAR_DIR / "root_key")
 # The root key file (when the key does not come inline): re-read when it
 # changes, so a key added by rotate_root_key reaches running processes.
-KMSWEB_ROOT_KEY_FILE = None if env_str("KMSWEB_ROOT_KEY") is not None else env_str("KMSWEB_ROOT_KEY_FILE")
+KMSWEB_ROOT_KEY_FILE = (
+    None if env_str("KMSWEB_ROOT_KEY") is not None else env_secret_file("KMSWEB_ROOT_KEY", VAR_DIR / "root_key")
+)
 if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
-        "KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set (make run generates one under var/)"
+        f"KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set, or {VAR_DIR / 'root_key'} exist (make run generates it)"
     )
 # Seconds an API process may reuse an access key or identity-policy lookup
 # (changes made in the same process apply at once; 0 turns the cache off).
