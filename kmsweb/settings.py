@@ -260,6 +260,15 @@ else:
         # kombu's default is ./control, the current directory: keep it in var/.
         "control_folder": str(_broker_dir / "control"),
     }
+# A broker outage is waited out, however long, at start and while running:
+# Celery's default gives up after 100 tries (about 50 minutes) and the
+# worker exits. `manage.py serve` also restarts a worker that exits.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Not cancelled on a lost connection: the job tasks are idempotent and
+# acks_late redelivers them, and cancelling breaks the reconnect path
+# (celery/celery#9250, AttributeError on reconnection).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
