@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import schedule
 from django.core.exceptions import ImproperlyConfigured
 
 from kmsweb.jobs import JOBS, beat_schedule
@@ -88,6 +89,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "policies.context_processors.grant_requests",
                 "audit.context_processors.alarms",
+                "audit.context_processors.sealing",
             ],
         },
     },
@@ -282,6 +284,15 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # time limits), named after the job. "JOB=SECONDS,..." in KMSWEB_JOB_INTERVALS
 # runs those jobs every SECONDS instead (demos, end-to-end tests).
 CELERY_BEAT_SCHEDULE = beat_schedule(env_job_intervals("KMSWEB_JOB_INTERVALS", [job.name for job in JOBS]))
+
+# The dashboard shows a banner on every page when an audit event has waited
+# longer than this many seconds to be sealed, or the last seal_audit run
+# failed. Default: twice seal_audit's interval, and at least 2 minutes.
+_seal_every = CELERY_BEAT_SCHEDULE.get("seal_audit", {}).get("schedule")
+_seal_seconds = _seal_every.run_every.total_seconds() if isinstance(_seal_every, schedule) else 60.0
+KMSWEB_SEALING_BEHIND_SECONDS = env_int("KMSWEB_SEALING_BEHIND_SECONDS", int(max(120.0, 2 * _seal_seconds)))
+if KMSWEB_SEALING_BEHIND_SECONDS < 1:
+    raise ImproperlyConfigured("KMSWEB_SEALING_BEHIND_SECONDS must be at least 1")
 
 LOGGING = {
     "version": 1,
