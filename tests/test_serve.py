@@ -88,7 +88,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, 
         [sys.executable, manage, "migrate", "--noinput"],
         [sys.executable, manage, "bootstrap", "--password-file", str(tmp_path / "pw")],
     ):
-        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, timeout=120)  # noqa: S603
+        done = subprocess.run(argv, cwd=settings.BASE_DIR, env=env, capture_output=True, timeout=120)  # noqa: S603
         assert done.returncode == 0, done.stderr[-3000:]
     made = subprocess.run(  # noqa: S603
         [sys.executable, manage, "create_access_key", "admin"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -196,7 +196,7 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
 
     redis = start_redis()
     var = tmp_path / "var"
-    subprocess.run([sys.executable, "-m", "kmsweb.lib.devsecrets", str(var)], check=True)  # noqa: S603
+    subprocess.run([sys.executable, "-m", "kmsweb.lib.devsecrets", str(var)], cwd=settings.BASE_DIR, check=True)  # noqa: S603
     from kmsweb.management.commands.serve import commands
 
     node = f"pytest-{uuid.uuid4().hex[:12]}"
