@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 # Settings find the secrets and the database under KMSWEB_VAR_DIR (var/ by
 # default), so manage.py run by hand beside `make run` needs no exports.
-export KMSWEB_VAR_DIR ?= $(CURDIR)/$(VAR)
+export KMSWEB_VAR_DIR ?= $(abspath $(VAR))
 
 .PHONY: run test lint venv secrets migrate bench clean
 
