@@ -9,6 +9,7 @@ broker) or on its own redis-server, from a clean environment.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -229,6 +230,8 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
         redis.terminate()
         redis.wait(timeout=30)
         _wait(lambda: "Trying again in" in log(), "the worker noticed the outage", log)
+        # No retry limit: Celery's default (100 tries, about 50 minutes) ends with the worker exiting.
+        assert re.search(r"Trying again in [\d.]+ seconds\.\.\. \(1/None\)", log()), log()
         redis = start_redis()
         _wait(lambda: log().count("Connected to redis://") >= 2, "the worker reconnected", log)
         _wait(pong, "a pong after the outage", log)
