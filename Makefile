@@ -7,8 +7,9 @@ VAR ?= var
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-export DJANGO_SECRET_KEY_FILE ?= $(CURDIR)/$(VAR)/django_secret_key
-export KMSWEB_ROOT_KEY_FILE ?= $(CURDIR)/$(VAR)/root_key
+# Settings find the secrets and the database under KMSWEB_VAR_DIR (var/ by
+# default), so manage.py run by hand beside `make run` needs no exports.
+export KMSWEB_VAR_DIR ?= $(abspath $(VAR))
 
 .PHONY: run test lint venv secrets migrate bench clean
 

@@ -1,11 +1,20 @@
-"""Template context for every dashboard page: the alarm banner."""
+"""Template context for every dashboard page: the alarm banner and the sealing banner."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
+
+from kmsweb.lib import clock
+from kmsweb.lib.ttlcache import TTLCache
+
+# Every page asks; sealing runs once a minute: a few seconds' staleness is harmless.
+SEALING_CACHE_SECONDS = 10.0
+_sealing_cache: TTLCache[Any] = TTLCache(lambda: SEALING_CACHE_SECONDS, max_entries=1)
 
 
 def alarms(request: HttpRequest) -> dict[str, Callable[[], list[str]]]:
@@ -27,3 +36,34 @@ def alarms(request: HttpRequest) -> dict[str, Callable[[], list[str]]]:
         )
 
     return {"alarms_firing": firing}
+
+
+def sealing(request: HttpRequest) -> dict[str, Callable[[], Any]]:
+    """``sealing_behind``: a ``SealingStatus`` when audit sealing falls behind, else None.
+
+    Behind means an event has waited longer than ``KMSWEB_SEALING_BEHIND_SECONDS``
+    to be sealed, or the last seal_audit run failed. One query, only if the
+    page renders the banner (signed-in pages), shared by the process for a
+    few seconds.
+    """
+    user: Any = getattr(request, "user", None)
+
+    def behind() -> Any:
+        if user is None or not user.is_authenticated:
+            return None
+        from audit.selectors import sealing_status
+
+        def load() -> Any:
+            return sealing_status(
+                now=clock.now(), behind_after=timedelta(seconds=settings.KMSWEB_SEALING_BEHIND_SECONDS)
+            )
+
+        status = _sealing_cache.get_or_load("status", load)
+        return status if status.behind else None
+
+    return {"sealing_behind": behind}
+
+
+def sealing_cache_clear() -> None:
+    """Forget the cached status (tests; a process that just sealed)."""
+    _sealing_cache.invalidate()

@@ -1,14 +1,16 @@
-"""The periodic jobs by their operator names (``manage.py run_job NAME``).
+"""The periodic jobs, each declared once: name, service, schedule, time limits
+and what it does.
 
-Each entry is a service taking ``caller`` and ``now``; it runs through
-``audit.services.jobs.job_run``, which records a ``JobRun`` under the same
-name. Beat's schedule is ``CELERY_BEAT_SCHEDULE`` (settings), whose entries
-carry the job names too; each entry's Celery task runs its job through
-``job_run``. So one name ties a beat entry, its task, ``run_job`` and the
-runs shown on the Jobs page.
+Everything else derives from ``JOBS``: the Celery tasks (``kmsweb/tasks.py``
+registers one per job), beat's schedule (``CELERY_BEAT_SCHEDULE`` in
+settings), ``manage.py run_job NAME``, the Jobs page, and the jobs table in
+README.md (``python -m kmsweb.jobs`` prints it; a test keeps them equal).
+Each run goes through ``audit.services.jobs.job_run``, which records a
+``JobRun`` under the job's name.
 
-The rest of this module reads the schedule for the Jobs page: a plain-words
-description and the next run, computed with Celery's own schedule objects.
+This module is imported by settings, so it names services by dotted path and
+imports them only when a job runs. The rest of it reads schedules for the
+Jobs page: plain words, and the next run by Celery's own schedule objects.
 """
 
 from __future__ import annotations
@@ -16,43 +18,178 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from celery.schedules import BaseSchedule, crontab, schedule
-from django.conf import settings
 
-from audit.services.alarm_evaluation import alarms_evaluate
-from audit.services.jobs import JobFunction
-from audit.services.retention import audit_archive_job
-from audit.services.sealing import audit_seal_job
-from audit.services.usage import usage_rollup
-from keys.services.importing import keys_expire_imported_material
-from keys.services.jobs import keys_delete_expired, keys_rotate_due
-from policies.services.grant_requests import grant_requests_expire
-from policies.services.grants import grants_retire_expired
+if TYPE_CHECKING:
+    from audit.services.jobs import JobFunction
 
-JOBS: dict[str, JobFunction] = {
-    "rotate_keys": keys_rotate_due,
-    "delete_expired_keys": keys_delete_expired,
-    "expire_imported_material": keys_expire_imported_material,
-    "expire_grants": grants_retire_expired,
-    "expire_grant_requests": grant_requests_expire,
-    "seal_audit": audit_seal_job,
-    "archive_audit": audit_archive_job,
-    "rollup_usage": usage_rollup,
-    "evaluate_alarms": alarms_evaluate,
-}
 
-WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+def every(seconds: float) -> schedule:
+    """An interval schedule of ``seconds``."""
+    return schedule(timedelta(seconds=seconds))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One periodic job: its operator name, the service it runs, when, and for how long at most.
+
+    ``service`` is the dotted path of a function ``(*, caller, now) -> counts``.
+    ``soft_time_limit`` raises inside the task (the job can stop cleanly);
+    at ``time_limit`` Celery kills the worker process, and a run still marked
+    running after that (plus ``LOST_AFTER_GRACE``) is shown as lost.
+    ``schedule`` None: run only on demand (``run_job``, "Run now").
+    """
+
+    name: str
+    service: str
+    schedule: BaseSchedule | None
+    soft_time_limit: int
+    time_limit: int
+    description: str
+
+    @property
+    def task(self) -> str:
+        """The Celery task's name: ``<service>_task``, as the house names tasks."""
+        return f"kmsweb.tasks.{self.service.rpartition('.')[2]}_task"
+
+    def function(self) -> JobFunction:
+        from django.utils.module_loading import import_string
+
+        return import_string(self.service)  # type: ignore[no-any-return]
+
+
+JOBS: tuple[Job, ...] = (
+    Job(
+        name="seal_audit",
+        service="audit.services.sealing.audit_seal_job",
+        schedule=every(60),
+        soft_time_limit=50,
+        time_limit=58,
+        description="Seal the new audit events into a signed digest chained to the previous one.",
+    ),
+    Job(
+        name="rollup_usage",
+        service="audit.services.usage.usage_rollup",
+        schedule=every(60),
+        soft_time_limit=50,
+        time_limit=58,
+        description="Count the new audit events into the usage roll-ups (charts, alarms).",
+    ),
+    Job(
+        name="evaluate_alarms",
+        service="audit.services.alarm_evaluation.alarms_evaluate",
+        schedule=every(60),
+        soft_time_limit=50,
+        time_limit=58,
+        description="Evaluate the alarms against the roll-ups; notify on state changes.",
+    ),
+    Job(
+        name="archive_audit",
+        service="audit.services.retention.audit_archive_job",
+        schedule=crontab(hour=3, minute=10),
+        soft_time_limit=3000,
+        time_limit=3300,
+        description="Archive (export and signed manifest) and delete sealed events past retention.",
+    ),
+    Job(
+        name="rotate_keys",
+        service="keys.services.jobs.keys_rotate_due",
+        schedule=crontab(minute=0),
+        soft_time_limit=1500,
+        time_limit=1700,
+        description="Rotate the keys whose automatic rotation date has come.",
+    ),
+    Job(
+        name="delete_expired_keys",
+        service="keys.services.jobs.keys_delete_expired",
+        schedule=every(300),
+        soft_time_limit=240,
+        time_limit=280,
+        description="Delete the keys whose deletion waiting period has ended.",
+    ),
+    Job(
+        name="expire_imported_material",
+        service="keys.services.importing.keys_expire_imported_material",
+        schedule=every(60),
+        soft_time_limit=240,
+        time_limit=280,
+        description="Delete imported key material whose expiration date (ValidTo) has passed.",
+    ),
+    Job(
+        name="expire_grants",
+        service="policies.services.grants.grants_retire_expired",
+        schedule=every(60),
+        soft_time_limit=50,
+        time_limit=58,
+        description="Retire the grants whose approved duration has ended.",
+    ),
+    Job(
+        name="expire_grant_requests",
+        service="policies.services.grant_requests.grant_requests_expire",
+        schedule=crontab(minute=25),
+        soft_time_limit=600,
+        time_limit=660,
+        description="Expire grant requests left pending too long.",
+    ),
+)
+
+# A run still marked running this long after its hard time limit is lost:
+# the limit is enforced by the worker, and its clock may differ a little
+# from the web server's.
+LOST_AFTER_GRACE = timedelta(seconds=60)
+
+
+class UnknownJob(KeyError):
+    """No job has this name."""
+
+
+def job_named(name: str) -> Job:
+    """The declaration of ``name``; ``UnknownJob`` if there is none."""
+    for job in JOBS:
+        if job.name == name:
+            return job
+    raise UnknownJob(name)
+
+
+def beat_schedule(intervals: dict[str, float] | None = None) -> dict[str, dict[str, object]]:
+    """``CELERY_BEAT_SCHEDULE``: one entry per scheduled job, named after it.
+
+    ``intervals`` ({name: seconds}, from ``KMSWEB_JOB_INTERVALS``) replaces
+    those jobs' schedules (demos, end-to-end tests).
+    """
+    intervals = intervals or {}
+    entries: dict[str, dict[str, object]] = {}
+    for job in JOBS:
+        sched = every(intervals[job.name]) if job.name in intervals else job.schedule
+        if sched is not None:
+            entries[job.name] = {"task": job.task, "schedule": sched}
+    return entries
 
 
 @dataclass(frozen=True)
 class PeriodicJob:
-    """A job as the Jobs page lists it: its beat entry (if any) and whether ``run_job`` knows it."""
+    """A job as the Jobs page lists it: its declaration and the schedule beat really runs."""
 
-    name: str
-    task: str | None
+    job: Job
     schedule: BaseSchedule | None
-    runnable: bool
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    @property
+    def task(self) -> str:
+        return self.job.task
+
+    @property
+    def runnable(self) -> bool:
+        return True
+
+    @property
+    def time_limit(self) -> timedelta:
+        return timedelta(seconds=self.job.time_limit)
 
     @property
     def words(self) -> str:
@@ -60,27 +197,38 @@ class PeriodicJob:
 
 
 def periodic_jobs() -> list[PeriodicJob]:
-    """Every job: beat's entries in their order, then registry jobs beat does not run.
+    """Every declared job, with the schedule beat runs it on (settings may override it)."""
+    from django.conf import settings
 
-    Read from settings and the registry each time, so a job added to either
-    shows up without touching the page.
-    """
+    beat = settings.CELERY_BEAT_SCHEDULE
     jobs = []
-    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
-        every = entry.get("schedule")
-        sched = every if isinstance(every, BaseSchedule) else schedule(_as_timedelta(every))
-        jobs.append(PeriodicJob(name=name, task=str(entry["task"]), schedule=sched, runnable=name in JOBS))
-    scheduled = {job.name for job in jobs}
-    jobs += [PeriodicJob(name=n, task=None, schedule=None, runnable=True) for n in JOBS if n not in scheduled]
+    for job in JOBS:
+        entry = beat.get(job.name)
+        sched = _as_schedule(entry["schedule"]) if entry is not None else None
+        jobs.append(PeriodicJob(job=job, schedule=sched))
     return jobs
 
 
-def _as_timedelta(every: object) -> timedelta:
-    if isinstance(every, timedelta):
-        return every
-    if isinstance(every, int | float):
-        return timedelta(seconds=every)
-    raise TypeError(f"unsupported beat schedule {every!r}")
+def _as_schedule(every_: object) -> BaseSchedule:
+    if isinstance(every_, BaseSchedule):
+        return every_
+    if isinstance(every_, timedelta):
+        return schedule(every_)
+    if isinstance(every_, int | float):
+        return every(every_)
+    raise TypeError(f"unsupported beat schedule {every_!r}")
+
+
+def jobs_table_markdown() -> str:
+    """The jobs table of README.md, from the declarations."""
+    lines = ["| job | schedule | time limit (soft / hard) | what it does |", "|---|---|---|---|"]
+    for job in JOBS:
+        words = schedule_words(job.schedule) if job.schedule is not None else "on demand only"
+        lines.append(f"| `{job.name}` | {words} | {job.soft_time_limit} s / {job.time_limit} s | {job.description} |")
+    return "\n".join(lines) + "\n"
+
+
+WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 
 
 def _count(n: int, unit: str) -> str:
@@ -147,3 +295,7 @@ def next_run_at(sched: BaseSchedule, *, last_run_at: datetime | None, now: datet
     if due and last_run_at is not None:
         return now
     return now + clocked.remaining_estimate(since)
+
+
+if __name__ == "__main__":
+    print(jobs_table_markdown(), end="")

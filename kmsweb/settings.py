@@ -1,8 +1,9 @@
 """kmsweb's one settings module: everything comes from the environment.
 
 See ``.env.example`` for every variable. Secrets have no defaults here:
-``make run`` and ``make test`` generate them under ``var/`` (git-ignored)
-and point the ``*_FILE`` variables at them.
+``make run`` and ``make test`` generate them as files under ``var/``
+(git-ignored), and a ``*_FILE`` variable that is not set names that file
+when it exists, so ``manage.py`` works beside ``make run`` without exports.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
-from celery.schedules import crontab
+from celery.schedules import schedule
 from django.core.exceptions import ImproperlyConfigured
 
-from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_str
+from kmsweb.jobs import JOBS, beat_schedule
+from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_secret_file, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("KMSWEB_VAR_DIR") or BASE_DIR / "var")
 
-SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or ""
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", default_file=VAR_DIR / "django_secret_key") or ""
 if not SECRET_KEY:
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE must be set (make run generates one under var/)"
+        "DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE must be set, "
+        f"or {VAR_DIR / 'django_secret_key'} exist (make run generates it)"
     )
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
@@ -87,6 +90,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "policies.context_processors.grant_requests",
                 "audit.context_processors.alarms",
+                "audit.context_processors.sealing",
             ],
         },
     },
@@ -112,10 +116,20 @@ KMSWEB_DB_HEALTH_CHECK_SECONDS = float(env_str("KMSWEB_DB_HEALTH_CHECK_SECONDS")
 # transaction mode before 1.21, or without max_prepared_statements).
 KMSWEB_DB_PREPARED_STATEMENTS = env_bool("KMSWEB_DB_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the worker and beat read while the web process writes.
+    # The embedded default has several writers (web workers, the Celery
+    # worker's pool, beat, manage.py commands) on one file. WAL lets readers
+    # run beside a writer. A transaction begun DEFERRED that reads and then
+    # writes cannot wait for the write lock (SQLite answers "database is
+    # locked" at once, whatever the timeout, because its snapshot may be
+    # stale); IMMEDIATE takes the write lock at BEGIN, where the busy
+    # timeout applies, so writers queue instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20}
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env_int("KMSWEB_SQLITE_BUSY_TIMEOUT", 30),
+        }
     )
 # Denials must be audited even though the change they refused rolls back.
 ATOMIC_REQUESTS = False
@@ -180,13 +194,15 @@ KMSWEB_ACCOUNT_ID = env_str("KMSWEB_ACCOUNT_ID") or "111122223333"
 if not (len(KMSWEB_ACCOUNT_ID) == 12 and KMSWEB_ACCOUNT_ID.isdigit()):
     raise ImproperlyConfigured("KMSWEB_ACCOUNT_ID must be 12 digits")
 KMSWEB_DEFAULT_REGION = env_str("KMSWEB_DEFAULT_REGION") or "us-east-1"
-KMSWEB_ROOT_KEY = env_secret("KMSWEB_ROOT_KEY")
+KMSWEB_ROOT_KEY = env_secret("KMSWEB_ROOT_KEY", default_file=VAR_DIR / "root_key")
 # The root key file (when the key does not come inline): re-read when it
 # changes, so a key added by rotate_root_key reaches running processes.
-KMSWEB_ROOT_KEY_FILE = None if env_str("KMSWEB_ROOT_KEY") is not None else env_str("KMSWEB_ROOT_KEY_FILE")
+KMSWEB_ROOT_KEY_FILE = (
+    None if env_str("KMSWEB_ROOT_KEY") is not None else env_secret_file("KMSWEB_ROOT_KEY", VAR_DIR / "root_key")
+)
 if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
-        "KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set (make run generates one under var/)"
+        f"KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set, or {VAR_DIR / 'root_key'} exist (make run generates it)"
     )
 # Seconds an API process may reuse an access key or identity-policy lookup
 # (changes made in the same process apply at once; 0 turns the cache off).
@@ -247,6 +263,15 @@ else:
         # kombu's default is ./control, the current directory: keep it in var/.
         "control_folder": str(_broker_dir / "control"),
     }
+# A broker outage is waited out, however long, at start and while running:
+# Celery's default gives up after 100 tries (about 50 minutes) and the
+# worker exits. `manage.py serve` also restarts a worker that exits.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Not cancelled on a lost connection: the job tasks are idempotent and
+# acks_late redelivers them, and cancelling breaks the reconnect path
+# (celery/celery#9250, AttributeError on reconnection).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
@@ -256,34 +281,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Each entry is named after its job (``manage.py run_job NAME``, ``JobRun.name``,
-# the registry in kmsweb/jobs.py), so the Jobs page ties schedule and runs together.
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    # Every minute: seal the new audit events into a signed digest.
-    "seal_audit": {"task": "audit.tasks.audit_seal_task", "schedule": 60.0},
-    # Every minute: count the new audit events into the usage roll-ups (charts, alarms).
-    "rollup_usage": {"task": "audit.tasks.usage_rollup_task", "schedule": 60.0},
-    # Every minute: evaluate the alarms against the roll-ups and notify on state changes.
-    "evaluate_alarms": {"task": "audit.tasks.alarms_evaluate_task", "schedule": 60.0},
-    # Daily 03:10 UTC: archive and delete sealed events past retention.
-    "archive_audit": {"task": "audit.tasks.audit_archive_task", "schedule": crontab(hour=3, minute=10)},
-    # Hourly, on the hour: rotate the keys whose automatic rotation date has come.
-    "rotate_keys": {"task": "keys.tasks.keys_rotate_due_task", "schedule": crontab(minute=0)},
-    # Every 5 minutes: delete the keys whose deletion waiting period has ended.
-    "delete_expired_keys": {"task": "keys.tasks.keys_delete_expired_task", "schedule": 300.0},
-    # Every minute: delete imported key material whose expiration date (ValidTo) has passed.
-    "expire_imported_material": {
-        "task": "keys.tasks.keys_expire_imported_material_task",
-        "schedule": 60.0,
-    },
-    # Every minute: retire the grants whose approved duration has ended.
-    "expire_grants": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
-    # Hourly, at 25 past: expire grant requests left pending too long.
-    "expire_grant_requests": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
-}
-# "JOB=SECONDS,...": run those jobs every SECONDS instead (demos, end-to-end tests).
-for _job, _every in env_job_intervals("KMSWEB_JOB_INTERVALS", list(CELERY_BEAT_SCHEDULE)).items():
-    CELERY_BEAT_SCHEDULE[_job]["schedule"] = _every
+# One entry per job declared in kmsweb/jobs.py (name, service, schedule,
+# time limits), named after the job. "JOB=SECONDS,..." in KMSWEB_JOB_INTERVALS
+# runs those jobs every SECONDS instead (demos, end-to-end tests).
+CELERY_BEAT_SCHEDULE = beat_schedule(env_job_intervals("KMSWEB_JOB_INTERVALS", [job.name for job in JOBS]))
+
+# The dashboard shows a banner on every page when an audit event has waited
+# longer than this many seconds to be sealed, or the last seal_audit run
+# failed. Default: twice seal_audit's interval, and at least 2 minutes.
+_seal_every = CELERY_BEAT_SCHEDULE.get("seal_audit", {}).get("schedule")
+_seal_seconds = _seal_every.run_every.total_seconds() if isinstance(_seal_every, schedule) else 60.0
+KMSWEB_SEALING_BEHIND_SECONDS = env_int("KMSWEB_SEALING_BEHIND_SECONDS", int(max(120.0, 2 * _seal_seconds)))
+if KMSWEB_SEALING_BEHIND_SECONDS < 1:
+    raise ImproperlyConfigured("KMSWEB_SEALING_BEHIND_SECONDS must be at least 1")
 
 LOGGING = {
     "version": 1,

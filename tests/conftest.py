@@ -70,9 +70,13 @@ def _live_servers_run_kmswebs_handler() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fresh_platform_cache() -> Iterator[None]:
     # Platform key material is cached per process; each test's database is new.
+    from audit.context_processors import sealing_cache_clear
+
     platform_cache_clear()
+    sealing_cache_clear()
     yield
     platform_cache_clear()
+    sealing_cache_clear()
 
 
 @dataclass(frozen=True)

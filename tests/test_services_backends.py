@@ -234,6 +234,6 @@ def test_beat_and_a_worker_run_a_scheduled_job_end_to_end_through_redis(
     ]
     rotated = AuditEvent.objects.get(event_name="RotateKey")
     assert rotated.user_identity["principalId"] == "rotate_keys" and rotated.error_code == ""
-    assert "Scheduler: Sending due task rotate_keys (keys.tasks.keys_rotate_due_task)" in (
+    assert "Scheduler: Sending due task rotate_keys (kmsweb.tasks.keys_rotate_due_task)" in (
         tmp_path / "beat.log"
     ).read_text(errors="replace")

@@ -4,8 +4,8 @@ runs, one job's run history, and "Run now".
 Seeing the jobs is ``kmsweb:ListJobs`` (key administrators, auditors and
 administrators); starting one is ``kmsweb:RunJob`` (administrators). Both are
 recorded like any other call. The job list is read from beat's schedule and
-the ``run_job`` registry every time (``kmsweb.jobs.periodic_jobs``), so jobs
-added there appear without changes here.
+their declarations (``kmsweb.jobs.JOBS``) every time, so a job declared
+there appears without changes here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import import_module
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 from kombu.exceptions import OperationalError
@@ -22,7 +21,7 @@ from kombu.exceptions import OperationalError
 from audit.models import JobOutcome, JobRun
 from audit.services.jobs import EVENT_SOURCE
 from audit.services.recording import audited
-from kmsweb.jobs import PeriodicJob, next_run_at, periodic_jobs
+from kmsweb.jobs import LOST_AFTER_GRACE, PeriodicJob, next_run_at, periodic_jobs
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InternalError, NotFound, ValidationError
@@ -31,24 +30,11 @@ from policies.authorization import authorize
 RUNS_PER_PAGE = 25
 
 
-def _time_limit(job: PeriodicJob) -> timedelta:
-    """How long a run of ``job`` may last: its task's hard time limit (Celery kills it then)."""
-    seconds = settings.CELERY_TASK_TIME_LIMIT
-    if job.task is not None:
-        from kmsweb.celery import app
-
-        try:
-            import_module(job.task.rpartition(".")[0])
-            seconds = app.tasks[job.task].time_limit or seconds
-        except (ImportError, KeyError):
-            pass  # a beat entry naming a missing task: the default limit
-    return timedelta(seconds=seconds)
-
-
 def run_lost(run: JobRun, *, limit: timedelta, now: datetime) -> bool:
-    """Still "running" past the time limit: the worker died or was killed before it
-    could record an outcome (the next run starts afresh; jobs are idempotent)."""
-    return run.outcome == JobOutcome.RUNNING and now - run.started_at > limit
+    """Still "running" past the job's hard time limit and a grace: the worker died
+    or was killed before it could record an outcome (the next run starts afresh;
+    jobs are idempotent)."""
+    return run.outcome == JobOutcome.RUNNING and now - run.started_at > limit + LOST_AFTER_GRACE
 
 
 @dataclass(frozen=True)
@@ -73,6 +59,13 @@ class JobStatus:
     def overdue(self) -> bool:
         return self.next_run is not None and self.next_run <= self.now
 
+    @property
+    def state(self) -> str:
+        """The last run's state in one word: never, running, ok, failed or lost."""
+        if self.last is None:
+            return "never"
+        return "lost" if self.lost else str(self.last.outcome)
+
 
 @dataclass(frozen=True)
 class RunPage:
@@ -95,7 +88,7 @@ def _status(job: PeriodicJob, now: datetime) -> JobStatus:
     next_run = None
     if job.schedule is not None:
         next_run = next_run_at(job.schedule, last_run_at=last.started_at if last else None, now=now)
-    return JobStatus(job=job, last=last, next_run=next_run, now=now, limit=_time_limit(job))
+    return JobStatus(job=job, last=last, next_run=next_run, now=now, limit=job.time_limit)
 
 
 def _job(name: str) -> PeriodicJob:
@@ -173,8 +166,6 @@ def job_start(*, caller: Caller, name: str) -> datetime:
     with audited(caller, "StartJob", request_parameters={"JobName": name}, event_source=EVENT_SOURCE) as op:
         authorize(caller=caller, action="kmsweb:RunJob")
         job = _job(name)
-        if job.task is None:
-            raise ValidationError(f"Job '{name}' has no Celery task; run it with manage.py run_job {name}.")
         queued_at = clock.now()
         try:
             _send(job.task)

@@ -49,16 +49,32 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_secret(name: str) -> str | None:
-    """Return ``NAME`` or the contents of the file named by ``NAME_FILE``.
+def env_secret_file(name: str, default_file: Path | None = None) -> str | None:
+    """The file named by ``NAME_FILE``; else ``default_file`` if that file exists.
 
-    Secrets have no defaults in code: absent both, the caller decides whether
-    that is fatal.
+    The default is where ``make run`` generates the file (``var/``), so
+    ``manage.py`` finds it without exports; it is never created here, and
+    without the file there is no secret.
+    """
+    path = env_str(f"{name}_FILE")
+    if path is not None:
+        return path
+    if default_file is not None and default_file.is_file():
+        return str(default_file)
+    return None
+
+
+def env_secret(name: str, default_file: Path | None = None) -> str | None:
+    """Return ``NAME`` or the contents of the file named by ``NAME_FILE`` (or
+    of ``default_file``, if it exists: see ``env_secret_file``).
+
+    Secrets have no defaults in code: absent all of them, the caller decides
+    whether that is fatal.
     """
     value = env_str(name)
     if value is not None:
         return value
-    path = env_str(f"{name}_FILE")
+    path = env_secret_file(name, default_file)
     if path is None:
         return None
     try:

@@ -20,7 +20,7 @@ from audit.services.jobs import job_run
 from audit.services.usage import usage_rollup
 from keys import services as key_services
 from keys.models import Key
-from kmsweb.jobs import JOBS
+from kmsweb.jobs import job_named
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, KmsError
 from policies.services import FULL_ACCESS_POLICY
@@ -318,7 +318,7 @@ def test_it_fires_the_built_in_alarms(
 
 @pytest.mark.django_db
 def test_it_runs_as_the_evaluate_alarms_job(key_admin: Persona, clock: time_machine.Coordinates) -> None:
-    run = job_run("evaluate_alarms", JOBS["evaluate_alarms"])
+    run = job_run("evaluate_alarms", job_named("evaluate_alarms").function())
     assert run.outcome == "ok"
     # Created, then evaluated at once: INSUFFICIENT_DATA -> OK for each.
     assert run.counts == {"alarms": len(BUILTINS), "transitions": len(BUILTINS), "builtins_created": len(BUILTINS)}

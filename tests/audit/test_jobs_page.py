@@ -18,7 +18,7 @@ from django.test import Client
 from audit.models import AuditEvent, JobOutcome, JobRun
 from audit.services.jobs import job_run
 from kmsweb.celery import app as celery_app
-from kmsweb.jobs import JOBS, next_run_at, periodic_jobs, schedule_words
+from kmsweb.jobs import JOBS, LOST_AFTER_GRACE, beat_schedule, job_named, next_run_at, periodic_jobs, schedule_words
 from kmsweb.lib.env import ImproperlyConfiguredEnv, env_job_intervals
 from kmsweb.lib.errors import InternalError
 from tests.dashboard_fixtures import DashboardUser
@@ -110,11 +110,34 @@ def test_it_computes_the_next_run_from_the_last_with_celerys_schedule(
     assert next_run_at(sched, last_run_at=last, now=T0) == expected
 
 
-def test_it_ties_every_beat_entry_to_a_run_job_name() -> None:
-    jobs = periodic_jobs()
-    assert [job.name for job in jobs] == list(settings.CELERY_BEAT_SCHEDULE)
-    assert all(job.runnable and job.task for job in jobs)
-    assert set(JOBS) == set(settings.CELERY_BEAT_SCHEDULE)
+def test_it_derives_beat_the_tasks_and_the_page_from_one_declaration_per_job() -> None:
+    from kmsweb.tasks import JOB_TASKS
+
+    names = [job.name for job in JOBS]
+    assert len(set(names)) == len(names)
+    assert [job.name for job in periodic_jobs()] == names
+    assert list(settings.CELERY_BEAT_SCHEDULE) == [job.name for job in JOBS if job.schedule is not None]
+    for job in JOBS:
+        task = celery_app.tasks[job.task]
+        assert JOB_TASKS[job.name].name == job.task
+        assert (task.soft_time_limit, task.time_limit) == (job.soft_time_limit, job.time_limit)
+        assert job.soft_time_limit < job.time_limit
+        assert settings.CELERY_BEAT_SCHEDULE[job.name] == {"task": job.task, "schedule": job.schedule}
+        assert callable(job.function())
+
+
+def test_it_overrides_a_jobs_schedule_with_an_interval() -> None:
+    entries = beat_schedule({"rotate_keys": 2.0})
+    assert schedule_words(entries["rotate_keys"]["schedule"]) == "every 2 seconds"  # type: ignore[arg-type]
+    assert entries["seal_audit"]["schedule"] == job_named("seal_audit").schedule
+
+
+def test_the_readme_lists_the_declared_jobs() -> None:
+    from kmsweb.jobs import jobs_table_markdown
+
+    readme = (settings.BASE_DIR / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- jobs-table -->\n", 1)[1].split("<!-- /jobs-table -->", 1)[0]
+    assert table == jobs_table_markdown(), "README's jobs table is stale: paste `python -m kmsweb.jobs` there"
 
 
 @pytest.mark.django_db
@@ -152,7 +175,7 @@ def test_it_shows_each_jobs_schedule_last_run_and_next_run(
     job_run("delete_expired_keys", counted(0))
     clock.move_to(T0)
     # One indexed read of the last run per job, plus the page's fixed queries.
-    with django_assert_max_num_queries(12 + len(periodic_jobs())):
+    with django_assert_max_num_queries(13 + len(periodic_jobs())):
         html = auditor.get("/jobs/").content.decode()
     assert "<h1>Jobs</h1>" in html
     rotate = row(html, "rotate_keys")
@@ -212,14 +235,12 @@ def test_it_polls_while_a_run_is_running_and_stops_when_it_ends(
 def test_a_run_still_running_past_its_task_time_limit_shows_lost_and_is_not_polled(
     auditor: Client, clock: time_machine.Coordinates
 ) -> None:
-    from keys.tasks import keys_rotate_due_task
-
-    limit = timedelta(seconds=keys_rotate_due_task.time_limit)
+    limit = timedelta(seconds=job_named("rotate_keys").time_limit) + LOST_AFTER_GRACE
     JobRun.objects.create(name="rotate_keys", started_at=T0 - limit + MINUTE)
     fragment = auditor.get("/jobs/", **HX).content.decode()
     assert 'data-outcome="running"' in row(fragment, "rotate_keys") and 'data-polling="true"' in fragment
 
-    clock.move_to(T0 + MINUTE + timedelta(seconds=1))  # past the hard limit: Celery killed it
+    clock.move_to(T0 + MINUTE + timedelta(seconds=1))  # past the hard limit and the grace: Celery killed it
     fragment = auditor.get("/jobs/", **HX).content.decode()
     assert 'data-outcome="lost"' in row(fragment, "rotate_keys") and 'data-polling="false"' in fragment
     detail = auditor.get("/jobs/rotate_keys/", **HX).content.decode()
@@ -292,7 +313,7 @@ def test_an_administrator_runs_a_job_now_and_it_is_recorded(administrator: Clien
     assert response["HX-Trigger"] == '{"jobQueued": {"name": "rotate_keys"}}'
     (started,) = AuditEvent.objects.filter(event_name="StartJob")
     assert started.error_code == "" and started.request_parameters == {"jobName": "rotate_keys"}
-    assert started.response_elements["task"] == "keys.tasks.keys_rotate_due_task"
+    assert started.response_elements["task"] == "kmsweb.tasks.keys_rotate_due_task"
     # The task ran (eagerly, as a worker would) as the rotate_keys job, and the answer shows it.
     assert list(JobRun.objects.values_list("name", "outcome")) == [("rotate_keys", JobOutcome.OK)]
     assert 'data-outcome="ok"' in row(response.content.decode(), "rotate_keys")
@@ -307,7 +328,7 @@ def test_a_queued_run_shows_and_polls_until_a_worker_starts_it(
     sent: list[str] = []
     monkeypatch.setattr(job_status, "_send", sent.append)  # no worker: the run stays queued
     fragment = administrator.post("/jobs/delete_expired_keys/start/", **HX).content.decode()
-    assert sent == ["keys.tasks.keys_delete_expired_task"]
+    assert sent == ["kmsweb.tasks.keys_delete_expired_task"]
     assert 'data-outcome="queued"' in row(fragment, "delete_expired_keys")
     poll = re.search(r'hx-get="(/jobs/\?queued=[^"]+)" hx-trigger="every 3s"', fragment)
     assert poll, fragment[:300]
@@ -372,3 +393,43 @@ def test_running_an_unknown_job_is_refused_and_recorded(administrator: Client) -
     response = administrator.post("/jobs/rotate_everything/start/", **HX)
     assert "NotFoundException" in response.content.decode()
     assert AuditEvent.objects.filter(event_name="StartJob", error_code="NotFoundException").count() == 1
+
+
+# -- run_job ----------------------------------------------------------------------------
+
+
+def _run_job(*args: str) -> str:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("run_job", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_run_job_lists_a_run_left_running_by_a_killed_worker_as_lost(clock: time_machine.Coordinates) -> None:
+    JobRun.objects.create(name="seal_audit", started_at=T0)
+    job_run("rotate_keys", counted(1))
+    listing = _run_job("--list")
+    assert re.search(r"^seal_audit .*last 2025-03-01 12:07:00 running$", listing, re.M), listing
+    assert re.search(r"^rotate_keys .*hourly, on the hour .* ok$", listing, re.M), listing
+    assert re.search(r"^archive_audit .*last - +never$", listing, re.M), listing
+
+    limit = timedelta(seconds=job_named("seal_audit").time_limit) + LOST_AFTER_GRACE
+    clock.move_to(T0 + limit)  # at the limit and grace: perhaps still finishing
+    assert re.search(r"^seal_audit .* running$", _run_job("--list"), re.M)
+    clock.move_to(T0 + limit + timedelta(seconds=1))
+    assert re.search(r"^seal_audit .* lost \(still marked running past its time limit", _run_job("--list"), re.M)
+
+
+@pytest.mark.django_db
+def test_run_job_refuses_an_unknown_or_missing_name() -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="Unknown job 'rotate_everything'. Jobs: seal_audit, "):
+        _run_job("rotate_everything")
+    with pytest.raises(CommandError, match="Name a job, or --list"):
+        _run_job()
+    assert not JobRun.objects.exists()

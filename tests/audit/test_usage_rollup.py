@@ -20,7 +20,7 @@ from audit.services import audit_record
 from audit.services.jobs import job_run
 from audit.services.usage import SAFETY_LAG, usage_rollup, usage_rows
 from keys.models import Key
-from kmsweb.jobs import JOBS
+from kmsweb.jobs import job_named
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, InvalidState, NotFound
 from tests.conftest import Persona
@@ -146,7 +146,7 @@ def test_it_leaves_events_younger_than_the_safety_lag_for_the_next_run(
 
 @pytest.mark.django_db
 def test_it_runs_as_the_rollup_usage_job(traffic: dict[str, Any]) -> None:
-    run = job_run("rollup_usage", JOBS["rollup_usage"])
+    run = job_run("rollup_usage", job_named("rollup_usage").function())
     assert run.outcome == "ok" and run.counts["event_ids"] > 0
     assert JobRun.objects.filter(name="rollup_usage").count() == 1
     assert UsageRollup.objects.filter(resolution=MINUTE, event_name="Decrypt").count() == 2

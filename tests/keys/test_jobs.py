@@ -301,15 +301,14 @@ def test_it_records_a_failed_job_with_its_error(clock: time_machine.Coordinates)
 
 @pytest.mark.django_db
 def test_it_runs_the_jobs_as_celery_tasks(clock: time_machine.Coordinates, make_key: Callable[..., Key]) -> None:
-    from keys.tasks import keys_delete_expired_task, keys_rotate_due_task
-    from policies.tasks import grant_requests_expire_task, grants_retire_expired_task
+    from kmsweb.tasks import JOB_TASKS
 
     rotating_key(make_key)
     clock.move_to(T0 + 90 * DAY)
-    assert keys_rotate_due_task.run() == {"rotated": 1, "skipped": 0, "failed": 0}
-    assert keys_delete_expired_task.run() == {"deleted": 0, "skipped": 0}
-    assert grants_retire_expired_task.run() == {"count": 0}
-    assert grant_requests_expire_task.run() == {"count": 0}
+    assert JOB_TASKS["rotate_keys"].run() == {"rotated": 1, "skipped": 0, "failed": 0}
+    assert JOB_TASKS["delete_expired_keys"].run() == {"deleted": 0, "skipped": 0}
+    assert JOB_TASKS["expire_grants"].run() == {"count": 0}
+    assert JOB_TASKS["expire_grant_requests"].run() == {"count": 0}
     assert sorted(JobRun.objects.values_list("name", flat=True)) == [
         "delete_expired_keys",
         "expire_grant_requests",

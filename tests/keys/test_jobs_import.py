@@ -19,9 +19,9 @@ from keys import services as svc
 from keys.models import ImportParameters, Key, KeyMaterial, KeyState
 from keys.services import jobs
 from keys.services.importing import keys_expire_imported_material
-from keys.tasks import keys_expire_imported_material_task
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidState
+from kmsweb.tasks import JOB_TASKS
 from tests.conftest import Persona
 from tests.importing import wrap
 from tests.keys.test_jobs import race
@@ -139,7 +139,7 @@ def test_it_runs_from_the_command_line_and_as_the_celery_task(
     call_command("run_job", "expire_imported_material", stdout=out)
     assert out.getvalue().strip() == "expire_imported_material: expired=1, skipped=0, parameters_removed=2"
     clock.move_to(T0 + 3 * DAY)
-    assert keys_expire_imported_material_task() == {"expired": 1, "skipped": 0, "parameters_removed": 0}
+    assert JOB_TASKS["expire_imported_material"]() == {"expired": 1, "skipped": 0, "parameters_removed": 0}
     assert list(JobRun.objects.order_by("started_at").values_list("name", "outcome")) == [
         ("expire_imported_material", "ok"),
         ("expire_imported_material", "ok"),

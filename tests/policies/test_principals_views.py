@@ -138,9 +138,9 @@ def test_it_shows_principals_to_other_roles_without_any_mutating_control(
     client = signed_in(make_dashboard_user("vic", role))
     access_key = app.access_keys.get()
 
-    # 12: the page's own queries plus the sidebar's grant request count and
-    # the alarm banner's alarms in ALARM.
-    with django_assert_max_num_queries(12):
+    # 13: the page's own queries plus the sidebar's grant request count, the
+    # alarm banner's alarms in ALARM and the sealing banner's status.
+    with django_assert_max_num_queries(13):
         listing = html(client.get("/principals/"))
     assert app.arn in listing and "Readers" in listing
     assert 'id="managed-policy-form"' not in listing
@@ -169,9 +169,9 @@ def test_it_lists_many_principals_in_a_bounded_number_of_queries(
     for n in range(25):
         principal = PrincipalFactory(account=app.account, name=f"svc-{n:02d}")
         access_key_create(caller=system(), principal=principal)
-    # 12: the page's own queries plus the sidebar's grant request count and
-    # the alarm banner's alarms in ALARM.
-    with django_assert_max_num_queries(12):
+    # 13: the page's own queries plus the sidebar's grant request count, the
+    # alarm banner's alarms in ALARM and the sealing banner's status.
+    with django_assert_max_num_queries(13):
         response = admin_client.get("/principals/")
     assert response.status_code == 200
     assert html(response).count('href="/principals/') >= 26

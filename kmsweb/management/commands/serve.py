@@ -1,25 +1,64 @@
 """``manage.py serve``: web server, Celery worker and beat, as one command.
 
-Used by ``make run``. Starts the three processes, prints nothing secret, and
-stops them all when one of them exits or on Ctrl-C.
+Used by ``make run``. Starts the three processes and supervises them
+(``kmsweb.lib.supervise``): one that exits is logged and restarted with
+backoff while the others keep running, so the API keeps serving through a
+worker's death. SIGINT (Ctrl-C) or SIGTERM stops them all.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from kmsweb.lib.supervise import Supervisor
+
+
+def commands(*, host: str, port: int, web_workers: int) -> dict[str, list[str]]:
+    """The supervised commands: gunicorn, one Celery worker, Celery beat."""
+    python = sys.executable
+    return {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "kmsweb.wsgi",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(web_workers),
+            "--access-logfile",
+            "-",
+        ],
+        # No gossip or mingle: kmsweb's workers do not coordinate, and
+        # gossip's restart after a broker outage is where Celery raises
+        # AttributeError ('NoneType' object has no attribute 'connection_errors').
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "kmsweb",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        "beat": [python, "-m", "celery", "-A", "kmsweb", "beat", "--loglevel", "INFO"],
+    }
+
 
 class Command(BaseCommand):
-    help = "Run the web server (gunicorn), a Celery worker and Celery beat until interrupted."
+    help = "Run the web server (gunicorn), a Celery worker and Celery beat, restarting any that exits, until stopped."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -31,47 +70,12 @@ class Command(BaseCommand):
         for folder in ("data_folder_in", "processed_folder", "control_folder"):
             if folder in transport:
                 Path(str(transport[folder])).mkdir(parents=True, exist_ok=True)
-        python = sys.executable
-        commands = {
-            "web": [
-                python,
-                "-m",
-                "gunicorn",
-                "kmsweb.wsgi",
-                "--bind",
-                f"{options['host']}:{options['port']}",
-                "--workers",
-                str(options["web_workers"]),
-                "--access-logfile",
-                "-",
-            ],
-            "worker": [python, "-m", "celery", "-A", "kmsweb", "worker", "--loglevel", "INFO", "--concurrency", "2"],
-            "beat": [python, "-m", "celery", "-A", "kmsweb", "beat", "--loglevel", "INFO"],
-        }
-        # Fixed argv built above from sys.executable, no shell: nothing untrusted.
-        children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        exit_code = 0
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    self.stderr.write(f"{name} exited with status {child.returncode}; stopping")
-                    exit_code = child.returncode or 1
-                    stopping = True
-            time.sleep(0.5)
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        sys.exit(exit_code)
+        supervisor = Supervisor(
+            commands(host=options["host"], port=options["port"], web_workers=options["web_workers"]),
+            log=lambda line: self.stderr.write(f"serve: {line}"),
+            # The children import kmsweb from the same checkout as this command.
+            cwd=str(settings.BASE_DIR),
+        )
+        signal.signal(signal.SIGINT, supervisor.stop)
+        signal.signal(signal.SIGTERM, supervisor.stop)
+        supervisor.run()
