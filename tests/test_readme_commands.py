@@ -40,7 +40,7 @@ def test_it_runs_the_readmes_manage_py_lines_with_nothing_exported(tmp_path: Pat
     python = sys.executable
     (tmp_path / "pw.txt").write_text(PASSWORD + "\n", encoding="utf-8")
     # What make run does before it serves: secrets, schema, the admin.
-    secrets = _run([python, "-m", "kmsweb.lib.devsecrets", str(var)], settings.BASE_DIR, env)
+    secrets = _run([python, "-m", "kmsweb.devsecrets", str(var)], settings.BASE_DIR, env)
     assert secrets.returncode == 0, secrets.stderr[-3000:]
     for argv in (
         [python, manage, "migrate", "--noinput"],

@@ -85,7 +85,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, 
     manage = str(settings.BASE_DIR / "manage.py")
     (tmp_path / "pw").write_text("correct horse battery staple\n", encoding="utf-8")
     for argv in (
-        [sys.executable, "-m", "kmsweb.lib.devsecrets", str(var)],
+        [sys.executable, "-m", "kmsweb.devsecrets", str(var)],
         [sys.executable, manage, "migrate", "--noinput"],
         [sys.executable, manage, "bootstrap", "--password-file", str(tmp_path / "pw")],
     ):
@@ -197,7 +197,7 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
 
     redis = start_redis()
     var = tmp_path / "var"
-    subprocess.run([sys.executable, "-m", "kmsweb.lib.devsecrets", str(var)], cwd=settings.BASE_DIR, check=True)  # noqa: S603
+    subprocess.run([sys.executable, "-m", "kmsweb.devsecrets", str(var)], cwd=settings.BASE_DIR, check=True)  # noqa: S603
     from kmsweb.management.commands.serve import commands
 
     node = f"pytest-{uuid.uuid4().hex[:12]}"
