@@ -229,6 +229,11 @@ if KMSWEB_AUDIT_RETENTION_DAYS < 0:
 KMSWEB_AUDIT_ARCHIVE_DIR = Path(env_str("KMSWEB_AUDIT_ARCHIVE_DIR") or VAR_DIR / "audit-archive")
 # Dashboard export jobs write their bundles (and zips) here.
 KMSWEB_AUDIT_EXPORT_DIR = Path(env_str("KMSWEB_AUDIT_EXPORT_DIR") or VAR_DIR / "audit-exports")
+# The audit anchor: every digest is appended here (O_APPEND + fsync), outside
+# the database, so a rewound or emptied trail is found. Put it on storage the
+# database's administrators cannot rewrite (chattr +a, a WORM mount), visible
+# to the workers, the web processes and verify_audit alike. Always on.
+KMSWEB_AUDIT_ANCHOR_FILE = Path(env_str("KMSWEB_AUDIT_ANCHOR_FILE") or VAR_DIR / "audit_anchor.log")
 
 # Celery: Redis when REDIS_URL is set, else an embedded filesystem broker.
 REDIS_URL = env_str("REDIS_URL")
@@ -283,6 +288,15 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # "JOB=SECONDS,...": run those jobs every SECONDS instead (demos, end-to-end tests).
 for _job, _every in env_job_intervals("KMSWEB_JOB_INTERVALS", list(CELERY_BEAT_SCHEDULE)).items():
     CELERY_BEAT_SCHEDULE[_job]["schedule"] = _every
+# An unsealed event older than this is a warning (dashboard, verify_audit):
+# by default twice the sealing interval, and never under a minute.
+_seal_every = CELERY_BEAT_SCHEDULE["seal_audit"]["schedule"]
+KMSWEB_AUDIT_TAIL_WARN_SECONDS = env_int(
+    "KMSWEB_AUDIT_TAIL_WARN_SECONDS",
+    max(60, int(2 * _seal_every)) if isinstance(_seal_every, int | float) else 3600,
+)
+if KMSWEB_AUDIT_TAIL_WARN_SECONDS < 1:
+    raise ImproperlyConfigured("KMSWEB_AUDIT_TAIL_WARN_SECONDS must be at least 1")
 
 LOGGING = {
     "version": 1,

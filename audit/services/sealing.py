@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit import canonical
 from audit.models import AuditDigest, AuditEvent
 from audit.rows import event_rows
+from audit.services.anchoring import anchor_sync
 from audit.services.recording import audit_record
 from audit.services.signing import EVENT_SOURCE, signing_key_current, signing_key_sign
 from kmsweb.lib.caller import Caller
@@ -130,7 +131,10 @@ def audit_seal(*, caller: Caller, now: datetime | None = None) -> AuditDigest | 
     events are earlier seals' own events (an idle trail stays quiet). A seal
     is recorded as a ``SealAuditTrail`` system event in the same
     transaction, and sealed in turn by the next digest; a failed seal is
-    recorded with its error.
+    recorded with its error. Each committed digest is appended to the audit
+    anchor (``anchor_sync``); a round whose anchor does not match the
+    database fails with ``InvalidState``. Runs in its own transactions:
+    never call it inside a caller's ``atomic`` block that may roll back.
     """
     now = now or timezone.now()
     try:
@@ -148,9 +152,20 @@ def audit_seal(*, caller: Caller, now: datetime | None = None) -> AuditDigest | 
 
 
 def _seal(caller: Caller, now: datetime) -> AuditDigest | None:
+    # Catch the anchor up (a crash may have come between a commit and its
+    # line), and refuse to seal on top of a chain the anchor does not match.
+    anchor_sync()
     cutoff = _settled_cutoff()
     if cutoff is None:
         return None
+    digest = _seal_round(caller, now, cutoff)
+    if digest is not None:
+        # After the commit: an anchor line never names a digest that rolled back.
+        anchor_sync(sealed=digest)
+    return digest
+
+
+def _seal_round(caller: Caller, now: datetime, cutoff: int) -> AuditDigest | None:
     with transaction.atomic():
         if not _claim():
             return None
