@@ -231,15 +231,18 @@ def _check_anchor(run: _Run, chain: _Chain, keys: dict[str, str]) -> None:
                         "verify: the anchor was edited",
                     )
                     return
-                gone = (
-                    "the database holds no digest at all: the audit tables were emptied"
-                    if not newest
-                    else f"the database's newest is digest {newest}: {_deleted(newest + 1, line.sequence)}"
-                )
+                if line.sequence < newest:
+                    run.problem("digest-missing", f"digest {line.sequence} was deleted (the audit anchor records it)")
+                    return
                 try:
                     last = anchor.read_last(path) or line
                 except anchor.AnchorError:
                     last = line
+                gone = (
+                    "the database holds no digest at all: the audit tables were emptied"
+                    if not newest
+                    else f"the database's newest is digest {newest}: {_deleted(newest + 1, last.sequence)}"
+                )
                 run.problem(
                     "digest-missing",
                     f"the audit anchor records digest {last.sequence} (events through id {last.last_event_id}, "

@@ -69,6 +69,7 @@ def event_list(request: Any) -> HttpResponse:
             "can_export": role_allows(caller.roles, "kmsweb:ExportAudit"),
             "exports": selectors.exports_for(caller=caller),
             "signing_keys": selectors.public_keys(),
+            "integrity": selectors.trail_integrity(caller=caller),
         }
     )
     return render(request, "audit/event_list.html", context)
