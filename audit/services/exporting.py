@@ -24,7 +24,7 @@ from audit.rows import event_rows
 from audit.selectors import audit_events_for, report_data
 from audit.services.recording import audited
 from audit.services.signing import EVENT_SOURCE, signing_key_current, signing_key_sign
-from audit.verification import audit_verify
+from audit.verification import Report, audit_integrity, audit_verify
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidState, KmsError, ValidationError
 from policies.authorization import authorize
@@ -78,7 +78,10 @@ def _verified(first_id: int, last_id: int) -> None:
     (a signed export of a range the anchored chain does not vouch for would
     lend it kmsweb's signature).
     """
-    report = audit_verify(events_between=(first_id, last_id))
+    _refuse_if_failing(audit_verify(events_between=(first_id, last_id)))
+
+
+def _refuse_if_failing(report: Report) -> None:
     if not report.ok:
         raise InvalidState(
             f"The audit trail fails verification ({report.problems[0].message}): kmsweb will not sign an export "
@@ -189,8 +192,10 @@ def export_zip_path(export: AuditExport) -> Path:
 def audit_export_request(*, caller: Caller, fmt: str, flt: AuditFilter, now: datetime | None = None) -> AuditExport:
     """Queue a dashboard export; the worker writes it (``audit_export_run``).
 
-    The checks run now, so the user sees an empty range or a bad format at
-    once. Recorded as ``StartAuditExport``; the task is enqueued on commit.
+    The checks run now, so the user sees an empty range, a bad format or a
+    trail that fails the quick integrity check (``audit_integrity``) at
+    once; the job runs the full check before it signs. Recorded as
+    ``StartAuditExport``; the task is enqueued on commit.
     """
     from audit.tasks import audit_export_task
 
@@ -200,6 +205,7 @@ def audit_export_request(*, caller: Caller, fmt: str, flt: AuditFilter, now: dat
     ) as op:
         authorize(caller=caller, action="kmsweb:ExportAudit")
         _, count = _events_checked(caller=caller, fmt=fmt, flt=flt, now=now)
+        _refuse_if_failing(audit_integrity())
         export = AuditExport.objects.create(
             account_id=caller.account_id,
             requested_by=caller.principal_arn,

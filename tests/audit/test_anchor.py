@@ -19,10 +19,11 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
 
-from audit.models import AuditDigest, AuditEvent, SigningKey
+from audit.models import AuditDigest, AuditEvent, AuditExport, SigningKey
 from audit.services.sealing import SEAL_EVENT, audit_seal
 from audit.verification import audit_verify
 from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import InvalidState
 from tests import dashboard_fixtures
 from tests.audit.conftest import run_command, tampering
 
@@ -188,8 +189,6 @@ def test_it_detects_both_tables_emptied(three: list[AuditDigest], activity: Call
         AuditDigest.objects.all().delete()
     fails("digest-missing", "anchor records digest 3", "the audit tables were emptied")
     activity(1)
-    from kmsweb.lib.errors import InvalidState
-
     with pytest.raises(InvalidState, match="does not hold it"):
         seal()  # a fresh chain would look intact: sealing stops instead
     assert not AuditDigest.objects.exists()
@@ -235,8 +234,6 @@ def test_a_missing_anchor_fails_closed_until_anchor_audit(
     path.unlink()
     fails("anchor-missing", "missing or empty", "manage.py anchor_audit")
     activity(1)
-    from kmsweb.lib.errors import InvalidState
-
     with pytest.raises(InvalidState, match="anchor_audit"):
         seal()
     failed = AuditEvent.objects.filter(event_name=SEAL_EVENT).order_by("-id").first()
@@ -306,10 +303,16 @@ def test_a_dashboard_export_fails_with_the_refusal(three: list[AuditDigest], key
     from audit.services.exporting import audit_export_request, audit_export_run
 
     caller = Caller.system("tests-export", account_id=key_admin.account_id)
-    forge_event(-1)
     export = audit_export_request(caller=caller, fmt="jsonl", flt=AuditFilter.parse({})[0])
+    # The trail fails between the request and the job: the job refuses to sign.
+    forge_event(-1)
     done = audit_export_run(export_id=str(export.id))
     assert done is not None and done.state == "failed" and "fails verification" in done.error
+    # A new request is refused at once, by the quick check.
+    with pytest.raises(InvalidState, match="fails verification .*ids from 1"):
+        audit_export_request(caller=caller, fmt="jsonl", flt=AuditFilter.parse({})[0])
+    started = AuditEvent.objects.filter(event_name="StartAuditExport").order_by("-id").first()
+    assert started.error_code == "KMSInvalidStateException"
 
 
 # -- the dashboard -----------------------------------------------------------------------
@@ -326,6 +329,10 @@ def test_the_audit_page_shows_the_trails_integrity(
         AuditDigest.objects.filter(sequence__gt=1).delete()
     html = auditor.get("/audit/").content.decode()
     assert "Verification failed" in html and "digests 2-3 were deleted" in html
+    # Exporting is refused inline, in the export panel.
+    html = auditor.post("/audit/exports/", {"format": "jsonl"}, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="audit-export-error"' in html and "will not sign an export" in html
+    assert not AuditExport.objects.exists()
 
 
 @pytest.mark.parametrize(
