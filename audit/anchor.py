@@ -8,7 +8,7 @@ ahead of, or different from, the database. A line is canonical JSON::
 
     {"anchoredAt": ..., "digestEndTime": ..., "digestSha256": ..., "eventCount": ...,
      "firstEventId": ..., "keyFingerprint": ..., "lastEventId": ...,
-     "previousDigestSha256": ..., "sequence": ..., "signature": ..., "totalEvents": ...}
+     "previousDigestSha256": ..., "sequence": ..., "signature": ..., "totalEvents": ..., "v": 1}
 
 ``signature`` is the digest's own ECDSA signature, which signs the SHA-256
 ``digestSha256`` (see ``keys.crypto.signatures.verify_prehashed``): a line
@@ -159,6 +159,8 @@ def read_last(path: Path) -> AnchorLine | None:
         raise AnchorError(f"{path} cannot be read: {exc.strerror}") from exc
     try:
         return _last_from_fd(fd, path)
+    except OSError as exc:
+        raise AnchorError(f"{path} cannot be read: {exc.strerror}") from exc
     finally:
         os.close(fd)
 

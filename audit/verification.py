@@ -258,7 +258,7 @@ def _check_anchor(run: _Run, chain: _Chain, keys: dict[str, str]) -> None:
                 return
             run.report.anchored = line.sequence
     except anchor.AnchorError as exc:
-        run.problem("anchor-corrupt", f"the audit anchor is damaged: {exc}")
+        run.problem("anchor-corrupt", f"the audit anchor cannot be used: {exc}")
         return
     if run.report.anchored == 0 and newest:
         run.problem(
@@ -280,7 +280,7 @@ def _check_anchor_head(run: _Run, newest: AuditDigest | None) -> None:
     try:
         head = anchor.read_last(path)
     except anchor.AnchorError as exc:
-        run.problem("anchor-corrupt", f"the audit anchor is damaged: {exc}")
+        run.problem("anchor-corrupt", f"the audit anchor cannot be used: {exc}")
         return
     if head is None:
         if newest is not None:

@@ -363,3 +363,19 @@ def test_the_quick_check_finds_each_attack(
             anchor_path(settings).unlink()
     report = audit_integrity()
     assert not report.ok and words in report.problems[0].message, report.problems
+
+
+def test_an_anchor_path_that_cannot_be_used_stops_sealing_with_a_clear_error(
+    activity: Callable[[int], None], settings: Any, tmp_path: Path
+) -> None:
+    from audit.verification import audit_integrity
+
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "a-directory" / "x").write_text("x")
+    settings.KMSWEB_AUDIT_ANCHOR_FILE = tmp_path / "a-directory"
+    activity(1)
+    with pytest.raises(InvalidState, match="cannot be written: Is a directory"):
+        seal()
+    assert not AuditDigest.objects.exists()
+    report = audit_integrity()
+    assert [p.kind for p in report.problems] == ["anchor-corrupt"] and "cannot be read" in report.problems[0].message
