@@ -41,6 +41,7 @@ from django.utils import timezone
 from audit import anchor, canonical
 from audit.models import AuditArchive, AuditDigest, AuditEvent, SigningKey
 from audit.rows import event_rows
+from audit.services.anchor_sink import cursor_read
 from audit.services.anchoring import anchor_path, digest_valid, line_valid
 from audit.services.sealing import CHUNK, SEAL_EVENT
 
@@ -50,7 +51,8 @@ class Problem:
     """One finding: what kind, and a sentence naming the event or digest."""
 
     # digest-changed | digest-missing | digest-chain | event-changed | event-deleted | event-inserted |
-    # event-reordered | anchor-missing | anchor-mismatch | anchor-corrupt | anchor-lag | tail-stale
+    # event-reordered | anchor-missing | anchor-mismatch | anchor-corrupt; warnings: anchor-lag |
+    # anchor-sink-lag | tail-stale
     kind: str
     message: str
 
@@ -324,6 +326,19 @@ def _check_anchor_head(run: _Run, newest: AuditDigest | None) -> None:
         )
 
 
+def _check_sink(run: _Run) -> None:
+    """A warning while the operator's sink has not acknowledged the anchor's newest lines."""
+    if not settings.KMSWEB_AUDIT_ANCHOR_URL:
+        return
+    sent = cursor_read().sequence
+    if sent < run.report.anchored:
+        run.warning(
+            "anchor-sink-lag",
+            f"the anchor sink (KMSWEB_AUDIT_ANCHOR_URL) has not acknowledged digests "
+            f"{_span(sent + 1, run.report.anchored)} yet (each sealing round retries)",
+        )
+
+
 def _check_ids(run: _Run, archive: AuditArchive | None) -> None:
     """Ids no digest range can reach: 0 and below, inside archived ranges, and (PostgreSQL) never handed out."""
     stray = AuditEvent.objects.filter(id__lte=0).order_by("id").first()
@@ -438,6 +453,7 @@ def audit_verify(
         chain = _walk_chain(run, keys, archived_through, events_between)
         if check_anchor:
             _check_anchor(run, chain, keys)
+            _check_sink(run)
         _check_ids(run, archive)
         _check_seal_events(run, chain, archived_through)
     except _Stop:
@@ -464,6 +480,7 @@ def audit_integrity(*, now: datetime | None = None) -> Report:
         if not digest_valid(newest, public.first()):
             run.problem("digest-changed", f"digest {newest.sequence} was changed: its signature does not verify")
     _check_anchor_head(run, newest)
+    _check_sink(run)
     _check_ids(run, archive)
     if newest is not None and newest.sequence > archived_through:
         announced = AuditEvent.objects.filter(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from celery.schedules import crontab
@@ -234,6 +235,15 @@ KMSWEB_AUDIT_EXPORT_DIR = Path(env_str("KMSWEB_AUDIT_EXPORT_DIR") or VAR_DIR / "
 # database's administrators cannot rewrite (chattr +a, a WORM mount), visible
 # to the workers, the web processes and verify_audit alike. Always on.
 KMSWEB_AUDIT_ANCHOR_FILE = Path(env_str("KMSWEB_AUDIT_ANCHOR_FILE") or VAR_DIR / "audit_anchor.log")
+# Optional: a sink the operator names (http or https) that receives every
+# anchor line too, off the host; with the secret, requests carry an HMAC
+# signature like the alarm webhooks'. docs/AUDIT.md describes the requests.
+KMSWEB_AUDIT_ANCHOR_URL = env_str("KMSWEB_AUDIT_ANCHOR_URL") or ""
+if KMSWEB_AUDIT_ANCHOR_URL and (
+    urlsplit(KMSWEB_AUDIT_ANCHOR_URL).scheme not in ("http", "https") or not urlsplit(KMSWEB_AUDIT_ANCHOR_URL).hostname
+):
+    raise ImproperlyConfigured("KMSWEB_AUDIT_ANCHOR_URL must be an http:// or https:// URL")
+KMSWEB_AUDIT_ANCHOR_SECRET = env_secret("KMSWEB_AUDIT_ANCHOR_SECRET") or ""
 
 # Celery: Redis when REDIS_URL is set, else an embedded filesystem broker.
 REDIS_URL = env_str("REDIS_URL")

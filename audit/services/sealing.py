@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit import canonical
 from audit.models import AuditDigest, AuditEvent
 from audit.rows import event_rows
+from audit.services.anchor_sink import anchor_publish
 from audit.services.anchoring import anchor_sync
 from audit.services.recording import audit_record
 from audit.services.signing import EVENT_SOURCE, signing_key_current, signing_key_sign
@@ -223,16 +224,23 @@ def _seal_round(caller: Caller, now: datetime, cutoff: int) -> AuditDigest | Non
 
 
 def audit_seal_all(*, caller: Caller, budget_seconds: float = 40.0) -> list[AuditDigest]:
-    """Seal until caught up (or the time budget is spent): one digest per ``MAX_DIGEST_EVENTS``."""
+    """Seal until caught up (or the time budget is spent): one digest per ``MAX_DIGEST_EVENTS``.
+
+    Then, sealed or not, the anchor lines the operator's sink
+    (``KMSWEB_AUDIT_ANCHOR_URL``) has not acknowledged are sent to it.
+    """
     deadline = time.monotonic() + budget_seconds
     sealed: list[AuditDigest] = []
-    while time.monotonic() < deadline:
-        digest = audit_seal(caller=caller)
-        if digest is None:
-            break
-        sealed.append(digest)
-        if digest.event_count < MAX_DIGEST_EVENTS:
-            break
+    try:
+        while time.monotonic() < deadline:
+            digest = audit_seal(caller=caller)
+            if digest is None:
+                break
+            sealed.append(digest)
+            if digest.event_count < MAX_DIGEST_EVENTS:
+                break
+    finally:
+        anchor_publish()
     return sealed
 
 

@@ -5,11 +5,16 @@ unsealed tail, a stale tail; and exports that refuse a trail that fails."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditDigest, AuditEvent, AuditExport, SigningKey
-from audit.services.sealing import SEAL_EVENT, audit_seal
+from audit.services.sealing import SEAL_EVENT, audit_seal, audit_seal_all
 from audit.verification import audit_verify
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidState
@@ -379,3 +384,89 @@ def test_an_anchor_path_that_cannot_be_used_stops_sealing_with_a_clear_error(
     assert not AuditDigest.objects.exists()
     report = audit_integrity()
     assert [p.kind for p in report.problems] == ["anchor-corrupt"] and "cannot be read" in report.problems[0].message
+
+
+# -- the operator's sink ---------------------------------------------------------------
+
+
+@dataclass
+class Sink:
+    """A real HTTP receiver on loopback: what it was sent, and the status it answers."""
+
+    url: str
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    status: int = 200
+
+    def sequences(self) -> list[int]:
+        return [line["sequence"] for _, body in self.received for line in json.loads(body)["lines"]]
+
+
+@pytest.fixture
+def sink(settings: Any) -> Iterator[Sink]:
+    box: list[Sink] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            receiver = box[0]
+            if receiver.status == 200:
+                receiver.received.append((dict(self.headers), body))
+            self.send_response(receiver.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    box.append(Sink(url=f"http://127.0.0.1:{server.server_address[1]}/anchor?source=kmsweb"))
+    settings.KMSWEB_AUDIT_ANCHOR_URL = box[0].url
+    settings.KMSWEB_AUDIT_ANCHOR_SECRET = "sink-secret"
+    try:
+        yield box[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_sink_receives_every_anchor_line_signed_in_order(
+    sink: Sink, activity: Callable[[int], None], settings: Any
+) -> None:
+    for _ in range(2):
+        activity(2)
+        audit_seal_all(caller=SYSTEM)
+    assert sink.sequences() == [1, 2]
+    headers, body = sink.received[-1]
+    expected = hmac.new(b"sink-secret", headers["X-Kmsweb-Timestamp"].encode() + b"." + body, hashlib.sha256)
+    assert headers["X-Kmsweb-Signature"] == "sha256=" + expected.hexdigest()
+    # The lines are the anchor's, byte for byte.
+    anchored = anchor_path(settings).read_bytes().splitlines()
+    assert [json.dumps(line, separators=(",", ":"), sort_keys=True).encode() for line in json.loads(body)["lines"]] == [
+        anchored[1]
+    ]
+
+
+def test_a_sink_that_was_down_gets_what_it_missed_in_order(
+    sink: Sink, activity: Callable[[int], None], settings: Any
+) -> None:
+    from audit.verification import audit_integrity
+
+    activity(2)
+    audit_seal_all(caller=SYSTEM)
+    sink.status = 503
+    for _ in range(2):
+        activity(2)
+        audit_seal_all(caller=SYSTEM)  # sealing goes on
+    assert AuditDigest.objects.count() == 3 and sink.sequences() == [1]
+    report = audit_integrity()
+    assert report.ok and [w.kind for w in report.warnings] == ["anchor-sink-lag"]
+    assert "has not acknowledged digests 2-3" in report.warnings[0].message
+    sink.status = 200
+    audit_seal_all(caller=SYSTEM)  # an idle round still delivers
+    assert sink.sequences() == [1, 2, 3]
+    audit_seal_all(caller=SYSTEM)
+    assert sink.sequences() == [1, 2, 3], "nothing is sent twice once acknowledged"
+    assert not audit_verify().warnings
