@@ -27,13 +27,12 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from audit import anchor
-from audit.services.anchoring import anchor_path
+from audit.services.anchoring import anchor_path, sink_cursor_path
 from audit.services.notifications import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 logger = logging.getLogger(__name__)
@@ -50,22 +49,17 @@ class Cursor:
     offset: int = 0
 
 
-def cursor_path() -> Path:
-    path = anchor_path()
-    return path.with_name(path.name + ".sent")
-
-
 def cursor_read() -> Cursor:
     """Where delivery stands (nothing delivered when the file is missing or unreadable)."""
     try:
-        doc = json.loads(cursor_path().read_bytes())
+        doc = json.loads(sink_cursor_path().read_bytes())
         return Cursor(int(doc["sequence"]), int(doc["offset"]))
     except (OSError, ValueError, KeyError, TypeError):
         return Cursor()
 
 
 def _cursor_write(cursor: Cursor) -> None:
-    path = cursor_path()
+    path = sink_cursor_path()
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
@@ -134,7 +128,7 @@ def anchor_publish() -> int:
     url = settings.KMSWEB_AUDIT_ANCHOR_URL
     if not url or not anchor.exists(anchor_path()):
         return 0
-    lock_path = cursor_path().with_name(cursor_path().name + ".lock")
+    lock_path = sink_cursor_path().with_name(sink_cursor_path().name + ".lock")
     try:
         lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
     except OSError as exc:

@@ -37,6 +37,12 @@ def anchor_path() -> Path:
     return Path(settings.KMSWEB_AUDIT_ANCHOR_FILE)
 
 
+def sink_cursor_path() -> Path:
+    """Where ``audit.services.anchor_sink`` keeps how far the operator's sink has acknowledged the anchor."""
+    path = anchor_path()
+    return path.with_name(path.name + ".sent")
+
+
 def digest_valid(digest: AuditDigest, public_pem: str | None) -> bool:
     """The digest's columns are the document its signature signs, and ``digest_sha256`` is that document's hash."""
     body = canonical.canonical_json(canonical.digest_document_of(digest))
@@ -151,8 +157,9 @@ def audit_anchor_init(*, caller: Caller) -> int:
 
     Refused when the anchor already holds a line (an anchor is never
     rewritten: move a damaged one aside by hand, after investigating) or
-    when the trail fails verification. Recorded as ``AnchorAuditTrail``;
-    returns the number of digests anchored.
+    when the trail fails verification. The sink (if any) is sent the new
+    anchor from its first line. Recorded as ``AnchorAuditTrail``; returns
+    the number of digests anchored.
     """
     from audit.verification import audit_verify
 
@@ -168,6 +175,8 @@ def audit_anchor_init(*, caller: Caller) -> int:
         try:
             with anchor.open_for_append(path, create=True) as writer:
                 count = _append_after(writer, None)
+            # A new anchor is sent to the sink from its first line.
+            sink_cursor_path().unlink(missing_ok=True)
         except OSError as exc:
             raise InvalidState(f"The audit anchor {path} cannot be written: {exc.strerror}") from exc
         op.response_elements = {"AnchorFile": str(path), "AnchoredDigests": count}

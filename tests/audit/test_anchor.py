@@ -470,3 +470,18 @@ def test_a_sink_that_was_down_gets_what_it_missed_in_order(
     audit_seal_all(caller=SYSTEM)
     assert sink.sequences() == [1, 2, 3], "nothing is sent twice once acknowledged"
     assert not audit_verify().warnings
+
+
+def test_a_new_anchor_is_sent_to_the_sink_from_its_first_line(
+    sink: Sink, activity: Callable[[int], None], settings: Any
+) -> None:
+    for _ in range(2):
+        activity(2)
+        audit_seal_all(caller=SYSTEM)
+    assert sink.sequences() == [1, 2]
+    path = anchor_path(settings)
+    path.rename(path.with_name("investigated-anchor.log"))
+    run_command("anchor_audit")
+    activity(1)
+    audit_seal_all(caller=SYSTEM)
+    assert sink.sequences() == [1, 2, 1, 2, 3]
