@@ -26,10 +26,12 @@ from audit.filters import AuditFilter, encode_cursor
 from audit.models import DAY, HOUR, MINUTE, AuditDigest, AuditEvent, AuditExport, JobOutcome, JobRun, SigningKey
 from audit.services.sealing import SEAL_EVENT
 from audit.services.usage import CRYPTO_EVENTS, usage_rows
+from audit.verification import Report, audit_integrity
 from keys.models import Key
 from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
 from kmsweb.lib.errors import NotFound
 from policies.models import Grant, GrantRequestDecision, Principal
+from policies.roles import role_allows
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,17 @@ def event_get_for(*, caller: Caller, event_id: str) -> AuditEvent:
 def event_record(event: AuditEvent) -> dict[str, Any]:
     """The CloudTrail record of an event, exactly as exports and digests see it."""
     return canonical.record([getattr(event, name) for name in canonical.EVENT_COLUMNS])
+
+
+def trail_integrity(*, caller: Caller) -> Report | None:
+    """The Audit page's integrity panel (``audit_integrity``): for those who may export, else None.
+
+    The panel speaks of the whole trail (every account's events), so it is
+    shown to the role that signs exports of it.
+    """
+    if not role_allows(caller.roles, "kmsweb:ExportAudit"):
+        return None
+    return audit_integrity()
 
 
 def event_digest(event: AuditEvent) -> AuditDigest | None:

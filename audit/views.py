@@ -25,7 +25,7 @@ from audit.models import ExportState
 from audit.services.exporting import audit_export_download, audit_export_request
 from audit.services.lookup import audit_event_open, audit_search
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import ValidationError
+from kmsweb.lib.errors import InvalidState, ValidationError
 from kmsweb.lib.htmx import wants_partial
 from policies.callers import caller_from_request
 from policies.roles import role_allows
@@ -71,6 +71,7 @@ def event_list(request: Any) -> HttpResponse:
             "can_export": role_allows(caller.roles, "kmsweb:ExportAudit"),
             "exports": selectors.exports_for(caller=caller),
             "signing_keys": selectors.public_keys(),
+            "integrity": selectors.trail_integrity(caller=caller),
         }
     )
     return render(request, "audit/event_list.html", context)
@@ -103,7 +104,7 @@ def export_create(request: Any) -> HttpResponse:
     else:
         try:
             context["export"] = audit_export_request(caller=caller, fmt=fmt, flt=flt)
-        except ValidationError as exc:
+        except (ValidationError, InvalidState) as exc:
             context["error"] = exc.message
     return render(request, "audit/partials/export_status.html", context)
 

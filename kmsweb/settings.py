@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from celery.schedules import schedule
@@ -246,6 +247,20 @@ if KMSWEB_AUDIT_RETENTION_DAYS < 0:
 KMSWEB_AUDIT_ARCHIVE_DIR = Path(env_str("KMSWEB_AUDIT_ARCHIVE_DIR") or VAR_DIR / "audit-archive")
 # Dashboard export jobs write their bundles (and zips) here.
 KMSWEB_AUDIT_EXPORT_DIR = Path(env_str("KMSWEB_AUDIT_EXPORT_DIR") or VAR_DIR / "audit-exports")
+# The audit anchor: every digest is appended here (O_APPEND + fsync), outside
+# the database, so a rewound or emptied trail is found. Put it on storage the
+# database's administrators cannot rewrite (chattr +a, a WORM mount), visible
+# to the workers, the web processes and verify_audit alike. Always on.
+KMSWEB_AUDIT_ANCHOR_FILE = Path(env_str("KMSWEB_AUDIT_ANCHOR_FILE") or VAR_DIR / "audit_anchor.log")
+# Optional: a sink the operator names (http or https) that receives every
+# anchor line too, off the host; with the secret, requests carry an HMAC
+# signature like the alarm webhooks'. docs/AUDIT.md describes the requests.
+KMSWEB_AUDIT_ANCHOR_URL = env_str("KMSWEB_AUDIT_ANCHOR_URL") or ""
+if KMSWEB_AUDIT_ANCHOR_URL and (
+    urlsplit(KMSWEB_AUDIT_ANCHOR_URL).scheme not in ("http", "https") or not urlsplit(KMSWEB_AUDIT_ANCHOR_URL).hostname
+):
+    raise ImproperlyConfigured("KMSWEB_AUDIT_ANCHOR_URL must be an http:// or https:// URL")
+KMSWEB_AUDIT_ANCHOR_SECRET = env_secret("KMSWEB_AUDIT_ANCHOR_SECRET") or ""
 
 # Celery: Redis when REDIS_URL is set, else an embedded filesystem broker.
 REDIS_URL = env_str("REDIS_URL")

@@ -68,6 +68,12 @@ def _live_servers_run_kmswebs_handler() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _audit_anchor(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Each test's database is new: so is its audit anchor (never the repository's var/).
+    settings.KMSWEB_AUDIT_ANCHOR_FILE = tmp_path_factory.mktemp("anchor") / "audit_anchor.log"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_platform_cache() -> Iterator[None]:
     # Platform key material is cached per process; each test's database is new.
     from audit.context_processors import sealing_cache_clear

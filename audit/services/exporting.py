@@ -24,8 +24,9 @@ from audit.rows import event_rows
 from audit.selectors import audit_events_for, report_data
 from audit.services.recording import audited
 from audit.services.signing import EVENT_SOURCE, signing_key_current, signing_key_sign
+from audit.verification import Report, audit_integrity, audit_verify
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import KmsError, ValidationError
+from kmsweb.lib.errors import InvalidState, KmsError, ValidationError
 from policies.authorization import authorize
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,25 @@ def _events_checked(*, caller: Caller, fmt: str, flt: AuditFilter, now: datetime
     return events, count
 
 
+def _verified(first_id: int, last_id: int) -> None:
+    """Refuse (``InvalidState``) to sign a range when the trail fails verification.
+
+    The events of the digests covering the range are re-hashed; the chain,
+    the anchor, the ids and the seal events are checked for the whole trail
+    (a signed export of a range the anchored chain does not vouch for would
+    lend it kmsweb's signature).
+    """
+    _refuse_if_failing(audit_verify(events_between=(first_id, last_id)))
+
+
+def _refuse_if_failing(report: Report) -> None:
+    if not report.ok:
+        raise InvalidState(
+            f"The audit trail fails verification ({report.problems[0].message}): kmsweb will not sign an export "
+            "until this is investigated (manage.py verify_audit)."
+        )
+
+
 def bundle_signer() -> exports.Signer:
     key = signing_key_current()
     return exports.Signer(
@@ -105,7 +125,8 @@ def audit_export_write(
 
     Authorized as ``kmsweb:ExportAudit``; recorded as ``ExportAuditEvents``.
     An empty range, a range reaching past retention, an unknown format or
-    a non-empty directory is refused before anything is written.
+    a non-empty directory is refused before anything is written; so is any
+    range while the trail fails ``audit_verify`` (``InvalidState``).
     """
     now = now or timezone.now()
     params = {"Format": fmt, "Filter": flt.describe()}
@@ -114,7 +135,9 @@ def audit_export_write(
     ) as op:
         authorize(caller=caller, action="kmsweb:ExportAudit")
         events, count = _events_checked(caller=caller, fmt=fmt, flt=flt, now=now)
-        through_id = events.aggregate(m=Max("id"))["m"]
+        span = events.aggregate(a=Min("id"), b=Max("id"))
+        through_id = span["b"]
+        _verified(span["a"], through_id)
         write_data: Callable[[BinaryIO], exports.Stats] | None = None
         if fmt == "pdf":
 
@@ -169,8 +192,10 @@ def export_zip_path(export: AuditExport) -> Path:
 def audit_export_request(*, caller: Caller, fmt: str, flt: AuditFilter, now: datetime | None = None) -> AuditExport:
     """Queue a dashboard export; the worker writes it (``audit_export_run``).
 
-    The checks run now, so the user sees an empty range or a bad format at
-    once. Recorded as ``StartAuditExport``; the task is enqueued on commit.
+    The checks run now, so the user sees an empty range, a bad format or a
+    trail that fails the quick integrity check (``audit_integrity``) at
+    once; the job runs the full check before it signs. Recorded as
+    ``StartAuditExport``; the task is enqueued on commit.
     """
     from audit.tasks import audit_export_task
 
@@ -180,6 +205,7 @@ def audit_export_request(*, caller: Caller, fmt: str, flt: AuditFilter, now: dat
     ) as op:
         authorize(caller=caller, action="kmsweb:ExportAudit")
         _, count = _events_checked(caller=caller, fmt=fmt, flt=flt, now=now)
+        _refuse_if_failing(audit_integrity())
         export = AuditExport.objects.create(
             account_id=caller.account_id,
             requested_by=caller.principal_arn,

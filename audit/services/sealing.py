@@ -25,6 +25,8 @@ from django.utils import timezone
 from audit import canonical
 from audit.models import AuditDigest, AuditEvent
 from audit.rows import event_rows
+from audit.services.anchor_sink import anchor_publish
+from audit.services.anchoring import anchor_sync
 from audit.services.recording import audit_record
 from audit.services.signing import EVENT_SOURCE, signing_key_current, signing_key_sign
 from kmsweb.lib.caller import Caller
@@ -130,7 +132,10 @@ def audit_seal(*, caller: Caller, now: datetime | None = None) -> AuditDigest | 
     events are earlier seals' own events (an idle trail stays quiet). A seal
     is recorded as a ``SealAuditTrail`` system event in the same
     transaction, and sealed in turn by the next digest; a failed seal is
-    recorded with its error.
+    recorded with its error. Each committed digest is appended to the audit
+    anchor (``anchor_sync``); a round whose anchor does not match the
+    database fails with ``InvalidState``. Runs in its own transactions:
+    never call it inside a caller's ``atomic`` block that may roll back.
     """
     now = now or timezone.now()
     try:
@@ -148,9 +153,20 @@ def audit_seal(*, caller: Caller, now: datetime | None = None) -> AuditDigest | 
 
 
 def _seal(caller: Caller, now: datetime) -> AuditDigest | None:
+    # Catch the anchor up (a crash may have come between a commit and its
+    # line), and refuse to seal on top of a chain the anchor does not match.
+    anchor_sync()
     cutoff = _settled_cutoff()
     if cutoff is None:
         return None
+    digest = _seal_round(caller, now, cutoff)
+    if digest is not None:
+        # After the commit: an anchor line never names a digest that rolled back.
+        anchor_sync(sealed=digest)
+    return digest
+
+
+def _seal_round(caller: Caller, now: datetime, cutoff: int) -> AuditDigest | None:
     with transaction.atomic():
         if not _claim():
             return None
@@ -208,16 +224,23 @@ def _seal(caller: Caller, now: datetime) -> AuditDigest | None:
 
 
 def audit_seal_all(*, caller: Caller, budget_seconds: float = 40.0) -> list[AuditDigest]:
-    """Seal until caught up (or the time budget is spent): one digest per ``MAX_DIGEST_EVENTS``."""
+    """Seal until caught up (or the time budget is spent): one digest per ``MAX_DIGEST_EVENTS``.
+
+    Then, sealed or not, the anchor lines the operator's sink
+    (``KMSWEB_AUDIT_ANCHOR_URL``) has not acknowledged are sent to it.
+    """
     deadline = time.monotonic() + budget_seconds
     sealed: list[AuditDigest] = []
-    while time.monotonic() < deadline:
-        digest = audit_seal(caller=caller)
-        if digest is None:
-            break
-        sealed.append(digest)
-        if digest.event_count < MAX_DIGEST_EVENTS:
-            break
+    try:
+        while time.monotonic() < deadline:
+            digest = audit_seal(caller=caller)
+            if digest is None:
+                break
+            sealed.append(digest)
+            if digest.event_count < MAX_DIGEST_EVENTS:
+                break
+    finally:
+        anchor_publish()
     return sealed
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from keys.crypto.errors import CryptoError
 
@@ -72,4 +72,17 @@ def verify(public_pem: str | bytes, signature: bytes, data: bytes) -> None:
     try:
         _load_public(public_pem).verify(signature, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature as exc:
+        raise SignatureError("signature does not match") from exc
+
+
+def verify_prehashed(public_pem: str | bytes, signature: bytes, sha256: bytes) -> None:
+    """Raise ``SignatureError`` unless ``signature`` is valid for the data whose SHA-256 is ``sha256``.
+
+    An ECDSA/SHA-256 signature signs the data's hash, so a digest's
+    signature can be checked from its ``digestSha256`` alone (the audit
+    anchor's lines carry only the hash).
+    """
+    try:
+        _load_public(public_pem).verify(signature, sha256, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    except (InvalidSignature, ValueError) as exc:
         raise SignatureError("signature does not match") from exc

@@ -8,6 +8,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.management.base import CommandError
@@ -22,6 +23,7 @@ from audit.services.signing import signing_key_rollover
 from audit.verification import audit_verify
 from keys.crypto import signatures
 from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import InvalidState
 from tests.audit.conftest import run_command, tampering
 from tests.conftest import is_postgres
 
@@ -206,7 +208,9 @@ def test_it_detects_an_event_and_its_leaf_edited_together(sealed: AuditDigest) -
     assert kind == "event-changed" and "signed hash" in message
 
 
-def test_it_detects_a_deleted_digest_in_the_middle_and_at_the_end(activity: Callable[[int], None]) -> None:
+def test_it_detects_a_deleted_digest_in_the_middle_and_at_the_end(
+    activity: Callable[[int], None], settings: Any
+) -> None:
     for _ in range(3):
         activity(2)
         seal()
@@ -214,13 +218,22 @@ def test_it_detects_a_deleted_digest_in_the_middle_and_at_the_end(activity: Call
     with tampering():
         AuditDigest.objects.filter(sequence=3).delete()
     kind, message = first_problem()
-    assert kind == "digest-missing" and message.startswith("digest 3 was deleted (seal event ")
+    assert kind == "digest-missing" and "database's newest is digest 2: digest 3 was deleted" in message
+    # The seal events say so too, anchor or not.
+    messages = [p.message for p in audit_verify(stop_at_first=False).problems]
+    assert any(m.startswith("digest 3 was deleted (seal event ") for m in messages)
     with tampering():
         AuditDigest.objects.filter(sequence=2).delete()
         activity(1)
     assert AuditDigest.objects.count() == 1
     activity(1)
-    seal()  # a new digest 2 chains to digest 1, but seal events still name the deleted ones
+    with pytest.raises(InvalidState, match="database does not hold it"):
+        seal()  # sealing on top of a rewound chain would bless it
+    # Someone who can also rewind the anchor gets a new digest 2 chained to
+    # digest 1, but the seal events still name the deleted ones.
+    path = settings.KMSWEB_AUDIT_ANCHOR_FILE
+    path.write_bytes(path.read_bytes().splitlines(keepends=True)[0])
+    seal()
     kind, message = first_problem()
     assert kind == "digest-missing" and message.startswith("digest 2 was replaced")
 

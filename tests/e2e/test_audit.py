@@ -46,6 +46,7 @@ def test_it_searches_opens_an_event_and_downloads_a_verified_export(
     sign_in(page, auditor_user)
     page.click("nav >> text=Audit")
     expect(page.locator("h1")).to_have_text("Audit")
+    expect(page.locator("#audit-integrity")).to_contain_text("Intact")
     rows = page.locator("#audit-table tbody tr")
     expect(rows).to_have_count(50)
     # Filter: HTMX swaps the table and pushes the URL.
