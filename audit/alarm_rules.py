@@ -82,9 +82,39 @@ class UnsafeUrl(Exception):
     """A webhook URL kmsweb refuses to call."""
 
 
-def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# NAT64's well-known prefix (RFC 6052) and the deprecated IPv4-compatible
+# form (RFC 4291): the last 32 bits are an IPv4 address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, and so may reach through a
+    tunnel or translator: IPv4-mapped, 6to4, Teredo (server and client),
+    NAT64 and IPv4-compatible forms."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def address_blocked(address: IPAddress) -> bool:
+    """Whether kmsweb refuses to call ``address``: loopback, private,
+    link-local, multicast, reserved, unspecified or otherwise not global,
+    or an IPv6 address that embeds such an IPv4 address (``2002:7f00:1::``
+    is 6to4 for 127.0.0.1). An IPv4-mapped address is judged as its IPv4."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_blocked(address.ipv4_mapped)
+        if any(address_blocked(inner) for inner in embedded_ipv4(address)):
+            return True
     return (
         address.is_loopback
         or address.is_private
@@ -100,8 +130,9 @@ def resolve_webhook(url: str) -> tuple[str, str, int, list[str]]:
     """Check ``url`` and resolve its host: ``(scheme, host, port, addresses)``.
 
     Refuses what is not http(s), carries credentials, or resolves to any
-    loopback, private, link-local or otherwise non-public address (all of a
-    name's addresses must be public: an attacker's DNS may return several),
+    loopback, private, link-local or otherwise non-public address, or an
+    IPv6 address embedding one (:func:`address_blocked`; all of a name's
+    addresses must be public: an attacker's DNS may return several),
     unless ``KMSWEB_WEBHOOK_ALLOW_PRIVATE`` is true. Called when an alarm is
     saved and again before each delivery, whose connection then goes to the
     addresses checked here (no second lookup, so no DNS rebinding).
@@ -128,7 +159,7 @@ def resolve_webhook(url: str) -> tuple[str, str, int, list[str]]:
         raise UnsafeUrl(f"The host '{host}' does not resolve.")
     if not settings.KMSWEB_WEBHOOK_ALLOW_PRIVATE:
         for text in addresses:
-            if _blocked(ipaddress.ip_address(text.split("%", 1)[0])):
+            if address_blocked(ipaddress.ip_address(text.split("%", 1)[0])):
                 raise UnsafeUrl(
                     f"'{host}' resolves to {text}, a loopback, private or link-local address: "
                     "kmsweb only calls public addresses (see KMSWEB_WEBHOOK_ALLOW_PRIVATE)."

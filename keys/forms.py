@@ -195,6 +195,8 @@ class PolicyForm(forms.Form):
             doc = json.loads(text)
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
         if not isinstance(doc, dict) or "Statement" not in doc:
             raise forms.ValidationError("A key policy is a JSON object with a Statement.")
         return text

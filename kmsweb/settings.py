@@ -164,6 +164,12 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env_bool("KMSWEB_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Strict-Transport-Security on answers served over HTTPS (directly, or by the
+# trusted proxy's header above); SecurityMiddleware never sends it over plain
+# HTTP. One year by default where cookies are HTTPS-only, off otherwise (make
+# run's http://127.0.0.1).
+SECURE_HSTS_SECONDS = env_int("KMSWEB_HSTS_SECONDS", 365 * 86400 if SESSION_COOKIE_SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("KMSWEB_HSTS_INCLUDE_SUBDOMAINS", False)
 
 # Failed sign-ins: five failures for a username from one address lock that
 # pair out for 15 minutes (django-axes); each failure is also audited.

@@ -28,6 +28,7 @@ from audit.services import audit_rejected_request
 from keys.selectors import key_get_for
 from kmsweb.lib.caller import Caller, new_request_id
 from kmsweb.lib.errors import InternalError, KmsError, SerializationError, UnknownOperation, ValidationError
+from kmsweb.lib.jsonbody import parse_body
 from policies import selectors, services
 from policies.callers import anonymous_caller, caller_from_signature
 from policies.models import GrantRequest, GrantRequestState
@@ -111,17 +112,26 @@ def _serve(request: HttpRequest, event_name: str, method: str, handler: Callable
         status, body = handler(caller)
         return _json(body, status, request_id)
     except KmsError as exc:
-        if not isinstance(exc, UnknownOperation):
-            audit_rejected_request(caller=caller, event_name=event_name, error=exc)
+        try:
+            if not isinstance(exc, UnknownOperation):
+                audit_rejected_request(caller=caller, event_name=event_name, error=exc)
+        except Exception:
+            # A refusal that cannot be recorded is not answered as one.
+            return _internal_error(caller, event_name, request_id)
         return _json({"__type": exc.code, "message": exc.message}, _STATUS.get(exc.code, exc.status), request_id)
     except Exception:
-        logger.exception("internal error serving %s (request %s)", event_name, request_id)
-        error = InternalError("An internal error occurred.")
-        try:
-            audit_rejected_request(caller=caller, event_name=event_name, error=error)
-        except Exception:
-            logger.exception("could not audit internal error (request %s)", request_id)
-        return _json({"__type": error.code, "message": error.message}, 500, request_id)
+        return _internal_error(caller, event_name, request_id)
+
+
+def _internal_error(caller: Caller, event_name: str, request_id: str) -> HttpResponse:
+    """A JSON 500 for what went wrong inside kmsweb, logged and audited when the audit trail can take it."""
+    logger.exception("internal error serving %s (request %s)", event_name, request_id)
+    error = InternalError("An internal error occurred.")
+    try:
+        audit_rejected_request(caller=caller, event_name=event_name, error=error)
+    except Exception:
+        logger.exception("could not audit internal error (request %s)", request_id)
+    return _json({"__type": error.code, "message": error.message}, 500, request_id)
 
 
 def _text(body: dict[str, Any], member: str, *, required: bool = True, max_length: int = 2048) -> str:
@@ -149,10 +159,9 @@ def _context(value: Any, member: str) -> dict[str, str]:
 
 def _parse_create(raw: bytes) -> dict[str, Any]:
     """CreateGrantRequest's body, checked for shape; the service checks meaning."""
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SerializationError("The body is not valid JSON.") from exc
+    # The KMS API's decoder: refuses what is not JSON, nests too deeply or
+    # holds a lone UTF-16 surrogate (which nothing could store or echo).
+    body = parse_body(raw, not_json="The body is not valid JSON.")
     if not isinstance(body, dict):
         raise SerializationError("The body must be a JSON object.")
     unknown = sorted(set(body) - _CREATE_MEMBERS)

@@ -13,7 +13,7 @@ from typing import Any
 from keys import selectors, services
 from keys.models import Key
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import NotFound, UnsupportedOperation, ValidationError
+from kmsweb.lib.errors import NotFound, UnsupportedOperation
 from policies import services as policy_services
 
 Params = dict[str, Any]
@@ -119,18 +119,7 @@ def encrypt(caller: Caller, p: Params) -> dict[str, Any]:
     }
 
 
-def _require_blob(p: Params) -> None:
-    # botocore's model no longer marks CiphertextBlob required (Recipient
-    # flows), but kmsweb cannot decrypt without one.
-    if p.get("CiphertextBlob") is None:
-        raise ValidationError(
-            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: "
-            "Member must not be null"
-        )
-
-
 def decrypt(caller: Caller, p: Params) -> dict[str, Any]:
-    _require_blob(p)
     result = services.key_decrypt(
         caller=caller,
         ciphertext=p["CiphertextBlob"],
@@ -148,7 +137,6 @@ def decrypt(caller: Caller, p: Params) -> dict[str, Any]:
 
 
 def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
-    _require_blob(p)
     sealed, opened = services.key_reencrypt(
         caller=caller,
         ciphertext=p["CiphertextBlob"],

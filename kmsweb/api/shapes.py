@@ -25,6 +25,15 @@ Input errors come in two kinds, in the order AWS's JSON protocol raises them:
 
 JSON ``null`` counts as absent. Members the model does not know are ignored,
 at every level, as AWS does.
+
+Beyond the model, kmsweb refuses what it cannot store or serve, for every
+operation alike: U+0000 in any string except an encryption context's keys
+and values at the top of a request (they are never stored, and AWS accepts
+them there), and members the model leaves optional because of an
+alternative kmsweb does not offer (a service principal, a Nitro Enclaves
+recipient), listed in ``KMSWEB_REQUIRED``. :func:`parse_body` decodes the
+body first: a body that is not JSON, nests deeper than the decoder goes, or
+holds a lone UTF-16 surrogate is a ``SerializationException``.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ __all__ = [
     "SERIALIZATION_EXCEPTION",
     "VALIDATION_EXCEPTION",
     "ShapeError",
+    "KMSWEB_REQUIRED",
     "error_shape_names",
     "operation_names",
     "parse_input",
@@ -77,6 +87,22 @@ _JAVA_TYPE = {
     "list": "a List",
     "map": "a Map",
 }
+
+
+# Members kmsweb needs although the model leaves them optional: the model
+# allows an alternative kmsweb does not serve (GranteeServicePrincipal,
+# RetiringServicePrincipal, a Recipient's attestation), and without the
+# member there is nothing to act on. Refused as a missing required member.
+KMSWEB_REQUIRED: dict[str, frozenset[str]] = {
+    "CreateGrant": frozenset({"GranteePrincipal"}),
+    "ListRetirableGrants": frozenset({"RetiringPrincipal"}),
+    "Decrypt": frozenset({"CiphertextBlob"}),
+    "ReEncrypt": frozenset({"CiphertextBlob"}),
+}
+# The one map whose strings may hold U+0000 (at the top of a request only:
+# the same shape inside a grant's Constraints is stored).
+_CONTEXT_SHAPE = "EncryptionContextType"
+_NUL_REASON = "Member must not contain the NUL character (U+0000)"
 
 
 class ShapeError(Exception):
@@ -118,7 +144,9 @@ def parse_input(operation: str, body: Any) -> dict[str, Any]:
 
     Returns the members with blobs decoded to ``bytes`` and timestamps turned
     into aware UTC datetimes; everything else is returned as sent, minus
-    nulls and members the model does not know. Raises :class:`ShapeError`.
+    nulls and members the model does not know. Members of
+    ``KMSWEB_REQUIRED`` are required as the model's own. Raises
+    :class:`ShapeError`.
     """
     op = _operation(operation)
     if not isinstance(body, dict):
@@ -126,7 +154,7 @@ def parse_input(operation: str, body: Any) -> dict[str, Any]:
     if op.input_shape is None:
         return {}
     errors: list[str] = []
-    result = _parse_structure(op.input_shape, body, "", errors)
+    result = _parse_structure(op.input_shape, body, "", errors, KMSWEB_REQUIRED.get(operation, frozenset()))
     if errors:
         noun = "error" if len(errors) == 1 else "errors"
         raise ShapeError(
@@ -197,7 +225,9 @@ def _operation(name: str) -> OperationModel:
 # --- input ---------------------------------------------------------------
 
 
-def _parse_structure(shape: Any, value: dict[str, Any], path: str, errors: list[str]) -> dict[str, Any]:
+def _parse_structure(
+    shape: Any, value: dict[str, Any], path: str, errors: list[str], also_required: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     required = shape.required_members
     for name, member in shape.members.items():
@@ -205,8 +235,11 @@ def _parse_structure(shape: Any, value: dict[str, Any], path: str, errors: list[
         item = value.get(wire)
         member_path = f"{path}.{_camel(name)}" if path else _camel(name)
         if item is None:
-            if name in required:
+            if name in required or name in also_required:
                 errors.append(f"Value null at '{member_path}' failed to satisfy constraint: Member must not be null")
+            continue
+        if member.type_name == "map" and member.name == _CONTEXT_SHAPE and not path:
+            out[name] = _parse_map(member, item, member_path, errors, nul_ok=True)
             continue
         out[name] = _parse_value(member, item, member_path, errors)
     return out
@@ -233,8 +266,6 @@ def _parse_value(shape: Any, value: Any, path: str, errors: list[str]) -> Any:
         _check_constraints(shape, value, len(value), path, errors)
         return items
     if kind == "map":
-        if not isinstance(value, dict):
-            raise ShapeError(SERIALIZATION_EXCEPTION, _unexpected(value, kind))
         return _parse_map(shape, value, path, errors)
     parsed = _parse_scalar(shape, value)
     size = len(parsed) if isinstance(parsed, (str, bytes)) else None
@@ -242,13 +273,15 @@ def _parse_value(shape: Any, value: Any, path: str, errors: list[str]) -> Any:
     return parsed
 
 
-def _parse_map(shape: Any, value: dict[str, Any], path: str, errors: list[str]) -> dict[str, Any]:
+def _parse_map(shape: Any, value: Any, path: str, errors: list[str], *, nul_ok: bool = False) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ShapeError(SERIALIZATION_EXCEPTION, _unexpected(value, "map"))
     key_shape, value_shape = shape.key, shape.value
     out: dict[str, Any] = {}
     key_problems: list[str] = []
     value_problems: list[str] = []
     for key, item in value.items():
-        _check_constraints(key_shape, key, len(key), None, key_problems)
+        _check_constraints(key_shape, key, len(key), None, key_problems, nul_ok=nul_ok)
         if item is None:
             value_problems.append("Member must not be null")
             continue
@@ -257,7 +290,7 @@ def _parse_map(shape: Any, value: dict[str, Any], path: str, errors: list[str]) 
             continue
         parsed = _parse_scalar(value_shape, item)
         size = len(parsed) if isinstance(parsed, (str, bytes)) else None
-        _check_constraints(value_shape, parsed, size, None, value_problems)
+        _check_constraints(value_shape, parsed, size, None, value_problems, nul_ok=nul_ok)
         out[key] = parsed
     _check_constraints(shape, value, len(value), path, errors)
     shown = _shown(shape, value)
@@ -317,11 +350,14 @@ def _parse_scalar(shape: Shape, value: Any) -> Any:
     raise ShapeError(SERIALIZATION_EXCEPTION, _unconvertible(value, kind))
 
 
-def _check_constraints(shape: Shape, value: Any, size: int | None, path: str | None, errors: list[str]) -> None:
+def _check_constraints(
+    shape: Shape, value: Any, size: int | None, path: str | None, errors: list[str], *, nul_ok: bool = False
+) -> None:
     """Append one message per broken constraint of ``shape``.
 
     With ``path`` the messages are full AWS errors; without, they are the bare
-    reasons that a map folds into its own error.
+    reasons that a map folds into its own error. A string holding U+0000 is
+    refused unless ``nul_ok``: PostgreSQL's text cannot hold it.
     """
     meta = shape.metadata
     reasons: list[str] = []
@@ -344,6 +380,8 @@ def _check_constraints(shape: Shape, value: Any, size: int | None, path: str | N
         compiled = _compile(pattern)
         if compiled is not None and compiled.fullmatch(value) is None:
             reasons.append(f"Member must satisfy regular expression pattern: {pattern}")
+    if not nul_ok and isinstance(value, str) and "\x00" in value:
+        reasons.append(_NUL_REASON)
     if path is None:
         errors.extend(reasons)
         return

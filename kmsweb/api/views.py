@@ -7,9 +7,7 @@ Every refusal on the way is audited, once.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +30,7 @@ from kmsweb.lib.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from kmsweb.lib.jsonbody import parse_body
 from policies.callers import ApiRequestLike, anonymous_caller, caller_from_signature
 from policies.services import grant_tokens_check
 
@@ -39,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
-# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone (invalid) one.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +114,7 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
         if event_name == "UnknownOperation":
             raise UnknownOperation(f"Unknown operation {target or '(no X-Amz-Target)'}.")
         try:
-            body = json.loads(request.body or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SerializationError("Start of structure or map found where not expected.") from exc
-        if b"\\u" in request.body and _SURROGATE_ESCAPE.search(request.body):
-            # json.loads lets "\ud800" through as a lone surrogate, which no
-            # later step can encode as UTF-8; only bodies with such an escape
-            # pay for the check.
-            try:
-                json.dumps(body, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise SerializationError("Invalid UTF-16 surrogate in a JSON string.") from exc
-        try:
-            params = shapes.parse_input(operation, body)
+            params = shapes.parse_input(operation, parse_body(request.body))
         except shapes.ShapeError as exc:
             raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
         if params.get("GrantTokens"):

@@ -249,6 +249,10 @@ def _parse_text(text: str, kind: PolicyKind | None) -> Policy:
         raise PolicyError(
             f"The policy document is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
         ) from None
+    except RecursionError:
+        # No policy element nests more than a few levels; the decoder's
+        # recursion limit is reached by nothing but hostile text.
+        raise PolicyError("The policy document is nested too deeply.") from None
     if not isinstance(doc, dict):
         raise PolicyError("The policy document must be a JSON object.")
     for name in doc:

@@ -357,6 +357,84 @@ def test_it_never_answers_500_for_a_nul_character(bad, key) -> None:
         assert AuditEvent.objects.filter(id__gt=since).count() == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+        b'{"Description": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+    ],
+    ids=["deep-list", "deep-object", "deep-member"],
+)
+def test_it_refuses_deeply_nested_json(wire, key_admin, nothing_created, body: bytes) -> None:
+    since = last_event_id()
+    message = assert_wire_error(wire.call(key_admin, "TrentService.CreateKey", body), "SerializationException")
+    assert "nested too deeply" in message
+    assert_audited_once(since, "CreateKey", "SerializationException")
+
+
+def test_it_refuses_a_policy_nested_too_deeply(bad, key) -> None:
+    deep = '{"Version": "2012-10-17", "Statement": ' + "[" * 5_000 + "]" * 5_000 + "}"
+    response = refused(bad.put_key_policy, "MalformedPolicyDocumentException", KeyId=key["KeyId"], Policy=deep)
+    assert "nested too deeply" in message(response)
+    refused(bad.create_key, "MalformedPolicyDocumentException", Policy=deep)
+
+
+@pytest.mark.parametrize(
+    ("call", "params", "member"),
+    [
+        ("list_retirable_grants", {}, "retiringPrincipal"),
+        ("list_retirable_grants", {"RetiringServicePrincipal": "ec2.amazonaws.com"}, "retiringPrincipal"),
+        ("create_grant", {"Operations": ["Decrypt"]}, "granteePrincipal"),
+    ],
+    ids=["list-retirable-grants", "service-principal-only", "create-grant"],
+)
+def test_it_refuses_a_missing_principal_the_model_leaves_optional(
+    bad, key, call: str, params: dict[str, Any], member: str
+) -> None:
+    # botocore's model lets a service principal stand in; kmsweb has none.
+    if call == "create_grant":
+        params = {**params, "KeyId": key["KeyId"]}
+    response = refused(getattr(bad, call), "ValidationException", **params)
+    assert f"Value null at '{member}' failed to satisfy constraint: Member must not be null" in message(response)
+
+
+@pytest.mark.parametrize(
+    ("call", "params", "member"),
+    [
+        ("untag_resource", {"TagKeys": ["a\x00b"]}, "tagKeys.1.member"),
+        ("list_grants", {"GrantId": "\x00"}, "grantId"),
+        ("revoke_grant", {"GrantId": "g\x00"}, "grantId"),
+        ("describe_key", {}, "keyId"),
+        (
+            "create_grant",
+            {
+                "GranteePrincipal": "arn:aws:iam::111122223333:role/x",
+                "Operations": ["Decrypt"],
+                "Constraints": {"EncryptionContextSubset": {"a": "\x00"}},
+            },
+            "constraints.encryptionContextSubset",
+        ),
+    ],
+    ids=["untag-resource", "list-grants", "revoke-grant", "key-id", "grant-constraint"],
+)
+def test_it_refuses_a_nul_character_in_a_stored_or_looked_up_string(
+    bad, key, call: str, params: dict[str, Any], member: str
+) -> None:
+    params = {"KeyId": key["KeyId"] if call != "describe_key" else "key\x00", **params}
+    response = refused(getattr(bad, call), "ValidationException", **params)
+    assert f"at '{member}' failed to satisfy constraint" in message(response)
+    assert "NUL character" in message(response)
+
+
+def test_it_accepts_a_nul_character_in_an_encryption_context(bad, key) -> None:
+    # AWS accepts any text there; the context is bound, never stored.
+    context = {"a\x00": "b\x00c"}
+    blob = bad.encrypt(KeyId=key["KeyId"], Plaintext=b"x", EncryptionContext=context)["CiphertextBlob"]
+    assert bad.decrypt(CiphertextBlob=blob, EncryptionContext=context)["Plaintext"] == b"x"
+    refused(bad.decrypt, "InvalidCiphertextException", CiphertextBlob=blob, EncryptionContext={"a": "b\x00c"})
+
+
 def test_it_refuses_a_value_outside_its_enum(bad, key, nothing_created) -> None:
     response = refused(bad.create_key, "ValidationException", KeySpec="AES_512")
     assert "enum value set" in message(response)

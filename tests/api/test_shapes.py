@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmsweb.api.shapes import (
+    KMSWEB_REQUIRED,
     ShapeError,
     encode_output,
     error_shape_names,
@@ -28,6 +29,8 @@ from kmsweb.api.shapes import (
     serialize_output,
     service_model,
 )
+from kmsweb.lib.errors import SerializationError
+from kmsweb.lib.jsonbody import parse_body
 
 KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 KEY_ARN = f"arn:aws:kms:us-east-1:111122223333:key/{KEY_ID}"
@@ -330,6 +333,96 @@ def test_it_reports_serialization_before_validation() -> None:
     # AWS deserializes before it validates: the type error wins.
     body = {"KeyId": "", "Plaintext": b64(b"x"), "GrantTokens": "not-a-list"}
     assert serialization_error("Encrypt", body) == "STRING_VALUE can not be converted to a List"
+
+
+# --- what kmsweb refuses beyond the model ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("operation", "body", "message"),
+    [
+        pytest.param(
+            "UntagResource",
+            {"KeyId": KEY_ID, "TagKeys": ["ok", "a\x00b"]},
+            "1 validation error detected: Value 'a\x00b' at 'tagKeys.2.member' failed to satisfy constraint: "
+            "Member must not contain the NUL character (U+0000)",
+            id="list-item",
+        ),
+        pytest.param(
+            "ListGrants",
+            {"KeyId": KEY_ID, "GrantId": "\x00"},
+            "1 validation error detected: Value '\x00' at 'grantId' failed to satisfy constraint: "
+            "Member must not contain the NUL character (U+0000)",
+            id="member",
+        ),
+        pytest.param(
+            "CreateKey",
+            {"Tags": [{"TagKey": "k\x00", "TagValue": "v"}]},
+            "1 validation error detected: Value 'k\x00' at 'tags.1.member.tagKey' failed to satisfy constraint: "
+            "Member must not contain the NUL character (U+0000)",
+            id="nested-member",
+        ),
+        pytest.param(
+            "CreateGrant",
+            {
+                "KeyId": KEY_ID,
+                "GranteePrincipal": "arn:aws:iam::111122223333:role/r",
+                "Operations": ["Decrypt"],
+                "Constraints": {"EncryptionContextEquals": {"a": "\x00"}},
+            },
+            "1 validation error detected: Value '{a=\x00}' at 'constraints.encryptionContextEquals' failed to "
+            "satisfy constraint: Map value must satisfy constraint: "
+            "[Member must not contain the NUL character (U+0000)]",
+            id="stored-context",
+        ),
+        pytest.param(
+            "ListRetirableGrants",
+            {"RetiringServicePrincipal": "ec2.amazonaws.com"},
+            "1 validation error detected: Value null at 'retiringPrincipal' failed to satisfy constraint: "
+            "Member must not be null",
+            id="kmsweb-required",
+        ),
+    ],
+)
+def test_it_refuses_what_kmsweb_cannot_store_or_serve(operation: str, body: dict[str, Any], message: str) -> None:
+    assert validation_error(operation, body) == message
+
+
+def test_it_accepts_nul_in_a_request_encryption_context() -> None:
+    # Bound into the ciphertext, never stored; AWS accepts any text there.
+    context = {"a\x00": "\x00"}
+    params = parse_input("Encrypt", {"KeyId": KEY_ID, "Plaintext": b64(b"x"), "EncryptionContext": context})
+    assert params["EncryptionContext"] == context
+
+
+def test_its_kmsweb_required_members_are_optional_members_of_the_model() -> None:
+    for operation, members in KMSWEB_REQUIRED.items():
+        shape = service_model().operation_model(operation).input_shape
+        assert members <= set(shape.members) - set(shape.required_members), operation
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "nested too deeply"),
+        (b'{"KeyId": "\\ud800"}', "surrogate"),
+        (b'{"KeyId": "x", "X": [[{"\\udfff": 1}]]}', "surrogate"),
+        (b"{'KeyId': 1}", "not expected"),
+        (b'{"KeyId": "\xff"}', "not expected"),
+    ],
+    ids=["deep-list", "deep-object", "lone-surrogate", "surrogate-in-a-key", "not-json", "not-utf8"],
+)
+def test_it_refuses_a_body_it_cannot_decode(raw: bytes, words: str) -> None:
+    with pytest.raises(SerializationError) as excinfo:
+        parse_body(raw)
+    assert excinfo.value.code == "SerializationException"
+    assert words in excinfo.value.message
+
+
+def test_it_decodes_a_body_with_whole_surrogate_pairs() -> None:
+    assert parse_body(b'{"Description": "\\ud83d\\udd11"}') == {"Description": "\U0001f511"}
+    assert parse_body(b"") == {}
 
 
 # --- accepted input ------------------------------------------------------------

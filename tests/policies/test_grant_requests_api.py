@@ -349,3 +349,36 @@ def test_it_refuses_a_signature_made_for_another_path_or_body(
     tampered = requests.post(api.base + PATH, data=json.dumps(body_for(key, grantee)), headers=headers, timeout=10)
     assert_error(tampered, 403, "InvalidSignatureException")
     assert GrantRequest.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"KeyId": "\ud800"},
+        {"GranteePrincipal": "arn:aws:iam::111122223333:role/\udc00"},
+        {"Operations": ["Decrypt\ud800"]},
+        {"Constraints": {"EncryptionContextEquals": {"app\udfff": "billing"}}},
+        {"Constraints": {"EncryptionContextSubset": {"app": "\ud800billing"}}},
+        {"Justification": "half a pair: \ud83d"},
+    ],
+    ids=["key-id", "grantee", "operation", "context-key", "context-value", "justification"],
+)
+def test_it_refuses_a_lone_surrogate_in_json_with_an_audited_json_error(
+    api: Api, asker: Persona, key: Key, grantee: Principal, change: dict[str, Any]
+) -> None:
+    # JSON can spell half a UTF-16 pair ("\\ud800"); no UTF-8 text holds it.
+    message = assert_error(api.create(asker, body_for(key, grantee, **change)), 400, "SerializationException")
+    assert "surrogate" in message
+    assert not GrantRequest.objects.exists()
+    assert refusals("CreateGrantRequest") == ["SerializationException"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"KeyId": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"a":' * 50_000 + b"}"],
+    ids=["deep-list", "deep-member", "deep-object"],
+)
+def test_it_refuses_deeply_nested_json_with_an_audited_json_error(api: Api, asker: Persona, raw: bytes) -> None:
+    assert_error(api.create(asker, None, raw=raw), 400, "SerializationException")
+    assert not GrantRequest.objects.exists()
+    assert refusals("CreateGrantRequest") == ["SerializationException"]
