@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Before anything reads a cache: each request sees every change answered before it.
+    "kmsweb.lib.middleware.CacheGenerationMiddleware",
     # First: the SigV4 API needs none of the dashboard's middleware below.
     "kmsweb.lib.middleware.AwsApiMiddleware",
     "django.middleware.security.SecurityMiddleware",

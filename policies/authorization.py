@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from keys.models import Key, KeyManager
+from kmsweb.lib import generations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
 from kmsweb.lib.ttlcache import TTLCache
@@ -43,8 +44,8 @@ def _cache_seconds() -> float:
     return float(settings.KMSWEB_AUTH_CACHE_SECONDS)
 
 
-# (principal pk, roles) -> loaded policies; cleared by the identity-policy services.
-IDENTITY_POLICY_CACHE: TTLCache[list[tuple[str, ev.Policy, str]]] = TTLCache(_cache_seconds)
+# (principal pk, roles) -> loaded policies; the identity-policy services bump its generation.
+IDENTITY_POLICY_CACHE: TTLCache[list[tuple[str, ev.Policy, str]]] = TTLCache(_cache_seconds, generations.IDENTITY)
 
 
 def identity_policies_for(caller: Caller) -> list[tuple[str, ev.Policy, str]]:
@@ -126,9 +127,10 @@ def _condition_keys(caller: Caller, key: Key | None, context: Mapping[str, Any] 
     return keys
 
 
-# (key id, grantee ARN) -> [(expires_at, grant)] of live grants; cleared by the
-# grant services, so a grant made or retired here applies at once.
-GRANT_CACHE: TTLCache[list[tuple[Any, ev.GrantView]]] = TTLCache(_cache_seconds)
+# (key id, grantee ARN) -> [(expires_at, grant)] of live grants; the grant
+# services bump its generation, so a grant made, retired or revoked applies
+# to the next request of every process.
+GRANT_CACHE: TTLCache[list[tuple[Any, ev.GrantView]]] = TTLCache(_cache_seconds, generations.GRANTS)
 
 
 def _load_grants(key: Key, grantee: str) -> list[tuple[Any, ev.GrantView]]:

@@ -39,6 +39,7 @@ from kmsweb.lib.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from kmsweb.lib.generations import generations_scope
 from policies.services import access_key_authenticate, grant_tokens_check, principal_acting_for
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,14 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     ``request`` is a Django request or a :class:`kmsweb.api.wsgi.ApiRequest`;
     only ``META``, ``body``, ``method``, ``path`` and ``is_secure()`` are read.
     Never raises: every failure is an AWS error answer, and is audited.
+    Its cache lookups see every change answered before it started
+    (``kmsweb.lib.generations``).
     """
+    with generations_scope():
+        return _answer(request)
+
+
+def _answer(request: ApiRequestLike) -> ApiAnswer:
     request_id = new_request_id()
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""

@@ -15,6 +15,7 @@ from django_htmx.http import reswap, retarget
 
 from kmsweb.api.views import is_api_request
 from kmsweb.lib.errors import KmsError
+from kmsweb.lib.generations import generations_scope
 
 # Paths reachable without a verified second factor.
 # The audit signing public keys are public: anyone verifying an export needs them.
@@ -22,6 +23,21 @@ _OPEN_PREFIXES = ("/login/", "/logout/", "/mfa/", "/healthz", "/audit/public-key
 # kmsweb's own REST API: SigV4-signed like the KMS API, not a dashboard page;
 # its views answer every error themselves, in JSON.
 API_PREFIX = "/api/"
+
+
+class CacheGenerationMiddleware:
+    """Each request's cache lookups see every change answered before it started.
+
+    Opens the request's scope of ``kmsweb.lib.generations``: the dashboard
+    and kmsweb's REST API read the same per-process caches as the KMS API.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with generations_scope():
+            return self.get_response(request)
 
 
 class DashboardAccessMiddleware:

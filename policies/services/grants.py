@@ -31,7 +31,8 @@ from kmsweb.lib.errors import (
     NotFound,
     ValidationError,
 )
-from policies.authorization import GRANT_CACHE, authorize
+from kmsweb.lib.generations import GRANTS, generation_bump
+from policies.authorization import authorize
 from policies.models import Grant, Principal
 
 # Operations a grant may list for a symmetric encryption key, and the ones
@@ -261,7 +262,7 @@ def grant_create(
             expires_at=expires_at,
         )
         op.response_elements = {"GrantId": grant.grant_id}
-        GRANT_CACHE.invalidate()
+        generation_bump(GRANTS)
         return grant, grant_token_for(grant)
 
 
@@ -359,7 +360,7 @@ def grant_retire(
             # retire that grant (checked above), not the key's other grants.
             authorize(caller=caller, action="kms:RetireGrant", key=grant.key, use_grants=False)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
-        GRANT_CACHE.invalidate()
+        generation_bump(GRANTS)
         return grant
 
 
@@ -370,7 +371,7 @@ def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
         authorize(caller=caller, action="kms:RevokeGrant", key=key)
         grant = _find(key, grant_id)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
-        GRANT_CACHE.invalidate()
+        generation_bump(GRANTS)
         return grant
 
 
@@ -386,7 +387,8 @@ def grants_retire_expired(*, caller: Caller, now: datetime) -> int:
             retired_at=now, retired_how="expired"
         )
         op.response_elements = {"retired": count}
-        GRANT_CACHE.invalidate()
+        if count:
+            generation_bump(GRANTS)
         op.additional_event_data["grantIds"] = ids[:100]
         return count
 
