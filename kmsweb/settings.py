@@ -189,8 +189,10 @@ if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
         "KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set (make run generates one under var/)"
     )
-# Seconds an API process may reuse an access key or identity-policy lookup
-# (changes made in the same process apply at once; 0 turns the cache off).
+# Seconds a web process may serve a cached key, access key, identity policy or
+# grant that was changed behind the services' back (changes made through the
+# services apply to the next request everywhere: kmsweb.lib.generations;
+# 0 turns the caches off).
 KMSWEB_AUTH_CACHE_SECONDS = float(env_str("KMSWEB_AUTH_CACHE_SECONDS") or "1")
 # Regions a SigV4 credential scope may name; empty means any AWS-shaped name.
 KMSWEB_REGIONS = env_list("KMSWEB_REGIONS", [])

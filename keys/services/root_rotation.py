@@ -111,9 +111,12 @@ def _rewrap_all(batch: int) -> dict[str, int]:
             # One UPDATE per batch, not per row.
             KeyMaterial.objects.bulk_update(changed, ["wrapped", "root_key_id"])
             counts["rewrapped"] += len(changed)
-            if changed:
-                # Cached keys hold their current material row: re-read it next time.
-                generation_bump(KEYS)
+        if changed:
+            # Cached keys hold their current material row, which the batch
+            # re-wrapped: every process reads it again. Both wrappings stay
+            # readable while the old root key is in the keyring, so the bump
+            # may follow the commit.
+            generation_bump(KEYS)
         if rows:
             last = rows[-1].pk
         if len(rows) < batch:
