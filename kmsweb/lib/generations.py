@@ -47,6 +47,8 @@ _BUMP_SQL = (
     f"ON CONFLICT (name) DO UPDATE SET value = {_TABLE}.value + 1"
 )
 _READ_SQL_BYTES = _READ_SQL.encode()
+# The read's prepared statement on each connection (psycopg names its own "_pg3_<n>").
+_STATEMENT = b"kmsweb_generations"
 
 
 class Forgetful(Protocol):
@@ -124,31 +126,45 @@ def generations_read() -> dict[str, int]:
 
 
 def _read_direct(conn: Any) -> list[tuple[str, int]]:
-    """The read through libpq itself.
+    """The read through libpq itself, prepared on each connection.
 
-    Every API call makes it, so it skips psycopg's cursor machinery (two
-    thirds of the read's client CPU): one ``PQexec`` of a constant query
-    and its four rows. Not prepared, so no statement outlives it on the
-    connection (poolers need nothing of it); parsing it costs the server
-    little. Still inside Django's connection handling: health check,
-    connection setup and database error wrapping.
+    Every API call makes it, so it skips psycopg's cursor machinery (half
+    of the read's client CPU), and runs as a prepared statement (half of
+    PostgreSQL's). A prepared statement can be gone (psycopg sends
+    ``DEALLOCATE ALL`` when it drops its own cache, a pooler may too): then
+    it is prepared again. That is tried only outside a transaction, where a
+    failed statement spoils nothing; inside one (a dashboard view's first
+    lookup may come in a service's transaction), and with
+    ``KMSWEB_DB_PREPARED_STATEMENTS`` off, the query is sent as text. Still
+    inside Django's connection handling: health check, connection setup and
+    database error wrapping.
     """
+    from django.conf import settings
+    from psycopg import pq
+
     conn.close_if_health_check_failed()
     conn.ensure_connection()
+    pgconn = conn.connection.pgconn
     with conn.wrap_database_errors:
-        result = conn.connection.pgconn.exec_(_READ_SQL_BYTES)
-        _check(result)
+        if settings.KMSWEB_DB_PREPARED_STATEMENTS and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            result = pgconn.exec_prepared(_STATEMENT, [])
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                _check(pgconn.prepare(_STATEMENT, _READ_SQL_BYTES), pq.ExecStatus.COMMAND_OK)
+                result = pgconn.exec_prepared(_STATEMENT, [])
+        else:
+            result = pgconn.exec_(_READ_SQL_BYTES)
+        _check(result, pq.ExecStatus.TUPLES_OK)
         return [
             (bytes(result.get_value(i, 0) or b"").decode(), int(bytes(result.get_value(i, 1) or b"0")))
             for i in range(result.ntuples)
         ]
 
 
-def _check(result: Any) -> None:
+def _check(result: Any, expected: Any) -> None:
     """Raise psycopg's error for a failed libpq result (Django wraps it as its own)."""
-    from psycopg import OperationalError, pq
+    from psycopg import OperationalError
 
-    if result.status != pq.ExecStatus.TUPLES_OK:
+    if result.status != expected:
         message = (result.error_message or b"").decode("utf-8", "replace").strip()
         raise OperationalError(message or f"reading the cache generations failed ({result.status})")
 
