@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 
 from keys import services as key_services
 from keys.selectors import KEY_CACHE, key_get_for
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, Disabled, InvalidState
-from kmsweb.lib.generations import KEYS, generations_read, generations_scope
+from kmsweb.lib.generations import GRANTS, KEYS, generation_bump, generations_read, generations_scope
 from policies.authorization import GRANT_CACHE, IDENTITY_POLICY_CACHE, authorize
 from policies.models import AccessKey, IdentityPolicy
 from policies.services import (
@@ -156,3 +157,16 @@ def test_it_caches_nothing_outside_a_request(key_admin) -> None:
     AccessKey.objects.filter(pk=key_admin.access_key_id).update(status="Inactive")
     assert access_key_authenticate(access_key_id=key_admin.access_key_id) is None
     assert not ACCESS_KEY_CACHE._data
+
+
+@pytest.mark.postgres
+def test_it_reads_the_generations_again_after_its_statement_was_deallocated(transactional_db: None) -> None:
+    first = generations_read()  # outside a transaction: prepared
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # as psycopg or a pooler may
+    assert generations_read() == first
+    generation_bump(GRANTS)
+    assert generations_read() == {**first, GRANTS: first[GRANTS] + 1}
+    with transaction.atomic():  # inside one: sent as text
+        generation_bump(KEYS)
+        assert generations_read() == {**first, GRANTS: first[GRANTS] + 1, KEYS: first[KEYS] + 1}
