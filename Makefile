@@ -36,9 +36,6 @@ run: secrets
 # Live-server threads would otherwise keep PostgreSQL connections open past
 # the end of the run, and the test database could not be dropped.
 test: export KMSWEB_DB_CONN_MAX_AGE = 0
-# Tests change rows behind the services' backs (an access key made inactive
-# with an UPDATE); tests of the cache itself turn it on with settings.
-test: export KMSWEB_AUTH_CACHE_SECONDS = 0
 test: secrets
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -10,11 +11,11 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from kmsweb.lib import clock
-from kmsweb.lib.ttlcache import TTLCache
 
-# Every page asks; sealing runs once a minute: a few seconds' staleness is harmless.
+# Every page asks; sealing runs once a minute: a few seconds' staleness is
+# harmless. (expires at, by time.monotonic(); status), shared by the process.
 SEALING_CACHE_SECONDS = 10.0
-_sealing_cache: TTLCache[Any] = TTLCache(lambda: SEALING_CACHE_SECONDS, max_entries=1)
+_sealing_cache: list[tuple[float, Any]] = []
 
 
 def alarms(request: HttpRequest) -> dict[str, Callable[[], list[str]]]:
@@ -58,7 +59,12 @@ def sealing(request: HttpRequest) -> dict[str, Callable[[], Any]]:
                 now=clock.now(), behind_after=timedelta(seconds=settings.KMSWEB_SEALING_BEHIND_SECONDS)
             )
 
-        status = _sealing_cache.get_or_load("status", load)
+        now = time.monotonic()
+        if _sealing_cache and _sealing_cache[0][0] > now:
+            status = _sealing_cache[0][1]
+        else:
+            status = load()
+            _sealing_cache[:] = [(now + SEALING_CACHE_SECONDS, status)]
         return status if status.behind else None
 
     return {"sealing_behind": behind}
@@ -66,4 +72,4 @@ def sealing(request: HttpRequest) -> dict[str, Callable[[], Any]]:
 
 def sealing_cache_clear() -> None:
     """Forget the cached status (tests; a process that just sealed)."""
-    _sealing_cache.invalidate()
+    _sealing_cache.clear()

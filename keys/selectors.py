@@ -24,9 +24,10 @@ from keys.crypto.asymmetric import public_pem
 from keys.crypto.specs import SPECS
 from keys.filters import KeyFilter
 from keys.models import Alias, Key, KeyManager, KeyMaterial, KeyOrigin, KeySpec, KeyState
+from kmsweb import generations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
-from kmsweb.lib.ttlcache import TTLCache
+from kmsweb.ttlcache import TTLCache
 
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/([0-9a-fA-F-]{36})$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
@@ -49,11 +50,10 @@ def _cache_seconds() -> float:
 
 
 # key uuid -> Key (with its current material) or None; the API reads a key on
-# every call. Every state or material change goes through
-# ``keys.services.common.key_lock``, which forgets the key in this process;
-# other processes see the change within the TTL, as AWS's key states are
-# eventually consistent too.
-KEY_CACHE: TTLCache[Key | None] = TTLCache(_cache_seconds)
+# every call. Every state, policy or material change goes through
+# ``keys.services.common.key_lock`` or ``key_forget``, which bump the keys'
+# generation: the next request of every process reads the key again.
+KEY_CACHE: TTLCache[Key | None] = TTLCache(_cache_seconds, generations.KEYS)
 
 
 def _load_key(key_uuid: uuid.UUID) -> Key | None:

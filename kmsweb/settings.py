@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Before anything reads a cache: each request sees every change answered before it.
+    "policies.middleware.CacheGenerationMiddleware",
     # First: the SigV4 API needs none of the dashboard's middleware below.
     "kmsweb.api.middleware.AwsApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -211,8 +213,10 @@ if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
         f"KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set, or {VAR_DIR / 'root_key'} exist (make run generates it)"
     )
-# Seconds an API process may reuse an access key or identity-policy lookup
-# (changes made in the same process apply at once; 0 turns the cache off).
+# Seconds a web process may serve a cached key, access key, identity policy or
+# grant that was changed behind the services' back (changes made through the
+# services apply to the next request everywhere: kmsweb.generations;
+# 0 turns the caches off).
 KMSWEB_AUTH_CACHE_SECONDS = float(env_str("KMSWEB_AUTH_CACHE_SECONDS") or "1")
 # Regions a SigV4 credential scope may name; empty means any AWS-shaped name.
 KMSWEB_REGIONS = env_list("KMSWEB_REGIONS", [])

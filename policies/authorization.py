@@ -20,9 +20,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from keys.models import Key, KeyManager
+from kmsweb import generations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
-from kmsweb.lib.ttlcache import TTLCache
+from kmsweb.ttlcache import TTLCache
 from policies import evaluation as ev
 from policies.evaluation import Decision
 from policies.roles import role_policy_document
@@ -46,12 +47,12 @@ def _cache_seconds() -> float:
     return float(settings.KMSWEB_AUTH_CACHE_SECONDS)
 
 
-# (principal pk, roles) -> loaded policies; cleared by the identity-policy services.
-IDENTITY_POLICY_CACHE: TTLCache[list[tuple[str, ev.Policy, str]]] = TTLCache(_cache_seconds)
+# (principal pk, roles) -> loaded policies; the identity-policy services bump its generation.
+IDENTITY_POLICY_CACHE: TTLCache[list[tuple[str, ev.Policy, str]]] = TTLCache(_cache_seconds, generations.IDENTITY)
 
 
 def identity_policies_for(caller: Caller) -> list[tuple[str, ev.Policy, str]]:
-    """The caller's identity policies, cached briefly per process (see kmsweb.lib.ttlcache)."""
+    """The caller's identity policies, cached briefly per process (see kmsweb.ttlcache)."""
     return IDENTITY_POLICY_CACHE.get_or_load(
         (caller.principal_pk, caller.roles), lambda: _load_identity_policies(caller)
     )
@@ -129,9 +130,10 @@ def _condition_keys(caller: Caller, key: Key | None, context: Mapping[str, Any] 
     return keys
 
 
-# (key id, grantee ARN) -> [(expires_at, grant)] of live grants; cleared by the
-# grant services, so a grant made or retired here applies at once.
-GRANT_CACHE: TTLCache[list[tuple[Any, ev.GrantView]]] = TTLCache(_cache_seconds)
+# (key id, grantee ARN) -> [(expires_at, grant)] of live grants; the grant
+# services bump its generation, so a grant made, retired or revoked applies
+# to the next request of every process.
+GRANT_CACHE: TTLCache[list[tuple[Any, ev.GrantView]]] = TTLCache(_cache_seconds, generations.GRANTS)
 
 
 def _load_grants(key: Key, grantee: str) -> list[tuple[Any, ev.GrantView]]:

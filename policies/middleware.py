@@ -34,6 +34,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django_htmx.http import reswap, retarget
 
+from kmsweb.generations import generations_scope
 from kmsweb.lib.errors import KmsError
 from policies.selectors import UnlinkedUser, user_has_confirmed_device
 
@@ -51,6 +52,21 @@ def mfa_not_required(view: View) -> View:
     """
     view.mfa_required = False  # type: ignore[attr-defined]
     return view
+
+
+class CacheGenerationMiddleware:
+    """Each request's cache lookups see every change answered before it started.
+
+    Opens the request's scope of ``kmsweb.generations``: the dashboard
+    and kmsweb's REST API read the same per-process caches as the KMS API.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with generations_scope():
+            return self.get_response(request)
 
 
 class DashboardAccessMiddleware:

@@ -74,6 +74,30 @@ def _audit_anchor(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> No
 
 
 @pytest.fixture(autouse=True)
+def _api_caches_on(settings: Any) -> Iterator[None]:
+    """The API's per-process caches are on, as in production, whatever the environment says.
+
+    Sixty seconds, so that no test passes because an entry expired: a change
+    must reach the live server through its generation (kmsweb.generations).
+    Each test starts with empty caches (its database is new).
+    """
+    settings.KMSWEB_AUTH_CACHE_SECONDS = 60
+    forget_api_caches()
+    yield
+    forget_api_caches()
+
+
+def forget_api_caches() -> None:
+    """Empty the API's per-process caches."""
+    from keys.selectors import KEY_CACHE
+    from policies.authorization import GRANT_CACHE, IDENTITY_POLICY_CACHE
+    from policies.services.principals import ACCESS_KEY_CACHE
+
+    for cache in (KEY_CACHE, ACCESS_KEY_CACHE, IDENTITY_POLICY_CACHE, GRANT_CACHE):
+        cache.invalidate()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_platform_cache() -> Iterator[None]:
     # Platform key material is cached per process; each test's database is new.
     from audit.context_processors import sealing_cache_clear

@@ -189,23 +189,26 @@ def key_metadata(key: Key) -> dict[str, Any]:
 
 
 def key_forget(key: Key) -> None:
-    """Make the API's per-process key cache forget ``key``: now, and again when the change commits."""
-    from django.db import transaction
+    """Bump the keys' generation: every process's API reads ``key`` again on its next request.
 
-    from keys.selectors import KEY_CACHE
+    Call it inside the transaction that changes the key, once the key's row
+    is locked (``key_lock`` does both), so that the bump commits with the
+    change and is taken after the key's lock, as every other bump is.
+    """
+    from kmsweb.generations import KEYS, generation_bump
 
-    KEY_CACHE.invalidate(key.pk)
-    transaction.on_commit(lambda: KEY_CACHE.invalidate(key.pk))
+    generation_bump(KEYS)
 
 
 def key_lock(key: Key) -> Key:
     """Re-read the key under a row lock, so concurrent state changes serialise.
 
-    Every change to a key's state or material goes through here (or, for the
-    rotation job's batch claim, through ``key_forget``), which is also where
-    the API's per-process key cache forgets the key.
+    Every change to a key's state, policy or material goes through here (or,
+    for the jobs' claims, through ``key_forget``), which is also where the
+    keys' generation is bumped (see ``kmsweb.generations``).
     """
-    key_forget(key)
     # of=self: PostgreSQL refuses FOR UPDATE on the nullable side of the outer
     # join that select_related("current_material") makes.
-    return Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)
+    locked = Key.objects.select_for_update(of=("self",)).select_related("current_material").get(pk=key.pk)
+    key_forget(locked)
+    return locked

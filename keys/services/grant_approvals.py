@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from audit.services import audited
 from keys.models import Key
-from keys.selectors import KEY_CACHE
-from keys.services.common import require_customer_managed, require_not_pending_deletion
+from keys.services.common import key_forget, require_customer_managed, require_not_pending_deletion
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import ValidationError
 from policies.authorization import authorize
@@ -33,6 +32,6 @@ def key_set_grant_approvals(*, caller: Caller, key: Key, required: int) -> Key:
         key = Key.objects.select_for_update(of=("self",)).get(pk=key.pk)
         require_not_pending_deletion(key)
         Key.objects.filter(pk=key.pk).update(grant_approvals_required=required)
-        KEY_CACHE.invalidate(key.pk)
+        key_forget(key)
         key.grant_approvals_required = required
         return key

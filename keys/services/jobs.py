@@ -18,8 +18,8 @@ from django.db import transaction
 
 from audit.services import audited
 from keys.models import Alias, ImportParameters, Key, KeyMaterial, KeyQuerySet, RotationType
-from keys.selectors import KEY_CACHE
 from keys.services.rotation import key_rotate
+from kmsweb.generations import GRANTS, KEYS, generation_bump
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import KmsError
 from policies.models import Grant
@@ -128,13 +128,13 @@ def _delete(caller: Caller, key: Key, now: datetime) -> None:
         op.keys.append(key)
         aliases = sorted(Alias.objects.filter(key=key).values_list("name", flat=True))
         Key.objects.filter(pk=key.pk).update(current_material=None, deleted_at=now)
-        KEY_CACHE.invalidate(key.pk)
         materials = KeyMaterial.objects.filter(key=key).delete()[0]
         ImportParameters.objects.filter(key=key).delete()
         Alias.objects.filter(key=key).delete()
         grants = Grant.objects.filter(key=key, retired_at__isnull=True).update(
             retired_at=now, retired_how="key-deleted"
         )
+        generation_bump(KEYS, GRANTS)
         op.additional_event_data.update(
             {"deletedAliases": aliases, "retiredGrants": grants, "destroyedMaterialVersions": materials}
         )

@@ -27,10 +27,10 @@ from audit.services import audited
 from keys.crypto import new_root_key_line
 from keys.crypto.errors import CryptoError
 from keys.models import Key, KeyManager, KeyMaterial, KeyState, RotationType
-from keys.selectors import KEY_CACHE
 from keys.services.material import material_rewrap, root_keyring
 from keys.services.platform import platform_cache_clear, platform_secrets_reencrypt
 from keys.services.rotation import key_rotate
+from kmsweb.generations import KEYS, generation_bump
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InternalError, ValidationError
 
@@ -111,11 +111,14 @@ def _rewrap_all(batch: int) -> dict[str, int]:
             # One UPDATE per batch, not per row.
             KeyMaterial.objects.bulk_update(changed, ["wrapped", "root_key_id"])
             counts["rewrapped"] += len(changed)
+        if changed:
+            # Cached keys hold their current material row, which the batch
+            # re-wrapped: every process reads it again. Both wrappings stay
+            # readable while the old root key is in the keyring, so the bump
+            # may follow the commit.
+            generation_bump(KEYS)
         if rows:
             last = rows[-1].pk
-            # Cached keys hold their current material row: re-read it next time.
-            for key_id in {r.key_id for r in rows}:
-                KEY_CACHE.invalidate(key_id)
         if len(rows) < batch:
             return counts
 

@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from audit.services import audit_rejected_request
 from kmsweb.api import shapes
 from kmsweb.api.handlers import HANDLERS
+from kmsweb.generations import generations_scope
 from kmsweb.lib.caller import new_request_id
 from kmsweb.lib.errors import (
     InternalError,
@@ -96,7 +97,14 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     ``request`` is a Django request or a :class:`kmsweb.api.wsgi.ApiRequest`;
     only ``META``, ``body``, ``method``, ``path`` and ``is_secure()`` are read.
     Never raises: every failure is an AWS error answer, and is audited.
+    Its cache lookups see every change answered before it started
+    (``kmsweb.generations``).
     """
+    with generations_scope():
+        return _answer(request)
+
+
+def _answer(request: ApiRequestLike) -> ApiAnswer:
     request_id = new_request_id()
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""

@@ -22,6 +22,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.models import Key, KeyManager, KeySpec
 from keys.selectors import decode_marker, encode_marker
+from kmsweb.generations import GRANTS, generation_bump
 from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
@@ -33,7 +34,7 @@ from kmsweb.lib.errors import (
     ValidationError,
 )
 from policies import evaluation as ev
-from policies.authorization import GRANT_CACHE, authorize, authorize_retire
+from policies.authorization import authorize, authorize_retire
 from policies.models import Grant, Principal
 
 # Operations a grant may list for a symmetric encryption key, and the ones
@@ -254,7 +255,7 @@ def grant_create(
             expires_at=expires_at,
         )
         op.response_elements = {"GrantId": grant.grant_id}
-        GRANT_CACHE.invalidate()
+        generation_bump(GRANTS)
         return grant, grant_token_for(grant)
 
 
@@ -348,7 +349,7 @@ def grant_retire(
             raise NotFound(f"Grant '{grant.grant_id}' does not exist.")
         authorize_retire(caller=caller, grant=grant)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
-        GRANT_CACHE.invalidate()
+        generation_bump(GRANTS)
         return grant
 
 
@@ -359,7 +360,7 @@ def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
         authorize(caller=caller, action="kms:RevokeGrant", key=key)
         grant = _find(key, grant_id)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
-        GRANT_CACHE.invalidate()
+        generation_bump(GRANTS)
         return grant
 
 
@@ -375,7 +376,8 @@ def grants_retire_expired(*, caller: Caller, now: datetime) -> int:
             retired_at=now, retired_how="expired"
         )
         op.response_elements = {"retired": count}
-        GRANT_CACHE.invalidate()
+        if count:
+            generation_bump(GRANTS)
         op.additional_event_data["grantIds"] = ids[:100]
         return count
 

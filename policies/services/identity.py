@@ -11,12 +11,12 @@ import json
 from django.db import IntegrityError, transaction
 
 from audit.services import audited
+from kmsweb.generations import CREDENTIALS, IDENTITY, generation_bump
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, MalformedPolicyDocument, NotFound, ValidationError
 from policies import evaluation as ev
-from policies.authorization import IDENTITY_POLICY_CACHE, authorize
+from policies.authorization import authorize
 from policies.models import AccessKey, AccessKeyStatus, Account, IdentityPolicy, PolicyAttachment, Principal
-from policies.services.principals import ACCESS_KEY_CACHE
 
 FULL_ACCESS_POLICY = json.dumps(
     {
@@ -63,7 +63,7 @@ def identity_policy_put(
         try:
             with transaction.atomic():
                 policy.save()
-            IDENTITY_POLICY_CACHE.invalidate()
+            generation_bump(IDENTITY)
         except IntegrityError as exc:
             raise AlreadyExists(f"A policy named {name!r} already exists.") from exc
         return policy
@@ -74,7 +74,7 @@ def identity_policy_delete(*, caller: Caller, policy: IdentityPolicy) -> None:
     with audited(caller, "DeletePolicy", request_parameters={"PolicyName": policy.name}):
         authorize(caller=caller, action="iam:DeletePolicy")
         policy.delete()
-        IDENTITY_POLICY_CACHE.invalidate()
+        generation_bump(IDENTITY)
 
 
 def policy_attach(*, caller: Caller, principal: Principal, policy: IdentityPolicy) -> None:
@@ -86,7 +86,7 @@ def policy_attach(*, caller: Caller, principal: Principal, policy: IdentityPolic
         if policy.is_inline or policy.account_id != principal.account_id:
             raise ValidationError("Only a managed policy of the principal's own account can be attached.")
         PolicyAttachment.objects.get_or_create(principal=principal, policy=policy)
-        IDENTITY_POLICY_CACHE.invalidate()
+        generation_bump(IDENTITY)
 
 
 def policy_detach(*, caller: Caller, principal: Principal, policy: IdentityPolicy) -> None:
@@ -95,7 +95,7 @@ def policy_detach(*, caller: Caller, principal: Principal, policy: IdentityPolic
     ):
         authorize(caller=caller, action="iam:DetachPrincipalPolicy")
         deleted, _ = PolicyAttachment.objects.filter(principal=principal, policy=policy).delete()
-        IDENTITY_POLICY_CACHE.invalidate()
+        generation_bump(IDENTITY)
         if not deleted:
             raise NotFound(f"{policy.name} is not attached to {principal.arn}.")
 
@@ -108,11 +108,11 @@ def access_key_set_status(*, caller: Caller, access_key: AccessKey, active: bool
     ):
         authorize(caller=caller, action="iam:UpdateAccessKey")
         AccessKey.objects.filter(pk=access_key.pk).update(status=status)
-        ACCESS_KEY_CACHE.invalidate(access_key.access_key_id)
+        generation_bump(CREDENTIALS)
 
 
 def access_key_delete(*, caller: Caller, access_key: AccessKey) -> None:
     with audited(caller, "DeleteAccessKey", request_parameters={"AccessKeyId": access_key.access_key_id}):
         authorize(caller=caller, action="iam:DeleteAccessKey")
         access_key.delete()
-        ACCESS_KEY_CACHE.invalidate(access_key.access_key_id)
+        generation_bump(CREDENTIALS)

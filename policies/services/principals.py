@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from audit.services import audited
 from keys.services.platform import platform_decrypt, platform_encrypt
+from kmsweb import generations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, NotFound, ValidationError
-from kmsweb.lib.ttlcache import TTLCache
+from kmsweb.ttlcache import TTLCache
 from policies.authorization import authorize
 from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType
 
@@ -93,7 +94,8 @@ def access_key_create(
         )
         key = AccessKey.objects.create(access_key_id=access_key_id, principal=principal, secret_ciphertext=ciphertext)
         op.response_elements = {"AccessKeyId": access_key_id, "Status": key.status}
-        ACCESS_KEY_CACHE.invalidate(access_key_id)
+        # A process may have cached "unknown" for this id.
+        generations.generation_bump(generations.CREDENTIALS)
     return key, secret
 
 
@@ -110,8 +112,9 @@ def _auth_cache_seconds() -> float:
     return float(settings.KMSWEB_AUTH_CACHE_SECONDS)
 
 
-# access key id -> Credentials (or None for unknown/inactive), see kmsweb.lib.ttlcache.
-ACCESS_KEY_CACHE: TTLCache[Credentials | None] = TTLCache(_auth_cache_seconds)
+# access key id -> Credentials (or None for unknown/inactive), see kmsweb.ttlcache;
+# the access-key services bump the credentials' generation.
+ACCESS_KEY_CACHE: TTLCache[Credentials | None] = TTLCache(_auth_cache_seconds, generations.CREDENTIALS)
 _last_touched: dict[str, float] = {}
 
 
@@ -134,8 +137,8 @@ def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
 
     None for an unknown or inactive key: the caller answers both the same
     way (``UnrecognizedClientException``), as AWS does. Answers are cached
-    per process for ``KMSWEB_AUTH_CACHE_SECONDS``; changes made through the
-    services clear the cache at once.
+    per process (``kmsweb.ttlcache``); a change made through the
+    services applies to the next request of every process.
     """
     credentials = ACCESS_KEY_CACHE.get_or_load(access_key_id, lambda: _load_credentials(access_key_id))
     if credentials is not None:

@@ -34,7 +34,9 @@ from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
 from keys.models import Alias, Key
-from policies.models import AccessKey, AccessKeyStatus
+from kmsweb.lib.caller import Caller
+from policies.models import AccessKey
+from policies.services import access_key_set_status
 from tests.conftest import REGION, Persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -232,8 +234,12 @@ def test_it_refuses_an_unknown_access_key(kms_client, key_admin, nothing_created
 
 def test_it_refuses_an_inactive_access_key(kms_client, key_admin, nothing_created) -> None:
     kms = kms_client(key_admin)
-    kms.list_keys()  # the key works while active
-    AccessKey.objects.filter(access_key_id=key_admin.access_key_id).update(status=AccessKeyStatus.INACTIVE)
+    kms.list_keys()  # the key works while active (and the live server has cached it)
+    access_key_set_status(
+        caller=Caller.system("tests", account_id=key_admin.account_id),
+        access_key=AccessKey.objects.get(pk=key_admin.access_key_id),
+        active=False,
+    )
     refused(kms.create_key, "UnrecognizedClientException", Description="x")
 
 
