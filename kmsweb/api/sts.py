@@ -52,7 +52,7 @@ _STS_CODES: dict[str, tuple[str, int]] = {
     "InvalidSignatureException": ("SignatureDoesNotMatch", 403),
     "IncompleteSignatureException": ("IncompleteSignature", 400),
     "MissingAuthenticationTokenException": ("MissingAuthenticationToken", 403),
-    "ExpiredTokenException": ("ExpiredToken", 400),
+    "ExpiredTokenException": ("ExpiredToken", 403),
     "AccessDeniedException": ("AccessDenied", 403),
     "ValidationException": ("ValidationError", 400),
     "MalformedPolicyDocumentException": ("MalformedPolicyDocument", 400),

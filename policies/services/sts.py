@@ -409,7 +409,12 @@ def role_assume(
             event_source=STS_SOURCE,
             read_only=False,
         ) as op:
-            duration = _duration(duration_seconds, ASSUME_ROLE_DURATION)
+            if duration_seconds is not None and ASSUME_ROLE_DURATION[1] < duration_seconds <= 43200:
+                raise StsValidationError(
+                    f"The requested DurationSeconds exceeds the MaxSessionDuration set for this role "
+                    f"({ASSUME_ROLE_DURATION[1]} seconds)."
+                )
+            duration = _duration(duration_seconds, (ASSUME_ROLE_DURATION[0], 43200, ASSUME_ROLE_DURATION[2]))
             if not _ROLE_SESSION_NAME.fullmatch(role_session_name or ""):
                 raise StsValidationError(
                     f"1 validation error detected: Value '{role_session_name}' at 'roleSessionName' failed to "
