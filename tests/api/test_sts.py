@@ -368,12 +368,14 @@ def test_it_refuses_assume_role_outside_the_trust_policy(
 
 
 def test_it_ends_a_deleted_principals_sessions_at_once(
+    settings: Any,
     sts: Callable[..., Any],
     kms_as: Callable[..., Any],
     key_admin: Persona,
     make_persona: Any,
     make_key: Any,
 ) -> None:
+    settings.KMSWEB_AUTH_CACHE_SECONDS = 60  # deletion must not wait for the credentials cache
     key = make_key()
     bob = make_persona(
         "bob",
@@ -393,8 +395,9 @@ def test_it_ends_a_deleted_principals_sessions_at_once(
 
 
 def test_it_ends_a_deleted_roles_sessions_at_once(
-    sts: Callable[..., Any], kms_as: Callable[..., Any], key_admin: Persona, make_key: Any
+    settings: Any, sts: Callable[..., Any], kms_as: Callable[..., Any], key_admin: Persona, make_key: Any
 ) -> None:
+    settings.KMSWEB_AUTH_CACHE_SECONDS = 60
     account = key_admin.principal.account
     role = role_create(caller=SYSTEM, account=account, name="ops", trust_policy=_trust(key_admin.principal.arn))
     identity_policy_put(

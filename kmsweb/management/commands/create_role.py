@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         source = options["trust_policy_file"]
         try:
-            document = self.stdin.read() if source == "-" else Path(source).read_text()
+            document = sys.stdin.read() if source == "-" else Path(source).read_text()
         except OSError as exc:
             raise CommandError(f"Cannot read {source}: {exc}") from exc
         try:
