@@ -29,6 +29,7 @@ from keys.services.importing import keys_expire_imported_material
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from policies.services.grant_requests import grant_requests_expire
 from policies.services.grants import grants_retire_expired
+from policies.services.sts import sts_sessions_delete_expired
 
 JOBS: dict[str, JobFunction] = {
     "rotate_keys": keys_rotate_due,
@@ -36,6 +37,7 @@ JOBS: dict[str, JobFunction] = {
     "expire_imported_material": keys_expire_imported_material,
     "expire_grants": grants_retire_expired,
     "expire_grant_requests": grant_requests_expire,
+    "delete_expired_sessions": sts_sessions_delete_expired,
     "seal_audit": audit_seal_job,
     "archive_audit": audit_archive_job,
     "rollup_usage": usage_rollup,

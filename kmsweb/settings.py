@@ -280,6 +280,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "expire_grants": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
     # Hourly, at 25 past: expire grant requests left pending too long.
     "expire_grant_requests": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
+    # Hourly, at 35 past: delete STS temporary credentials past their expiry.
+    "delete_expired_sessions": {
+        "task": "policies.tasks.sts_sessions_delete_expired_task",
+        "schedule": crontab(minute=35),
+    },
 }
 # "JOB=SECONDS,...": run those jobs every SECONDS instead (demos, end-to-end tests).
 for _job, _every in env_job_intervals("KMSWEB_JOB_INTERVALS", list(CELERY_BEAT_SCHEDULE)).items():

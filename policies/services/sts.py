@@ -642,9 +642,15 @@ def principal_delete(*, caller: Caller, principal: Principal) -> None:
     IDENTITY_POLICY_CACHE.invalidate()
 
 
-def session_delete_expired(*, now: datetime | None = None) -> int:
-    """Delete sessions past their expiry (they are refused anyway); returns how many."""
-    deleted, _ = StsSession.objects.filter(expires_at__lt=now or timezone.now()).delete()
+def sts_sessions_delete_expired(*, caller: Caller, now: datetime) -> int:
+    """Delete temporary credentials past their expiry (the ``delete_expired_sessions`` job).
+
+    They are refused on use already; this keeps the table to live sessions.
+    Idempotent: a second worker deletes nothing more. Audited once per run.
+    """
+    with audited(caller, "DeleteExpiredSessions", event_source=STS_SOURCE, read_only=False) as op:
+        deleted, _ = StsSession.objects.filter(expires_at__lte=now).delete()
+        op.response_elements = {"deleted": deleted}
     return deleted
 
 

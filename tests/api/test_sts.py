@@ -503,3 +503,17 @@ def test_it_stores_mfa_secrets_encrypted_with_aws_serials(key_admin: Persona) ->
     with pytest.raises(Exception, match="already exists"):
         mfa_device_create(caller=SYSTEM, principal=key_admin.principal, name="yubi")
     assert Principal.objects.filter(type=PrincipalType.ROLE).count() == 0
+
+
+def test_it_deletes_expired_sessions_in_the_job(sts: Callable[..., Any], key_admin: Persona, clock: Any) -> None:
+    from audit.models import JobRun
+    from policies.tasks import sts_sessions_delete_expired_task
+
+    short = sts(key_admin).get_session_token(DurationSeconds=900)["Credentials"]
+    long = sts(key_admin).get_session_token(DurationSeconds=3600)["Credentials"]
+    clock.shift(timedelta(seconds=901))
+    assert sts_sessions_delete_expired_task.run() == {"count": 1}
+    assert list(StsSession.objects.values_list("access_key_id", flat=True)) == [long["AccessKeyId"]]
+    assert short["AccessKeyId"] != long["AccessKeyId"]
+    assert JobRun.objects.get().name == "delete_expired_sessions"
+    assert AuditEvent.objects.filter(event_name="DeleteExpiredSessions", event_source="sts.amazonaws.com").count() == 1
