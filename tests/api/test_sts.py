@@ -517,3 +517,24 @@ def test_it_deletes_expired_sessions_in_the_job(sts: Callable[..., Any], key_adm
     assert short["AccessKeyId"] != long["AccessKeyId"]
     assert JobRun.objects.get().name == "delete_expired_sessions"
     assert AuditEvent.objects.filter(event_name="DeleteExpiredSessions", event_source="sts.amazonaws.com").count() == 1
+
+
+def test_it_refuses_session_credentials_acting_on_another_principals_behalf(
+    sts: Callable[..., Any], kms_as: Callable[..., Any], key_admin: Persona, make_persona: Any
+) -> None:
+    from policies.services import access_key_create, service_delegation_create
+
+    service = Principal.objects.create(account_id=key_admin.account_id, name="backup", type=PrincipalType.SERVICE)
+    key, secret = access_key_create(caller=SYSTEM, principal=service)
+    user = make_persona("carol", policy=None)
+    service_delegation_create(caller=user.caller(), principal=user.principal, service=service)
+    creds = sts(Persona(principal=service, access_key_id=key.access_key_id, secret=secret)).get_session_token()
+    kms = kms_as(creds["Credentials"])
+
+    def add_header(request: Any, **_: Any) -> None:
+        request.headers["X-Kmsweb-On-Behalf-Of"] = user.principal.arn
+
+    kms.meta.events.register("before-sign.kms.*", add_header)
+    with pytest.raises(ClientError) as exc:
+        kms.list_keys()
+    assert _error(exc) == ("AccessDeniedException", "Temporary credentials cannot act on another principal's behalf.")
