@@ -133,6 +133,14 @@ JOBS: tuple[Job, ...] = (
         time_limit=660,
         description="Expire grant requests left pending too long.",
     ),
+    Job(
+        name="delete_expired_sessions",
+        service="policies.services.sts.sts_sessions_delete_expired",
+        schedule=crontab(minute=35),
+        soft_time_limit=600,
+        time_limit=660,
+        description="Delete STS temporary credentials past their expiry.",
+    ),
 )
 
 # A run still marked running this long after its hard time limit is lost:

@@ -100,6 +100,9 @@ def _condition_keys(caller: Caller, key: Key | None, context: Mapping[str, Any] 
     }
     if caller.principal_type == "user":
         keys["aws:username"] = caller.principal_name
+    if caller.mfa_authenticated_at is not None:
+        # AWS sets the age only for temporary credentials obtained with MFA.
+        keys["aws:MultiFactorAuthAge"] = max(0, int((now - caller.mfa_authenticated_at).total_seconds()))
     if caller.source_ip:
         keys["aws:SourceIp"] = caller.source_ip
     if caller.via_service:

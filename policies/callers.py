@@ -28,6 +28,8 @@ from keys.services.service_keys import via_service_name
 from kmsweb.lib import sigv4
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
+    AccessDenied,
+    ExpiredToken,
     IncompleteSignature,
     InvalidSignature,
     KmsError,
@@ -37,9 +39,12 @@ from kmsweb.lib.errors import (
 from policies.roles import ALL_ROLES
 from policies.selectors import principal_for_user
 from policies.services import access_key_authenticate, principal_acting_for
+from policies.services.sts import session_token_matches
 
 # A registered service principal names the principal it acts for here (signed).
 ON_BEHALF_OF = "x-kmsweb-on-behalf-of"
+# Temporary credentials' session token (STS).
+SECURITY_TOKEN = "x-amz-security-token"  # noqa: S105 - a header name
 _SIGV4_ERRORS: dict[str, type[KmsError]] = {
     cls.code: cls for cls in (MissingAuthenticationToken, IncompleteSignature, InvalidSignature)
 }
@@ -77,9 +82,14 @@ def caller_from_request(request: HttpRequest) -> Caller:
     )
 
 
-def caller_from_signature(request: ApiRequestLike, request_id: str) -> Caller:
-    """Verify a SigV4-signed request and return the caller it proves, or raise a ``KmsError``."""
-    return _authenticate(request, request_id)
+def caller_from_signature(request: ApiRequestLike, request_id: str, *, service: str = "kms") -> Caller:
+    """Verify a SigV4-signed request and return the caller it proves, or raise a ``KmsError``.
+
+    ``service`` is the credential scope's service: ``kms`` for both APIs,
+    ``sts`` for the STS Query API. Temporary (``ASIA…``) credentials must
+    carry their session token (``X-Amz-Security-Token``) and be unexpired.
+    """
+    return _authenticate(request, request_id, service)
 
 
 def anonymous_caller(request: ApiRequestLike, request_id: str) -> Caller:
@@ -171,12 +181,15 @@ def _headers(request: ApiRequestLike) -> MetaHeaders:
 
 
 @functools.lru_cache(maxsize=4096)
-def _signing_key(secret: str, date: str, region: str) -> bytes:
+def _signing_key(secret: str, date: str, region: str, service: str = "kms") -> bytes:
     # Four HMACs per request saved; the key is valid for one day and region.
-    return sigv4.signing_key(secret, date, region, "kms")
+    return sigv4.signing_key(secret, date, region, service)
 
 
-def _authenticate(request: ApiRequestLike, request_id: str) -> Caller:
+_INVALID_TOKEN = "The security token included in the request is invalid."  # noqa: S105 - a message
+
+
+def _authenticate(request: ApiRequestLike, request_id: str, service: str = "kms") -> Caller:
     """Verify the signature and return the caller it proves, or raise."""
     signed = sigv4.SignedRequest(
         method=request.method or "POST",
@@ -188,7 +201,7 @@ def _authenticate(request: ApiRequestLike, request_id: str) -> Caller:
     )
     try:
         auth = sigv4.parse_authorization(
-            signed, now=datetime.now(UTC), service="kms", regions=settings.KMSWEB_REGIONS or None
+            signed, now=datetime.now(UTC), service=service, regions=settings.KMSWEB_REGIONS or None
         )
     except sigv4.SigV4Error as exc:
         raise _SIGV4_ERRORS.get(exc.code, InvalidSignature)(exc.message) from exc
@@ -201,21 +214,42 @@ def _authenticate(request: ApiRequestLike, request_id: str) -> Caller:
         raise InvalidSignature("'X-Kmsweb-On-Behalf-Of' must be a 'SignedHeader' in the AWS Authorization.")
     credentials = access_key_authenticate(access_key_id=auth.access_key_id)
     if credentials is None:
-        raise UnrecognizedClient("The security token included in the request is invalid.")
+        raise UnrecognizedClient(_INVALID_TOKEN)
+    session = credentials.session
+    token = signed.headers.get(SECURITY_TOKEN)
+    if session is not None:
+        # The token is checked before the signature, as AWS does: a tampered
+        # token is an invalid token whatever the signature says.
+        if token is None or not session_token_matches(session, token):
+            raise UnrecognizedClient(_INVALID_TOKEN)
+        if SECURITY_TOKEN not in auth.signed_headers:
+            raise InvalidSignature("'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.")
+    elif token is not None:
+        # A long-term key has no session token; one sent with it is not valid.
+        raise UnrecognizedClient(_INVALID_TOKEN)
     try:
-        sigv4.verify_signature_with_key(signed, auth, _signing_key(credentials.secret, auth.date, auth.region))
+        sigv4.verify_signature_with_key(signed, auth, _signing_key(credentials.secret, auth.date, auth.region, service))
     except sigv4.SigV4Error as exc:
         raise _SIGV4_ERRORS.get(exc.code, InvalidSignature)(exc.message) from exc
+    if session is not None and session.expires_at <= datetime.now(UTC):
+        raise ExpiredToken("The security token included in the request is expired")
     principal = credentials.principal
     via_service: str | None = None
     invoked_by_arn: str | None = None
     if ON_BEHALF_OF in signed.headers:
         # The service signed; the request is evaluated as the user it names,
         # with kms:ViaService set (see docs/SERVICE_KEYS.md).
-        service = principal
-        principal = principal_acting_for(service=service, arn=signed.headers[ON_BEHALF_OF].strip())
-        via_service = via_service_name(service.name, auth.region)
-        invoked_by_arn = service.arn
+        if session is not None:
+            # A session's MFA and tags are the signer's, not the user's.
+            raise AccessDenied("Temporary credentials cannot act on another principal's behalf.")
+        signer = principal
+        principal = principal_acting_for(service=signer, arn=signed.headers[ON_BEHALF_OF].strip())
+        via_service = via_service_name(signer.name, auth.region)
+        invoked_by_arn = signer.arn
+    tags = dict(principal.tags or {})
+    if session is not None:
+        # Session tags override the principal's tags of the same key (AWS).
+        tags.update(session.tags or {})
     return Caller(
         principal_arn=principal.arn,
         account_id=principal.account_id,
@@ -228,10 +262,14 @@ def _authenticate(request: ApiRequestLike, request_id: str) -> Caller:
         source_ip=request.META.get("REMOTE_ADDR"),
         user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
         secure_transport=request.is_secure(),
-        principal_tags=tuple(sorted((principal.tags or {}).items())),
+        principal_tags=tuple(sorted(tags.items())),
         via_service=via_service,
         invoked_by_arn=invoked_by_arn,
         request_id=request_id,
+        mfa_present=session is not None and session.mfa_authenticated_at is not None,
+        mfa_authenticated_at=session.mfa_authenticated_at if session is not None else None,
+        session_created_at=session.created_at if session is not None else None,
+        role_session_name=session.role_session_name if session is not None else "",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -48,6 +49,10 @@ class Principal(models.Model):
     )
     # aws:PrincipalTag/<key> in policy conditions.
     tags = models.JSONField(default=dict, blank=True)
+    # A role's trust policy (IAM's AssumeRolePolicyDocument): who may
+    # sts:AssumeRole it. Empty for users and services, and for a role no one
+    # may assume.
+    trust_policy = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -101,6 +106,84 @@ class TotpDevice(ThrottlingMixin, Device):
     def get_throttle_factor(self) -> int:
         # 1, 2, 4, 8… seconds after successive failures (django-otp's scheme).
         return 1
+
+
+class _NoOtpDevice(models.Model):
+    """The end of ``ThrottlingMixin.verify_is_allowed``'s chain, for a model that is no django-otp Device."""
+
+    class Meta:
+        abstract = True
+
+    def verify_is_allowed(self) -> tuple[bool, dict[str, Any] | None]:
+        return True, None
+
+
+class MfaDevice(ThrottlingMixin, _NoOtpDevice):
+    """A virtual MFA device (TOTP, RFC 6238, SHA-1, 6 digits, 30 s) of an API principal.
+
+    Its serial is ``arn:aws:iam::<account>:mfa/<name>``, unique in the
+    account, as IAM's. The shared secret is stored encrypted under the
+    platform owned ``totp-secrets`` key, bound to the serial. ``last_t`` is
+    the time step of the last accepted code: no code is accepted twice.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="mfa_devices")
+    principal = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="mfa_devices")
+    name = models.CharField(max_length=128, validators=[RegexValidator(r"^[\w+=,.@-]{1,128}$")])
+    secret_ciphertext = models.BinaryField()
+    last_t = models.BigIntegerField(default=-1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "name"], name="mfa_device_unique_name")]
+
+    def __str__(self) -> str:
+        return self.serial
+
+    @property
+    def serial(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:mfa/{self.name}"
+
+    def get_throttle_factor(self) -> int:
+        # 1, 2, 4, 8… seconds after successive failures (django-otp's scheme).
+        return 1
+
+
+class StsSession(models.Model):
+    """Temporary credentials issued by GetSessionToken or AssumeRole.
+
+    ``principal`` is who the credentials act as: the caller itself for
+    GetSessionToken, the role for AssumeRole (``source_principal`` is then
+    who assumed it). Deleting either ends the session. The session token is
+    stored only as its SHA-256; the secret access key is encrypted under the
+    platform owned ``access-key-secrets`` key, bound to the access key id.
+    """
+
+    access_key_id = models.CharField(primary_key=True, max_length=128)
+    principal = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="sts_sessions")
+    source_principal = models.ForeignKey(
+        Principal, null=True, blank=True, on_delete=models.CASCADE, related_name="sts_sessions_started"
+    )
+    source_access_key_id = models.CharField(max_length=128, blank=True)
+    role_session_name = models.CharField(max_length=64, blank=True)
+    source_identity = models.CharField(max_length=64, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    secret_ciphertext = models.BinaryField()
+    token_sha256 = models.CharField(max_length=64)
+    mfa_authenticated_at = models.DateTimeField(null=True, blank=True)
+    mfa_serial = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="sts_session_expiry_idx")]
+
+    def __str__(self) -> str:
+        return self.access_key_id
+
+    @property
+    def is_role_session(self) -> bool:
+        return bool(self.role_session_name)
 
 
 class IdentityPolicy(models.Model):

@@ -20,6 +20,13 @@ urlpatterns = [
         "principals/<int:principal_id>/access-keys/delete/", views.principal_access_key_delete, name="access_key_delete"
     ),
     path("principals/<int:principal_id>/policies/", views.principal_policy_put, name="principal_policy_put"),
+    path("principals/<int:principal_id>/mfa-devices/", views.principal_mfa_device_create, name="mfa_device_create"),
+    path(
+        "principals/<int:principal_id>/mfa-devices/delete/",
+        views.principal_mfa_device_delete,
+        name="mfa_device_delete",
+    ),
+    path("principals/<int:principal_id>/trust-policy/", views.principal_trust_policy_put, name="trust_policy_put"),
     path(
         "principals/<int:principal_id>/policies/delete/", views.principal_policy_delete, name="principal_policy_delete"
     ),

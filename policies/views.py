@@ -32,6 +32,7 @@ from policies.middleware import SESSION_HINT_COOKIE, mfa_not_required
 from policies.models import AccessKey, Account, Principal
 from policies.roles import role_allows
 from policies.selectors import user_has_confirmed_device
+from policies.services import sts as sts_services
 
 
 def _next(request: Any) -> str:
@@ -164,6 +165,9 @@ IAM_ACTIONS = (
     "iam:DeletePolicy",
     "iam:CreateServiceDelegation",
     "iam:DeleteServiceDelegation",
+    "iam:EnableMFADevice",
+    "iam:DeactivateMFADevice",
+    "iam:UpdateAssumeRolePolicy",
 )
 
 
@@ -207,6 +211,12 @@ def _principal_context(caller: Caller, principal: Principal, **extra: Any) -> di
         context["delegable"] = selectors.delegable_services_for(principal=principal)
         context["can_delegate"] = is_self or context["can"]["CreateServiceDelegation"]
         context["can_undelegate"] = is_self or context["can"]["DeleteServiceDelegation"]
+    if principal.type == "role":
+        context["trust_policy"] = principal.trust_policy
+        context.setdefault("trust_error", "")
+    else:
+        context["mfa_devices"] = principal.mfa_devices.order_by("name")
+    context["live_sessions"] = principal.sts_sessions.filter(expires_at__gt=now).count()
     context.update(extra)
     return context
 
@@ -235,6 +245,44 @@ def principal_access_key_create(request: Any, principal_id: int) -> HttpResponse
     response = _principal_page(request, caller, principal, new_secret={"id": key.access_key_id, "secret": secret})
     response["Cache-Control"] = "no-store"
     return response
+
+
+@require_POST
+def principal_mfa_device_create(request: Any, principal_id: int) -> HttpResponse:
+    """Enrol a virtual MFA device; its QR code and secret are shown in this one response."""
+    caller = caller_from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    try:
+        enrolment = sts_services.mfa_device_create(
+            caller=caller, principal=principal, name=request.POST.get("name", "").strip()
+        )
+    except (ValidationError, AlreadyExists) as exc:
+        return _principal_page(request, caller, principal, mfa_error=exc.message)
+    response = _principal_page(request, caller, principal, new_mfa=enrolment)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+def principal_mfa_device_delete(request: Any, principal_id: int) -> HttpResponse:
+    caller = caller_from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    device = sts_services.mfa_device_for(principal=principal, name=request.POST.get("name", ""))
+    sts_services.mfa_device_delete(caller=caller, device=device)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
+
+
+@require_POST
+def principal_trust_policy_put(request: Any, principal_id: int) -> HttpResponse:
+    caller = caller_from_request(request)
+    principal = selectors.principal_get_for(caller=caller, principal_id=principal_id)
+    document = request.POST.get("document", "")
+    try:
+        sts_services.role_trust_policy_put(caller=caller, role=principal, document=document)
+    except (MalformedPolicyDocument, ValidationError) as exc:
+        # The operator's text stays in the form, with the reason beside it.
+        return _principal_page(request, caller, principal, trust_policy=document, trust_error=exc.message)
+    return redirect("policies:principal_detail", principal_id=principal.pk)
 
 
 def _access_key(principal: Principal, access_key_id: str) -> AccessKey:

@@ -39,7 +39,14 @@ KMS_SOURCE = "kms.amazonaws.com"
 # recorded, whatever a service passes in (CloudTrail omits them too). The KMS
 # operations' own come from the operations table; the rest are kmsweb's own
 # calls' (access keys, MFA, passwords, grant tokens).
-REDACTED_MEMBERS = operations.REDACTED | {"SecretAccessKey", "Secret", "Password", "Token"}
+REDACTED_MEMBERS = operations.REDACTED | {
+    "SecretAccessKey",
+    "Secret",
+    "Password",
+    "Token",
+    "SessionToken",
+    "TokenCode",
+}
 
 
 def storable(value: Any) -> Any:
@@ -102,6 +109,8 @@ def _identity_fields(caller: Caller) -> tuple[Any, ...]:
         caller.access_key_id,
         caller.via_service,
         caller.invoked_by_arn,
+        caller.session_created_at,
+        caller.role_session_name,
     )
 
 
@@ -115,6 +124,8 @@ def _user_identity(
     access_key_id: str | None,
     via_service: str | None,
     invoked_by_arn: str | None,
+    session_created_at: datetime | None = None,
+    role_session_name: str = "",
 ) -> dict[str, Any]:
     if is_system:
         return {"type": "AWSService", "invokedBy": "kmsweb", "principalId": principal_name}
@@ -126,6 +137,20 @@ def _user_identity(
         "accountId": account_id,
         "sessionContext": {"attributes": {"mfaAuthenticated": "true" if mfa_present else "false"}},
     }
+    if session_created_at is not None:
+        # Temporary credentials (STS), in CloudTrail's shape: a role session
+        # is an AssumedRole named by its session ARN, issued by the role.
+        identity["sessionContext"]["attributes"]["creationDate"] = session_created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if principal_type == "role" and role_session_name:
+            identity["arn"] = f"arn:aws:sts::{account_id}:assumed-role/{principal_name}/{role_session_name}"
+            identity["principalId"] = f"{principal_name}:{role_session_name}"
+            identity["sessionContext"]["sessionIssuer"] = {
+                "type": "Role",
+                "principalId": principal_name,
+                "arn": principal_arn,
+                "accountId": account_id,
+                "userName": principal_name,
+            }
     if access_key_id:
         identity["accessKeyId"] = access_key_id
     if principal_type == "user":

@@ -105,6 +105,43 @@ def default_key_policy(account_id: str) -> str:
     )
 
 
+# The key operations that destroy or give away a key: the MFA template guards them.
+MFA_PROTECTED_ACTIONS = ("kms:ScheduleKeyDeletion", "kms:DisableKey", "kms:PutKeyPolicy", "kms:CreateGrant")
+MFA_MAX_AGE_SECONDS = 3600
+
+
+def mfa_key_policy(account_id: str) -> str:
+    """The default key policy plus AWS's "require MFA" pattern for the destructive operations.
+
+    ``BoolIfExists aws:MultiFactorAuthPresent false`` denies long-term access
+    keys (which carry no MFA) and temporary credentials obtained without a
+    code; ``NumericGreaterThan aws:MultiFactorAuthAge 3600`` denies MFA
+    older than an hour. Dashboard sessions passed their TOTP and carry no
+    age, so the dashboard keeps these operations. See docs/STS.md.
+    """
+    policy = json.loads(default_key_policy(account_id))
+    policy["Id"] = "key-mfa-1"
+    policy["Statement"] += [
+        {
+            "Sid": "RequireMfaForDestructiveActions",
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": list(MFA_PROTECTED_ACTIONS),
+            "Resource": "*",
+            "Condition": {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}},
+        },
+        {
+            "Sid": "RequireRecentMfaForDestructiveActions",
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": list(MFA_PROTECTED_ACTIONS),
+            "Resource": "*",
+            "Condition": {"NumericGreaterThan": {"aws:MultiFactorAuthAge": str(MFA_MAX_AGE_SECONDS)}},
+        },
+    ]
+    return json.dumps(policy, indent=2)
+
+
 def check_policy_document(policy: str) -> None:
     """Validate a key policy with the policy engine's parser (precise messages)."""
     if len(policy.encode()) > MAX_POLICY_BYTES:

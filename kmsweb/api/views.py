@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from audit.services import audit_rejected_request
-from kmsweb.api import shapes
+from kmsweb.api import shapes, sts
 from kmsweb.api.handlers import HANDLERS
 from kmsweb.generations import generations_scope
 from kmsweb.lib.caller import new_request_id
@@ -48,10 +48,11 @@ class ApiAnswer:
     status: int
     body: bytes
     request_id: str
+    content_type: str = CONTENT_TYPE
 
     def headers(self) -> list[tuple[str, str]]:
         return [
-            ("Content-Type", CONTENT_TYPE),
+            ("Content-Type", self.content_type),
             ("Content-Length", str(len(self.body))),
             ("x-amzn-RequestId", self.request_id),
         ]
@@ -86,13 +87,13 @@ def aws_endpoint(request: HttpRequest) -> HttpResponse:
     client, a handler that is not kmsweb's).
     """
     reply = answer(request)
-    response = HttpResponse(reply.body, status=reply.status, content_type=CONTENT_TYPE)
+    response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
     response["x-amzn-RequestId"] = reply.request_id
     return response
 
 
 def answer(request: ApiRequestLike) -> ApiAnswer:
-    """Serve one AWS JSON-protocol KMS call: authenticate, validate, run, audit.
+    """Serve one AWS JSON-protocol KMS call (or hand an STS Query call to ``kmsweb.api.sts``).
 
     ``request`` is a Django request or a :class:`kmsweb.api.wsgi.ApiRequest`;
     only ``META``, ``body``, ``method``, ``path`` and ``is_secure()`` are read.
@@ -106,6 +107,9 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
 
 def _answer(request: ApiRequestLike) -> ApiAnswer:
     request_id = new_request_id()
+    if "HTTP_X_AMZ_TARGET" not in request.META and sts.is_sts_call(request.META):
+        status, body = sts.answer(request, request_id)
+        return ApiAnswer(status, body, request_id, sts.CONTENT_TYPE)
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
     event_name = operation if operation in shapes.operation_names() else "UnknownOperation"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 Origin = Literal["api", "dashboard", "system"]
@@ -47,6 +48,24 @@ class Caller:
     # The principal's tags (aws:PrincipalTag/<key>), as (key, value) pairs.
     principal_tags: tuple[tuple[str, str], ...] = ()
     request_id: str = field(default_factory=new_request_id)
+    # Temporary credentials (STS): when the second factor was checked
+    # (aws:MultiFactorAuthAge), when the session began, and for a role
+    # session its RoleSessionName.
+    mfa_authenticated_at: datetime | None = None
+    session_created_at: datetime | None = None
+    role_session_name: str = ""
+
+    @property
+    def is_session(self) -> bool:
+        """Whether the caller signs with temporary (``ASIA…``) credentials."""
+        return self.session_created_at is not None
+
+    @property
+    def session_arn(self) -> str:
+        """The ARN STS names the caller by: ``…:assumed-role/<role>/<session>`` for a role session."""
+        if self.role_session_name and self.principal_type == "role":
+            return f"arn:aws:sts::{self.account_id}:assumed-role/{self.principal_name}/{self.role_session_name}"
+        return self.principal_arn
 
     @classmethod
     def system(cls, job: str, *, account_id: str = "", region: str = "") -> Caller:

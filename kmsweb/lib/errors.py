@@ -136,6 +136,12 @@ class UnrecognizedClient(KmsError):
     code = "UnrecognizedClientException"
 
 
+class ExpiredToken(KmsError):
+    """AWS `ExpiredTokenException`: temporary credentials past their expiry."""
+
+    code = "ExpiredTokenException"
+
+
 class InvalidSignature(KmsError):
     """AWS `InvalidSignatureException`."""
 

@@ -41,7 +41,7 @@ from policies.evaluation.patterns import (
 if TYPE_CHECKING:
     from policies.evaluation.engine import RequestContext
 
-PolicyKind = Literal["key", "identity"]
+PolicyKind = Literal["key", "identity", "trust"]
 
 MAX_POLICY_BYTES = 32768  # AWS: "cannot exceed 32 KB (32,768 bytes)"
 VERSIONS = ("2012-10-17", "2008-10-17")
@@ -201,7 +201,9 @@ def parse_policy(document: str | Mapping[str, Any], *, kind: PolicyKind | None =
 
     ``kind="key"`` requires a Principal (or NotPrincipal) in every statement,
     as key policies do; ``kind="identity"`` forbids one, as identity-based
-    policies do; ``None`` accepts both. A mapping is serialized to compact
+    policies do; ``kind="trust"`` (a role's trust policy) requires a
+    Principal and forbids Resource, as IAM does: the role is the resource;
+    ``None`` accepts both. A mapping is serialized to compact
     JSON first, and the 32 KiB limit applies to that text.
     """
     if isinstance(document, str):
@@ -323,7 +325,7 @@ def _compile_statement(
     has_p, has_np = "Principal" in st, "NotPrincipal" in st
     if has_p and has_np:
         raise PolicyError(f"Policy contains a statement ({where}) with both Principal and NotPrincipal.")
-    if kind == "key" and not (has_p or has_np):
+    if kind in ("key", "trust") and not (has_p or has_np):
         raise PolicyError(f"Policy contains a statement ({where}) with no Principal.")
     if kind == "identity" and (has_p or has_np):
         raise PolicyError(f"An identity-based policy must not specify a principal (statement {where}).")
@@ -342,6 +344,11 @@ def _compile_statement(
     wild = [a for a in lowered if "*" in a or "?" in a]
 
     has_r, has_nr = "Resource" in st, "NotResource" in st
+    if kind == "trust":
+        if has_r or has_nr:
+            raise PolicyError(f"A trust policy must not specify a Resource (statement {where}).")
+        st = {**st, "Resource": "*"}
+        has_r = True
     if has_r == has_nr:
         raise PolicyError(
             f"Policy contains a statement ({where}) that must have exactly one of Resource or NotResource."

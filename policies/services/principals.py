@@ -19,9 +19,11 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, NotFound, ValidationError
 from kmsweb.ttlcache import TTLCache
 from policies.authorization import authorize
-from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType
+from policies.models import AccessKey, AccessKeyStatus, Account, Principal, PrincipalType, StsSession
 
 ACCESS_KEY_PURPOSE = "access-key-secrets"
+# Temporary credentials' access key ids start so, as AWS's do; long-term ones AKIA.
+SESSION_KEY_PREFIX = "ASIA"
 _ACCESS_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 # last_used_at is written at most this often per key: an UPDATE on every
 # request would cost the API a write for information no one needs that fresh.
@@ -101,11 +103,16 @@ def access_key_create(
 
 @dataclass(frozen=True)
 class Credentials:
-    """An active access key with its principal, resolved for one request."""
+    """An active access key (or STS session) with its principal, resolved for one request.
 
-    access_key: AccessKey
+    For temporary credentials ``session`` is set and ``access_key`` is None;
+    the caller checks the session token and the expiry on every request.
+    """
+
+    access_key: AccessKey | None
     principal: Principal
     secret: str
+    session: StsSession | None = None
 
 
 def _auth_cache_seconds() -> float:
@@ -119,6 +126,8 @@ _last_touched: dict[str, float] = {}
 
 
 def _load_credentials(access_key_id: str) -> Credentials | None:
+    if access_key_id.startswith(SESSION_KEY_PREFIX):
+        return _load_session(access_key_id)
     key = (
         AccessKey.objects.select_related("principal", "principal__account").filter(access_key_id=access_key_id).first()
     )
@@ -132,6 +141,20 @@ def _load_credentials(access_key_id: str) -> Credentials | None:
     return Credentials(access_key=key, principal=key.principal, secret=secret)
 
 
+def _load_session(access_key_id: str) -> Credentials | None:
+    session = (
+        StsSession.objects.select_related("principal", "principal__account").filter(access_key_id=access_key_id).first()
+    )
+    if session is None:
+        return None
+    secret = platform_decrypt(
+        purpose=ACCESS_KEY_PURPOSE,
+        blob=bytes(session.secret_ciphertext),
+        context={"accessKeyId": session.access_key_id},
+    ).decode()
+    return Credentials(access_key=None, principal=session.principal, secret=secret, session=session)
+
+
 def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
     """Resolve an access key id to its principal and secret, or None.
 
@@ -141,7 +164,7 @@ def access_key_authenticate(*, access_key_id: str) -> Credentials | None:
     services applies to the next request of every process.
     """
     credentials = ACCESS_KEY_CACHE.get_or_load(access_key_id, lambda: _load_credentials(access_key_id))
-    if credentials is not None:
+    if credentials is not None and credentials.session is None:
         # last_used_at is written at most once a minute per process: an
         # UPDATE on every request would cost the API a write for nothing.
         now = time.monotonic()

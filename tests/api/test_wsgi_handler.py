@@ -233,11 +233,16 @@ def test_everything_else_goes_through_django(handler, key_admin) -> None:
     assert page.code == 302
     assert page.headers["Location"].startswith("/login/")
     # Path and method alone make an API call: a POST to / without X-Amz-Target
-    # is the API's, which answers an unsigned one with an AWS error.
+    # is the API's, which answers an unsigned one with an AWS error (a form
+    # body is an STS Query call, answered in STS's XML).
     form = Reply(handler, environ({"Content-Type": "application/x-www-form-urlencoded"}, b"a=1"))
     assert form.code == 403
-    assert form.headers["Content-Type"] == CONTENT_TYPE
-    assert json.loads(form.body)["__type"] == "MissingAuthenticationTokenException"
+    assert form.headers["Content-Type"] == "text/xml"
+    assert b"<Code>MissingAuthenticationToken</Code>" in form.body
+    plain = Reply(handler, environ({"Content-Type": "text/plain"}, b"a=1"))
+    assert plain.code == 403
+    assert plain.headers["Content-Type"] == CONTENT_TYPE
+    assert json.loads(plain.body)["__type"] == "MissingAuthenticationTokenException"
     # An API call on another path is not one: Django answers it.
     headers, body = signed(key_admin, "ListKeys", {})
     elsewhere = Reply(handler, environ(headers, body, PATH_INFO="/keys/"))
