@@ -25,6 +25,7 @@ from audit.services.jobs import JobFunction
 from audit.services.retention import audit_archive_job
 from audit.services.sealing import audit_seal_job
 from audit.services.usage import usage_rollup
+from compliance.services import compliance_evaluate
 from keys.services.importing import keys_expire_imported_material
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from policies.services.grant_requests import grant_requests_expire
@@ -40,6 +41,7 @@ JOBS: dict[str, JobFunction] = {
     "archive_audit": audit_archive_job,
     "rollup_usage": usage_rollup,
     "evaluate_alarms": alarms_evaluate,
+    "evaluate_compliance": compliance_evaluate,
 }
 
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")

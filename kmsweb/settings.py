@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "keys",
     "policies",
     "audit",
+    "compliance",
 ]
 
 MIDDLEWARE = [
@@ -230,6 +231,18 @@ KMSWEB_AUDIT_ARCHIVE_DIR = Path(env_str("KMSWEB_AUDIT_ARCHIVE_DIR") or VAR_DIR /
 # Dashboard export jobs write their bundles (and zips) here.
 KMSWEB_AUDIT_EXPORT_DIR = Path(env_str("KMSWEB_AUDIT_EXPORT_DIR") or VAR_DIR / "audit-exports")
 
+# Compliance rules: the tags every customer managed key must carry (none by default),
+# how many idle days make a key, a grant or an access key a finding, and how long a
+# change waits before the evaluation it triggers runs (changes in between join it).
+KMSWEB_COMPLIANCE_REQUIRED_TAGS = env_list("KMSWEB_COMPLIANCE_REQUIRED_TAGS", [])
+KMSWEB_COMPLIANCE_UNUSED_KEY_DAYS = env_int("KMSWEB_COMPLIANCE_UNUSED_KEY_DAYS", 90)
+KMSWEB_COMPLIANCE_UNUSED_GRANT_DAYS = env_int("KMSWEB_COMPLIANCE_UNUSED_GRANT_DAYS", 90)
+KMSWEB_COMPLIANCE_ACCESS_KEY_MAX_DAYS = env_int("KMSWEB_COMPLIANCE_ACCESS_KEY_MAX_DAYS", 90)
+KMSWEB_COMPLIANCE_TRIGGER_DELAY_SECONDS = env_int("KMSWEB_COMPLIANCE_TRIGGER_DELAY_SECONDS", 30)
+for _name in ("UNUSED_KEY_DAYS", "UNUSED_GRANT_DAYS", "ACCESS_KEY_MAX_DAYS"):
+    if globals()[f"KMSWEB_COMPLIANCE_{_name}"] < 1:
+        raise ImproperlyConfigured(f"KMSWEB_COMPLIANCE_{_name} must be at least 1")
+
 # Celery: Redis when REDIS_URL is set, else an embedded filesystem broker.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -279,6 +292,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "expire_grants": {"task": "policies.tasks.grants_retire_expired_task", "schedule": 60.0},
     # Hourly, at 25 past: expire grant requests left pending too long.
     "expire_grant_requests": {"task": "policies.tasks.grant_requests_expire_task", "schedule": crontab(minute=25)},
+    # Hourly, at 40 past: evaluate the compliance rules (changes also trigger a run, debounced).
+    "evaluate_compliance": {"task": "compliance.tasks.compliance_evaluate_task", "schedule": crontab(minute=40)},
 }
 # "JOB=SECONDS,...": run those jobs every SECONDS instead (demos, end-to-end tests).
 for _job, _every in env_job_intervals("KMSWEB_JOB_INTERVALS", list(CELERY_BEAT_SCHEDULE)).items():

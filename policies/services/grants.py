@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audited
+from compliance.triggers import compliance_evaluation_request
 from keys.models import Key, KeyManager, KeySpec
 from keys.selectors import decode_marker, encode_marker
 from kmsweb.lib import operations
@@ -255,6 +256,7 @@ def grant_create(
         )
         op.response_elements = {"GrantId": grant.grant_id}
         GRANT_CACHE.invalidate()
+        compliance_evaluation_request()
         return grant, grant_token_for(grant)
 
 
@@ -353,6 +355,7 @@ def grant_retire(
             authorize(caller=caller, action="kms:RetireGrant", key=grant.key, use_grants=False)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
         GRANT_CACHE.invalidate()
+        compliance_evaluation_request()
         return grant
 
 
@@ -364,6 +367,7 @@ def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
         grant = _find(key, grant_id)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
         GRANT_CACHE.invalidate()
+        compliance_evaluation_request()
         return grant
 
 
