@@ -162,9 +162,8 @@ def compliance_evaluate(*, caller: Caller, now: datetime) -> dict[str, int]:
         _lock_run()
         existing: dict[tuple[str, str], Finding] = {
             (f.rule_id, f.resource_id): f
-            for f in Finding.objects.only(
-                "id", "rule_id", "resource_id", "status", "severity", "evidence", "principal_arn", "suppressed_until"
-            ).iterator(chunk_size=10000)
+            # Every field bulk_update writes is loaded: a deferred one would cost a query per row.
+            for f in Finding.objects.defer("remediation").iterator(chunk_size=10000)
         }
         new_rows: list[Finding] = []
         dirty: list[Finding] = []

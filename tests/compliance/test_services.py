@@ -281,3 +281,24 @@ def test_changes_that_can_alter_an_answer_ask_for_an_evaluation_after_commit(
     with django_capture_on_commit_callbacks() as callbacks, pytest.raises(Exception):  # noqa: B017
         key_services.key_put_policy(caller=caller, key=key, policy="not json")
     assert evaluation_enqueue not in callbacks
+
+
+def test_a_run_costs_the_same_number_of_queries_for_few_or_many_changes(
+    make_key: Callable[..., Key], key_admin: Persona, django_assert_max_num_queries: Any
+) -> None:
+    def resolve_all(count: int, at: datetime) -> int:
+        keys = [make_key() for _ in range(count)]
+        run(at)
+        for k in keys:
+            key_services.key_enable_rotation(caller=key_admin.caller(), key=k)
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as queries:
+            run(at + timedelta(minutes=1))
+        assert Finding.objects.filter(rule_id=ROTATION, status=FindingStatus.RESOLVED).count() >= count
+        return len(queries)
+
+    few = resolve_all(2, T0)
+    many = resolve_all(12, T0 + timedelta(hours=1))
+    assert many <= few + 2, (few, many)
