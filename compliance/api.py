@@ -50,7 +50,7 @@ def finding_body(f: Finding) -> dict[str, Any]:
         "PrincipalArn": f.principal_arn or None,
         "Frameworks": [{"Framework": n, "Control": c} for n, c in rule.frameworks] if rule else [],
         "FirstSeen": _iso(f.first_seen_at),
-        "LastSeen": _iso(f.last_seen_at),
+        "LastSeen": _iso(getattr(f, "seen_at", f.last_seen_at)),
         "ResolvedAt": _iso(f.resolved_at),
         "Evidence": f.evidence,
         "Remediation": f.remediation,

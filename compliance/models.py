@@ -34,7 +34,11 @@ class Finding(models.Model):
     the resource left the rule's scope (deleted key, retired grant).
     SUPPRESSED: an approver accepted the risk until ``suppressed_until``;
     the next run after that re-opens it if it is still non-compliant.
-    ``last_seen_at`` is the last run that found it non-compliant.
+    ``last_seen_at`` is the last run that found it non-compliant for a
+    resolved finding; an open or suppressed one is still non-compliant as of
+    the latest run (every run judges every resource in scope), so runs do
+    not rewrite it, and the selectors show the latest run's time instead
+    (``seen_at``): an hourly run leaves unchanged findings unwritten.
     """
 
     account_id = models.CharField(max_length=12)

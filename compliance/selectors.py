@@ -112,7 +112,19 @@ class FindingPage:
 
 def _by_severity(qs: QuerySet[Finding]) -> QuerySet[Finding]:
     rank = Case(*(When(severity=s, then=Value(i)) for s, i in SEVERITY_ORDER.items()), output_field=IntegerField())
-    return qs.annotate(severity_rank=rank).order_by("-severity_rank", "-last_seen_at", "-id")
+    return qs.annotate(severity_rank=rank).order_by("-severity_rank", "-first_seen_at", "-id")
+
+
+def _with_seen(rows: list[Finding]) -> list[Finding]:
+    """Attach ``seen_at`` and the rule: an active finding was last seen by the latest run (see ``Finding``)."""
+    latest = EvaluationRun.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+    for f in rows:
+        f.rule = RULES.get(f.rule_id)  # type: ignore[attr-defined]
+        seen = f.last_seen_at
+        if f.is_actionable and latest is not None and (seen is None or latest > seen):
+            seen = latest
+        f.seen_at = seen  # type: ignore[attr-defined]
+    return rows
 
 
 def _check(caller: Caller) -> None:
@@ -142,9 +154,7 @@ def _page(caller: Caller, flt: FindingFilter) -> FindingPage:
     pages = max(1, -(-total // flt.per_page))
     page = min(flt.page, pages)
     start = (page - 1) * flt.per_page
-    rows = list(_by_severity(qs)[start : start + flt.per_page])
-    for f in rows:
-        f.rule = RULES.get(f.rule_id)  # type: ignore[attr-defined]
+    rows = _with_seen(list(_by_severity(qs)[start : start + flt.per_page]))
     return FindingPage(
         rows=rows,
         total=total,
@@ -174,8 +184,7 @@ def _get(caller: Caller, finding_id: int | str) -> Finding:
     finding = findings_for(caller=caller).filter(pk=pk).first()
     if finding is None:
         raise NotFound(f"Finding '{finding_id}' does not exist.")
-    finding.rule = RULES.get(finding.rule_id)  # type: ignore[attr-defined]
-    return finding
+    return _with_seen([finding])[0]
 
 
 def finding_history(*, finding: Finding, limit: int = 100) -> list[FindingChange]:
@@ -190,10 +199,7 @@ def key_findings_for(*, caller: Caller, key_id: str) -> list[Finding]:
 
 def _key_findings(caller: Caller, key_id: str) -> list[Finding]:
     active = [FindingStatus.NON_COMPLIANT, FindingStatus.SUPPRESSED]
-    rows = list(_by_severity(findings_for(caller=caller).filter(key_id=key_id, status__in=active)))
-    for f in rows:
-        f.rule = RULES.get(f.rule_id)  # type: ignore[attr-defined]
-    return rows
+    return _with_seen(list(_by_severity(findings_for(caller=caller).filter(key_id=key_id, status__in=active))))
 
 
 @dataclass

@@ -52,65 +52,74 @@ class _Change:
     note: str
 
 
+@dataclass(slots=True)
+class _Stored:
+    """What a run needs of a stored finding to judge it (not a model instance: a run reads every row)."""
+
+    pk: int
+    status: str
+    severity: str
+    evidence: dict[str, Any]
+    principal_arn: str
+    suppressed_until: datetime | None
+
+
+# (fields to set, history note) for a stored finding; None: nothing to write.
+Update = tuple[dict[str, Any], str | None]
+_CLEARED = {"suppressed_until": None, "suppressed_by": "", "suppression_justification": ""}
+
+
 def _severity(rule: Rule, result: Result) -> str:
     return (result.severity or rule.severity).value
 
 
-def _judge(
-    row: Finding | None, rule: Rule, result: Result, now: datetime
-) -> tuple[Finding | None, _Change | None, str]:
-    """Apply one verdict to the stored finding: (the row, the change if any, what to write).
+def _new(rule: Rule, result: Result, now: datetime) -> Finding:
+    compliant = result.compliant
+    return Finding(
+        account_id=result.account_id,
+        rule_id=rule.id,
+        resource_kind=rule.resource_kind.value,
+        resource_id=result.resource_id,
+        key_id=result.key_id,
+        principal_arn=result.principal_arn,
+        severity=_severity(rule, result),
+        status=FindingStatus.COMPLIANT if compliant else FindingStatus.NON_COMPLIANT,
+        first_seen_at=now,
+        last_seen_at=None if compliant else now,
+        evidence=dict(result.evidence),
+        remediation=rule.remediation,
+        updated_at=now,
+    )
 
-    What to write: "new" (insert), "dirty" (update its fields), "seen" (only
-    ``last_seen_at``), "" (nothing).
+
+def _judge(row: _Stored, rule: Rule, result: Result, now: datetime, previous_run: datetime | None) -> Update | None:
+    """The fields a verdict changes on a stored finding, and the history note if its status changes.
+
+    An open finding that is still non-compliant with the same evidence is not
+    written: its last-seen time is the latest run's (see ``Finding``).
     """
-    severity = _severity(rule, result)
-    evidence = dict(result.evidence)
-    if row is None:
-        status = FindingStatus.COMPLIANT if result.compliant else FindingStatus.NON_COMPLIANT
-        row = Finding(
-            account_id=result.account_id,
-            rule_id=rule.id,
-            resource_kind=rule.resource_kind.value,
-            resource_id=result.resource_id,
-            key_id=result.key_id,
-            principal_arn=result.principal_arn,
-            severity=severity,
-            status=status,
-            first_seen_at=now,
-            last_seen_at=None if result.compliant else now,
-            evidence=evidence,
-            remediation=rule.remediation,
-            updated_at=now,
-        )
-        change = None if result.compliant else _Change(row, "", status, "Opened")
-        return row, change, "new"
     old = row.status
-    suppression_live = old == FindingStatus.SUPPRESSED and row.suppressed_until and row.suppressed_until > now
     if result.compliant:
-        if old in _ACTIVE:
-            row.status, row.resolved_at, row.updated_at = FindingStatus.RESOLVED, now, now
-            _clear_suppression(row)
-            return row, _Change(row, old, row.status, "Resolved: the rule now finds the resource compliant"), "dirty"
-        return None, None, ""
-    # Non-compliant.
-    changed = row.evidence != evidence or row.severity != severity or row.principal_arn != result.principal_arn
-    row.evidence, row.severity, row.principal_arn, row.last_seen_at = evidence, severity, result.principal_arn, now
+        if old not in _ACTIVE:
+            return None
+        fields = {"status": FindingStatus.RESOLVED, "resolved_at": now, "updated_at": now, **_CLEARED}
+        if previous_run is not None:
+            fields["last_seen_at"] = previous_run
+        return fields, "Resolved: the rule now finds the resource compliant"
+    severity, evidence = _severity(rule, result), dict(result.evidence)
+    fields = {"severity": severity, "evidence": evidence, "principal_arn": result.principal_arn, "last_seen_at": now}
+    suppression_live = old == FindingStatus.SUPPRESSED and row.suppressed_until and row.suppressed_until > now
     if old == FindingStatus.NON_COMPLIANT or suppression_live:
-        if changed:
-            row.updated_at = now
-            return row, None, "dirty"
-        return row, None, "seen"
+        same = row.evidence == evidence and row.severity == severity and row.principal_arn == result.principal_arn
+        return None if same else ({**fields, "updated_at": now}, None)
+    fields.update(status=FindingStatus.NON_COMPLIANT, resolved_at=None, updated_at=now)
     if old == FindingStatus.SUPPRESSED:
-        note = f"Re-opened: the suppression ended at {row.suppressed_until:%Y-%m-%d %H:%M} UTC"
-        _clear_suppression(row)
-    elif old == FindingStatus.RESOLVED:
-        note = "Re-opened: non-compliant again"
-    else:
-        note = "Opened"
-        row.first_seen_at = now
-    row.status, row.resolved_at, row.updated_at = FindingStatus.NON_COMPLIANT, None, now
-    return row, _Change(row, old, row.status, note), "dirty"
+        fields.update(_CLEARED)
+        return fields, f"Re-opened: the suppression ended at {row.suppressed_until:%Y-%m-%d %H:%M} UTC"
+    if old == FindingStatus.RESOLVED:
+        return fields, "Re-opened: non-compliant again"
+    fields["first_seen_at"] = now  # compliant until now
+    return fields, "Opened"
 
 
 def _clear_suppression(row: Finding) -> None:
@@ -160,44 +169,51 @@ def compliance_evaluate(*, caller: Caller, now: datetime) -> dict[str, int]:
 
     with transaction.atomic():
         _lock_run()
-        existing: dict[tuple[str, str], Finding] = {
-            (f.rule_id, f.resource_id): f
-            # Every field bulk_update writes is loaded: a deferred one would cost a query per row.
-            for f in Finding.objects.defer("remediation").iterator(chunk_size=10000)
+        previous_run = EvaluationRun.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+        columns = (
+            "rule_id",
+            "resource_id",
+            "pk",
+            "status",
+            "severity",
+            "evidence",
+            "principal_arn",
+            "suppressed_until",
+        )
+        existing: dict[tuple[str, str], _Stored] = {
+            (row[0], row[1]): _Stored(*row[2:]) for row in Finding.objects.values_list(*columns)
         }
         new_rows: list[Finding] = []
-        dirty: list[Finding] = []
-        touched: list[int] = []
-        changes: list[_Change] = []
+        updates: dict[int, Update] = {}
         seen: set[tuple[str, str]] = set()
         for rule, result in verdicts:
             ident = (rule.id, result.resource_id)
             seen.add(ident)
-            row, change, write = _judge(existing.get(ident), rule, result, now)
-            if write == "new":
-                new_rows.append(row)  # type: ignore[arg-type]
-            elif write == "dirty":
-                dirty.append(row)  # type: ignore[arg-type]
-            elif write == "seen":
-                touched.append(row.pk)  # type: ignore[union-attr]
-            if change is not None:
-                changes.append(change)
+            stored = existing.get(ident)
+            if stored is None:
+                new_rows.append(_new(rule, result, now))
+            elif (update := _judge(stored, rule, result, now, previous_run)) is not None:
+                updates[stored.pk] = update
         gone: list[int] = []
-        for ident, row in existing.items():
+        for ident, stored in existing.items():
             if ident in seen:
                 continue
-            if row.status in _ACTIVE:
-                old = row.status
-                row.status, row.resolved_at, row.updated_at = FindingStatus.RESOLVED, now, now
-                _clear_suppression(row)
-                dirty.append(row)
-                changes.append(_Change(row, old, row.status, "Resolved: the resource left the rule's scope"))
-            elif row.status == FindingStatus.COMPLIANT:
-                gone.append(row.pk)
+            if stored.status in _ACTIVE:
+                fields = {"status": FindingStatus.RESOLVED, "resolved_at": now, "updated_at": now, **_CLEARED}
+                updates[stored.pk] = (fields, "Resolved: the resource left the rule's scope")
+            elif stored.status == FindingStatus.COMPLIANT:
+                gone.append(stored.pk)
         Finding.objects.bulk_create(new_rows, batch_size=_BATCH)
+        changes = [_Change(f, "", f.status, "Opened") for f in new_rows if f.status == FindingStatus.NON_COMPLIANT]
+        dirty = list(Finding.objects.defer("remediation").in_bulk(list(updates)).values())
+        for f in dirty:
+            fields, note = updates[f.pk]
+            old = f.status
+            for name, value in fields.items():
+                setattr(f, name, value)
+            if note is not None:
+                changes.append(_Change(f, old, f.status, note))
         Finding.objects.bulk_update(dirty, _FIELDS, batch_size=_BATCH)
-        for start in range(0, len(touched), _BATCH):
-            Finding.objects.filter(pk__in=touched[start : start + _BATCH]).update(last_seen_at=now)
         for start in range(0, len(gone), _BATCH):
             Finding.objects.filter(pk__in=gone[start : start + _BATCH]).delete()
         FindingChange.objects.bulk_create(

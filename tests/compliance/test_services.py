@@ -16,6 +16,7 @@ import time_machine
 
 from audit.models import Alarm, AlarmState, AuditEvent, Notification
 from compliance.models import EvaluationRequest, EvaluationRun, Finding, FindingChange, FindingStatus
+from compliance.selectors import finding_get_for
 from compliance.services import ALARM_SLUG, compliance_evaluate, finding_suppress, finding_unsuppress
 from compliance.triggers import evaluation_enqueue
 from keys import services as key_services
@@ -107,6 +108,7 @@ def test_it_resolves_a_fixed_finding_and_reopens_it(key: Key, key_admin: Persona
     run(T0 + timedelta(hours=1))
     f = finding(ROTATION, key)
     assert f.status == FindingStatus.RESOLVED and f.resolved_at == T0 + timedelta(hours=1)
+    assert f.last_seen_at == T0  # the last run that found it non-compliant
     key_services.key_disable_rotation(caller=key_admin.caller(), key=Key.objects.get(pk=key.pk))
     run(T0 + timedelta(hours=2))
     f.refresh_from_db()
@@ -141,9 +143,10 @@ def test_an_approver_suppresses_until_expiry_then_the_finding_reopens(key: Key, 
     assert event.error_code == "" and event.request_parameters["justification"] == "Legacy HSM import, ticket SEC-12"
     assert event.user_identity["arn"] == approver.principal_arn
 
-    run(T0 + timedelta(days=3))  # still suppressed: seen, not re-opened
+    run(T0 + timedelta(days=3))  # still suppressed: seen, not re-opened, and not rewritten
     f.refresh_from_db()
-    assert f.status == FindingStatus.SUPPRESSED and f.last_seen_at == T0 + timedelta(days=3)
+    assert f.status == FindingStatus.SUPPRESSED and f.last_seen_at == T0
+    assert finding_get_for(caller=approver, finding_id=f.pk).seen_at == T0 + timedelta(days=3)
 
     run(T0 + timedelta(days=8))  # the suppression has ended
     f.refresh_from_db()
