@@ -161,12 +161,17 @@ def _judge(row: _Stored, rule: Rule, result: Result, now: datetime, previous_run
     if result.compliant:
         if old not in _ACTIVE:
             return None
-        fields = {"status": FindingStatus.RESOLVED, "resolved_at": now, "updated_at": now, **_CLEARED}
+        resolved: dict[str, Any] = {"status": FindingStatus.RESOLVED, "resolved_at": now, "updated_at": now, **_CLEARED}
         if previous_run is not None:
-            fields["last_seen_at"] = previous_run
-        return fields, "Resolved: the rule now finds the resource compliant"
+            resolved["last_seen_at"] = previous_run
+        return resolved, "Resolved: the rule now finds the resource compliant"
     severity, evidence = _severity(rule, result), dict(result.evidence)
-    fields = {"severity": severity, "evidence": evidence, "principal_arn": result.principal_arn, "last_seen_at": now}
+    fields: dict[str, Any] = {
+        "severity": severity,
+        "evidence": evidence,
+        "principal_arn": result.principal_arn,
+        "last_seen_at": now,
+    }
     suppression_live = old == FindingStatus.SUPPRESSED and row.suppressed_until and row.suppressed_until > now
     if old == FindingStatus.NON_COMPLIANT or suppression_live:
         same = row.evidence == evidence and row.severity == severity and row.principal_arn == result.principal_arn
@@ -380,7 +385,9 @@ def _alarm_update(caller: Caller, now: datetime, alerts: Sequence[Finding]) -> N
         .exclude(account_id__in=list(by_account))
         .exclude(account_id__in=Finding.objects.open().filter(severity__in=ALERT_SEVERITIES).values("account_id"))
     )
-    transitions = [(alarm, AlarmState.OK, "No high or critical compliance finding is open.", {}) for alarm in quiet]
+    transitions: list[tuple[Alarm, str, str, dict[str, Any]]] = [
+        (alarm, AlarmState.OK, "No high or critical compliance finding is open.", {}) for alarm in quiet
+    ]
     for account_id, findings in by_account.items():
         alarm = _compliance_alarm(account_id)
         listed = [

@@ -48,8 +48,8 @@ def rule_settings() -> Settings:
 def _keys() -> tuple[KeyFact, ...]:
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     live = Tag.objects.filter(key__manager=KeyManager.CUSTOMER, key__deleted_at__isnull=True)
-    for key_id, tag_key, tag_value in live.values_list("key_id", "tag_key", "tag_value"):
-        tags[str(key_id)][tag_key] = tag_value
+    for tagged, tag_key, tag_value in live.values_list("key_id", "tag_key", "tag_value"):
+        tags[str(tagged)][tag_key] = tag_value
     rows = Key.objects.filter(manager=KeyManager.CUSTOMER, deleted_at__isnull=True).values_list(
         "id",
         "account_id",
@@ -70,7 +70,7 @@ def _keys() -> tuple[KeyFact, ...]:
     out = []
     for row in rows:
         key_id = str(row[0])
-        out.append(KeyFact(key_id, *row[1:], tags=tags.get(key_id, {})))  # type: ignore[misc]
+        out.append(KeyFact(key_id, *row[1:], tags=tags.get(key_id, {})))  # type: ignore[arg-type, misc]
     return tuple(out)
 
 

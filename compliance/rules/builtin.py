@@ -180,10 +180,10 @@ def no_public_access(snapshot: Snapshot) -> Iterator[Result]:
                 if account != key.account_id:
                     candidates[f"arn:aws:iam::{account}:root"] = account
             for arn in spec.arns:
-                account = account_of(arn)
-                if account is not None and account != key.account_id:
-                    candidates[arn] = account
-        found = None
+                owner = account_of(arn)
+                if owner is not None and owner != key.account_id:
+                    candidates[arn] = owner
+        found: dict[str, object] | None = None
         for arn, account in candidates.items():
             for action in PUBLIC_PROBE_ACTIONS:
                 # The outside principal's own account lets it do anything: only
@@ -346,7 +346,7 @@ def admin_only(snapshot: Snapshot) -> Iterator[Result]:
 def separation_of_duties(snapshot: Snapshot) -> Iterator[Result]:
     access = _access(snapshot)
     for key in snapshot.keys:
-        found = None
+        found: dict[str, object] | None = None
         # Users are those the audit trail saw use the key; administering is what the engine allows.
         for arn, used_at in sorted(snapshot.key_users.get(key.id, {}).items()):
             account = account_of(arn)
