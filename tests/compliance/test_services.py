@@ -305,3 +305,15 @@ def test_a_run_costs_the_same_number_of_queries_for_few_or_many_changes(
     few = resolve_all(2, T0)
     many = resolve_all(12, T0 + timedelta(hours=1))
     assert many <= few + 2, (few, many)
+
+
+def test_run_job_evaluates_and_records_the_run(key: Key) -> None:
+    from django.core.management import call_command
+
+    from audit.models import JobOutcome, JobRun
+
+    call_command("run_job", "evaluate_compliance")
+    assert JobRun.objects.get(name="evaluate_compliance").outcome == JobOutcome.OK
+    assert finding(ROTATION, key).status == FindingStatus.NON_COMPLIANT
+    assert AuditEvent.objects.filter(event_name="EvaluateCompliance").count() == 1
+    assert AuditEvent.objects.filter(event_name="RunJob", request_parameters__jobName="evaluate_compliance").exists()
