@@ -197,6 +197,15 @@ def key_findings_for(*, caller: Caller, key_id: str) -> list[Finding]:
         return _key_findings(caller, key_id)
 
 
+def principal_findings_for(*, caller: Caller, principal_arn: str) -> list[Finding]:
+    """The principal's open and suppressed findings: its policies, access keys, and grants
+    to it (the principal page's compliance panel). Records ListFindings."""
+    with _read(caller, "ListFindings", {"PrincipalArn": principal_arn}):
+        active = [FindingStatus.NON_COMPLIANT, FindingStatus.SUPPRESSED]
+        qs = findings_for(caller=caller).filter(principal_arn=principal_arn, status__in=active)
+        return _with_seen(list(_by_severity(qs)[:200]))
+
+
 def _key_findings(caller: Caller, key_id: str) -> list[Finding]:
     active = [FindingStatus.NON_COMPLIANT, FindingStatus.SUPPRESSED]
     return _with_seen(list(_by_severity(findings_for(caller=caller).filter(key_id=key_id, status__in=active))))

@@ -10,5 +10,6 @@ urlpatterns = [
     path("compliance/findings/<str:finding_id>/suppress/", views.finding_suppress, name="finding_suppress"),
     path("compliance/findings/<str:finding_id>/unsuppress/", views.finding_unsuppress, name="finding_unsuppress"),
     path("compliance/keys/<str:key_id>/panel/", views.key_panel, name="key_panel"),
+    path("compliance/principals/<int:principal_id>/panel/", views.principal_panel, name="principal_panel"),
     path("api/v1/findings", api.findings, name="api_findings"),
 ]

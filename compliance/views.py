@@ -26,6 +26,7 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, InvalidState, NotFound, ValidationError
 from kmsweb.lib.htmx import wants_partial
 from policies.authorization import authorize
+from policies.selectors import principal_get_for
 
 
 def _may(caller: Caller, action: str) -> bool:
@@ -126,3 +127,15 @@ def key_panel(request: Any, key_id: str) -> HttpResponse:
         raise NotFound(f"Invalid key id '{key_id}'.") from None
     context = {"findings": selectors.key_findings_for(caller=caller, key_id=key_id), "key_id": key_id}
     return render(request, "compliance/partials/key_panel.html", context)
+
+
+@require_GET
+def principal_panel(request: Any, principal_id: int) -> HttpResponse:
+    """The principal page's compliance panel (loaded by HTMX)."""
+    caller = Caller.from_request(request)
+    principal = principal_get_for(caller=caller, principal_id=principal_id)
+    context = {
+        "findings": selectors.principal_findings_for(caller=caller, principal_arn=principal.arn),
+        "principal": principal,
+    }
+    return render(request, "compliance/partials/principal_panel.html", context)

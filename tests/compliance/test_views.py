@@ -196,3 +196,16 @@ def test_the_key_page_loads_its_compliance_panel(
     assert f'data-finding="{open_finding.pk}"' in panel and "<html" not in panel
     empty = html(client.get("/compliance/keys/00000000-0000-0000-0000-000000000000/panel/", **HX))
     assert "No open compliance finding" in empty
+
+
+def test_the_principal_page_loads_its_compliance_panel(
+    viewer_user: DashboardUser, signed_in: Callable[..., Client], key_admin: Persona, key: Key
+) -> None:
+    # key-admin's kms:* on every key is a finding about that principal (KMS.1/KMS.2).
+    f = Finding.objects.get(rule_id="iam-policy-blocked-kms-actions", resource_id=key_admin.principal.arn)
+    client = signed_in(viewer_user)
+    page = html(client.get(f"/principals/{key_admin.principal.pk}/"))
+    assert f'hx-get="/compliance/principals/{key_admin.principal.pk}/panel/"' in page
+    panel = html(client.get(f"/compliance/principals/{key_admin.principal.pk}/panel/", **HX))
+    assert f'data-finding="{f.pk}"' in panel and "<html" not in panel
+    assert client.get("/compliance/principals/999999/panel/", **HX).status_code == 200  # NotFound as a flash
