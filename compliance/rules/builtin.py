@@ -22,6 +22,7 @@ from compliance.rules.access import (
 )
 from compliance.rules.base import Result, rule
 from compliance.rules.facts import KeyFact, PrincipalFact, ResourceKind, Severity, Snapshot
+from policies.evaluation.policy import service_name
 
 ENABLED = "Enabled"
 PENDING_DELETION = "PendingDeletion"
@@ -408,10 +409,14 @@ def grant_unused(snapshot: Snapshot) -> Iterator[Result]:
     for grant in snapshot.grants:
         if grant.created_at > since:
             continue
+        grantee = grant.grantee_principal
+        if not grantee.startswith("arn:"):
+            # A grant to a service name is used by kmsweb's service principal of that name.
+            grantee = f"arn:aws:iam::{grant.key_account_id}:service/{service_name(grantee)}"
         used = [
             at
             for op in grant.operations
-            if (at := snapshot.usage.get((grant.key_id, grant.grantee_principal, op))) is not None and at >= since
+            if (at := snapshot.usage.get((grant.key_id, grantee, op))) is not None and at >= since
         ]
         yield Result(
             resource_id=grant.grant_id,

@@ -386,6 +386,12 @@ CASES: list[tuple[str, str, Snapshot, list[bool]]] = [
         [False],
     ),
     ("kms-grant-unused", "new grant out of scope", snap(grants=(grant(age_days=3),)), []),
+    (
+        "kms-grant-unused",
+        "service grantee used it",
+        snap(grants=(grant("logs.amazonaws.com"),), usage=used(key(), f"arn:aws:iam::{ACCT}:service/logs", 5)),
+        [True],
+    ),
     # access keys
     (
         "iam-access-key-rotated",
