@@ -206,7 +206,7 @@ def no_public_access(snapshot: Snapshot) -> Iterator[Result]:
     title="Grants are given to principals of the key's own account",
     severity=Severity.HIGH,
     resource_kind=ResourceKind.GRANT,
-    frameworks=(("CIS", "3.x grants"), ("PCI DSS", "7.2.2")),
+    frameworks=(("PCI DSS", "7.2.2"),),
     remediation="Revoke the grant (RevokeGrant) unless the other account's access is intended and documented.",
 )
 def grant_external(snapshot: Snapshot) -> Iterator[Result]:
@@ -299,7 +299,7 @@ def _identity_of(snapshot: Snapshot, arn: str) -> tuple[object, ...]:
     title="Only key administrators may change a key's policy",
     severity=Severity.HIGH,
     resource_kind=ResourceKind.KEY,
-    frameworks=(("CIS", "least privilege"), ("PCI DSS", "3.6.1.2"), ("NIST SP 800-57", "Part 2 key management roles")),
+    frameworks=(("PCI DSS", "3.6.1.2"), ("NIST SP 800-57", "Part 2 key management roles")),
     remediation="Remove kms:PutKeyPolicy and kms:* from the statements that name this principal, or give the "
     "principal the key administrator role if it is one.",
 )
