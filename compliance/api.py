@@ -91,17 +91,16 @@ def _parse(params: Any) -> FindingFilter:
         value = params.get(member, "")
         if "\x00" in value or len(value) > 2048:
             raise ValidationError(f"{member} is not valid.")
-    flt = FindingFilter(
+    # The dashboard's page sizes are fixed; the API's are any size up to 100.
+    return FindingFilter(
         rule=rule,
         severity=severity,
         status=status,
         key=params.get("KeyId", "").strip(),
         principal=params.get("PrincipalArn", "").strip(),
         page=page,
+        per_page=size,
     )
-    # The dashboard's page sizes are fixed; the API's are any size up to 100.
-    object.__setattr__(flt, "per_page", size)
-    return flt
 
 
 @csrf_exempt
