@@ -115,9 +115,11 @@ def test_it_refuses_callers_without_the_permission_or_a_valid_signature(
 
 
 def test_it_shows_only_the_callers_account(live_server: Any, outsider: Persona, keys: list[Key]) -> None:
-    # The outsider has kms:* only; give it the read permission in its own account.
+    from keys import services as key_services
     from policies.services import identity_policy_put
 
+    theirs = key_services.key_create(caller=outsider.caller())
+    compliance_evaluate(caller=Caller.system("evaluate_compliance"), now=timezone.now())
     identity_policy_put(
         caller=Caller.system("tests", account_id=outsider.account_id),
         account=outsider.principal.account,
@@ -125,6 +127,7 @@ def test_it_shows_only_the_callers_account(live_server: Any, outsider: Persona, 
         document=READ,
         principal=outsider.principal,
     )
-    body = get(live_server, outsider).json()
-    ids = {f["FindingId"] for f in body["Findings"]}
-    assert ids.isdisjoint(Finding.objects.filter(account_id=keys[0].account_id).values_list("pk", flat=True))
+    body = get(live_server, outsider, {"MaxResults": 100}).json()
+    assert {f["ResourceId"] for f in body["Findings"] if f["RuleId"] == "kms-rotation-enabled"} == {theirs.arn}
+    ours = set(Finding.objects.filter(account_id=keys[0].account_id).values_list("pk", flat=True))
+    assert ours and ours.isdisjoint(f["FindingId"] for f in body["Findings"])
