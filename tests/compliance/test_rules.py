@@ -510,8 +510,7 @@ def test_it_has_a_case_table_for_every_rule() -> None:
 
 def test_it_names_the_statement_that_makes_a_key_public() -> None:
     doc = policy(
-        ROOT_POLICY
-        and {
+        {
             "Sid": "Root",
             "Effect": "Allow",
             "Principal": {"AWS": f"arn:aws:iam::{ACCT}:root"},
