@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
-from django.urls import reverse
 
 from audit.services import audit_record, audited
+from compliance.alarm import ALERT_SEVERITIES, compliance_alarm_update
 from compliance.models import EvaluationRequest, EvaluationRun, Finding, FindingChange, FindingStatus
-from compliance.rules import RULES, Result, Rule, Severity
+from compliance.rules import RULES, Result, Rule
 from compliance.snapshot import snapshot_load
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
@@ -34,8 +31,6 @@ from policies.authorization import authorize
 logger = logging.getLogger(__name__)
 
 EVENT_SOURCE = "kmsweb.compliance"
-ALARM_SLUG = "compliance-findings"
-ALERT_SEVERITIES = frozenset({Severity.HIGH.value, Severity.CRITICAL.value})
 # The audit event of a run lists this many changes; the history table keeps all of them.
 AUDITED_CHANGES = 500
 MAX_SUPPRESSION = timedelta(days=366)
@@ -326,7 +321,7 @@ def compliance_evaluate(*, caller: Caller, now: datetime) -> dict[str, int]:
             for c in changes
             if c.new == FindingStatus.NON_COMPLIANT and c.finding.severity in ALERT_SEVERITIES
         ]
-        _alarm_update(caller, now, alerts)
+        compliance_alarm_update(now=now, alerts=alerts)
     return {k: v for k, v in summary.items()}
 
 
@@ -341,86 +336,6 @@ def _change_record(change: _Change) -> dict[str, Any]:
         "newStatus": change.new,
         "note": change.note,
     }
-
-
-# -- The compliance alarm: new HIGH/CRITICAL findings through the alarm channels ------------------
-
-
-def _compliance_alarm(account_id: str) -> Any:
-    """The account's built-in compliance alarm, created on first need (its channels are set on the Alarms page)."""
-    from audit.alarm_rules import AlarmSpec
-    from audit.models import Alarm, AlarmMetric, Comparison, MissingData
-    from audit.services.alarms import alarm_create
-
-    alarm = Alarm.objects.filter(account_id=account_id, builtin=ALARM_SLUG).first()
-    if alarm is not None:
-        return alarm
-    spec = AlarmSpec(
-        name="New high or critical compliance findings",
-        description="The compliance evaluation opened findings of severity HIGH or CRITICAL. "
-        "It is in ALARM while such findings are open; each run that opens new ones notifies.",
-        metric=AlarmMetric.COMPLIANCE_FINDINGS,
-        period=3600,
-        comparison=Comparison.GE,
-        threshold=1,
-        treat_missing_data=MissingData.IGNORE,
-    )
-    if Alarm.objects.filter(account_id=account_id, name=spec.name).exists():
-        spec.name += " (built-in)"
-    return alarm_create(
-        caller=Caller.system("evaluate_compliance", account_id=account_id), spec=spec, builtin=ALARM_SLUG
-    )
-
-
-def _alarm_update(caller: Caller, now: datetime, alerts: Sequence[Finding]) -> None:
-    """ALARM with a notification for accounts with new HIGH/CRITICAL findings; OK where none is open."""
-    from audit.models import Alarm, AlarmHistory, AlarmState
-    from audit.services.notifications import notifications_queue
-
-    by_account: dict[str, list[Finding]] = defaultdict(list)
-    for f in alerts:
-        by_account[f.account_id].append(f)
-    quiet = (
-        Alarm.objects.filter(builtin=ALARM_SLUG, state=AlarmState.ALARM)
-        .exclude(account_id__in=list(by_account))
-        .exclude(account_id__in=Finding.objects.open().filter(severity__in=ALERT_SEVERITIES).values("account_id"))
-    )
-    transitions: list[tuple[Alarm, str, str, dict[str, Any]]] = [
-        (alarm, AlarmState.OK, "No high or critical compliance finding is open.", {}) for alarm in quiet
-    ]
-    for account_id, findings in by_account.items():
-        alarm = _compliance_alarm(account_id)
-        listed = [
-            {
-                "findingId": f.pk,
-                "ruleId": f.rule_id,
-                "severity": f.severity,
-                "resourceId": f.resource_id,
-                "url": settings.KMSWEB_DASHBOARD_URL + reverse("compliance:finding_detail", args=[f.pk]),
-            }
-            for f in findings[:50]
-        ]
-        rules = sorted({f.rule_id for f in findings})
-        reason = f"{len(findings)} new high or critical compliance finding(s): {', '.join(rules)}."
-        transitions.append((alarm, AlarmState.ALARM, reason, {"findings": listed, "total": len(findings)}))
-    for alarm, state, reason, data in transitions:
-        entry = AlarmHistory.objects.create(
-            alarm=alarm, timestamp=now, old_state=alarm.state, new_state=state, reason=reason, reason_data=data
-        )
-        Alarm.objects.filter(pk=alarm.pk).update(
-            state=state, state_reason=reason, state_reason_data=data, state_updated_at=now, last_evaluated_at=now
-        )
-        audit_record(
-            caller=Caller.system("evaluate_compliance", account_id=alarm.account_id),
-            event_name="SetAlarmState",
-            event_source="kmsweb.alarms",
-            request_parameters={"AlarmId": alarm.pk, "AlarmName": alarm.name},
-            response_elements={"OldState": alarm.state, "NewState": state, "Reason": reason},
-            event_time=now,
-        )
-        alarm.state = state
-        if state == AlarmState.ALARM and alarm.actions_enabled and (alarm.emails or alarm.webhook_url):
-            notifications_queue(alarm=alarm, transition=entry)
 
 
 # -- Suppression ----------------------------------------------------------------------------------
