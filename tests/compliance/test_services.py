@@ -15,9 +15,9 @@ import pytest
 import time_machine
 
 from audit.models import Alarm, AlarmState, AuditEvent, Notification
+from compliance.alarm import ALARM_SLUG
 from compliance.models import EvaluationRequest, EvaluationRun, Finding, FindingChange, FindingStatus
 from compliance.selectors import finding_get_for
-from compliance.alarm import ALARM_SLUG
 from compliance.services import compliance_evaluate, finding_suppress, finding_unsuppress
 from compliance.triggers import evaluation_enqueue
 from keys import services as key_services
