@@ -54,6 +54,10 @@ class AlarmForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.account_id = account_id
         self.alarm = alarm
+        if alarm is None or alarm.metric != AlarmMetric.COMPLIANCE_FINDINGS:
+            # Only the compliance evaluation sets that alarm's state; a new alarm on it would never change.
+            choices = [c for c in AlarmMetric.choices if c[0] != AlarmMetric.COMPLIANCE_FINDINGS]
+            self.fields["metric"].choices = choices  # type: ignore[attr-defined]
 
     def clean_emails(self) -> list[str]:
         return [e for e in _SPLIT.split(self.cleaned_data["emails"].strip()) if e]

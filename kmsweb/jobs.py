@@ -141,6 +141,14 @@ JOBS: tuple[Job, ...] = (
         time_limit=660,
         description="Delete STS temporary credentials past their expiry.",
     ),
+    Job(
+        name="evaluate_compliance",
+        service="compliance.services.compliance_evaluate",
+        schedule=crontab(minute=40),
+        soft_time_limit=900,
+        time_limit=960,
+        description="Evaluate the compliance rules; record the findings that changed (changes also trigger a run).",
+    ),
 )
 
 # A run still marked running this long after its hard time limit is lost:

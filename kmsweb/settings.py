@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "keys",
     "policies",
     "audit",
+    "compliance",
 ]
 
 MIDDLEWARE = [
@@ -271,6 +272,18 @@ if KMSWEB_AUDIT_ANCHOR_URL and (
 ):
     raise ImproperlyConfigured("KMSWEB_AUDIT_ANCHOR_URL must be an http:// or https:// URL")
 KMSWEB_AUDIT_ANCHOR_SECRET = env_secret("KMSWEB_AUDIT_ANCHOR_SECRET") or ""
+
+# Compliance rules: the tags every customer managed key must carry (none by default),
+# how many idle days make a key, a grant or an access key a finding, and how long a
+# change waits before the evaluation it triggers runs (changes in between join it).
+KMSWEB_COMPLIANCE_REQUIRED_TAGS = env_list("KMSWEB_COMPLIANCE_REQUIRED_TAGS", [])
+KMSWEB_COMPLIANCE_UNUSED_KEY_DAYS = env_int("KMSWEB_COMPLIANCE_UNUSED_KEY_DAYS", 90)
+KMSWEB_COMPLIANCE_UNUSED_GRANT_DAYS = env_int("KMSWEB_COMPLIANCE_UNUSED_GRANT_DAYS", 90)
+KMSWEB_COMPLIANCE_ACCESS_KEY_MAX_DAYS = env_int("KMSWEB_COMPLIANCE_ACCESS_KEY_MAX_DAYS", 90)
+KMSWEB_COMPLIANCE_TRIGGER_DELAY_SECONDS = env_int("KMSWEB_COMPLIANCE_TRIGGER_DELAY_SECONDS", 30)
+for _name in ("UNUSED_KEY_DAYS", "UNUSED_GRANT_DAYS", "ACCESS_KEY_MAX_DAYS"):
+    if globals()[f"KMSWEB_COMPLIANCE_{_name}"] < 1:
+        raise ImproperlyConfigured(f"KMSWEB_COMPLIANCE_{_name} must be at least 1")
 
 # Celery: Redis when REDIS_URL is set, else an embedded filesystem broker.
 REDIS_URL = env_str("REDIS_URL")

@@ -15,4 +15,5 @@ urlpatterns = [
     path("", include("keys.urls")),
     path("", include("policies.urls")),
     path("", include("audit.urls")),
+    path("", include("compliance.urls")),
 ]

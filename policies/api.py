@@ -101,7 +101,9 @@ def grant_request_body(request: GrantRequest, http: HttpRequest) -> dict[str, An
     return body
 
 
-def _serve(request: HttpRequest, event_name: str, method: str, handler: Callable[[Caller], Result]) -> HttpResponse:
+def serve_signed(
+    request: HttpRequest, event_name: str, method: str, handler: Callable[[Caller], Result]
+) -> HttpResponse:
     """Authenticate, run ``handler``, answer in JSON; every refusal audited, never a 500 for bad input."""
     request_id = new_request_id()
     caller = anonymous_caller(request, request_id)
@@ -203,7 +205,7 @@ def grant_requests(request: HttpRequest) -> HttpResponse:
         created = services.grant_request_create(caller=caller, key=key, **data)
         return 201, grant_request_body(created, request)
 
-    return _serve(request, "CreateGrantRequest", "POST", create)
+    return serve_signed(request, "CreateGrantRequest", "POST", create)
 
 
 @login_not_required
@@ -215,7 +217,7 @@ def grant_request(request: HttpRequest, request_id: int) -> HttpResponse:
         found = selectors.grant_request_get(request_id=request_id)
         return 200, grant_request_body(services.grant_request_describe(caller=caller, request=found), request)
 
-    return _serve(request, "DescribeGrantRequest", "GET", describe)
+    return serve_signed(request, "DescribeGrantRequest", "GET", describe)
 
 
 @login_not_required
@@ -227,4 +229,4 @@ def grant_request_withdraw(request: HttpRequest, request_id: int) -> HttpRespons
         found = selectors.grant_request_get(request_id=request_id)
         return 200, grant_request_body(services.grant_request_withdraw(caller=caller, request=found), request)
 
-    return _serve(request, "WithdrawGrantRequest", "POST", withdraw)
+    return serve_signed(request, "WithdrawGrantRequest", "POST", withdraw)

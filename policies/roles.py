@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import cache
 
-READ_ACTIONS = ("kms:Describe*", "kms:List*", "kms:Get*", "kmsweb:DescribeAlarms")
+READ_ACTIONS = ("kms:Describe*", "kms:List*", "kms:Get*", "kmsweb:DescribeAlarms", "kmsweb:DescribeFindings")
 
 # Asking for a grant changes nothing until approvers agree, so every role
 # that works with keys may ask.
@@ -52,7 +52,8 @@ ROLES: dict[str, tuple[str, ...]] = {
         "kmsweb:DeleteAlarm",
         "kmsweb:DeleteBuiltInAlarm",
     ),
-    "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest",),
+    # Suppressing a compliance finding accepts a risk: the same people who decide grants.
+    "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest", "kmsweb:SuppressFinding"),
     # The Jobs page too: sealing and archiving are the audit trail's own jobs.
     "auditor": READ_ACTIONS + ("kmsweb:SearchAudit", "kmsweb:ExportAudit", "kmsweb:ListJobs"),
     # Manages principals, their policies and access keys: it can give anyone

@@ -15,6 +15,8 @@ class AlarmMetric(models.TextChoices):
     PENDING_DELETION_USE = "pending_deletion_use", "Use of a key pending deletion"
     KEY_STATE_CHANGES = "key_state_changes", "Keys disabled or scheduled for deletion"
     NEW_PRINCIPAL_USE = "new_principal_use", "A principal using a key for the first time"
+    # Set by the compliance evaluation, not from the roll-ups (no datapoints here).
+    COMPLIANCE_FINDINGS = "compliance_findings", "New high or critical compliance findings"
 
 
 class Comparison(models.TextChoices):

@@ -10,6 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from audit.services import audit_record, audited
+from compliance.triggers import compliance_evaluation_request
 from keys.crypto.specs import SPECS
 from keys.models import Key, KeyManager, KeyOrigin, KeySpec, KeyState, KeyUsage, Tag
 from keys.selectors import decode_marker, encode_marker, key_list_for
@@ -275,6 +276,7 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
         Key.objects.filter(pk=key.pk).update(
             state=KeyState.PENDING_DELETION, deletion_date=deletion_date, pending_window_days=days
         )
+        compliance_evaluation_request()
         result = {
             "KeyId": key.arn,
             "DeletionDate": deletion_date,
@@ -299,6 +301,7 @@ def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
         usable = material is not None and material.destroyed_at is None
         state = KeyState.DISABLED if usable else KeyState.PENDING_IMPORT
         Key.objects.filter(pk=key.pk).update(state=state, deletion_date=None, pending_window_days=None)
+        compliance_evaluation_request()
         op.response_elements = {"KeyId": key.arn}
         return {"KeyId": key.arn}
 
@@ -323,6 +326,7 @@ def key_put_policy(*, caller: Caller, key: Key, policy: str, bypass_lockout_chec
         key = key_lock(key)
         require_not_pending_deletion(key)
         Key.objects.filter(pk=key.pk).update(policy=policy)
+        compliance_evaluation_request()
 
 
 def key_get_policy(*, caller: Caller, key: Key) -> str:

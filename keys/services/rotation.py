@@ -14,6 +14,7 @@ from typing import Any
 from django.utils import timezone
 
 from audit.services import audited
+from compliance.triggers import compliance_evaluation_request
 from keys.models import Key, KeyMaterial, RotationType
 from keys.selectors import decode_marker, encode_marker, rotation_entry
 from keys.services.common import (
@@ -54,6 +55,7 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
         key = key_lock(key)
         require_usable_for_crypto(key)
         rotation_schedule(key=key, days=days, now=timezone.now())
+        compliance_evaluation_request()
 
 
 def rotation_schedule(*, key: Key, days: int, now: datetime) -> None:
@@ -81,6 +83,7 @@ def key_disable_rotation(*, caller: Caller, key: Key) -> None:
         key = key_lock(key)
         require_usable_for_crypto(key)
         Key.objects.filter(pk=key.pk).update(rotation_enabled=False, next_rotation_at=None)
+        compliance_evaluation_request()
 
 
 def key_rotation_status(*, caller: Caller, key: Key) -> dict[str, Any]:

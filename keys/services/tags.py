@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.services import audited
+from compliance.triggers import compliance_evaluation_request
 from keys.models import Key, Tag
 from keys.selectors import decode_marker, encode_marker
 from keys.services.common import check_tags, require_customer_managed, require_not_pending_deletion
@@ -33,6 +34,7 @@ def key_tag(*, caller: Caller, key: Key, tags: Sequence[Mapping[str, str]]) -> N
         check_tags(tags, existing=len(existing - {k for k, _ in pairs}))
         for tag_key, tag_value in pairs:
             Tag.objects.update_or_create(key=key, tag_key=tag_key, defaults={"tag_value": tag_value})
+        compliance_evaluation_request()
 
 
 def key_untag(*, caller: Caller, key: Key, tag_keys: Sequence[str]) -> None:
@@ -43,6 +45,7 @@ def key_untag(*, caller: Caller, key: Key, tag_keys: Sequence[str]) -> None:
         require_customer_managed(key, "UntagResource")
         require_not_pending_deletion(key)
         Tag.objects.filter(key=key, tag_key__in=list(tag_keys)).delete()
+        compliance_evaluation_request()
 
 
 def key_list_tags(*, caller: Caller, key: Key, limit: int | None = None, marker: str | None = None) -> dict[str, Any]:

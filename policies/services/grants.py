@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audited
+from compliance.triggers import compliance_evaluation_request
 from keys.models import Key, KeyManager, KeySpec
 from keys.selectors import decode_marker, encode_marker
 from kmsweb.generations import GRANTS, generation_bump
@@ -256,6 +257,7 @@ def grant_create(
         )
         op.response_elements = {"GrantId": grant.grant_id}
         generation_bump(GRANTS)
+        compliance_evaluation_request()
         return grant, grant_token_for(grant)
 
 
@@ -350,6 +352,7 @@ def grant_retire(
         authorize_retire(caller=caller, grant=grant)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
         generation_bump(GRANTS)
+        compliance_evaluation_request()
         return grant
 
 
@@ -361,6 +364,7 @@ def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
         grant = _find(key, grant_id)
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
         generation_bump(GRANTS)
+        compliance_evaluation_request()
         return grant
 
 

@@ -11,6 +11,7 @@ import json
 from django.db import IntegrityError, transaction
 
 from audit.services import audited
+from compliance.triggers import compliance_evaluation_request
 from kmsweb.generations import CREDENTIALS, IDENTITY, generation_bump
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, MalformedPolicyDocument, NotFound, ValidationError
@@ -64,6 +65,7 @@ def identity_policy_put(
             with transaction.atomic():
                 policy.save()
             generation_bump(IDENTITY)
+            compliance_evaluation_request()
         except IntegrityError as exc:
             raise AlreadyExists(f"A policy named {name!r} already exists.") from exc
         return policy
@@ -75,6 +77,7 @@ def identity_policy_delete(*, caller: Caller, policy: IdentityPolicy) -> None:
         authorize(caller=caller, action="iam:DeletePolicy")
         policy.delete()
         generation_bump(IDENTITY)
+        compliance_evaluation_request()
 
 
 def policy_attach(*, caller: Caller, principal: Principal, policy: IdentityPolicy) -> None:
@@ -87,6 +90,7 @@ def policy_attach(*, caller: Caller, principal: Principal, policy: IdentityPolic
             raise ValidationError("Only a managed policy of the principal's own account can be attached.")
         PolicyAttachment.objects.get_or_create(principal=principal, policy=policy)
         generation_bump(IDENTITY)
+        compliance_evaluation_request()
 
 
 def policy_detach(*, caller: Caller, principal: Principal, policy: IdentityPolicy) -> None:
@@ -96,6 +100,7 @@ def policy_detach(*, caller: Caller, principal: Principal, policy: IdentityPolic
         authorize(caller=caller, action="iam:DetachPrincipalPolicy")
         deleted, _ = PolicyAttachment.objects.filter(principal=principal, policy=policy).delete()
         generation_bump(IDENTITY)
+        compliance_evaluation_request()
         if not deleted:
             raise NotFound(f"{policy.name} is not attached to {principal.arn}.")
 

@@ -61,6 +61,7 @@ OPEN_VIEWS = {
     "policies:api_grant_requests",
     "policies:api_grant_request",
     "policies:api_grant_request_withdraw",
+    "compliance:api_findings",
 }
 PASSWORD_ONLY_VIEWS = {"policies:mfa_verify", "policies:mfa_enroll"}
 FULL_KMS = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]})
@@ -129,7 +130,15 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
     flt, errors = audit_selectors.audit_filter_for(caller=caller, params={})
     assert not errors
     export = audit_export_request(caller=caller, fmt="jsonl", flt=flt)
+    from compliance.models import Finding
+    from compliance.services import compliance_evaluate
+    from kmsweb.lib import clock
+
+    compliance_evaluate(caller=system, now=clock.now())
+    finding = Finding.objects.order_by("pk").first()
+    assert finding is not None
     args = {
+        "finding_id": str(finding.pk),
         "key_id": str(key.id),
         "principal_id": key_admin.principal.pk,
         "request_id": grant_request.pk,
@@ -170,13 +179,14 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
         "period": "300",
         "comparison": "GreaterThanThreshold",
         "threshold": "1",
+        "until": "2099-01-01",
     }
     return {"args": args, "form": form}
 
 
 def snapshot() -> dict[str, list[dict[str, Any]]]:
     """Every row of every table of kmsweb's apps and of the users and groups."""
-    models = [m for label in ("keys", "policies", "audit", "auth") for m in apps.get_app_config(label).get_models()]
+    models = [m for label in ("keys", "policies", "audit", "compliance", "auth") for m in apps.get_app_config(label).get_models()]
     return {m._meta.label: list(m._base_manager.order_by("pk").values()) for m in models}
 
 
