@@ -14,7 +14,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_str
+from kmsweb.lib.env import env_bool, env_group_roles, env_int, env_job_intervals, env_list, env_secret, env_str
+from policies.roles import ROLES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("KMSWEB_VAR_DIR") or BASE_DIR / "var")
@@ -149,6 +150,28 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env_bool("KMSWEB_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Single sign-on (OpenID Connect, docs/SSO.md): on when an issuer is set.
+KMSWEB_OIDC_ISSUER = (env_str("KMSWEB_OIDC_ISSUER") or "").rstrip("/")
+KMSWEB_OIDC_CLIENT_ID = env_str("KMSWEB_OIDC_CLIENT_ID") or ""
+KMSWEB_OIDC_CLIENT_SECRET = env_secret("KMSWEB_OIDC_CLIENT_SECRET") or ""
+KMSWEB_OIDC_SCOPES = env_list("KMSWEB_OIDC_SCOPES", ["openid", "profile", "email"])
+KMSWEB_OIDC_GROUPS_CLAIM = env_str("KMSWEB_OIDC_GROUPS_CLAIM") or "groups"
+KMSWEB_OIDC_GROUP_ROLES = env_group_roles("KMSWEB_OIDC_GROUP_ROLES", ROLES)
+# amr values (RFC 8176) and acr values that mean the provider asked for a second factor.
+KMSWEB_OIDC_MFA_AMR = env_list("KMSWEB_OIDC_MFA_AMR", ["mfa", "otp", "hwk", "swk", "sms"])
+KMSWEB_OIDC_MFA_ACR = env_list("KMSWEB_OIDC_MFA_ACR", [])
+KMSWEB_OIDC_TIMEOUT_SECONDS = env_int("KMSWEB_OIDC_TIMEOUT_SECONDS", 5)
+if KMSWEB_OIDC_ISSUER and not (KMSWEB_OIDC_CLIENT_ID and KMSWEB_OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "KMSWEB_OIDC_ISSUER needs KMSWEB_OIDC_CLIENT_ID and KMSWEB_OIDC_CLIENT_SECRET_FILE (or _SECRET)"
+    )
+if "openid" not in KMSWEB_OIDC_SCOPES:
+    raise ImproperlyConfigured("KMSWEB_OIDC_SCOPES must include openid")
+# Password + TOTP sign-in; false leaves single sign-on as the only way in.
+KMSWEB_LOCAL_LOGIN = env_bool("KMSWEB_LOCAL_LOGIN", True)
+if not KMSWEB_LOCAL_LOGIN and not KMSWEB_OIDC_ISSUER:
+    raise ImproperlyConfigured("KMSWEB_LOCAL_LOGIN=false needs single sign-on (KMSWEB_OIDC_ISSUER)")
 
 # Failed sign-ins: five failures for a username from one address lock that
 # pair out for 15 minutes (django-axes); each failure is also audited.

@@ -1,12 +1,14 @@
 from django.urls import path
 
-from policies import api, grant_request_views, views
+from policies import api, grant_request_views, sso_views, views
 
 app_name = "policies"
 
 urlpatterns = [
     path("login/", views.login, name="login"),
     path("logout/", views.logout, name="logout"),
+    path("login/sso/", sso_views.oidc_login, name="oidc_login"),
+    path("login/sso/callback/", sso_views.oidc_callback, name="oidc_callback"),
     path("mfa/verify/", views.mfa_verify, name="mfa_verify"),
     path("mfa/enroll/", views.mfa_enroll, name="mfa_enroll"),
     path("principals/", views.principal_list, name="principal_list"),

@@ -55,7 +55,12 @@ def _origin(request: Any) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def login(request: Any) -> HttpResponse:
     form = AuthenticationForm(request, data=request.POST or None)
-    if request.method == "POST":
+    notice = ""
+    if request.method == "POST" and not settings.KMSWEB_LOCAL_LOGIN:
+        # Switched off: the password is not even checked (nor counted by django-axes).
+        form = AuthenticationForm(request)
+        notice = "Sign-in with a password is switched off: use single sign-on."
+    elif request.method == "POST":
         if form.is_valid():
             user = form.get_user()
             try:
@@ -87,12 +92,18 @@ def login(request: Any) -> HttpResponse:
             mfa_used=False,
             **_origin(request),
         )
-    notice = ""
     if request.method == "GET" and request.GET.get("expired"):
         notice = "Your session expired. Sign in again."
     elif request.method == "GET" and request.GET.get("unlinked"):
         notice = "Your user is no longer linked to a principal. Ask an administrator."
-    response = render(request, "policies/login.html", {"form": form, "next": _next(request), "notice": notice})
+    context = {
+        "form": form,
+        "next": _next(request),
+        "notice": notice,
+        "sso_enabled": bool(settings.KMSWEB_OIDC_ISSUER),
+        "local_login": settings.KMSWEB_LOCAL_LOGIN,
+    }
+    response = render(request, "policies/login.html", context)
     response.delete_cookie(SESSION_HINT_COOKIE, samesite="Lax")
     return response
 

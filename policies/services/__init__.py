@@ -52,6 +52,7 @@ from policies.services.principals import (
     principal_create,
     principal_get,
 )
+from policies.services.sso import SsoRefused, SsoSignIn, oidc_sign_in, oidc_sign_in_failed
 from policies.services.users import (
     TOTP_PURPOSE,
     Enrolment,
@@ -65,6 +66,10 @@ from policies.services.users import (
 )
 
 __all__ = [
+    "SsoRefused",
+    "SsoSignIn",
+    "oidc_sign_in",
+    "oidc_sign_in_failed",
     "OperationPreview",
     "grant_request_create",
     "grant_request_deadline",

@@ -55,6 +55,9 @@ HEADERS: dict[str, dict[str, str]] = {
 OPEN_VIEWS = {
     "policies:login",
     "policies:logout",
+    # Single sign-on: starting it, and the provider's answer (checked by its id_token).
+    "policies:oidc_login",
+    "policies:oidc_callback",
     "audit:public_keys",
     "audit:public_key_pem",
     # kmsweb's REST API: each view authenticates its request by SigV4.
