@@ -87,6 +87,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "policies.context_processors.grant_requests",
+                "policies.context_processors.people_nav",
                 "audit.context_processors.alarms",
             ],
         },

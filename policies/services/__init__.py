@@ -42,6 +42,7 @@ from policies.services.identity import (
     policy_attach,
     policy_detach,
 )
+from policies.services.people import user_set_active, user_totp_reset, user_unlock, user_update
 from policies.services.principals import (
     ACCESS_KEY_PURPOSE,
     Credentials,
@@ -66,6 +67,10 @@ from policies.services.users import (
 )
 
 __all__ = [
+    "user_set_active",
+    "user_totp_reset",
+    "user_unlock",
+    "user_update",
     "SsoRefused",
     "SsoSignIn",
     "oidc_sign_in",

@@ -135,6 +135,7 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
     args = {
         "key_id": str(key.id),
         "principal_id": key_admin.principal.pk,
+        "user_id": admin.user.pk,
         "request_id": grant_request.pk,
         "event_id": str(AuditEvent.objects.latest("id").event_id),
         "export_id": str(export.pk),
