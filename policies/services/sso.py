@@ -149,6 +149,8 @@ def oidc_sign_in(
             elif not user.is_active and not identity.suspended_for_groups:
                 raise SsoRefused("Your kmsweb user was deactivated by an administrator.")
             _update(user, identity, claims, groups, roles, mfa)
+            # Relinked if an administrator removed the principal meanwhile.
+            user_principal_ensure(user=user)
             device = _provider_mfa_device(user, confirmed=mfa)
             result = SsoSignIn(user=user, roles=roles, mfa_device=device if mfa else None)
             _record(
