@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ DIRECTORY: dict[str, dict[str, Any]] = {
     "alice": {"password": PASSWORD, "groups": ["kms-admins", "staff"], "amr": ["pwd", "mfa"]},
     "bob": {"password": PASSWORD, "groups": ["auditors"], "amr": ["pwd"]},
     "mallory-aud": {"password": PASSWORD, "groups": ["kms-admins"], "amr": ["mfa"], "tamper": "aud"},
+    "carol-dies": {"password": PASSWORD, "groups": ["kms-admins"], "amr": ["mfa"], "tamper": "die"},
     "mallory-sig": {"password": PASSWORD, "groups": ["kms-admins"], "amr": ["mfa"], "tamper": "sig"},
 }
 
@@ -40,10 +42,11 @@ DIRECTORY: dict[str, dict[str, Any]] = {
 class Provider:
     """The running provider: its issuer, client credentials and directory."""
 
-    def __init__(self, workdir: Path, issuer: str, client_secret: str) -> None:
+    def __init__(self, workdir: Path, issuer: str, client_secret: str, process: subprocess.Popen[str]) -> None:
         self.workdir = workdir
         self.issuer = issuer
         self.client_secret = client_secret
+        self.process = process
 
     def set_groups(self, username: str, groups: list[str]) -> None:
         directory = json.loads((self.workdir / "directory.json").read_text())
@@ -51,9 +54,9 @@ class Provider:
         (self.workdir / "directory.json").write_text(json.dumps(directory))
 
 
-@pytest.fixture(scope="module")
-def provider(live_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    workdir = tmp_path_factory.mktemp("oidc-provider")
+@contextmanager
+def running_provider(live_server: Any, workdir: Path) -> Iterator[Provider]:
+    """Start the provider as its own process; stop it on the way out."""
     (workdir / "directory.json").write_text(json.dumps(DIRECTORY))
     secret = secrets.token_urlsafe(24)
     (workdir / "client_secret").write_text(secret)
@@ -70,20 +73,31 @@ def provider(live_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
             line = process.stdout.readline() if process.stdout else ""
             if not line.startswith("READY "):
                 pytest.fail(f"the OpenID provider did not start: {(workdir / 'server.log').read_text()[-2000:]}")
-            yield Provider(workdir, line.split()[1], secret)
+            yield Provider(workdir, line.split()[1], secret, process)
         finally:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
             process.wait(timeout=10)
 
 
-@pytest.fixture
-def sso(settings: Any, provider: Provider) -> Provider:
+@pytest.fixture(scope="module")
+def provider(live_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    with running_provider(live_server, tmp_path_factory.mktemp("oidc-provider")) as running:
+        yield running
+
+
+def configure(settings: Any, provider: Provider) -> Provider:
     settings.KMSWEB_OIDC_ISSUER = provider.issuer
     settings.KMSWEB_OIDC_CLIENT_ID = "kmsweb"
     settings.KMSWEB_OIDC_CLIENT_SECRET = provider.client_secret
     settings.KMSWEB_OIDC_GROUP_ROLES = {"kms-admins": ("key-admin",), "auditors": ("auditor",)}
     settings.KMSWEB_OIDC_MFA_AMR = ["mfa", "otp", "hwk"]
     return provider
+
+
+@pytest.fixture
+def sso(settings: Any, provider: Provider) -> Provider:
+    return configure(settings, provider)
 
 
 def sso_sign_in(page: Any, username: str, *, start: str = "/", provider_session: bool = False) -> None:
@@ -162,6 +176,20 @@ def test_it_shows_a_clear_error_when_the_provider_is_down(page: Any, sso: Provid
     expect(page.locator("#sso-error")).to_contain_text("identity provider could not be reached")
     assert not get_user_model().objects.exists()
     assert not OidcIdentity.objects.exists()
+
+
+def test_it_shows_a_clear_error_when_the_provider_goes_down_at_the_code_exchange(
+    page: Any, settings: Any, live_server: Any, tmp_path: Path
+) -> None:
+    with running_provider(live_server, tmp_path) as own:
+        configure(settings, own)
+        # This user makes the provider exit when kmsweb comes to redeem the code.
+        sso_sign_in(page, "carol-dies")
+        expect(page.locator("#sso-error")).to_contain_text("could not be reached to finish signing in")
+    assert not get_user_model().objects.exists()
+    assert not OidcIdentity.objects.exists() and not Principal.objects.exists()
+    page.goto("/keys/")
+    expect(page).to_have_url(re.compile(r"/login/"))
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 Each user's entry may ask the provider to misbehave, to test that kmsweb
 refuses: ``"tamper": "aud"`` issues the id_token for another audience (with our
 client as ``azp``),
-``"tamper": "sig"`` signs it with a key the provider does not publish.
+``"tamper": "sig"`` signs it with a key the provider does not publish,
+``"tamper": "die"`` makes the whole provider exit when the client comes to
+redeem the user's code (the provider going down mid-sign-in).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class DirectoryValidator(OAuth2Validator):
             "groups": entry.get("groups", []),
             "amr": entry.get("amr", ["pwd"]),
         }
+
+    def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any) -> bool:
+        valid = super().validate_code(client_id, code, client, request, *args, **kwargs)
+        if valid and directory().get(request.user.username, {}).get("tamper") == "die":
+            os._exit(1)
+        return valid
 
     def get_id_token_dictionary(self, token: Any, token_handler: Any, request: Any) -> tuple[dict[str, Any], Any]:
         claims, expiration_time = super().get_id_token_dictionary(token, token_handler, request)
