@@ -62,7 +62,7 @@ def _client() -> Any:
             client_kwargs={
                 "scope": " ".join(settings.KMSWEB_OIDC_SCOPES),
                 "code_challenge_method": "S256",
-                "timeout": settings.KMSWEB_OIDC_TIMEOUT_SECONDS,
+                "default_timeout": settings.KMSWEB_OIDC_TIMEOUT_SECONDS,
             },
         )
         _clients.clear()

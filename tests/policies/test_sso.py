@@ -6,6 +6,8 @@ these cover the decisions one by one.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -193,3 +195,18 @@ def test_it_refuses_a_callback_with_an_unknown_state_and_signs_nobody_in() -> No
     assert response.status_code == 400 and b"could not be verified" in response.content
     assert "_auth_user_id" not in client.session
     assert logins()[-1].additional_event_data["reason"].startswith("refused: ")
+
+
+def test_it_gives_up_on_a_provider_that_never_answers(settings: Any) -> None:
+    """A provider that accepts the connection and says nothing: an error page after the timeout, not a hung worker."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        settings.KMSWEB_OIDC_ISSUER = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings.KMSWEB_OIDC_TIMEOUT_SECONDS = 1
+        started = time.monotonic()
+        response = Client().get("/login/sso/")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503 and b"could not be reached" in response.content
+    assert elapsed < 30
+    assert logins()[-1].additional_event_data["reason"] == "provider unreachable: ReadTimeout"
