@@ -17,7 +17,17 @@ from celery.schedules import schedule
 from django.core.exceptions import ImproperlyConfigured
 
 from kmsweb.jobs import JOBS, beat_schedule
-from kmsweb.lib.env import env_bool, env_int, env_job_intervals, env_list, env_secret, env_secret_file, env_str
+from kmsweb.lib.env import (
+    env_bool,
+    env_group_roles,
+    env_int,
+    env_job_intervals,
+    env_list,
+    env_secret,
+    env_secret_file,
+    env_str,
+)
+from policies.roles import ROLES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("KMSWEB_VAR_DIR") or BASE_DIR / "var")
@@ -93,6 +103,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "policies.context_processors.grant_requests",
+                "policies.context_processors.people_nav",
                 "audit.context_processors.alarms",
                 "audit.context_processors.sealing",
             ],
@@ -173,6 +184,28 @@ if env_bool("KMSWEB_BEHIND_TLS_PROXY", False):
 # run's http://127.0.0.1).
 SECURE_HSTS_SECONDS = env_int("KMSWEB_HSTS_SECONDS", 365 * 86400 if SESSION_COOKIE_SECURE else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("KMSWEB_HSTS_INCLUDE_SUBDOMAINS", False)
+
+# Single sign-on (OpenID Connect, docs/SSO.md): on when an issuer is set.
+KMSWEB_OIDC_ISSUER = (env_str("KMSWEB_OIDC_ISSUER") or "").rstrip("/")
+KMSWEB_OIDC_CLIENT_ID = env_str("KMSWEB_OIDC_CLIENT_ID") or ""
+KMSWEB_OIDC_CLIENT_SECRET = env_secret("KMSWEB_OIDC_CLIENT_SECRET") or ""
+KMSWEB_OIDC_SCOPES = env_list("KMSWEB_OIDC_SCOPES", ["openid", "profile", "email"])
+KMSWEB_OIDC_GROUPS_CLAIM = env_str("KMSWEB_OIDC_GROUPS_CLAIM") or "groups"
+KMSWEB_OIDC_GROUP_ROLES = env_group_roles("KMSWEB_OIDC_GROUP_ROLES", ROLES)
+# amr values (RFC 8176) and acr values that mean the provider asked for a second factor.
+KMSWEB_OIDC_MFA_AMR = env_list("KMSWEB_OIDC_MFA_AMR", ["mfa", "otp", "hwk", "swk", "sms"])
+KMSWEB_OIDC_MFA_ACR = env_list("KMSWEB_OIDC_MFA_ACR", [])
+KMSWEB_OIDC_TIMEOUT_SECONDS = env_int("KMSWEB_OIDC_TIMEOUT_SECONDS", 5)
+if KMSWEB_OIDC_ISSUER and not (KMSWEB_OIDC_CLIENT_ID and KMSWEB_OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "KMSWEB_OIDC_ISSUER needs KMSWEB_OIDC_CLIENT_ID and KMSWEB_OIDC_CLIENT_SECRET_FILE (or _SECRET)"
+    )
+if "openid" not in KMSWEB_OIDC_SCOPES:
+    raise ImproperlyConfigured("KMSWEB_OIDC_SCOPES must include openid")
+# Password + TOTP sign-in; false leaves single sign-on as the only way in.
+KMSWEB_LOCAL_LOGIN = env_bool("KMSWEB_LOCAL_LOGIN", True)
+if not KMSWEB_LOCAL_LOGIN and not KMSWEB_OIDC_ISSUER:
+    raise ImproperlyConfigured("KMSWEB_LOCAL_LOGIN=false needs single sign-on (KMSWEB_OIDC_ISSUER)")
 
 # Failed sign-ins: five failures for a username from one address lock that
 # pair out for 15 minutes (django-axes); each failure is also audited.

@@ -65,6 +65,9 @@ def caller_from_request(request: HttpRequest) -> Caller:
         roles = ALL_ROLES
     else:
         roles = tuple(sorted(g.name for g in user.groups.all()))
+    # Kept for the page's sidebar (policies.context_processors), which would
+    # otherwise query the groups again on every page.
+    request.dashboard_roles = roles  # type: ignore[attr-defined]
     return Caller(
         principal_arn=principal.arn,
         account_id=principal.account_id,

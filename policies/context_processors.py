@@ -26,3 +26,20 @@ def grant_requests(request: HttpRequest) -> dict[str, Callable[[], int]]:
         return grant_request_waiting_count_for_user(user=user)
 
     return {"grant_requests_waiting": waiting}
+
+
+def people_nav(request: HttpRequest) -> dict[str, Callable[[], bool]]:
+    """``people_nav``: whether the sidebar shows People (administrators; asked only when rendered)."""
+    user: Any = getattr(request, "user", None)
+
+    def shown() -> bool:
+        if user is None or not user.is_authenticated or not getattr(user, "is_verified", lambda: False)():
+            return False
+        from policies.roles import ADMINISTRATOR_ROLE
+
+        roles = getattr(request, "dashboard_roles", None)
+        if roles is not None:
+            return ADMINISTRATOR_ROLE in roles
+        return bool(user.is_superuser or user.groups.filter(name=ADMINISTRATOR_ROLE).exists())
+
+    return {"people_nav": shown}

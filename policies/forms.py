@@ -38,6 +38,41 @@ class PolicyDocumentForm(forms.Form):
     )
 
 
+# --- People and principals ----------------------------------------------------
+
+
+def _role_choices() -> list[tuple[str, str]]:
+    from policies.roles import ROLE_LABELS
+
+    return list(ROLE_LABELS.items())
+
+
+class PersonForm(forms.Form):
+    """A dashboard user's name, e-mail and roles. Shape only: the services decide."""
+
+    first_name = forms.CharField(max_length=150, required=False, label="First name")
+    last_name = forms.CharField(max_length=150, required=False, label="Last name")
+    email = forms.EmailField(max_length=254, required=False, label="E-mail")
+    roles = forms.MultipleChoiceField(choices=_role_choices, required=False, widget=forms.CheckboxSelectMultiple)
+
+
+class PersonCreateForm(PersonForm):
+    """A new local dashboard user: also a user name and a first password."""
+
+    username = forms.CharField(max_length=64, label="User name")
+    password = forms.CharField(
+        label="First password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    field_order = ["username", "first_name", "last_name", "email", "roles", "password"]
+
+
+class PrincipalCreateForm(forms.Form):
+    """A new API principal of this account: a user or a role."""
+
+    name = forms.CharField(max_length=64, label="Name")
+    type = forms.ChoiceField(choices=[("user", "User"), ("role", "Role")], label="Type")
+
+
 # --- Grant requests ----------------------------------------------------------
 
 

@@ -186,6 +186,52 @@ class StsSession(models.Model):
         return bool(self.role_session_name)
 
 
+class ProviderMfaDevice(Device):
+    """The identity provider's second factor, as django-otp sees it: one per SSO user.
+
+    django-otp counts a session as verified while it names a confirmed
+    device of its user. Only the OIDC callback
+    (``policies.services.sso.oidc_sign_in``) confirms this device, when
+    the provider's ``amr``/``acr`` claims show that it asked for a second
+    factor, and only it puts the device in a session. It accepts no code
+    (``verify_token`` is always false), so no other sign-in step can use
+    it. A sign-in without provider MFA, losing every mapped group, or
+    deactivation unconfirms it, and every session it verified stops being
+    verified at its next request.
+    """
+
+    def verify_token(self, token: object) -> bool:
+        return False
+
+    def verify_is_allowed(self) -> tuple[bool, dict[str, object] | None]:
+        return False, {"reason": "the identity provider's second factor is checked by the provider"}
+
+
+class OidcIdentity(models.Model):
+    """A dashboard user's identity at the OpenID provider: issuer + subject, and what it said last.
+
+    Users are matched by (issuer, ``sub``), never by name or e-mail, so a
+    provider account cannot take over a local user. ``groups`` are the
+    groups of the last sign-in; the user's roles were set from them.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identity")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    groups = models.JSONField(default=list)
+    mfa = models.BooleanField(default=False)
+    # Deactivated because no mapped group was left (a later sign-in with one
+    # reactivates), as opposed to by an administrator (which sticks).
+    suspended_for_groups = models.BooleanField(default=False)
+    last_sign_in_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="oidc_identity_issuer_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.subject}"
+
+
 class IdentityPolicy(models.Model):
     """An IAM-style identity policy: managed (account-wide, attachable) or inline.
 

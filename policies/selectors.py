@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.paginator import Paginator
@@ -193,3 +194,114 @@ def grant_request_waiting_count_for_user(*, user: Any) -> int:
         member = Q(Exists(get_user_model().groups.through.objects.filter(user_id=user.pk, group__name="approver")))
         waiting = (member & to_decide) | (~member & mine)
     return GrantRequest.objects.filter(state=GrantRequestState.PENDING).filter(waiting).count()
+
+
+# --- People ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    """A dashboard user as the People pages show them."""
+
+    user: Any
+    roles: tuple[str, ...]
+    mfa: str  # totp, totp-pending, provider or none
+    locked_out: bool
+    sso: Any  # OidcIdentity or None
+    principal: Principal | None
+
+
+def _people_authorize(caller: Any) -> None:
+    from policies.authorization import authorize
+
+    authorize(caller=caller, action="iam:ListUsers")
+
+
+def _locked_usernames(usernames: list[str]) -> set[str]:
+    from axes.models import AccessAttempt
+    from django.conf import settings
+    from django.utils import timezone
+
+    since = timezone.now() - settings.AXES_COOLOFF_TIME
+    return set(
+        AccessAttempt.objects.filter(
+            username__in=usernames, failures_since_start__gte=settings.AXES_FAILURE_LIMIT, attempt_time__gte=since
+        ).values_list("username", flat=True)
+    )
+
+
+def _people(users: list[Any]) -> list[Person]:
+    from policies.models import ProviderMfaDevice, TotpDevice
+    from policies.roles import ALL_ROLES
+
+    ids = [u.pk for u in users]
+    totp: dict[int, set[bool]] = {}
+    for user_id, confirmed in TotpDevice.objects.filter(user_id__in=ids).values_list("user_id", "confirmed"):
+        totp.setdefault(user_id, set()).add(confirmed)
+    provider = set(ProviderMfaDevice.objects.filter(user_id__in=ids, confirmed=True).values_list("user_id", flat=True))
+    principals = {p.user_id: p for p in Principal.objects.filter(user_id__in=ids)}
+    locked = _locked_usernames([u.get_username() for u in users])
+    people = []
+    for user in users:
+        devices = totp.get(user.pk, set())
+        mfa = (
+            "totp" if True in devices else "provider" if user.pk in provider else "totp-pending" if devices else "none"
+        )
+        roles = ALL_ROLES if user.is_superuser else tuple(sorted(g.name for g in user.groups.all()))
+        people.append(
+            Person(
+                user=user,
+                roles=roles,
+                mfa=mfa,
+                locked_out=user.get_username() in locked,
+                sso=getattr(user, "oidc_identity", None),
+                principal=principals.get(user.pk),
+            )
+        )
+    return people
+
+
+def people_list_for(*, caller: Any) -> list[Person]:
+    """Every dashboard user with roles, second factor and lockout; administrators only (``iam:ListUsers``)."""
+    from django.contrib.auth import get_user_model
+
+    _people_authorize(caller)
+    users = list(
+        get_user_model().objects.select_related("oidc_identity").prefetch_related("groups").order_by("username")
+    )
+    return _people(users)
+
+
+def person_get_for(*, caller: Any, user_id: int) -> Person:
+    """One dashboard user for the People pages, or ``NotFound``; administrators only."""
+    from django.contrib.auth import get_user_model
+
+    _people_authorize(caller)
+    user = get_user_model().objects.select_related("oidc_identity").filter(pk=user_id).first()
+    if user is None:
+        raise NotFound(f"No dashboard user {user_id}.")
+    return _people([user])[0]
+
+
+def person_target(*, user_id: int) -> Any:
+    """The dashboard user a People page change names, or ``NotFound``.
+
+    Not authorized here: the change's service authorizes and audits, so a
+    refused (forged) request is recorded.
+    """
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        raise NotFound(f"No dashboard user {user_id}.")
+    return user
+
+
+def account_for(*, caller: Any) -> Any:
+    """The caller's account (where the dashboard creates principals)."""
+    from policies.models import Account
+
+    account = Account.objects.filter(pk=caller.account_id).first()
+    if account is None:
+        raise NotFound(f"No account {caller.account_id}.")
+    return account

@@ -1,15 +1,26 @@
 from django.urls import path
 
-from policies import api, grant_request_views, views
+from policies import api, grant_request_views, people_views, sso_views, views
 
 app_name = "policies"
 
 urlpatterns = [
     path("login/", views.login, name="login"),
     path("logout/", views.logout, name="logout"),
+    path("login/sso/", sso_views.oidc_login, name="oidc_login"),
+    path("login/sso/callback/", sso_views.oidc_callback, name="oidc_callback"),
     path("mfa/verify/", views.mfa_verify, name="mfa_verify"),
     path("mfa/enroll/", views.mfa_enroll, name="mfa_enroll"),
     path("principals/", views.principal_list, name="principal_list"),
+    path("principals/new/", views.principal_create, name="principal_create"),
+    # People: administrators manage dashboard users.
+    path("people/", people_views.people_list, name="people_list"),
+    path("people/new/", people_views.person_create, name="person_create"),
+    path("people/<int:user_id>/", people_views.person_detail, name="person_detail"),
+    path("people/<int:user_id>/edit/", people_views.person_update, name="person_update"),
+    path("people/<int:user_id>/active/", people_views.person_set_active, name="person_set_active"),
+    path("people/<int:user_id>/totp-reset/", people_views.person_totp_reset, name="person_totp_reset"),
+    path("people/<int:user_id>/unlock/", people_views.person_unlock, name="person_unlock"),
     path("principals/policies/", views.managed_policy_put, name="managed_policy_put"),
     path("principals/<int:principal_id>/", views.principal_detail, name="principal_detail"),
     path("principals/<int:principal_id>/access-keys/", views.principal_access_key_create, name="access_key_create"),

@@ -27,7 +27,7 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AlreadyExists, KmsError, MalformedPolicyDocument, NotFound, ValidationError
 from policies import selectors, services
 from policies.callers import caller_from_request
-from policies.forms import PolicyDocumentForm, TokenForm
+from policies.forms import PolicyDocumentForm, PrincipalCreateForm, TokenForm
 from policies.middleware import SESSION_HINT_COOKIE, mfa_not_required
 from policies.models import AccessKey, Account, Principal
 from policies.roles import role_allows
@@ -56,7 +56,12 @@ def _origin(request: Any) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def login(request: Any) -> HttpResponse:
     form = AuthenticationForm(request, data=request.POST or None)
-    if request.method == "POST":
+    notice = ""
+    if request.method == "POST" and not settings.KMSWEB_LOCAL_LOGIN:
+        # Switched off: the password is not even checked (nor counted by django-axes).
+        form = AuthenticationForm(request)
+        notice = "Sign-in with a password is switched off: use single sign-on."
+    elif request.method == "POST":
         if form.is_valid():
             user = form.get_user()
             try:
@@ -88,12 +93,18 @@ def login(request: Any) -> HttpResponse:
             mfa_used=False,
             **_origin(request),
         )
-    notice = ""
     if request.method == "GET" and request.GET.get("expired"):
         notice = "Your session expired. Sign in again."
     elif request.method == "GET" and request.GET.get("unlinked"):
         notice = "Your user is no longer linked to a principal. Ask an administrator."
-    response = render(request, "policies/login.html", {"form": form, "next": _next(request), "notice": notice})
+    context = {
+        "form": form,
+        "next": _next(request),
+        "notice": notice,
+        "sso_enabled": bool(settings.KMSWEB_OIDC_ISSUER),
+        "local_login": settings.KMSWEB_LOCAL_LOGIN,
+    }
+    response = render(request, "policies/login.html", context)
     response.delete_cookie(SESSION_HINT_COOKIE, samesite="Lax")
     return response
 
@@ -162,6 +173,7 @@ IAM_ACTIONS = (
     "iam:AttachPrincipalPolicy",
     "iam:DetachPrincipalPolicy",
     "iam:CreatePolicy",
+    "iam:CreatePrincipal",
     "iam:DeletePolicy",
     "iam:CreateServiceDelegation",
     "iam:DeleteServiceDelegation",
@@ -175,17 +187,42 @@ def _iam_can(caller: Caller) -> dict[str, bool]:
     return {a.split(":")[1]: role_allows(caller.roles, a) for a in IAM_ACTIONS}
 
 
-@require_GET
-def principal_list(request: Any) -> HttpResponse:
-    caller = caller_from_request(request)
+def _principal_list_page(request: Any, caller: Caller, **extra: Any) -> HttpResponse:
     context = {
         "principals": selectors.principal_list_for(caller=caller),
         "policies": selectors.managed_policies_for(caller=caller),
         "can": _iam_can(caller),
         "policy_form": PolicyDocumentForm(),
+        "principal_form": PrincipalCreateForm(),
         "nav": "principals",
+        **extra,
     }
     return render(request, "policies/principal_list.html", context)
+
+
+@require_GET
+def principal_list(request: Any) -> HttpResponse:
+    return _principal_list_page(request, caller_from_request(request))
+
+
+@require_POST
+def principal_create(request: Any) -> HttpResponse:
+    """Create an API principal (a user or a role) in the caller's account; the service authorizes."""
+    caller = caller_from_request(request)
+    form = PrincipalCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            principal = services.principal_create(
+                caller=caller,
+                account=selectors.account_for(caller=caller),
+                name=form.cleaned_data["name"],
+                type=form.cleaned_data["type"],
+            )
+        except (ValidationError, AlreadyExists) as exc:
+            form.add_error("name", exc.message)
+        else:
+            return redirect("policies:principal_detail", principal_id=principal.pk)
+    return _principal_list_page(request, caller, principal_form=form)
 
 
 def _principal_context(caller: Caller, principal: Principal, **extra: Any) -> dict[str, Any]:

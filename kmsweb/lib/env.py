@@ -7,6 +7,7 @@ Every setting of kmsweb comes through these helpers, so that a typo such as
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 
@@ -102,3 +103,23 @@ def env_job_intervals(name: str, known: list[str]) -> dict[str, float]:
             )
         intervals[job] = every
     return intervals
+
+
+def env_group_roles(name: str, known_roles: Collection[str]) -> dict[str, tuple[str, ...]]:
+    """``"group=role,group=role"``: which dashboard roles each identity-provider group gives.
+
+    A group may be named more than once to give several roles. Unknown
+    roles fail at start-up, so a typo cannot silently give no access.
+    """
+    mapping: dict[str, list[str]] = {}
+    for item in env_list(name):
+        group, sep, role = item.rpartition("=")
+        group, role = group.strip(), role.strip()
+        if not sep or not group or not role:
+            raise ImproperlyConfiguredEnv(f"{name}: write group=role, not {item!r}")
+        if role not in known_roles:
+            raise ImproperlyConfiguredEnv(f"{name}: unknown role {role!r}; roles are {', '.join(known_roles)}")
+        mapping.setdefault(group, [])
+        if role not in mapping[group]:
+            mapping[group].append(role)
+    return {group: tuple(roles) for group, roles in mapping.items()}

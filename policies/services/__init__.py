@@ -42,6 +42,7 @@ from policies.services.identity import (
     policy_attach,
     policy_detach,
 )
+from policies.services.people import user_set_active, user_totp_reset, user_unlock, user_update
 from policies.services.principals import (
     ACCESS_KEY_PURPOSE,
     Credentials,
@@ -52,6 +53,7 @@ from policies.services.principals import (
     principal_create,
     principal_get,
 )
+from policies.services.sso import SsoRefused, SsoSignIn, oidc_sign_in, oidc_sign_in_failed
 from policies.services.users import (
     TOTP_PURPOSE,
     Enrolment,
@@ -65,6 +67,14 @@ from policies.services.users import (
 )
 
 __all__ = [
+    "user_set_active",
+    "user_totp_reset",
+    "user_unlock",
+    "user_update",
+    "SsoRefused",
+    "SsoSignIn",
+    "oidc_sign_in",
+    "oidc_sign_in_failed",
     "OperationPreview",
     "grant_request_create",
     "grant_request_deadline",

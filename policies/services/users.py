@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,12 +23,14 @@ from keys.services.platform import platform_decrypt, platform_encrypt
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, AlreadyExists, NotFound, ValidationError
 from policies.models import Account, Principal, PrincipalType, TotpDevice
+from policies.services.people import check_admin
 from policies.services.principals import default_account, principal_create
 
 TOTP_PURPOSE = "totp-secrets"
 TOTP_STEP = 30
 TOTP_DIGITS = 6
 TOTP_ISSUER = "kmsweb"
+_USERNAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
 
 
 def _user_caller(user: Any, *, source_ip: str | None, user_agent: str | None) -> Caller:
@@ -221,13 +224,26 @@ def totp_device_enrol(*, caller: Caller, user: Any, replace: bool = False) -> En
 
 
 def user_create(
-    *, caller: Caller, username: str, password: str, roles: list[str], account: Account | None = None
+    *,
+    caller: Caller,
+    username: str,
+    password: str,
+    roles: list[str],
+    account: Account | None = None,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
 ) -> Any:
-    """A dashboard user with roles (groups), linked to a new ``user`` principal."""
+    """A dashboard user with roles (groups), linked to a new ``user`` principal (CreateUser).
+
+    Administrators only (``iam:CreateUser``), with a second factor when
+    called from the dashboard; the command line calls it as the system.
+    """
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.contrib.auth.password_validation import validate_password
     from django.core.exceptions import ValidationError as DjangoValidationError
+    from django.core.validators import validate_email
 
     from policies.roles import ROLES
 
@@ -236,10 +252,18 @@ def user_create(
         raise ValidationError(f"Unknown role(s): {', '.join(unknown)}; choose from {', '.join(ROLES)}.")
     user_model = get_user_model()
     account = account or default_account()
-    with audited(caller, "CreateUser", request_parameters={"UserName": username, "Roles": roles}):
+    with audited(caller, "CreateUser", request_parameters={"UserName": username, "Roles": roles, "Email": email}):
+        check_admin(caller, "iam:CreateUser")
+        if not _USERNAME.fullmatch(username):
+            raise ValidationError("A user name is 1-64 letters, digits and +=,.@_- characters.")
+        if email:
+            try:
+                validate_email(email)
+            except DjangoValidationError as exc:
+                raise ValidationError("Enter a valid e-mail address.") from exc
         if user_model.objects.filter(username=username).exists():
             raise AlreadyExists(f"User {username!r} already exists.")
-        user = user_model(username=username)
+        user = user_model(username=username, email=email, first_name=first_name[:150], last_name=last_name[:150])
         try:
             validate_password(password, user)
         except DjangoValidationError as exc:

@@ -55,6 +55,9 @@ HEADERS: dict[str, dict[str, str]] = {
 OPEN_VIEWS = {
     "policies:login",
     "policies:logout",
+    # Single sign-on: starting it, and the provider's answer (checked by its id_token).
+    "policies:oidc_login",
+    "policies:oidc_callback",
     "audit:public_keys",
     "audit:public_key_pem",
     # kmsweb's REST API: each view authenticates its request by SigV4.
@@ -141,6 +144,7 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
         "finding_id": str(finding.pk),
         "key_id": str(key.id),
         "principal_id": key_admin.principal.pk,
+        "user_id": admin.user.pk,
         "request_id": grant_request.pk,
         "event_id": str(AuditEvent.objects.latest("id").event_id),
         "export_id": str(export.pk),
@@ -186,7 +190,11 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
 
 def snapshot() -> dict[str, list[dict[str, Any]]]:
     """Every row of every table of kmsweb's apps and of the users and groups."""
-    models = [m for label in ("keys", "policies", "audit", "compliance", "auth") for m in apps.get_app_config(label).get_models()]
+    models = [
+        m
+        for label in ("keys", "policies", "audit", "compliance", "auth")
+        for m in apps.get_app_config(label).get_models()
+    ]
     return {m._meta.label: list(m._base_manager.order_by("pk").values()) for m in models}
 
 
