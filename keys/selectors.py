@@ -30,6 +30,8 @@ from kmsweb.lib.ttlcache import TTLCache
 
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/([0-9a-fA-F-]{36})$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
+# Keys are shown by alias first; templates read ``key.aliases.all`` without a query per row.
+_ALIASES_BY_NAME = Prefetch("aliases", queryset=Alias.objects.order_by("name"))
 
 
 def _key_arn(caller: Caller, account_id: str, key_id: str) -> str:
@@ -216,11 +218,7 @@ def key_table_for(*, caller: Caller, flt: KeyFilter) -> KeyTable:
     pages = max(1, -(-total // flt.per_page))
     page = min(flt.page, pages)
     offset = (page - 1) * flt.per_page
-    keys = list(
-        qs.prefetch_related(Prefetch("aliases", queryset=Alias.objects.order_by("name")))[
-            offset : offset + flt.per_page
-        ]
-    )
+    keys = list(qs.prefetch_related(_ALIASES_BY_NAME)[offset : offset + flt.per_page])
     last_used = last_used_by_key(key_ids=[str(k.id) for k in keys])
     rows = [KeyRow(k, [a.name for a in k.aliases.all()], last_used.get(str(k.id))) for k in keys]
     return KeyTable(rows=rows, total=total, page=page, pages=pages, per_page=flt.per_page)
@@ -259,14 +257,16 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
         kinds.append({"label": label, "total": sum(n for _, n in states), "states": states})
     owned = Key.objects.filter(manager=KeyManager.OWNED, deleted_at__isnull=True).count()
     kinds.append({"label": "Platform owned", "total": owned, "states": [], "note": "kmsweb's own, never exposed"})
-    no_rotation = qs.filter(manager=KeyManager.CUSTOMER, state=KeyState.ENABLED, rotation_enabled=False)
+    no_rotation = qs.rotatable().filter(manager=KeyManager.CUSTOMER, state=KeyState.ENABLED, rotation_enabled=False)
     return {
         "account_id": caller.account_id,
         "region": caller.region,
         "kinds": kinds,
         "without_rotation_count": no_rotation.count(),
-        "without_rotation": list(no_rotation.order_by("created_at")[:10]),
-        "pending_deletion": list(qs.filter(state=KeyState.PENDING_DELETION).order_by("deletion_date")[:10]),
+        "without_rotation": list(no_rotation.prefetch_related(_ALIASES_BY_NAME).order_by("created_at")[:10]),
+        "pending_deletion": list(
+            qs.filter(state=KeyState.PENDING_DELETION).prefetch_related(_ALIASES_BY_NAME).order_by("deletion_date")[:10]
+        ),
     }
 
 

@@ -68,6 +68,13 @@
   ["keyChanged", "keyRotated"].forEach(function (name) {
     document.body && document.body.addEventListener(name, function () { drawAll(document); });
   });
+  // Below 900 px the sidebar collapses into a top bar; its menu button opens it.
+  document.addEventListener("click", function (e) {
+    var toggle = e.target.closest("#nav-toggle");
+    if (!toggle) return;
+    var open = document.getElementById("sidebar").classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  });
   document.addEventListener("htmx:beforeRequest", function () {
     var bar = document.getElementById("loading-bar"); if (bar) bar.classList.add("htmx-request");
   });

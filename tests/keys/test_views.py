@@ -989,6 +989,30 @@ def test_it_shows_recent_denials_and_pending_deletions_on_the_overview(
     assert _fresh(key).deletion_date.strftime("%Y-%m-%d") in pending
 
 
+def test_it_counts_only_rotatable_keys_as_without_rotation(admin_client: Client, make_key: Callable[..., Key]) -> None:
+    symmetric = make_key(description="no rotation yet", alias="alias/orders")
+    make_key(description="rotates", rotation_period_days=365)
+    for spec, usage in (
+        ("RSA_2048", "SIGN_VERIFY"),
+        ("ECC_NIST_P256", "SIGN_VERIFY"),
+        ("HMAC_256", "GENERATE_VERIFY_MAC"),
+    ):
+        make_key(description=spec, key_spec=spec, key_usage=usage)
+
+    body = html(admin_client.get("/"))
+
+    counts = body.split('id="overview-counts"')[1].split('id="overview-chart-panel"')[0]
+    assert re.search(r"Without rotation</div><div class=\"n\">1<", counts), counts
+    listed = body.split('id="overview-without-rotation"')[1].split('id="overview-denials"')[0]
+    assert "RSA_2048" not in listed and "HMAC_256" not in listed
+    # Named by alias first, the id on a muted line under it.
+    assert re.search(
+        rf'<a class="key-name" href="/keys/{symmetric.id}/">alias/orders</a>'
+        rf'<span class="key-id mono muted">{symmetric.id}</span>',
+        listed,
+    )
+
+
 # --- headers and cookies ------------------------------------------------------------------
 
 
