@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 
 from keys.crypto.specs import SPECS, SYMMETRIC_DEFAULT
+from kmsweb.lib.jsonwords import json_problem
 
 # The create form's key spec menu, grouped as AWS's console groups them.
 KEY_SPEC_CHOICES = [
@@ -191,10 +192,15 @@ class PolicyForm(forms.Form):
         text = self.cleaned_data["policy"]
         if len(text.encode()) > 32 * 1024:
             raise forms.ValidationError("A key policy is at most 32 KiB.")
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
+        problem = json_problem(text)
+        if problem is not None:
+            where = f" The line reads: {problem.excerpt}" if problem.excerpt else ""
+            raise forms.ValidationError(
+                f"The policy is not valid JSON. {problem}{where}",
+                code="json",
+                params={"line": problem.line, "column": problem.column},
+            )
+        doc = json.loads(text)
         if not isinstance(doc, dict) or "Statement" not in doc:
             raise forms.ValidationError("A key policy is a JSON object with a Statement.")
         return text

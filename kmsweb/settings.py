@@ -136,6 +136,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Files browsers ask for at the site's root (/favicon.ico), served by WhiteNoise ahead of every view.
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"
 
 # Cookies and headers: the dashboard is a security product.
 SESSION_COOKIE_SECURE = env_bool("KMSWEB_SECURE_COOKIES", True)

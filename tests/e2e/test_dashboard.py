@@ -199,13 +199,16 @@ def test_it_creates_disables_and_schedules_then_cancels_deletion(
     assert wait_for_chart(page, "key-chart") > 0  # CreateKey, CreateAlias, EnableKeyRotation, DescribeKey
     screenshot(page, "key-detail")
 
-    # Disable, with a confirmation.
+    # Disable, with a confirmation; the result is said next to the actions.
     page.click("#key-actions summary >> text=Disable")
     page.click("#key-disable-confirm")
     expect(page.locator("#key-state")).to_have_text("Disabled")
+    expect(page.locator("#key-done")).to_contain_text("Key disabled")
 
-    # Schedule deletion: a wrong id is refused inline, the right one goes through.
+    # Schedule deletion: the popover is wholly on screen; a wrong id is refused inline, the right one goes through.
     page.click("#key-actions summary >> text=Schedule deletion")
+    box = page.locator("#key-deletion-form").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"], box
     page.fill("#key-deletion-form input[name=pending_window_days]", "7")
     page.fill("#key-deletion-form input[name=confirm]", "not the id")
     page.click("#key-deletion-form button[type=submit]")
@@ -222,10 +225,14 @@ def test_it_creates_disables_and_schedules_then_cancels_deletion(
     # Cancel it: the key comes back disabled, as in AWS.
     page.click("#key-cancel-deletion")
     expect(page.locator("#key-state")).to_have_text("Disabled")
+    expect(page.locator("#key-done")).to_contain_text("Deletion cancelled")
+    page.click("#key-enable")
+    expect(page.locator("#key-state")).to_have_text("Enabled")
+    expect(page.locator("#key-done")).to_contain_text("Key enabled")
     key.refresh_from_db()
-    assert key.state == KeyState.DISABLED and key.deletion_date is None
+    assert key.state == KeyState.ENABLED and key.deletion_date is None
     events = AuditEvent.objects.filter(key_id=str(key.id), principal_arn=key_admin_user.arn, error_code="")
-    assert {"CreateKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion"} <= set(
+    assert {"CreateKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion", "EnableKey"} <= set(
         events.values_list("event_name", flat=True)
     )
     assert set(events.values_list("origin", flat=True)) == {"dashboard"}
