@@ -260,6 +260,30 @@ def test_an_auditor_exports_with_progress_and_downloads_a_bundle_that_verifies(
     ]
 
 
+def test_it_says_how_many_events_the_bundle_holds_and_who_asked_for_it(
+    auditor: Client,
+    auditor_user: DashboardUser,
+    events: dict[str, Any],
+    eager_celery: Any,
+    django_capture_on_commit_callbacks: Any,
+    tmp_path: Path,
+) -> None:
+    # An unfiltered export: the request's own StartAuditExport event falls in its range too.
+    with django_capture_on_commit_callbacks(execute=True):
+        auditor.post("/audit/exports/", {"format": "jsonl"}, **HX)
+    export = AuditExport.objects.get()
+    download = auditor.get(f"/audit/exports/{export.id}/download/")
+    bundle = tmp_path / "unzipped"
+    zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(bundle)
+    held = len((bundle / "events.jsonl").read_text().splitlines())
+
+    status = auditor.get(f"/audit/exports/{export.id}/", **HX).content.decode()
+
+    assert f" {held} events " in status
+    manifest = json.loads((bundle / exports.MANIFEST).read_text())
+    assert manifest["requestedBy"] == auditor_user.arn
+
+
 def test_a_running_export_keeps_polling(auditor: Client, events: dict[str, Any], auditor_user: DashboardUser) -> None:
     export = AuditExport.objects.create(
         account_id=auditor_user.principal.account_id,
