@@ -101,7 +101,7 @@ def alarm_create(request: Any) -> HttpResponse:
     if request.method == "GET" and not svc.may(caller, "kmsweb:CreateAlarm"):
         # The POST is refused (and audited) by the service; the form is not even shown.
         return _form_page(request, {"refused": True}, status=403)
-    form = AlarmForm(request.POST or None, account_id=caller.account_id)
+    form = AlarmForm(request.POST or None, caller=caller)
     if request.method == "POST" and form.is_valid():
         try:
             alarm = svc.alarm_create(caller=caller, spec=form.cleaned_data["spec"])
@@ -122,7 +122,7 @@ def alarm_edit(request: Any, alarm_id: str) -> HttpResponse:
     alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
     if request.method == "GET" and not svc.may(caller, "kmsweb:UpdateAlarm"):
         return _form_page(request, {"refused": True, "alarm": alarm}, status=403)
-    form = AlarmForm(request.POST or None, account_id=caller.account_id, alarm=alarm)
+    form = AlarmForm(request.POST or None, caller=caller, alarm=alarm)
     if request.method == "POST" and form.is_valid():
         try:
             svc.alarm_update(caller=caller, alarm=alarm, spec=form.cleaned_data["spec"])

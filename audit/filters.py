@@ -89,7 +89,7 @@ class AuditFilter:
             try:
                 values["key"] = str(uuid.UUID(candidate))
             except ValueError:
-                errors["key"] = f"'{key}' is not a key id or key ARN."
+                errors["key"] = f"'{key}' is not an alias, alias ARN, key id or key ARN."
         principal = text("principal", 320)
         if principal and not PRINCIPAL_ARN.match(principal):
             errors["principal"] = f"'{principal}' is not a principal ARN (arn:aws:iam::<account>:user/<name>)."

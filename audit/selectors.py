@@ -25,6 +25,7 @@ from audit.filters import AuditFilter, encode_cursor
 from audit.models import DAY, HOUR, MINUTE, AuditDigest, AuditEvent, AuditExport, SigningKey
 from audit.services.usage import CRYPTO_EVENTS, usage_rows
 from keys.models import Key
+from keys.selectors import key_ref_names_alias, key_resolve_ref
 from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
 from kmsweb.lib.errors import NotFound
 from policies.models import Grant, GrantRequestDecision, Principal
@@ -160,8 +161,23 @@ def audit_events_for(*, caller: Caller) -> QuerySet[AuditEvent]:
 
 
 def audit_filter_for(*, caller: Caller, params: Mapping[str, Any]) -> tuple[AuditFilter, dict[str, str]]:
-    """Parse a filter and check that the key and principal it names exist."""
+    """Parse a filter and check that the key and principal it names exist.
+
+    The key may be named by alias (or alias ARN): it is resolved to the key
+    it names now, and the search is on that key's id.
+    """
+    alias_error = ""
+    typed_key = str(params.get("key") or "").strip()
+    if typed_key and key_ref_names_alias(typed_key):
+        params = {name: params.get(name) for name in params}
+        try:
+            params["key"] = str(key_resolve_ref(caller=caller, key_ref=typed_key).id)
+        except NotFound as exc:
+            params["key"] = ""
+            alias_error = exc.message
     flt, errors = AuditFilter.parse(params)
+    if alias_error:
+        errors["key"] = alias_error
     if flt.key:
         keys = Key.objects.filter(id=flt.key)
         if not caller.is_system:

@@ -115,6 +115,32 @@ def key_get_for(*, caller: Caller, key_ref: str, allow_alias: bool = True) -> Ke
     raise NotFound(f"Invalid keyId '{key_ref}'")
 
 
+KEY_REF_HELP = "An alias (alias/orders), alias ARN, key id or key ARN."
+
+
+def key_ref_names_alias(key_ref: str) -> bool:
+    """Whether ``key_ref`` names a key by alias (``alias/...`` or an alias ARN)."""
+    ref = key_ref.strip()
+    return ref.startswith("alias/") or _ALIAS_ARN.match(ref) is not None
+
+
+def key_resolve_ref(*, caller: Caller, key_ref: str) -> Key:
+    """The key a dashboard field names, however people name it: an alias, an
+    alias ARN, a key id or a key ARN (every dashboard key field accepts all four).
+
+    Raises ``NotFound`` with a message meant for the person who typed it.
+    """
+    try:
+        return key_get_for(caller=caller, key_ref=key_ref)
+    except NotFound as exc:
+        ref = key_ref.strip()
+        if key_ref_names_alias(ref):
+            raise NotFound(f"No alias '{ref}' in this account.") from exc
+        if _KEY_ARN.match(ref) or _parse_uuid(ref):
+            raise NotFound(f"No key '{ref}' in this account.") from exc
+        raise NotFound(f"'{ref}' is not an alias, alias ARN, key id or key ARN.") from exc
+
+
 def key_get_by_uuid(*, key_uuid: uuid.UUID) -> Key | None:
     """The key a ciphertext blob names, whatever its account (or None)."""
     return Key.objects.filter(id=key_uuid).first()

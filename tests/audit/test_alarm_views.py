@@ -15,6 +15,7 @@ from django.utils import timezone
 from audit.alarm_rules import AlarmSpec
 from audit.models import Alarm, AlarmHistory, AlarmState, AuditEvent, DeliveryAttempt, Notification
 from audit.services.alarms import alarm_create, alarms_ensure_builtin
+from keys.models import Key
 from tests.dashboard_fixtures import DashboardUser
 
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -152,8 +153,9 @@ def test_it_creates_an_alarm_from_the_form_and_audits_it(admin_client: Client, k
         ({"webhook_url": "https://example.com/hook"}, "webhook_secret", "needs a signing secret"),
         ({"datapoints_to_alarm": "4"}, "datapoints_to_alarm", "cannot exceed the evaluation periods"),
         ({"operation": "Decrypted"}, "operation", "is not a KMS operation"),
-        ({"key_id": "not-a-key"}, "key_id", "A key id is a UUID"),
+        ({"key_id": "not-a-key"}, "key_id", "is not an alias, alias ARN, key id or key ARN"),
         ({"key_id": "1234abcd-12ab-34cd-56ef-1234567890ab"}, "key_id", "No key"),
+        ({"key_id": "alias/nothing-here"}, "key_id", "No alias &#x27;alias/nothing-here&#x27; in this account."),
         ({"threshold": "lots"}, "threshold", "Enter a number"),
         ({"name": "  "}, "name", "This field is required"),
     ],
@@ -171,6 +173,24 @@ def test_it_shows_inline_errors_for_bad_input_and_saves_nothing(
     # The user's input is kept (except the secret, never echoed back).
     assert 'value="Decrypt errors"' in page or change.get("name")
     assert "x" * 20 not in page
+
+
+@pytest.mark.parametrize("form", ["alias", "alias ARN", "key id", "key ARN"])
+def test_it_accepts_a_key_by_alias_alias_arn_id_or_arn(
+    form: str, admin_client: Client, make_key: Callable[..., Key]
+) -> None:
+    key = make_key(description="orders", alias="alias/orders")
+    typed = {
+        "alias": "alias/orders",
+        "alias ARN": f"arn:aws:kms:{key.region}:{key.account_id}:alias/orders",
+        "key id": str(key.id),
+        "key ARN": key.arn,
+    }[form]
+
+    response = admin_client.post("/alarms/new/", {**GOOD, "key_id": typed})
+
+    assert response.status_code == 302, html(response)
+    assert Alarm.objects.get().key_id == str(key.id)
 
 
 def test_it_refuses_a_duplicate_name_inline(admin_client: Client, key_admin_user: DashboardUser) -> None:

@@ -19,6 +19,7 @@ from audit.models import AuditEvent, AuditExport
 from audit.services.recording import audit_record
 from audit.services.sealing import audit_seal
 from keys.models import Key
+from keys.services.aliases import alias_create
 from kmsweb.celery import app as celery_app
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
@@ -165,6 +166,20 @@ def test_it_filters_by_each_field(auditor: Client, events: dict[str, Any], key_a
         auditor, since=(base + timedelta(minutes=10)).isoformat(), until=(base + timedelta(minutes=13)).isoformat()
     )
     assert [e.event_time.minute for e in ranged] == [12, 11, 10]
+
+
+def test_it_finds_a_key_s_events_by_its_alias_or_alias_arn(
+    auditor: Client, events: dict[str, Any], key_admin: Persona
+) -> None:
+    key = events["key"]
+    alias_create(caller=key_admin.caller(), name="alias/demo", key=key)
+    by_id = {e.event_id for e in search(auditor, key=str(key.id), per_page="100")}
+
+    assert {e.event_id for e in search(auditor, key="alias/demo", per_page="100")} == by_id
+    alias_arn = f"arn:aws:kms:{key.region}:{key.account_id}:alias/demo"
+    assert {e.event_id for e in search(auditor, key=alias_arn, per_page="100")} == by_id
+    page = table(auditor, "?key=alias/nothing-here", **HX).content.decode()
+    assert "No alias &#x27;alias/nothing-here&#x27; in this account." in page
 
 
 def test_it_sorts_and_pages_with_keyset_cursors(auditor: Client, events: dict[str, Any]) -> None:
