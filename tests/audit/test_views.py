@@ -7,12 +7,14 @@ import io
 import json
 import re
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from audit import exports
 from audit.models import AuditEvent, AuditExport
@@ -180,6 +182,52 @@ def test_it_finds_a_key_s_events_by_its_alias_or_alias_arn(
     assert {e.event_id for e in search(auditor, key=alias_arn, per_page="100")} == by_id
     page = table(auditor, "?key=alias/nothing-here", **HX).content.decode()
     assert "No alias &#x27;alias/nothing-here&#x27; in this account." in page
+
+
+def test_it_hides_routine_events_unless_asked(auditor: Client, events: dict[str, Any], key_admin: Persona) -> None:
+    key = events["key"]
+    base = events["base"]
+    audit_record(caller=Caller.system("jobs"), event_name="RunJob", event_time=base, request_parameters={"n": 1})
+    reader = replace(key_admin.caller(), origin="dashboard")
+    audit_record(caller=reader, event_name="DescribeKey", keys=[key], read_only=True, event_time=base)
+    denied = AccessDenied("no")
+    audit_record(caller=reader, event_name="DescribeKey", keys=[key], read_only=True, error=denied, event_time=base)
+
+    shown = {(e.event_name, e.error_code) for e in search(auditor, per_page="100")}
+    everything = {(e.event_name, e.error_code) for e in search(auditor, per_page="100", routine="show")}
+
+    assert ("RunJob", "") not in shown and ("DescribeKey", "") not in shown
+    assert ("DescribeKey", "AccessDeniedException") in shown  # a denial is never routine
+    assert {("RunJob", ""), ("DescribeKey", "")} <= everything
+    assert ("Encrypt", "") in shown  # API reads are not the dashboard's own
+
+
+def test_it_offers_date_presets_that_move_with_the_clock(auditor: Client, events: dict[str, Any]) -> None:
+    now = timezone.now()
+    admin, key = events["admin"], events["key"]
+    for minutes, name in ((10, "GenerateDataKey"), (120, "ReEncrypt")):
+        audit_record(caller=admin, event_name=name, keys=[key], event_time=now - timedelta(minutes=minutes))
+
+    # A preset wins over a typed date.
+    last_hour = {e.event_name for e in search(auditor, range="1h", since="2001-01-01", per_page="100")}
+    last_day = {e.event_name for e in search(auditor, range="24h", per_page="100")}
+
+    assert "GenerateDataKey" in last_hour and "ReEncrypt" not in last_hour and "Encrypt" not in last_hour
+    assert {"GenerateDataKey", "ReEncrypt"} <= last_day
+    pager = table(auditor, "?range=1h").content.decode().split('id="audit-pager"')[1]
+    assert "since=" not in pager  # links keep the preset, not a date frozen at the first search
+    assert "Unknown range" in table(auditor, "?range=2y", **HX).content.decode()
+
+
+def test_it_labels_every_search_field(auditor: Client, events: dict[str, Any]) -> None:
+    page = table(auditor).content.decode()
+    form = page.split('id="audit-filters"')[1].split("</form>")[0]
+    ids = re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', form)
+    assert len(ids) >= 11
+    for field_id in ids:
+        assert f'<label for="{field_id}"' in form or f'class="check" for="{field_id}"' in form, field_id
+    # The export panel comes before the results.
+    assert page.index('id="audit-export-panel"') < page.index('id="audit-table"')
 
 
 def test_it_sorts_and_pages_with_keyset_cursors(auditor: Client, events: dict[str, Any]) -> None:
