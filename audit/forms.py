@@ -89,3 +89,12 @@ class AlarmForm(forms.Form):
             self.add_error(name if name in self.fields else None, message)
         data["spec"] = spec
         return data
+
+
+class AlarmAcknowledgeForm(forms.Form):
+    comment = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="What you found or did (kept in the alarm's history and the audit trail).",
+    )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
@@ -24,7 +25,7 @@ from audit import canonical, report
 from audit.filters import AuditFilter, encode_cursor
 from audit.models import DAY, HOUR, MINUTE, AuditDigest, AuditEvent, AuditExport, SigningKey
 from audit.services.usage import CRYPTO_EVENTS, usage_rows
-from keys.models import Key
+from keys.models import Alias, Key
 from keys.selectors import key_ref_names_alias, key_resolve_ref
 from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
 from kmsweb.lib.errors import NotFound
@@ -387,4 +388,88 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
             ("Filter", json.dumps(flt.describe()) if flt.is_filtered else "none"),
         ],
         sections=[inventory, issued, denied, alarms],
+    )
+
+
+@dataclass
+class AlarmContext:
+    """What made an alarm fire: the datapoint's period and the events counted in it, by key, principal and operation."""
+
+    since: datetime
+    until: datetime
+    value: float | None
+    keys: list[tuple[str, str, int]]  # (key id, first alias or "", events)
+    principals: list[tuple[str, int]]
+    operations: list[tuple[str, int]]
+    search_url: str  # the Audit page's search for exactly these events
+
+
+CONTEXT_ROWS = 5
+
+
+def _alarm_events(alarm: Any, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+    """The events an alarm's metric counts (the roll-up rules of audit.services.alarm_evaluation, on events)."""
+    from audit.models import AlarmMetric
+    from audit.services.alarm_evaluation import KEY_STATE_EVENTS
+
+    if alarm.key_id:
+        qs = qs.filter(key_id=alarm.key_id)
+    if alarm.operation:
+        qs = qs.filter(event_name=alarm.operation)
+    if alarm.principal_arn:
+        qs = qs.filter(principal_arn=alarm.principal_arn)
+    if alarm.error_code:
+        qs = qs.filter(error_code=alarm.error_code)
+    if alarm.metric == AlarmMetric.DENIALS:
+        qs = qs.filter(error_code=DENIED)
+    elif alarm.metric == AlarmMetric.ERRORS:
+        qs = qs.exclude(error_code="")
+    elif alarm.metric == AlarmMetric.KEY_STATE_CHANGES:
+        qs = qs.filter(error_code="", event_name__in=KEY_STATE_EVENTS)
+    return qs
+
+
+def alarm_context_for(*, caller: Caller, alarm: Any, trip: Any = None) -> AlarmContext | None:
+    """The context of the alarm's latest breaching datapoint (of ``trip``, the
+    history row that sent it to ALARM, else of its current state); None when
+    no datapoint breached."""
+    from audit.services.alarm_evaluation import breaches
+
+    data = (trip.reason_data if trip is not None else None) or alarm.state_reason_data or {}
+    points = [
+        (datetime.fromisoformat(p["timestamp"]), p["value"])
+        for p in data.get("evaluatedDatapoints", [])
+        if p.get("value") is not None and breaches(alarm.comparison, p["value"], alarm.threshold)
+    ]
+    if not points:
+        return None
+    since, value = max(points)
+    until = since + timedelta(seconds=alarm.period)
+    events = _alarm_events(alarm, _events_for(caller).filter(event_time__gte=since, event_time__lt=until))
+
+    def top(column: str) -> list[tuple[str, int]]:
+        rows = events.exclude(**{column: ""}).values(column).annotate(n=Count("id")).order_by("-n", column)
+        return [(row[column], row["n"]) for row in rows[:CONTEXT_ROWS]]
+
+    key_counts = top("key_id")
+    aliases: dict[str, str] = {}
+    for alias in Alias.objects.filter(key_id__in=[k for k, _ in key_counts]).order_by("name"):
+        aliases.setdefault(str(alias.key_id), alias.name)
+    params = {
+        "since": canonical.iso(since),
+        "until": canonical.iso(until),
+        "key": alarm.key_id,
+        "event": alarm.operation,
+        "principal": alarm.principal_arn,
+        "outcome": {"denials": "denied", "errors": "error"}.get(alarm.metric, ""),
+        "routine": "show",
+    }
+    return AlarmContext(
+        since=since,
+        until=until,
+        value=value,
+        keys=[(k, aliases.get(k, ""), n) for k, n in key_counts],
+        principals=top("principal_arn"),
+        operations=top("event_name"),
+        search_url="?" + urlencode({k: v for k, v in params.items() if v}),
     )
