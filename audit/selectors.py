@@ -331,7 +331,7 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
                 f"{k.created_at:%Y-%m-%d}",
                 f"every {k.rotation_period_days} days" if k.rotation_enabled else "off",
                 f"{k.last_rotated_at:%Y-%m-%d}" if k.last_rotated_at else "never",
-                f"{k.next_rotation_at:%Y-%m-%d}" if k.rotation_enabled and k.next_rotation_at else "",
+                _next_rotation(k),
             ]
         )
     issued = report.Section(
@@ -364,12 +364,22 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
         denied.rows.append(
             [f"{e.event_time:%Y-%m-%d %H:%M:%S}", e.event_name, e.principal_arn, e.source_ip, e.key_id, e.error_message]
         )
-    alarms = report.Section("Alarms", ["Time", "Event", "Details"])
+    alarms = report.Section("Alarms", ["Time", "Alarm", "Event", "What happened", "By"])
     # Alarm changes and state transitions; not the Alarms pages being read.
     alarm_events = events.filter(event_name__icontains="alarm", read_only=False)
     alarms.total = alarm_events.count()
-    for e in alarm_events.order_by("event_time", "id")[: report.MAX_ROWS]:
-        alarms.rows.append([f"{e.event_time:%Y-%m-%d %H:%M:%S}", e.event_name, json.dumps(e.response_elements)])
+    alarm_page = list(alarm_events.order_by("event_time", "id")[: report.MAX_ROWS])
+    names = _alarm_names(alarm_page)
+    for e in alarm_page:
+        alarms.rows.append(
+            [
+                f"{e.event_time:%Y-%m-%d %H:%M:%S}",
+                _alarm_name(e, names),
+                e.event_name,
+                _alarm_change(e),
+                e.principal_arn,
+            ]
+        )
 
     def when(moment: datetime | None) -> str:
         return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "the beginning"
@@ -389,6 +399,54 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
         ],
         sections=[inventory, issued, denied, alarms],
     )
+
+
+def _next_rotation(key: Key) -> str:
+    """The report's "Next rotation": only a key that will rotate has one."""
+    if not key.rotation_enabled or key.next_rotation_at is None:
+        return ""
+    if key.state == "PendingDeletion":
+        return "none (pending deletion)"
+    if key.state != "Enabled":
+        return f"paused ({key.state.lower()})"
+    return f"{key.next_rotation_at:%Y-%m-%d}"
+
+
+def _alarm_names(events: list[AuditEvent]) -> dict[str, str]:
+    from audit.models import Alarm
+
+    ids = {str(e.request_parameters.get("alarmId") or (e.response_elements or {}).get("alarmId") or "") for e in events}
+    ids.discard("")
+    return {str(pk): name for pk, name in Alarm.objects.filter(pk__in=ids).values_list("pk", "name")}
+
+
+def _alarm_name(event: AuditEvent, names: dict[str, str]) -> str:
+    params = event.request_parameters or {}
+    found = params.get("alarmName") or (event.response_elements or {}).get("alarmName")
+    if found:
+        return str(found)
+    alarm_id = str(params.get("alarmId") or (event.response_elements or {}).get("alarmId") or "")
+    return names.get(alarm_id, f"alarm {alarm_id} (deleted)" if alarm_id else "-")
+
+
+def _alarm_change(event: AuditEvent) -> str:
+    """An alarm event in words: a transition with its reason, an acknowledgement's comment, a change."""
+    response = event.response_elements or {}
+    params = event.request_parameters or {}
+    if event.error_code:
+        return f"Refused: {event.error_code}"
+    if "newState" in response:
+        return f"{response.get('oldState')} → {response['newState']}: {response.get('reason', '')}".strip()
+    if event.event_name == "AcknowledgeAlarm":
+        return f"Acknowledged: {params.get('comment') or 'no comment'}"
+    if event.event_name in ("CreateAlarm", "UpdateAlarm"):
+        condition = (
+            f"{params.get('metricName', '')} {params.get('comparisonOperator', '')} {params.get('threshold', '')}"
+        )
+        return f"{'Created' if event.event_name == 'CreateAlarm' else 'Changed'}: {condition}"
+    if event.event_name == "DeleteAlarm":
+        return "Deleted"
+    return event.event_name
 
 
 @dataclass
