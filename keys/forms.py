@@ -153,7 +153,13 @@ class ScheduleDeletionForm(ConfirmKeyIdForm):
 
 class RotationForm(forms.Form):
     enabled = forms.BooleanField(required=False)
-    rotation_period_days = forms.IntegerField(min_value=90, max_value=2560, initial=365, required=False)
+    rotation_period_days = forms.IntegerField(
+        min_value=90,
+        max_value=2560,
+        initial=365,
+        required=False,
+        widget=forms.NumberInput(attrs={"aria-label": "Rotation period in days"}),
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -163,7 +169,7 @@ class RotationForm(forms.Form):
 
 
 class AliasForm(forms.Form):
-    alias = forms.CharField(max_length=256)
+    alias = forms.CharField(max_length=256, widget=forms.TextInput(attrs={"aria-label": "New alias"}))
 
     def clean_alias(self) -> str:
         value = clean_alias_name(self.cleaned_data["alias"])
@@ -207,10 +213,15 @@ class PolicyForm(forms.Form):
 
 
 class DescriptionForm(forms.Form):
-    description = forms.CharField(required=False, max_length=8192)
+    description = forms.CharField(
+        required=False, max_length=8192, widget=forms.TextInput(attrs={"aria-label": "Description"})
+    )
 
 
 class GrantApprovalsForm(forms.Form):
     required = forms.TypedChoiceField(
-        choices=[(1, "1 approver"), (2, "2 distinct approvers")], coerce=int, label="Grant requests need"
+        choices=[(1, "1 approver"), (2, "2 distinct approvers")],
+        coerce=int,
+        label="Grant requests need",
+        widget=forms.Select(attrs={"aria-label": "Grant requests need"}),
     )

@@ -14,6 +14,10 @@
 
   function draw(canvas, range) {
     if (!window.Chart) return;
+    // Axis text and grid lines follow the page's (light or dark) theme.
+    var css = getComputedStyle(document.documentElement);
+    window.Chart.defaults.color = css.getPropertyValue("--muted").trim() || "#5d6678";
+    window.Chart.defaults.borderColor = css.getPropertyValue("--line").trim() || "#dfe3ea";
     var url = new URL(canvas.dataset.url, window.location.origin);
     url.searchParams.set("range", range);
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
