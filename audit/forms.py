@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.urls import reverse_lazy
 
 from audit.alarm_rules import AlarmSpec, check_alarm
 from audit.models import Alarm, AlarmMetric, Comparison, MissingData
@@ -25,7 +26,23 @@ class AlarmForm(forms.Form):
     name = forms.CharField(max_length=255)
     description = forms.CharField(required=False, max_length=1024, widget=forms.Textarea(attrs={"rows": 2}))
     metric = forms.ChoiceField(choices=AlarmMetric.choices)
-    key_id = forms.CharField(required=False, max_length=300, label="Key", help_text=f"{KEY_REF_HELP} Blank: every key.")
+    key_id = forms.CharField(
+        required=False,
+        max_length=300,
+        label="Key",
+        help_text=f"{KEY_REF_HELP} Blank: every key.",
+        # A type-ahead over the account's aliases and descriptions (keys:key_suggest).
+        widget=forms.TextInput(
+            attrs={
+                "list": "alarm-key-suggestions",
+                "autocomplete": "off",
+                "hx-get": reverse_lazy("keys:key_suggest"),
+                "hx-trigger": "input changed delay:200ms",
+                "hx-target": "#alarm-key-suggestions",
+                "hx-swap": "innerHTML",
+            }
+        ),
+    )
     operation = forms.CharField(required=False, max_length=64, help_text="e.g. Decrypt; blank: every operation")
     principal_arn = forms.CharField(required=False, max_length=256, label="Principal ARN", help_text="Blank: anyone")
     error_code = forms.CharField(required=False, max_length=64, help_text="e.g. AccessDeniedException; blank: any")

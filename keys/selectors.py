@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Prefetch, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from keys.crypto.asymmetric import public_pem
 from keys.crypto.specs import SPECS
@@ -170,6 +170,31 @@ def material_get_for(*, key: Key, version: int) -> KeyMaterial | None:
 def key_list_for(*, caller: Caller) -> QuerySet[Key]:
     """Keys visible to the caller in its account and region, in a stable order."""
     return Key.objects.visible().filter(account_id=caller.account_id, region=caller.region).order_by("created_at", "id")
+
+
+SUGGESTIONS = 10
+
+
+def key_suggestions_for(*, caller: Caller, text: str) -> list[tuple[str, Key]]:
+    """Type-ahead for key fields: (what to fill in, key) pairs whose alias,
+    description or id contains ``text``; aliases first, as people name keys."""
+    text = text.strip()[:256]
+    if not text:
+        return []
+    keys = key_list_for(caller=caller)
+    out: list[tuple[str, Key]] = []
+    aliases = (
+        Alias.objects.filter(key__in=keys, name__icontains=text.removeprefix("alias/"))
+        .select_related("key")
+        .order_by("name")[:SUGGESTIONS]
+    )
+    out += [(a.name, a.key) for a in aliases]
+    seen = {k.pk for _, k in out}
+    more = keys.filter(Q(description__icontains=text) | Q(id__startswith=text.lower())).exclude(pk__in=seen)
+    for key in more.prefetch_related(_ALIASES_BY_NAME)[: SUGGESTIONS - len(out)]:
+        first = next(iter(key.aliases.all()), None)
+        out.append((first.name if first else str(key.id), key))
+    return out[:SUGGESTIONS]
 
 
 def alias_list_for(*, caller: Caller, key: Key | None = None) -> QuerySet[Alias]:

@@ -200,6 +200,15 @@ def key_create_usage(request: Any) -> HttpResponse:
 
 
 @require_GET
+def key_suggest(request: Any) -> HttpResponse:
+    """``<option>``s for a key field's datalist (HTMX type-ahead): aliases, descriptions, ids."""
+    caller = caller_from_request(request)
+    text = next((request.GET[n] for n in ("q", "key", "key_id") if request.GET.get(n)), "")
+    suggestions = selectors.key_suggestions_for(caller=caller, text=text)
+    return render(request, "keys/partials/key_suggestions.html", {"suggestions": suggestions})
+
+
+@require_GET
 def key_public_key(request: Any, key_id: str) -> HttpResponse:
     """Download an asymmetric key's public key as PEM (GetPublicKey, authorized and audited)."""
     caller = caller_from_request(request)

@@ -1162,3 +1162,21 @@ def test_it_serves_a_favicon_to_anyone() -> None:
     assert response.status_code == 200
     assert response["Content-Type"] in {"image/x-icon", "image/vnd.microsoft.icon"}
     assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
+def test_it_suggests_keys_by_alias_description_or_id_for_the_type_ahead(
+    admin_client: Client, make_key: Callable[..., Key], outsider: Persona
+) -> None:
+    payroll = make_key(description="payroll database", alias="alias/payroll")
+    billing = make_key(description="billing: payroll exports")
+    make_key(persona=outsider, description="payroll elsewhere", alias="alias/payroll-other")
+
+    body = html(admin_client.get("/keys/suggest/?key=payroll", **HX))
+
+    values = re.findall(r'<option value="([^"]+)">', body)
+    assert values == ["alias/payroll", str(billing.id)]  # aliases first; another account's keys never
+    assert f"payroll database · {payroll.id}" in body
+    assert re.findall(r'<option value="([^"]+)">', html(admin_client.get(f"/keys/suggest/?key_id={payroll.id}"))) == [
+        "alias/payroll"
+    ]
+    assert html(admin_client.get("/keys/suggest/?key=")).strip() == ""
