@@ -129,8 +129,19 @@ def usage_series(
 
 
 def recent_denials(*, caller: Caller, limit: int = 10) -> list[AuditEvent]:
-    """The latest AccessDenied events in the caller's account."""
-    return list(_events_for(caller).filter(error_code=DENIED).order_by("-event_time")[:limit])
+    """The latest AccessDenied events in the caller's account (each with ``key_alias``)."""
+    return with_key_aliases(list(_events_for(caller).filter(error_code=DENIED).order_by("-event_time")[:limit]))
+
+
+def with_key_aliases(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Set ``key_alias`` on each event: its key's first alias today, or "" (one query for the lot)."""
+    ids = {e.key_id for e in events if e.key_id}
+    first: dict[str, str] = {}
+    for key_id, name in Alias.objects.filter(key_id__in=ids).order_by("name").values_list("key_id", "name"):
+        first.setdefault(str(key_id), name)
+    for e in events:
+        e.key_alias = first.get(e.key_id or "", "")  # type: ignore[attr-defined]
+    return events
 
 
 def last_used_by_key(*, key_ids: list[str]) -> dict[str, datetime]:
@@ -228,7 +239,7 @@ def event_page_for(*, caller: Caller, flt: AuditFilter) -> EventPage:
     qs, backwards = flt.page(audit_events_for(caller=caller))
     fetched = list(qs.only(*_ROW_COLUMNS)[: flt.per_page + 1])
     more = len(fetched) > flt.per_page
-    rows = fetched[: flt.per_page]
+    rows = with_key_aliases(fetched[: flt.per_page])
     if backwards:
         rows.reverse()
     if not rows:

@@ -180,6 +180,9 @@ def test_it_finds_a_key_s_events_by_its_alias_or_alias_arn(
     assert {e.event_id for e in search(auditor, key="alias/demo", per_page="100")} == by_id
     alias_arn = f"arn:aws:kms:{key.region}:{key.account_id}:alias/demo"
     assert {e.event_id for e in search(auditor, key=alias_arn, per_page="100")} == by_id
+    # The key column names the key by alias, its id on a muted line.
+    listed = table(auditor, "?key=alias/demo", **HX).content.decode()
+    assert f'<td>alias/demo<span class="key-id mono muted">{key.id}</span></td>' in listed
     page = table(auditor, "?key=alias/nothing-here", **HX).content.decode()
     assert "No alias &#x27;alias/nothing-here&#x27; in this account." in page
 
