@@ -340,7 +340,9 @@ def test_it_lists_alarm_changes_but_not_alarm_page_reads_in_the_audit_report(
     flt, _ = AuditFilter.parse({})
     report = report_data(caller=system, flt=flt, events=AuditEvent.objects.all(), now=T + 4 * MIN)
     section = next(s for s in report.sections if s.title == "Alarms")
-    assert [row[1] for row in section.rows] == ["CreateAlarm", "SetAlarmState"]
+    assert [row[2] for row in section.rows] == ["CreateAlarm", "SetAlarmState"]
+    assert [row[1] for row in section.rows] == ["requests", "requests"]  # the alarm's name
+    assert section.rows[1][3].startswith("INSUFFICIENT_DATA → ALARM: Threshold Crossed")
     assert AuditEvent.objects.filter(event_name="DescribeAlarms").count() == 1
 
 

@@ -128,10 +128,22 @@ def test_it_fits_every_page_in_the_window_at_desktop_and_phone_widths(
     page = sized_page
     sign_in(page, key_admin_user)
     too_wide = {}
+    # KMSWEB_SCREENSHOTS=1 also refreshes the README's pictures, at both widths.
+    shots = {
+        "/": "overview",
+        "/keys/": "key-list",
+        f"/keys/{everything['key']}/": "key-detail",
+        "/usage/": "usage",
+        f"/alarms/{everything['alarm']}/": "alarm-detail",
+        f"/grant-requests/{everything['request']}/": "grant-request",
+    }
     for url in pages(everything):
         response = page.goto(url)
         assert response.status == 200, url
         expect(page.locator("h1")).to_have_count(1)
+        if url in shots:
+            page.wait_for_load_state("networkidle")
+            screenshot(page, f"{shots[url]}-{page.width_name}")
         scroll_width, client_width, culprits = page.evaluate(OVERFLOW_JS)
         if scroll_width != client_width:
             too_wide[url] = (scroll_width, client_width, culprits)
