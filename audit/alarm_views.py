@@ -17,7 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from audit.forms import AlarmForm
+from audit import selectors as audit_selectors
+from audit.forms import AlarmAcknowledgeForm, AlarmForm
 from audit.models import AlarmState, DeliveryAttempt, Notification
 from audit.services import alarms as svc
 from audit.services.alarm_evaluation import alarm_series
@@ -45,6 +46,19 @@ def alarm_list(request: Any) -> HttpResponse:
     return render(request, "audit/alarm_list.html", context)
 
 
+def _detail_context(caller: Any, alarm: Any, **extra: Any) -> dict[str, Any]:
+    attention = svc.alarm_attention(alarm)
+    trip = attention or alarm.history.filter(new_state=AlarmState.ALARM).exclude(old_state=AlarmState.ALARM).first()
+    return {
+        "attention": attention,
+        "context": audit_selectors.alarm_context_for(caller=caller, alarm=alarm, trip=trip),
+        "can_search": svc.may(caller, "kmsweb:SearchAudit"),
+        "can_acknowledge": attention is not None and svc.may(caller, "kmsweb:AcknowledgeAlarm"),
+        "ack_form": extra.pop("ack_form", None) or AlarmAcknowledgeForm(),
+        **extra,
+    }
+
+
 @require_GET
 def alarm_detail(request: Any, alarm_id: str) -> HttpResponse:
     caller = caller_from_request(request)
@@ -63,7 +77,34 @@ def alarm_detail(request: Any, alarm_id: str) -> HttpResponse:
         "can_delete": svc.may(caller, "kmsweb:DeleteAlarm")
         and (not alarm.builtin or svc.may(caller, "kmsweb:DeleteBuiltInAlarm")),
         "nav": "alarms",
+        **_detail_context(caller, alarm),
     }
+    return render(request, "audit/alarm_detail.html", context)
+
+
+@require_POST
+def alarm_acknowledge(request: Any, alarm_id: str) -> HttpResponse:
+    """Acknowledge the alarm's latest trip to ALARM, with an optional comment (audited by the service)."""
+    caller = caller_from_request(request)
+    alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
+    form = AlarmAcknowledgeForm(request.POST)
+    if form.is_valid():
+        url = reverse("audit:alarm_detail", args=[alarm.pk])
+        try:
+            svc.alarm_acknowledge(caller=caller, alarm=alarm, comment=form.cleaned_data["comment"])
+        except ValidationError as exc:
+            # Nothing left to acknowledge (someone else just did): said on the page, in place of the form.
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Acknowledged “{alarm.name}”.")
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return alarm_detail_page(request, caller, alarm, ack_form=form)
+
+
+def alarm_detail_page(request: Any, caller: Any, alarm: Any, **extra: Any) -> HttpResponse:
+    """The detail page with a form's errors shown in place."""
+    context = {"alarm": alarm, "history": list(alarm.history.all()[:HISTORY_ROWS]), "nav": "alarms"}
+    context.update(_detail_context(caller, alarm, **extra))
     return render(request, "audit/alarm_detail.html", context)
 
 
@@ -101,7 +142,7 @@ def alarm_create(request: Any) -> HttpResponse:
     if request.method == "GET" and not svc.may(caller, "kmsweb:CreateAlarm"):
         # The POST is refused (and audited) by the service; the form is not even shown.
         return _form_page(request, {"refused": True}, status=403)
-    form = AlarmForm(request.POST or None, account_id=caller.account_id)
+    form = AlarmForm(request.POST or None, caller=caller)
     if request.method == "POST" and form.is_valid():
         try:
             alarm = svc.alarm_create(caller=caller, spec=form.cleaned_data["spec"])
@@ -122,7 +163,7 @@ def alarm_edit(request: Any, alarm_id: str) -> HttpResponse:
     alarm = svc.alarm_get_for(caller=caller, alarm_id=alarm_id)
     if request.method == "GET" and not svc.may(caller, "kmsweb:UpdateAlarm"):
         return _form_page(request, {"refused": True, "alarm": alarm}, status=403)
-    form = AlarmForm(request.POST or None, account_id=caller.account_id, alarm=alarm)
+    form = AlarmForm(request.POST or None, caller=caller, alarm=alarm)
     if request.method == "POST" and form.is_valid():
         try:
             svc.alarm_update(caller=caller, alarm=alarm, spec=form.cleaned_data["spec"])

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from audit.canonical import DENIED, OUTCOMES, iso
 from audit.models import AuditEvent
@@ -33,13 +34,21 @@ PAGE_SIZES = (25, 50, 100)
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
 KEY_ARN = re.compile(r"^arn:aws:kms:[a-z0-9-]*:\d{12}:key/(?P<id>[0-9a-f-]{36})$")
 PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::(\d{12}|kmsweb):[\w+=,.@/-]{1,300}$")
-FILTER_FIELDS = ("since", "until", "event", "key", "principal", "ip", "outcome", "origin", "q")
+FILTER_FIELDS = ("range", "since", "until", "event", "key", "principal", "ip", "outcome", "origin", "q", "routine")
+# Date range presets: the last hour, day, week or month up to now (a custom range uses since/until).
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+# Routine events: what kmsweb does by itself every minute (scheduled jobs) and the
+# dashboard's own successful reads (a DescribeKey for every key page). They are hidden
+# from the Audit page unless asked for (``routine=show``); denials and errors never are.
+ROUTINE = Q(origin="system", event_name="RunJob") | Q(origin="dashboard", read_only=True, error_code="")
 
 
 @dataclass(frozen=True)
 class AuditFilter:
     """What to show: a time range and equality filters, the sort and the keyset position."""
 
+    range: str = ""  # a RANGES preset; it sets ``since`` when parsed and wins over a typed range
     since: datetime | None = None
     until: datetime | None = None
     event: str = ""
@@ -49,6 +58,7 @@ class AuditFilter:
     outcome: str = ""
     origin: str = ""
     q: str = ""
+    routine: str = ""  # "show" includes routine events; blank (the default) hides them
     sort: str = "-time"
     per_page: int = 50
     after: str = ""  # opaque cursor: rows after this one in sort order
@@ -76,6 +86,15 @@ class AuditFilter:
                     values[name] = parse_moment(raw, end=name == "until")
                 except ValueError:
                     errors[name] = f"'{raw}' is not a date or time (use ISO 8601, e.g. 2025-03-01T12:00Z)."
+        preset = text("range", 8)
+        if preset and preset not in RANGES:
+            errors["range"] = f"Unknown range '{preset}': use one of {', '.join(RANGES)}, or a custom range."
+        elif preset:
+            values["range"] = preset
+            values["since"] = timezone.now() - RANGES[preset]
+            values.pop("until", None)
+            errors.pop("since", None)
+            errors.pop("until", None)
         if values.get("since") and values.get("until") and values["since"] >= values["until"]:
             errors["until"] = "The end of the range must be after its start."
         event = text("event", 64)
@@ -89,7 +108,7 @@ class AuditFilter:
             try:
                 values["key"] = str(uuid.UUID(candidate))
             except ValueError:
-                errors["key"] = f"'{key}' is not a key id or key ARN."
+                errors["key"] = f"'{key}' is not an alias, alias ARN, key id or key ARN."
         principal = text("principal", 320)
         if principal and not PRINCIPAL_ARN.match(principal):
             errors["principal"] = f"'{principal}' is not a principal ARN (arn:aws:iam::<account>:user/<name>)."
@@ -107,6 +126,10 @@ class AuditFilter:
                 errors[name] = f"Unknown {name} '{value}': use one of {', '.join(allowed)}."
             values[name] = value
         values["q"] = text("q", 200)
+        routine = text("routine", 8)
+        if routine not in ("", "show", "hide"):
+            errors["routine"] = f"Unknown routine '{routine}': use show or hide."
+        values["routine"] = "show" if routine == "show" else ""
         sort = text("sort", 8) or "-time"
         if sort not in SORTS:
             errors["sort"] = f"Unknown sort '{sort}': use time or -time."
@@ -151,6 +174,8 @@ class AuditFilter:
             qs = qs.exclude(error_code="").exclude(error_code=DENIED)
         if self.origin:
             qs = qs.filter(origin=self.origin)
+        if self.routine != "show":
+            qs = qs.exclude(ROUTINE)
         if self.q:
             qs = qs.annotate(_params_text=Cast("request_parameters", TextField())).filter(
                 _params_text__icontains=self.q
@@ -182,6 +207,8 @@ class AuditFilter:
         """The filter as query parameters (defaults omitted)."""
         out: dict[str, str] = {}
         for name in FILTER_FIELDS:
+            if self.range and name in ("since", "until"):
+                continue  # the preset is the range; it moves with the clock
             value = getattr(self, name)
             if isinstance(value, datetime):
                 value = iso(value).replace(".000000Z", "Z")

@@ -10,10 +10,13 @@ import re
 from typing import Any
 
 from django import forms
+from django.urls import reverse_lazy
 
 from audit.alarm_rules import AlarmSpec, check_alarm
 from audit.models import Alarm, AlarmMetric, Comparison, MissingData
-from keys.models import Key
+from keys.selectors import KEY_REF_HELP, key_resolve_ref
+from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import NotFound
 from kmsweb.lib.operations import API_OPERATIONS
 
 _SPLIT = re.compile(r"[\s,;]+")
@@ -23,7 +26,23 @@ class AlarmForm(forms.Form):
     name = forms.CharField(max_length=255)
     description = forms.CharField(required=False, max_length=1024, widget=forms.Textarea(attrs={"rows": 2}))
     metric = forms.ChoiceField(choices=AlarmMetric.choices)
-    key_id = forms.CharField(required=False, max_length=64, label="Key id", help_text="Blank: every key")
+    key_id = forms.CharField(
+        required=False,
+        max_length=300,
+        label="Key",
+        help_text=f"{KEY_REF_HELP} Blank: every key.",
+        # A type-ahead over the account's aliases and descriptions (keys:key_suggest).
+        widget=forms.TextInput(
+            attrs={
+                "list": "alarm-key-suggestions",
+                "autocomplete": "off",
+                "hx-get": reverse_lazy("keys:key_suggest"),
+                "hx-trigger": "input changed delay:200ms",
+                "hx-target": "#alarm-key-suggestions",
+                "hx-swap": "innerHTML",
+            }
+        ),
+    )
     operation = forms.CharField(required=False, max_length=64, help_text="e.g. Decrypt; blank: every operation")
     principal_arn = forms.CharField(required=False, max_length=256, label="Principal ARN", help_text="Blank: anyone")
     error_code = forms.CharField(required=False, max_length=64, help_text="e.g. AccessDeniedException; blank: any")
@@ -45,14 +64,15 @@ class AlarmForm(forms.Form):
         help_text="At least 16 characters. On edit, leave blank to keep the current secret.",
     )
 
-    def __init__(self, *args: Any, account_id: str, alarm: Alarm | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, caller: Caller, alarm: Alarm | None = None, **kwargs: Any) -> None:
         if alarm is not None and "initial" not in kwargs:
             initial = {name: getattr(alarm, name) for name in self.base_fields if hasattr(alarm, name)}
             initial["emails"] = "\n".join(alarm.emails)
             initial.pop("webhook_secret", None)
             kwargs["initial"] = initial
         super().__init__(*args, **kwargs)
-        self.account_id = account_id
+        self.caller = caller
+        self.account_id = caller.account_id
         self.alarm = alarm
         if alarm is None or alarm.metric != AlarmMetric.COMPLIANCE_FINDINGS:
             # Only the compliance evaluation sets that alarm's state; a new alarm on it would never change.
@@ -68,6 +88,13 @@ class AlarmForm(forms.Form):
             return data
         for name in ("name", "key_id", "operation", "principal_arn", "error_code", "webhook_url"):
             data[name] = (data.get(name) or "").strip()
+        key_error = ""
+        if data["key_id"]:
+            # The alarm watches the key itself: an alias is resolved now and its key id kept.
+            try:
+                data["key_id"] = str(key_resolve_ref(caller=self.caller, key_ref=data["key_id"]).id)
+            except NotFound as exc:
+                key_error = exc.message
         secret = data.get("webhook_secret") or ""
         spec = AlarmSpec(**{k: v for k, v in data.items() if k in AlarmSpec.__dataclass_fields__})
         spec.webhook_secret = secret or None
@@ -77,10 +104,18 @@ class AlarmForm(forms.Form):
             has_secret=bool(self.alarm and self.alarm.webhook_secret_ciphertext),
             known_operations=API_OPERATIONS,
         )
-        if "key_id" not in errors and spec.key_id:
-            if not Key.objects.filter(account_id=self.account_id, id=spec.key_id).exists():
-                errors["key_id"] = f"No key {spec.key_id} in this account."
+        if key_error:
+            errors["key_id"] = key_error
         for name, message in errors.items():
             self.add_error(name if name in self.fields else None, message)
         data["spec"] = spec
         return data
+
+
+class AlarmAcknowledgeForm(forms.Form):
+    comment = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="What you found or did (kept in the alarm's history and the audit trail).",
+    )

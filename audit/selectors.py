@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.db.models import Count, Max, Min, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -27,7 +28,8 @@ from audit.models import DAY, HOUR, MINUTE, AuditDigest, AuditEvent, AuditExport
 from audit.services.sealing import SEAL_EVENT
 from audit.services.usage import CRYPTO_EVENTS, usage_rows
 from audit.verification import Report, audit_integrity
-from keys.models import Key
+from keys.models import Alias, Key
+from keys.selectors import key_ref_names_alias, key_resolve_ref
 from kmsweb.lib.caller import SYSTEM_PRINCIPAL_ARN, Caller
 from kmsweb.lib.errors import NotFound
 from policies.models import Grant, GrantRequestDecision, Principal
@@ -131,8 +133,19 @@ def usage_series(
 
 
 def recent_denials(*, caller: Caller, limit: int = 10) -> list[AuditEvent]:
-    """The latest AccessDenied events in the caller's account."""
-    return list(_events_for(caller).filter(error_code=DENIED).order_by("-event_time")[:limit])
+    """The latest AccessDenied events in the caller's account (each with ``key_alias``)."""
+    return with_key_aliases(list(_events_for(caller).filter(error_code=DENIED).order_by("-event_time")[:limit]))
+
+
+def with_key_aliases(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Set ``key_alias`` on each event: its key's first alias today, or "" (one query for the lot)."""
+    ids = {e.key_id for e in events if e.key_id}
+    first: dict[str, str] = {}
+    for key_id, name in Alias.objects.filter(key_id__in=ids).order_by("name").values_list("key_id", "name"):
+        first.setdefault(str(key_id), name)
+    for e in events:
+        e.key_alias = first.get(e.key_id or "", "")  # type: ignore[attr-defined]
+    return events
 
 
 def last_used_by_key(*, key_ids: list[str]) -> dict[str, datetime]:
@@ -164,8 +177,23 @@ def audit_events_for(*, caller: Caller) -> QuerySet[AuditEvent]:
 
 
 def audit_filter_for(*, caller: Caller, params: Mapping[str, Any]) -> tuple[AuditFilter, dict[str, str]]:
-    """Parse a filter and check that the key and principal it names exist."""
+    """Parse a filter and check that the key and principal it names exist.
+
+    The key may be named by alias (or alias ARN): it is resolved to the key
+    it names now, and the search is on that key's id.
+    """
+    alias_error = ""
+    typed_key = str(params.get("key") or "").strip()
+    if typed_key and key_ref_names_alias(typed_key):
+        params = {name: params.get(name) for name in params}
+        try:
+            params["key"] = str(key_resolve_ref(caller=caller, key_ref=typed_key).id)
+        except NotFound as exc:
+            params["key"] = ""
+            alias_error = exc.message
     flt, errors = AuditFilter.parse(params)
+    if alias_error:
+        errors["key"] = alias_error
     if flt.key:
         keys = Key.objects.filter(id=flt.key)
         if not caller.is_system:
@@ -215,7 +243,7 @@ def event_page_for(*, caller: Caller, flt: AuditFilter) -> EventPage:
     qs, backwards = flt.page(audit_events_for(caller=caller))
     fetched = list(qs.only(*_ROW_COLUMNS)[: flt.per_page + 1])
     more = len(fetched) > flt.per_page
-    rows = fetched[: flt.per_page]
+    rows = with_key_aliases(fetched[: flt.per_page])
     if backwards:
         rows.reverse()
     if not rows:
@@ -329,7 +357,7 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
                 f"{k.created_at:%Y-%m-%d}",
                 f"every {k.rotation_period_days} days" if k.rotation_enabled else "off",
                 f"{k.last_rotated_at:%Y-%m-%d}" if k.last_rotated_at else "never",
-                f"{k.next_rotation_at:%Y-%m-%d}" if k.rotation_enabled and k.next_rotation_at else "",
+                _next_rotation(k),
             ]
         )
     issued = report.Section(
@@ -362,12 +390,22 @@ def report_data(*, caller: Caller, flt: AuditFilter, events: QuerySet[AuditEvent
         denied.rows.append(
             [f"{e.event_time:%Y-%m-%d %H:%M:%S}", e.event_name, e.principal_arn, e.source_ip, e.key_id, e.error_message]
         )
-    alarms = report.Section("Alarms", ["Time", "Event", "Details"])
+    alarms = report.Section("Alarms", ["Time", "Alarm", "Event", "What happened", "By"])
     # Alarm changes and state transitions; not the Alarms pages being read.
     alarm_events = events.filter(event_name__icontains="alarm", read_only=False)
     alarms.total = alarm_events.count()
-    for e in alarm_events.order_by("event_time", "id")[: report.MAX_ROWS]:
-        alarms.rows.append([f"{e.event_time:%Y-%m-%d %H:%M:%S}", e.event_name, json.dumps(e.response_elements)])
+    alarm_page = list(alarm_events.order_by("event_time", "id")[: report.MAX_ROWS])
+    names = _alarm_names(alarm_page)
+    for e in alarm_page:
+        alarms.rows.append(
+            [
+                f"{e.event_time:%Y-%m-%d %H:%M:%S}",
+                _alarm_name(e, names),
+                e.event_name,
+                _alarm_change(e),
+                e.principal_arn,
+            ]
+        )
 
     def when(moment: datetime | None) -> str:
         return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "the beginning"
@@ -446,4 +484,136 @@ def sealing_status(*, now: datetime, behind_after: timedelta) -> SealingStatus:
         last_error=(row["error"] or "") if failed else "",
         behind_after=behind_after,
         now=now,
+    )
+
+
+def _next_rotation(key: Key) -> str:
+    """The report's "Next rotation": only a key that will rotate has one."""
+    if not key.rotation_enabled or key.next_rotation_at is None:
+        return ""
+    if key.state == "PendingDeletion":
+        return "none (pending deletion)"
+    if key.state != "Enabled":
+        return f"paused ({key.state.lower()})"
+    return f"{key.next_rotation_at:%Y-%m-%d}"
+
+
+def _alarm_names(events: list[AuditEvent]) -> dict[str, str]:
+    from audit.models import Alarm
+
+    ids = {str(e.request_parameters.get("alarmId") or (e.response_elements or {}).get("alarmId") or "") for e in events}
+    ids.discard("")
+    return {str(pk): name for pk, name in Alarm.objects.filter(pk__in=ids).values_list("pk", "name")}
+
+
+def _alarm_name(event: AuditEvent, names: dict[str, str]) -> str:
+    params = event.request_parameters or {}
+    found = params.get("alarmName") or (event.response_elements or {}).get("alarmName")
+    if found:
+        return str(found)
+    alarm_id = str(params.get("alarmId") or (event.response_elements or {}).get("alarmId") or "")
+    return names.get(alarm_id, f"alarm {alarm_id} (deleted)" if alarm_id else "-")
+
+
+def _alarm_change(event: AuditEvent) -> str:
+    """An alarm event in words: a transition with its reason, an acknowledgement's comment, a change."""
+    response = event.response_elements or {}
+    params = event.request_parameters or {}
+    if event.error_code:
+        return f"Refused: {event.error_code}"
+    if "newState" in response:
+        return f"{response.get('oldState')} → {response['newState']}: {response.get('reason', '')}".strip()
+    if event.event_name == "AcknowledgeAlarm":
+        return f"Acknowledged: {params.get('comment') or 'no comment'}"
+    if event.event_name in ("CreateAlarm", "UpdateAlarm"):
+        condition = (
+            f"{params.get('metricName', '')} {params.get('comparisonOperator', '')} {params.get('threshold', '')}"
+        )
+        return f"{'Created' if event.event_name == 'CreateAlarm' else 'Changed'}: {condition}"
+    if event.event_name == "DeleteAlarm":
+        return "Deleted"
+    return event.event_name
+
+
+@dataclass
+class AlarmContext:
+    """What made an alarm fire: the datapoint's period and the events counted in it, by key, principal and operation."""
+
+    since: datetime
+    until: datetime
+    value: float | None
+    keys: list[tuple[str, str, int]]  # (key id, first alias or "", events)
+    principals: list[tuple[str, int]]
+    operations: list[tuple[str, int]]
+    search_url: str  # the Audit page's search for exactly these events
+
+
+CONTEXT_ROWS = 5
+
+
+def _alarm_events(alarm: Any, qs: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+    """The events an alarm's metric counts (the roll-up rules of audit.services.alarm_evaluation, on events)."""
+    from audit.models import AlarmMetric
+    from audit.services.alarm_evaluation import KEY_STATE_EVENTS
+
+    if alarm.key_id:
+        qs = qs.filter(key_id=alarm.key_id)
+    if alarm.operation:
+        qs = qs.filter(event_name=alarm.operation)
+    if alarm.principal_arn:
+        qs = qs.filter(principal_arn=alarm.principal_arn)
+    if alarm.error_code:
+        qs = qs.filter(error_code=alarm.error_code)
+    if alarm.metric == AlarmMetric.DENIALS:
+        qs = qs.filter(error_code=DENIED)
+    elif alarm.metric == AlarmMetric.ERRORS:
+        qs = qs.exclude(error_code="")
+    elif alarm.metric == AlarmMetric.KEY_STATE_CHANGES:
+        qs = qs.filter(error_code="", event_name__in=KEY_STATE_EVENTS)
+    return qs
+
+
+def alarm_context_for(*, caller: Caller, alarm: Any, trip: Any = None) -> AlarmContext | None:
+    """The context of the alarm's latest breaching datapoint (of ``trip``, the
+    history row that sent it to ALARM, else of its current state); None when
+    no datapoint breached."""
+    from audit.services.alarm_evaluation import breaches
+
+    data = (trip.reason_data if trip is not None else None) or alarm.state_reason_data or {}
+    points = [
+        (datetime.fromisoformat(p["timestamp"]), p["value"])
+        for p in data.get("evaluatedDatapoints", [])
+        if p.get("value") is not None and breaches(alarm.comparison, p["value"], alarm.threshold)
+    ]
+    if not points:
+        return None
+    since, value = max(points)
+    until = since + timedelta(seconds=alarm.period)
+    events = _alarm_events(alarm, _events_for(caller).filter(event_time__gte=since, event_time__lt=until))
+
+    def top(column: str) -> list[tuple[str, int]]:
+        rows = events.exclude(**{column: ""}).values(column).annotate(n=Count("id")).order_by("-n", column)
+        return [(row[column], row["n"]) for row in rows[:CONTEXT_ROWS]]
+
+    key_counts = top("key_id")
+    aliases: dict[str, str] = {}
+    for alias in Alias.objects.filter(key_id__in=[k for k, _ in key_counts]).order_by("name"):
+        aliases.setdefault(str(alias.key_id), alias.name)
+    params = {
+        "since": canonical.iso(since),
+        "until": canonical.iso(until),
+        "key": alarm.key_id,
+        "event": alarm.operation,
+        "principal": alarm.principal_arn,
+        "outcome": {"denials": "denied", "errors": "error"}.get(alarm.metric, ""),
+        "routine": "show",
+    }
+    return AlarmContext(
+        since=since,
+        until=until,
+        value=value,
+        keys=[(k, aliases.get(k, ""), n) for k, n in key_counts],
+        principals=top("principal_arn"),
+        operations=top("event_name"),
+        search_url="?" + urlencode({k: v for k, v in params.items() if v}),
     )

@@ -20,5 +20,6 @@ urlpatterns = [
     path("alarms/<str:alarm_id>/", alarm_views.alarm_detail, name="alarm_detail"),
     path("alarms/<str:alarm_id>/edit/", alarm_views.alarm_edit, name="alarm_edit"),
     path("alarms/<str:alarm_id>/delete/", alarm_views.alarm_delete, name="alarm_delete"),
+    path("alarms/<str:alarm_id>/acknowledge/", alarm_views.alarm_acknowledge, name="alarm_acknowledge"),
     path("alarms/<str:alarm_id>/data/", alarm_views.alarm_data, name="alarm_data"),
 ]

@@ -30,6 +30,14 @@ from kmsweb.lib.htmx import wants_partial
 from policies.callers import caller_from_request
 from policies.roles import role_allows
 
+RANGE_CHOICES = [
+    ("", "Any time / custom range"),
+    ("1h", "Last hour"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+]
+
 
 def _page_context(request: Any, caller: Caller) -> dict[str, Any]:
     flt, errors = selectors.audit_filter_for(caller=caller, params=request.GET)
@@ -49,8 +57,10 @@ def _page_context(request: Any, caller: Caller) -> dict[str, Any]:
         "errors": errors,
         # The form shows what the user typed, even when it did not parse.
         "typed": {
-            name: request.GET.get(name, "") for name in ("since", "until", "event", "key", "principal", "ip", "q")
+            name: request.GET.get(name, "")
+            for name in ("range", "since", "until", "event", "key", "principal", "ip", "q")
         },
+        "range_choices": RANGE_CHOICES,
         "outcomes": OUTCOMES,
         "origins": ORIGINS,
         "page": page,

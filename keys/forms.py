@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 
 from keys.crypto.specs import SPECS, SYMMETRIC_DEFAULT
+from kmsweb.lib.jsonwords import json_problem
 
 # The create form's key spec menu, grouped as AWS's console groups them.
 KEY_SPEC_CHOICES = [
@@ -152,7 +153,13 @@ class ScheduleDeletionForm(ConfirmKeyIdForm):
 
 class RotationForm(forms.Form):
     enabled = forms.BooleanField(required=False)
-    rotation_period_days = forms.IntegerField(min_value=90, max_value=2560, initial=365, required=False)
+    rotation_period_days = forms.IntegerField(
+        min_value=90,
+        max_value=2560,
+        initial=365,
+        required=False,
+        widget=forms.NumberInput(attrs={"aria-label": "Rotation period in days"}),
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -162,7 +169,7 @@ class RotationForm(forms.Form):
 
 
 class AliasForm(forms.Form):
-    alias = forms.CharField(max_length=256)
+    alias = forms.CharField(max_length=256, widget=forms.TextInput(attrs={"aria-label": "New alias"}))
 
     def clean_alias(self) -> str:
         value = clean_alias_name(self.cleaned_data["alias"])
@@ -192,21 +199,32 @@ class PolicyForm(forms.Form):
         if len(text.encode()) > 32 * 1024:
             raise forms.ValidationError("A key policy is at most 32 KiB.")
         try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
+            problem = json_problem(text)
         except RecursionError:
-            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
+            raise forms.ValidationError("The policy is not valid JSON: it is nested too deeply.") from None
+        if problem is not None:
+            where = f" The line reads: {problem.excerpt}" if problem.excerpt else ""
+            raise forms.ValidationError(
+                f"The policy is not valid JSON. {problem}{where}",
+                code="json",
+                params={"line": problem.line, "column": problem.column},
+            )
+        doc = json.loads(text)
         if not isinstance(doc, dict) or "Statement" not in doc:
             raise forms.ValidationError("A key policy is a JSON object with a Statement.")
         return text
 
 
 class DescriptionForm(forms.Form):
-    description = forms.CharField(required=False, max_length=8192)
+    description = forms.CharField(
+        required=False, max_length=8192, widget=forms.TextInput(attrs={"aria-label": "Description"})
+    )
 
 
 class GrantApprovalsForm(forms.Form):
     required = forms.TypedChoiceField(
-        choices=[(1, "1 approver"), (2, "2 distinct approvers")], coerce=int, label="Grant requests need"
+        choices=[(1, "1 approver"), (2, "2 distinct approvers")],
+        coerce=int,
+        label="Grant requests need",
+        widget=forms.Select(attrs={"aria-label": "Grant requests need"}),
     )

@@ -83,6 +83,12 @@ class KeyQuerySet(models.QuerySet["Key"]):
         )
         return self.filter(schedule, deleted_at__isnull=True, next_rotation_at__lte=now)
 
+    def rotatable(self) -> KeyQuerySet:
+        """Keys automatic rotation can apply to: symmetric encryption keys with
+        kmsweb-made material (AWS refuses EnableKeyRotation on asymmetric, HMAC
+        and imported-material keys)."""
+        return self.filter(key_spec=KeySpec.SYMMETRIC_DEFAULT, origin=KeyOrigin.AWS_KMS)
+
     def due_for_deletion(self, now: datetime) -> KeyQuerySet:
         """Keys pending deletion whose waiting period has ended, not yet deleted."""
         return self.filter(state=KeyState.PENDING_DELETION, deletion_date__lte=now, deleted_at__isnull=True)

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Prefetch, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from keys.crypto.asymmetric import public_pem
 from keys.crypto.specs import SPECS
@@ -31,6 +31,8 @@ from kmsweb.ttlcache import TTLCache
 
 _KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/([0-9a-fA-F-]{36})$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
+# Keys are shown by alias first; templates read ``key.aliases.all`` without a query per row.
+_ALIASES_BY_NAME = Prefetch("aliases", queryset=Alias.objects.order_by("name"))
 
 
 def _key_arn(caller: Caller, account_id: str, key_id: str) -> str:
@@ -113,6 +115,32 @@ def key_get_for(*, caller: Caller, key_ref: str, allow_alias: bool = True) -> Ke
     raise NotFound(f"Invalid keyId '{key_ref}'")
 
 
+KEY_REF_HELP = "An alias (alias/orders), alias ARN, key id or key ARN."
+
+
+def key_ref_names_alias(key_ref: str) -> bool:
+    """Whether ``key_ref`` names a key by alias (``alias/...`` or an alias ARN)."""
+    ref = key_ref.strip()
+    return ref.startswith("alias/") or _ALIAS_ARN.match(ref) is not None
+
+
+def key_resolve_ref(*, caller: Caller, key_ref: str) -> Key:
+    """The key a dashboard field names, however people name it: an alias, an
+    alias ARN, a key id or a key ARN (every dashboard key field accepts all four).
+
+    Raises ``NotFound`` with a message meant for the person who typed it.
+    """
+    try:
+        return key_get_for(caller=caller, key_ref=key_ref)
+    except NotFound as exc:
+        ref = key_ref.strip()
+        if key_ref_names_alias(ref):
+            raise NotFound(f"No alias '{ref}' in this account.") from exc
+        if _KEY_ARN.match(ref) or _parse_uuid(ref):
+            raise NotFound(f"No key '{ref}' in this account.") from exc
+        raise NotFound(f"'{ref}' is not an alias, alias ARN, key id or key ARN.") from exc
+
+
 def key_get_by_uuid(*, key_uuid: uuid.UUID) -> Key | None:
     """The key a ciphertext blob names, whatever its account (or None)."""
     return Key.objects.filter(id=key_uuid).first()
@@ -142,6 +170,31 @@ def material_get_for(*, key: Key, version: int) -> KeyMaterial | None:
 def key_list_for(*, caller: Caller) -> QuerySet[Key]:
     """Keys visible to the caller in its account and region, in a stable order."""
     return Key.objects.visible().filter(account_id=caller.account_id, region=caller.region).order_by("created_at", "id")
+
+
+SUGGESTIONS = 10
+
+
+def key_suggestions_for(*, caller: Caller, text: str) -> list[tuple[str, Key]]:
+    """Type-ahead for key fields: (what to fill in, key) pairs whose alias,
+    description or id contains ``text``; aliases first, as people name keys."""
+    text = text.strip()[:256]
+    if not text:
+        return []
+    keys = key_list_for(caller=caller)
+    out: list[tuple[str, Key]] = []
+    aliases = (
+        Alias.objects.filter(key__in=keys, name__icontains=text.removeprefix("alias/"))
+        .select_related("key")
+        .order_by("name")[:SUGGESTIONS]
+    )
+    out += [(a.name, a.key) for a in aliases]
+    seen = {k.pk for _, k in out}
+    more = keys.filter(Q(description__icontains=text) | Q(id__startswith=text.lower())).exclude(pk__in=seen)
+    for key in more.prefetch_related(_ALIASES_BY_NAME)[: SUGGESTIONS - len(out)]:
+        first = next(iter(key.aliases.all()), None)
+        out.append((first.name if first else str(key.id), key))
+    return out[:SUGGESTIONS]
 
 
 def alias_list_for(*, caller: Caller, key: Key | None = None) -> QuerySet[Alias]:
@@ -216,11 +269,7 @@ def key_table_for(*, caller: Caller, flt: KeyFilter) -> KeyTable:
     pages = max(1, -(-total // flt.per_page))
     page = min(flt.page, pages)
     offset = (page - 1) * flt.per_page
-    keys = list(
-        qs.prefetch_related(Prefetch("aliases", queryset=Alias.objects.order_by("name")))[
-            offset : offset + flt.per_page
-        ]
-    )
+    keys = list(qs.prefetch_related(_ALIASES_BY_NAME)[offset : offset + flt.per_page])
     last_used = last_used_by_key(key_ids=[str(k.id) for k in keys])
     rows = [KeyRow(k, [a.name for a in k.aliases.all()], last_used.get(str(k.id))) for k in keys]
     return KeyTable(rows=rows, total=total, page=page, pages=pages, per_page=flt.per_page)
@@ -259,14 +308,16 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
         kinds.append({"label": label, "total": sum(n for _, n in states), "states": states})
     owned = Key.objects.filter(manager=KeyManager.OWNED, deleted_at__isnull=True).count()
     kinds.append({"label": "Platform owned", "total": owned, "states": [], "note": "kmsweb's own, never exposed"})
-    no_rotation = qs.filter(manager=KeyManager.CUSTOMER, state=KeyState.ENABLED, rotation_enabled=False)
+    no_rotation = qs.rotatable().filter(manager=KeyManager.CUSTOMER, state=KeyState.ENABLED, rotation_enabled=False)
     return {
         "account_id": caller.account_id,
         "region": caller.region,
         "kinds": kinds,
         "without_rotation_count": no_rotation.count(),
-        "without_rotation": list(no_rotation.order_by("created_at")[:10]),
-        "pending_deletion": list(qs.filter(state=KeyState.PENDING_DELETION).order_by("deletion_date")[:10]),
+        "without_rotation": list(no_rotation.prefetch_related(_ALIASES_BY_NAME).order_by("created_at")[:10]),
+        "pending_deletion": list(
+            qs.filter(state=KeyState.PENDING_DELETION).prefetch_related(_ALIASES_BY_NAME).order_by("deletion_date")[:10]
+        ),
     }
 
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("keys/", views.key_list, name="key_list"),
     path("keys/new/", views.key_create, name="key_create"),
     path("keys/new/usage/", views.key_create_usage, name="key_create_usage"),
+    path("keys/suggest/", views.key_suggest, name="key_suggest"),
     path("keys/<str:key_id>/", views.key_detail, name="key_detail"),
     path("keys/<str:key_id>/public-key.pem", views.key_public_key, name="key_public_key"),
     path("keys/<str:key_id>/enable/", views.key_enable, name="key_enable"),

@@ -200,6 +200,15 @@ def key_create_usage(request: Any) -> HttpResponse:
 
 
 @require_GET
+def key_suggest(request: Any) -> HttpResponse:
+    """``<option>``s for a key field's datalist (HTMX type-ahead): aliases, descriptions, ids."""
+    caller = caller_from_request(request)
+    text = next((request.GET[n] for n in ("q", "key", "key_id") if request.GET.get(n)), "")
+    suggestions = selectors.key_suggestions_for(caller=caller, text=text)
+    return render(request, "keys/partials/key_suggestions.html", {"suggestions": suggestions})
+
+
+@require_GET
 def key_public_key(request: Any, key_id: str) -> HttpResponse:
     """Download an asymmetric key's public key as PEM (GetPublicKey, authorized and audited)."""
     caller = caller_from_request(request)
@@ -219,6 +228,8 @@ def _refresh(request: Any, caller: Caller, key_id: str, event: str, **extra: Any
     key = _key(caller, key_id)
     if not wants_partial(request):
         if not any(name.endswith("_form") for name in extra):
+            if extra.get("done"):
+                messages.success(request, extra["done"])
             return redirect("keys:key_detail", key_id=key.id)
         return render(request, "keys/key_detail.html", _detail_context(caller, key, **extra))
     response = render(request, "keys/partials/key_body.html", _detail_context(caller, key, **extra))
@@ -229,21 +240,23 @@ def _refresh(request: Any, caller: Caller, key_id: str, event: str, **extra: Any
 def key_enable(request: Any, key_id: str) -> HttpResponse:
     caller = caller_from_request(request)
     services.key_enable(caller=caller, key=_key(caller, key_id))
-    return _refresh(request, caller, key_id, "keyChanged")
+    return _refresh(request, caller, key_id, "keyChanged", done="Key enabled.")
 
 
 @require_POST
 def key_disable(request: Any, key_id: str) -> HttpResponse:
     caller = caller_from_request(request)
     services.key_disable(caller=caller, key=_key(caller, key_id))
-    return _refresh(request, caller, key_id, "keyChanged")
+    return _refresh(
+        request, caller, key_id, "keyChanged", done="Key disabled: requests that use it fail until it is enabled again."
+    )
 
 
 @require_POST
 def key_rotate(request: Any, key_id: str) -> HttpResponse:
     caller = caller_from_request(request)
     services.key_rotate(caller=caller, key=_key(caller, key_id), rotation_type="ON_DEMAND")
-    return _refresh(request, caller, key_id, "keyRotated")
+    return _refresh(request, caller, key_id, "keyRotated", done="Key rotated: new material encrypts from now on.")
 
 
 @require_POST
@@ -267,8 +280,9 @@ def key_schedule_deletion(request: Any, key_id: str) -> HttpResponse:
     form = ScheduleDeletionForm(request.POST, key_id=str(key.id))
     if not form.is_valid():
         return _refresh(request, caller, key_id, "keyChanged", deletion_form=form, open_panel="deletion")
-    services.key_schedule_deletion(caller=caller, key=key, pending_window_days=form.cleaned_data["pending_window_days"])
-    return _refresh(request, caller, key_id, "keyChanged")
+    days = form.cleaned_data["pending_window_days"]
+    services.key_schedule_deletion(caller=caller, key=key, pending_window_days=days)
+    return _refresh(request, caller, key_id, "keyChanged", done=f"Deletion scheduled in {days} days.")
 
 
 @require_POST
@@ -286,7 +300,13 @@ def key_delete_imported_material(request: Any, key_id: str) -> HttpResponse:
 def key_cancel_deletion(request: Any, key_id: str) -> HttpResponse:
     caller = caller_from_request(request)
     services.key_cancel_deletion(caller=caller, key=_key(caller, key_id))
-    return _refresh(request, caller, key_id, "keyChanged")
+    return _refresh(
+        request,
+        caller,
+        key_id,
+        "keyChanged",
+        done="Deletion cancelled. The key is disabled; enable it to use it again.",
+    )
 
 
 @require_POST

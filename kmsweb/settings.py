@@ -64,6 +64,7 @@ MIDDLEWARE = [
     # First: the SigV4 API needs none of the dashboard's middleware below.
     "kmsweb.api.middleware.AwsApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "kmsweb.lib.public_url.PublicUrlMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -165,6 +166,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Files browsers ask for at the site's root (/favicon.ico), served by WhiteNoise ahead of every view.
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"
 
 # Cookies and headers: the dashboard is a security product.
 SESSION_COOKIE_SECURE = env_bool("KMSWEB_SECURE_COOKIES", True)
@@ -259,8 +262,10 @@ KMSWEB_REGIONS = env_list("KMSWEB_REGIONS", [])
 KMSWEB_GRANT_REQUEST_TTL_DAYS = env_int("KMSWEB_GRANT_REQUEST_TTL_DAYS", 7)
 if KMSWEB_GRANT_REQUEST_TTL_DAYS < 1:
     raise ImproperlyConfigured("KMSWEB_GRANT_REQUEST_TTL_DAYS must be at least 1")
-# Links in notification emails point here.
-KMSWEB_DASHBOARD_URL = (env_str("KMSWEB_DASHBOARD_URL") or "http://127.0.0.1:8000").rstrip("/")
+# Where people reach the dashboard (links in e-mails, webhooks and API answers). Empty: the
+# serving request's own scheme and host (see kmsweb/lib/public_url.py). KMSWEB_DASHBOARD_URL
+# is its former name, still read.
+KMSWEB_PUBLIC_URL = (env_str("KMSWEB_PUBLIC_URL") or env_str("KMSWEB_DASHBOARD_URL") or "").rstrip("/")
 
 # Email (grant request notifications): printed to the console unless an
 # operator names another backend, e.g. django.core.mail.backends.smtp.EmailBackend.

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
@@ -29,6 +28,7 @@ from keys.selectors import key_get_for
 from kmsweb.lib.caller import Caller, new_request_id
 from kmsweb.lib.errors import InternalError, KmsError, SerializationError, UnknownOperation, ValidationError
 from kmsweb.lib.jsonbody import parse_body
+from kmsweb.lib.public_url import public_url
 from policies import selectors, services
 from policies.callers import anonymous_caller, caller_from_signature
 from policies.models import GrantRequest, GrantRequestState
@@ -85,7 +85,7 @@ def grant_request_body(request: GrantRequest, http: HttpRequest) -> dict[str, An
         "Decisions": decisions,
         "Links": {
             "Self": http.build_absolute_uri(self_path),
-            "Dashboard": settings.KMSWEB_DASHBOARD_URL + reverse("policies:grant_request_detail", args=[request.pk]),
+            "Dashboard": public_url(reverse("policies:grant_request_detail", args=[request.pk])),
         },
     }
     if request.constraints:

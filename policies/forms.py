@@ -107,7 +107,12 @@ class GrantRequestForm(forms.Form):
     )
     justification = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
     duration = forms.IntegerField(min_value=1, max_value=2160, initial=8, label="Duration")
-    duration_unit = forms.ChoiceField(choices=[("hours", "hours"), ("days", "days")], initial="hours", label="Unit")
+    duration_unit = forms.ChoiceField(
+        choices=[("hours", "hours"), ("days", "days")],
+        initial="hours",
+        label="Unit",
+        widget=forms.Select(attrs={"aria-label": "Duration unit"}),
+    )
 
     def clean_encryption_context(self) -> dict[str, str]:
         context: dict[str, str] = {}

@@ -49,13 +49,15 @@ ROLES: dict[str, tuple[str, ...]] = {
         # Alarms on usage; only this role (and administrators) may delete the built-in ones.
         "kmsweb:CreateAlarm",
         "kmsweb:UpdateAlarm",
+        "kmsweb:AcknowledgeAlarm",
         "kmsweb:DeleteAlarm",
         "kmsweb:DeleteBuiltInAlarm",
     ),
     # Suppressing a compliance finding accepts a risk: the same people who decide grants.
     "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest", "kmsweb:SuppressFinding"),
     # The Jobs page too: sealing and archiving are the audit trail's own jobs.
-    "auditor": READ_ACTIONS + ("kmsweb:SearchAudit", "kmsweb:ExportAudit", "kmsweb:ListJobs"),
+    "auditor": READ_ACTIONS
+    + ("kmsweb:SearchAudit", "kmsweb:ExportAudit", "kmsweb:ListJobs", "kmsweb:AcknowledgeAlarm"),
     # Manages principals, their policies and access keys: it can give anyone
     # anything, so only superusers hold it unless an operator says otherwise.
     "administrator": ("kms:*", "kmsweb:*", "iam:*"),

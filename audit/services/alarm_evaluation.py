@@ -122,7 +122,7 @@ class Evaluation:
 
 
 def _fmt_point(value: float, start: int) -> str:
-    return f"{value:.1f} ({_at(start):%d/%m/%y %H:%M:%S})"
+    return f"{value:.1f} ({_at(start):%Y-%m-%dT%H:%M:%SZ})"
 
 
 def decide(alarm: Alarm, starts: Sequence[int], values: Sequence[float | None], now: datetime) -> Evaluation:

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from audit.alarm_rules import AlarmSpec, check_alarm
-from audit.models import Alarm, AlarmMetric, AlarmSetup, AlarmState, Comparison, MissingData
+from audit.models import Alarm, AlarmHistory, AlarmMetric, AlarmSetup, AlarmState, Comparison, MissingData
 from audit.services.recording import audited
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
@@ -157,6 +157,56 @@ def alarm_delete(*, caller: Caller, alarm: Alarm) -> None:
         deleted, _ = Alarm.objects.filter(pk=alarm.pk, account_id=caller.account_id).delete()
         if not deleted:
             raise NotFound(f"Alarm {alarm.pk} does not exist.")
+
+
+ACK_COMMENT_MAX = 1000
+
+
+def alarm_acknowledge(*, caller: Caller, alarm: Alarm, comment: str) -> AlarmHistory:
+    """Acknowledge the alarm's latest trip to ALARM (``kmsweb:AcknowledgeAlarm``).
+
+    The acknowledgement is a history row (state unchanged, ``reason_data``
+    ``{"acknowledged": {"by", "comment"}}``), so who, when and why stay in
+    the alarm's history; the banner stops naming the alarm once it is back
+    to OK and acknowledged. Refused (``ValidationError``) when the alarm has
+    never been in ALARM or its latest trip is already acknowledged.
+    Records AcknowledgeAlarm.
+    """
+    comment = comment.strip()
+    params = {"AlarmId": alarm.pk, "AlarmName": alarm.name, "Comment": comment}
+    with audited(caller, "AcknowledgeAlarm", request_parameters=params, event_source=EVENT_SOURCE) as op:
+        authorize(caller=caller, action="kmsweb:AcknowledgeAlarm")
+        if len(comment) > ACK_COMMENT_MAX:
+            raise ValidationError(f"A comment is at most {ACK_COMMENT_MAX} characters.")
+        locked = Alarm.objects.select_for_update().filter(pk=alarm.pk, account_id=caller.account_id).first()
+        if locked is None:
+            raise NotFound(f"Alarm {alarm.pk} does not exist.")
+        if alarm_attention(locked) is None:
+            raise ValidationError("This alarm has no unacknowledged trip to ALARM.")
+        entry = AlarmHistory.objects.create(
+            alarm=locked,
+            timestamp=clock.now(),
+            old_state=locked.state,
+            new_state=locked.state,
+            reason=f"Acknowledged by {caller.principal_arn}" + (f": {comment}" if comment else "."),
+            reason_data={"acknowledged": {"by": caller.principal_arn, "comment": comment}},
+        )
+        op.response_elements = {"AlarmId": locked.pk, "AcknowledgedAt": entry.timestamp.isoformat()}
+    return entry
+
+
+def alarm_attention(alarm: Alarm) -> AlarmHistory | None:
+    """The alarm's latest trip to ALARM if nobody has acknowledged it since, else None.
+
+    An alarm that went to ALARM and back to OK between two looks at the
+    dashboard still needs someone to look: it stays on the banner until
+    acknowledged.
+    """
+    latest = alarm.history.filter(new_state=AlarmState.ALARM).exclude(old_state=AlarmState.ALARM).first()
+    if latest is None:
+        return None
+    acknowledged = alarm.history.filter(timestamp__gte=latest.timestamp, reason_data__has_key="acknowledged")
+    return None if acknowledged.exclude(pk=latest.pk).exists() else latest
 
 
 # -- Reading ------------------------------------------------------------------------------------

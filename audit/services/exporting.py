@@ -120,6 +120,7 @@ def audit_export_write(
     out_dir: Path,
     progress: Callable[[int], None] | None = None,
     now: datetime | None = None,
+    requested_by: str | None = None,
 ) -> exports.Bundle:
     """Write the export bundle of ``flt`` in ``fmt`` to ``out_dir`` (which must be new or empty).
 
@@ -127,6 +128,8 @@ def audit_export_write(
     An empty range, a range reaching past retention, an unknown format or
     a non-empty directory is refused before anything is written; so is any
     range while the trail fails ``audit_verify`` (``InvalidState``).
+    ``requested_by`` names the person a queued export is written for (the
+    worker's caller is the system); the manifest's ``requestedBy`` is them.
     """
     now = now or timezone.now()
     params = {"Format": fmt, "Filter": flt.describe()}
@@ -160,7 +163,7 @@ def audit_export_write(
                 signer=bundle_signer(),
                 manifest_fields={
                     "createdAt": canonical.iso(now),
-                    "requestedBy": caller.principal_arn,
+                    "requestedBy": requested_by or caller.principal_arn,
                     "scope": {"accountId": caller.account_id or "*"},
                     "filter": flt.describe(),
                     "timeRange": {
@@ -231,18 +234,23 @@ def audit_export_run(*, export_id: str) -> AuditExport | None:
         if errors:
             raise ValidationError("; ".join(errors.values()))
         shutil.rmtree(root, ignore_errors=True)
-        audit_export_write(
+        bundle = audit_export_write(
             caller=caller,
             fmt=export.format,
             flt=flt,
             out_dir=root / "bundle",
             progress=lambda n: AuditExport.objects.filter(pk=export.pk).update(progress=n),
             now=export.created_at,
+            requested_by=export.requested_by,
         )
         archive = shutil.make_archive(str(export_zip_path(export).with_suffix("")), "zip", root_dir=root / "bundle")
         shutil.rmtree(root / "bundle")
         logger.info("audit export %s written to %s", export.id, archive)
-        AuditExport.objects.filter(pk=export.pk).update(state=ExportState.DONE, finished_at=timezone.now())
+        # The count queued with the request is an estimate: events recorded since (the
+        # StartAuditExport event itself among them) can fall in the range. Say what the bundle holds.
+        AuditExport.objects.filter(pk=export.pk).update(
+            state=ExportState.DONE, total=bundle.stats.count, progress=bundle.stats.count, finished_at=timezone.now()
+        )
     except KmsError as exc:
         AuditExport.objects.filter(pk=export.pk).update(
             state=ExportState.FAILED, error=exc.message, finished_at=timezone.now()

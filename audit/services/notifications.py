@@ -32,6 +32,7 @@ from audit.alarm_rules import UnsafeUrl, resolve_webhook
 from audit.models import Alarm, AlarmHistory, Channel, DeliveryAttempt, DeliveryStatus, Notification
 from kmsweb.lib import clock
 from kmsweb.lib.errors import KmsError
+from kmsweb.lib.public_url import public_url
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def payload_for(alarm: Alarm, transition: AlarmHistory) -> dict[str, Any]:
         "period": alarm.period,
         "evaluationPeriods": alarm.evaluation_periods,
         "datapointsToAlarm": alarm.datapoints_to_alarm,
-        "url": settings.KMSWEB_DASHBOARD_URL + reverse("audit:alarm_detail", args=[alarm.pk]),
+        "url": public_url(reverse("audit:alarm_detail", args=[alarm.pk])),
     }
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from kmsweb.lib.public_url import public_url
 from policies.models import GrantRequest
 from policies.selectors import principal_for_arn
 
@@ -26,7 +26,7 @@ APPROVER_ROLE = "approver"
 
 
 def _link(request: GrantRequest) -> str:
-    return settings.KMSWEB_DASHBOARD_URL + reverse("policies:grant_request_detail", args=[request.pk])
+    return public_url(reverse("policies:grant_request_detail", args=[request.pk]))
 
 
 def _send(subject: str, body: str, recipients: list[str], request_id: int) -> None:

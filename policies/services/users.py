@@ -69,16 +69,23 @@ def user_principal_ensure(*, user: Any) -> Principal:
 def console_login_record(
     *, username: str, user: Any, success: bool, mfa_used: bool, source_ip: str | None, user_agent: str | None
 ) -> None:
-    """Audit one sign-in step (CloudTrail's ConsoleLogin), never the password."""
+    """Audit one sign-in step, never the password.
+
+    A sign-in is one ``ConsoleLogin`` (CloudTrail's): the second factor's
+    outcome, or a failure at either step. A correct password is only half a
+    sign-in (the dashboard always asks for the code next), so it is recorded
+    as ``CredentialVerification``, not as a second ConsoleLogin.
+    """
     caller = _user_caller(user, source_ip=source_ip, user_agent=user_agent)
     error = None if success else AccessDenied("Failed authentication")
+    event_name = "CredentialVerification" if success and not mfa_used else "ConsoleLogin"
     with transaction.atomic():
         audit_record(
             caller=caller,
-            event_name="ConsoleLogin",
+            event_name=event_name,
             event_source="signin.amazonaws.com",
             request_parameters={"UserName": username},
-            response_elements={"ConsoleLogin": "Success" if success else "Failure"},
+            response_elements={event_name: "Success" if success else "Failure"},
             additional_event_data={"MFAUsed": "Yes" if mfa_used else "No", "step": "mfa" if mfa_used else "password"},
             error=error,
         )

@@ -14,20 +14,27 @@
 
   function draw(canvas, range) {
     if (!window.Chart) return;
+    // Axis text and grid lines follow the page's (light or dark) theme.
+    var css = getComputedStyle(document.documentElement);
+    window.Chart.defaults.color = css.getPropertyValue("--muted").trim() || "#5d6678";
+    window.Chart.defaults.borderColor = css.getPropertyValue("--line").trim() || "#dfe3ea";
     var url = new URL(canvas.dataset.url, window.location.origin);
     url.searchParams.set("range", range);
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
       .then(function (data) {
         var op = 0;
+        // Every request counted in data.total is a bar in one stack (successes per
+        // operation, then errors, then denials), so the visible height of each column
+        // is its requests and the columns add up to the printed total. Only an
+        // alarm's threshold is a line, in a stack of its own.
         var datasets = data.datasets.map(function (ds) {
-          if (ds.kind === "operation") {
-            var c = palette[op++ % palette.length];
-            return { type: "bar", label: ds.label, data: ds.data, backgroundColor: c, stack: "ops" };
+          if (ds.kind === "threshold") {
+            return { type: "line", label: ds.label, data: ds.data, borderColor: "#b3261e", backgroundColor: "#b3261e",
+                     borderWidth: 2, pointRadius: 0, borderDash: [6, 4], stack: "threshold" };
           }
-          var red = ds.kind === "denied" || ds.kind === "threshold" ? "#b3261e" : "#e8833a";
-          return { type: "line", label: ds.label, data: ds.data, borderColor: red, backgroundColor: red,
-                   borderWidth: 2, pointRadius: 0, tension: 0.2, borderDash: ds.kind === "threshold" ? [6, 4] : [] };
+          var c = ds.kind === "denied" ? "#b3261e" : ds.kind === "error" ? "#e8833a" : palette[op++ % palette.length];
+          return { type: "bar", label: ds.label, data: ds.data, backgroundColor: c, stack: "requests" };
         });
         if (charts[canvas.id]) charts[canvas.id].destroy();
         charts[canvas.id] = new window.Chart(canvas, {
@@ -35,7 +42,7 @@
           options: {
             responsive: true, maintainAspectRatio: false, animation: false,
             interaction: { mode: "index", intersect: false },
-            scales: { x: { stacked: true, ticks: { maxTicksLimit: 12 } }, y: { stacked: false, beginAtZero: true, ticks: { precision: 0 } } },
+            scales: { x: { stacked: true, ticks: { maxTicksLimit: 12 } }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
             plugins: { legend: { position: "bottom" } }
           }
         });
@@ -64,6 +71,13 @@
   });
   ["keyChanged", "keyRotated"].forEach(function (name) {
     document.body && document.body.addEventListener(name, function () { drawAll(document); });
+  });
+  // Below 900 px the sidebar collapses into a top bar; its menu button opens it.
+  document.addEventListener("click", function (e) {
+    var toggle = e.target.closest("#nav-toggle");
+    if (!toggle) return;
+    var open = document.getElementById("sidebar").classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
   });
   document.addEventListener("htmx:beforeRequest", function () {
     var bar = document.getElementById("loading-bar"); if (bar) bar.classList.add("htmx-request");

@@ -4,6 +4,7 @@ delete, and the audit rows of dashboard changes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from django.utils import timezone
 from audit.alarm_rules import AlarmSpec
 from audit.models import Alarm, AlarmHistory, AlarmState, AuditEvent, DeliveryAttempt, Notification
 from audit.services.alarms import alarm_create, alarms_ensure_builtin
+from keys.models import Key
 from tests.dashboard_fixtures import DashboardUser
 
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -152,8 +154,9 @@ def test_it_creates_an_alarm_from_the_form_and_audits_it(admin_client: Client, k
         ({"webhook_url": "https://example.com/hook"}, "webhook_secret", "needs a signing secret"),
         ({"datapoints_to_alarm": "4"}, "datapoints_to_alarm", "cannot exceed the evaluation periods"),
         ({"operation": "Decrypted"}, "operation", "is not a KMS operation"),
-        ({"key_id": "not-a-key"}, "key_id", "A key id is a UUID"),
+        ({"key_id": "not-a-key"}, "key_id", "is not an alias, alias ARN, key id or key ARN"),
         ({"key_id": "1234abcd-12ab-34cd-56ef-1234567890ab"}, "key_id", "No key"),
+        ({"key_id": "alias/nothing-here"}, "key_id", "No alias &#x27;alias/nothing-here&#x27; in this account."),
         ({"threshold": "lots"}, "threshold", "Enter a number"),
         ({"name": "  "}, "name", "This field is required"),
     ],
@@ -171,6 +174,24 @@ def test_it_shows_inline_errors_for_bad_input_and_saves_nothing(
     # The user's input is kept (except the secret, never echoed back).
     assert 'value="Decrypt errors"' in page or change.get("name")
     assert "x" * 20 not in page
+
+
+@pytest.mark.parametrize("form", ["alias", "alias ARN", "key id", "key ARN"])
+def test_it_accepts_a_key_by_alias_alias_arn_id_or_arn(
+    form: str, admin_client: Client, make_key: Callable[..., Key]
+) -> None:
+    key = make_key(description="orders", alias="alias/orders")
+    typed = {
+        "alias": "alias/orders",
+        "alias ARN": f"arn:aws:kms:{key.region}:{key.account_id}:alias/orders",
+        "key id": str(key.id),
+        "key ARN": key.arn,
+    }[form]
+
+    response = admin_client.post("/alarms/new/", {**GOOD, "key_id": typed})
+
+    assert response.status_code == 302, html(response)
+    assert Alarm.objects.get().key_id == str(key.id)
 
 
 def test_it_refuses_a_duplicate_name_inline(admin_client: Client, key_admin_user: DashboardUser) -> None:
@@ -287,3 +308,71 @@ def test_it_serves_the_chart_data_with_the_threshold(viewer_client: Client, view
     assert metric["kind"] == "operation" and metric["data"] == [None] * 60
     assert threshold["kind"] == "threshold" and threshold["data"] == [3.0] * 60
     assert threshold["label"] == "Threshold (>= 3)"
+
+
+# -- context and acknowledgement -----------------------------------------------------------------
+
+
+def test_it_names_what_made_an_alarm_fire_and_waits_for_an_acknowledgement(
+    signed_in: Callable[..., Client],
+    auditor_user: DashboardUser,
+    viewer_client: Client,
+    key_admin: Any,
+    make_key: Callable[..., Key],
+) -> None:
+    from audit.services.alarm_evaluation import alarms_evaluate
+    from audit.services.recording import audit_record
+    from kmsweb.lib.caller import Caller
+    from kmsweb.lib.errors import AccessDenied
+
+    auditor = signed_in(auditor_user)
+    key = make_key(description="payroll", alias="alias/payroll")
+    alarm = an_alarm(
+        key_admin.account_id, name="Denied decrypts", period=60, threshold=2, treat_missing_data="notBreaching"
+    )
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=5)
+    for _ in range(3):
+        audit_record(
+            caller=key_admin.caller(), event_name="Decrypt", keys=[key], error=AccessDenied("no"), event_time=minute
+        )
+    system = Caller.system("evaluate_alarms")
+    alarms_evaluate(caller=system, now=minute + timedelta(minutes=1), alarm_ids=[alarm.pk])
+    assert Alarm.objects.get(pk=alarm.pk).state == AlarmState.ALARM
+
+    page = html(auditor.get(f"/alarms/{alarm.pk}/"))
+
+    context = page.split('id="alarm-context"')[1]
+    assert "alias/payroll" in context.split('id="alarm-context-principals"')[0]
+    assert key_admin.principal.arn in context and 'Decrypt <span class="muted">× 3</span>' in context
+    link = re.search(r'id="alarm-context-search" href="([^"]+)"', context).group(1).replace("&amp;", "&")
+    found = html(auditor.get(link, HTTP_HX_REQUEST="true"))
+    assert found.count("<tr") - 1 == 3  # the three denials, nothing else
+    # ISO dates in the reason, not dd/mm/yy.
+    assert re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", Alarm.objects.get(pk=alarm.pk).state_reason)
+
+    # Back to OK a minute later: still on the banner until someone acknowledges it.
+    alarms_evaluate(caller=system, now=minute + timedelta(minutes=3), alarm_ids=[alarm.pk])
+    assert Alarm.objects.get(pk=alarm.pk).state == AlarmState.OK
+    banner = html(auditor.get("/")).split('id="alarm-banner"', 1)[1].split("</div>", 1)[0]
+    assert "No longer in ALARM, not acknowledged:</strong> Denied decrypts" in banner
+
+    # A viewer may not acknowledge; the refusal is audited and changes nothing.
+    viewer_client.post(f"/alarms/{alarm.pk}/acknowledge/", {"comment": "me"})
+    denied = AuditEvent.objects.get(event_name="AcknowledgeAlarm")
+    assert denied.error_code == "AccessDeniedException"
+    assert not AlarmHistory.objects.filter(alarm=alarm, reason_data__has_key="acknowledged").exists()
+
+    response = auditor.post(f"/alarms/{alarm.pk}/acknowledge/", {"comment": "Payroll job retried with old role."})
+
+    assert response.status_code == 302
+    ack = AlarmHistory.objects.get(alarm=alarm, reason_data__has_key="acknowledged")
+    assert ack.reason_data["acknowledged"] == {"by": auditor_user.arn, "comment": "Payroll job retried with old role."}
+    event = AuditEvent.objects.get(event_name="AcknowledgeAlarm", error_code="")
+    assert event.principal_arn == auditor_user.arn and event.request_parameters["comment"].startswith("Payroll")
+    assert 'id="alarm-banner"' not in html(auditor.get("/"))
+    detail = html(auditor.get(f"/alarms/{alarm.pk}/"))
+    assert 'id="alarm-acknowledge"' not in detail and "Acknowledged</span>" in detail
+    # Nothing left to acknowledge: a second one is refused inline.
+    again = auditor.post(f"/alarms/{alarm.pk}/acknowledge/", {"comment": ""}, follow=True)
+    assert "no unacknowledged trip to ALARM" in html(again)
+    assert AlarmHistory.objects.filter(alarm=alarm, reason_data__has_key="acknowledged").count() == 1

@@ -148,8 +148,8 @@ def test_it_goes_through_every_state_with_missing_data_treated_as_missing(
     alarm = evaluate(alarm, T + 3 * MIN + timedelta(seconds=5))
     assert alarm.state == AlarmState.ALARM
     assert alarm.state_reason == (
-        "Threshold Crossed: 2 out of the last 3 datapoints [1.0 (02/03/26 10:02:00), 3.0 (02/03/26 10:01:00), "
-        "2.0 (02/03/26 10:00:00)] were greater than or equal to the threshold (2.0) (minimum 2 datapoints for "
+        "Threshold Crossed: 2 out of the last 3 datapoints [1.0 (2026-03-02T10:02:00Z), 3.0 (2026-03-02T10:01:00Z), "
+        "2.0 (2026-03-02T10:00:00Z)] were greater than or equal to the threshold (2.0) (minimum 2 datapoints for "
         "OK -> ALARM transition)."
     )
     assert [p["value"] for p in alarm.state_reason_data["evaluatedDatapoints"]] == [2, 3, 1]
@@ -304,7 +304,8 @@ def test_it_fires_the_built_in_alarms(
     states = {a.builtin: a.state for a in Alarm.objects.filter(account_id=key_admin.account_id)}
     assert states == {b.slug: AlarmState.ALARM for b in BUILTINS}
     pending = Alarm.objects.get(account_id=key_admin.account_id, builtin="pending-deletion-use")
-    assert "1 out of the last 1 datapoint [1.0 (02/03/26 10:01:00)] was greater than or equal" in pending.state_reason
+    reason = pending.state_reason
+    assert "1 out of the last 1 datapoint [1.0 (2026-03-02T10:01:00Z)] was greater than or equal" in reason
     # No addresses or webhooks configured on built-ins: the banner is their action.
     assert Notification.objects.count() == 0
     # The next quiet minute brings the one-minute alarms back to OK (missing
@@ -339,7 +340,9 @@ def test_it_lists_alarm_changes_but_not_alarm_page_reads_in_the_audit_report(
     flt, _ = AuditFilter.parse({})
     report = report_data(caller=system, flt=flt, events=AuditEvent.objects.all(), now=T + 4 * MIN)
     section = next(s for s in report.sections if s.title == "Alarms")
-    assert [row[1] for row in section.rows] == ["CreateAlarm", "SetAlarmState"]
+    assert [row[2] for row in section.rows] == ["CreateAlarm", "SetAlarmState"]
+    assert [row[1] for row in section.rows] == ["requests", "requests"]  # the alarm's name
+    assert section.rows[1][3].startswith("INSUFFICIENT_DATA → ALARM: Threshold Crossed")
     assert AuditEvent.objects.filter(event_name="DescribeAlarms").count() == 1
 
 

@@ -243,7 +243,7 @@ def test_it_refuses_a_range_beyond_retention(trail: Key, tmp_path: Path, setting
     [
         (("--outcome", "maybe"), "--outcome: Unknown outcome 'maybe': use one of success, denied, error."),
         (("--origin", "cli"), "--origin: Unknown origin 'cli'"),
-        (("--key", "not-a-key"), "--key: 'not-a-key' is not a key id or key ARN."),
+        (("--key", "not-a-key"), "--key: 'not-a-key' is not an alias, alias ARN, key id or key ARN."),
         (("--key", "0f0e5c8e-47a8-4a57-9b6c-0a0b0c0d0e0f"), "--key: Unknown key"),
         (("--principal", "arn:aws:iam::111122223333:user/nobody"), "--principal: Unknown principal"),
         (("--since", "yesterday"), "--since: 'yesterday' is not a date or time"),

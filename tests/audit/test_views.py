@@ -7,18 +7,21 @@ import io
 import json
 import re
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from audit import exports
 from audit.models import AuditEvent, AuditExport
 from audit.services.recording import audit_record
 from audit.services.sealing import audit_seal
 from keys.models import Key
+from keys.services.aliases import alias_create
 from kmsweb.celery import app as celery_app
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
@@ -167,6 +170,69 @@ def test_it_filters_by_each_field(auditor: Client, events: dict[str, Any], key_a
     assert [e.event_time.minute for e in ranged] == [12, 11, 10]
 
 
+def test_it_finds_a_key_s_events_by_its_alias_or_alias_arn(
+    auditor: Client, events: dict[str, Any], key_admin: Persona
+) -> None:
+    key = events["key"]
+    alias_create(caller=key_admin.caller(), name="alias/demo", key=key)
+    by_id = {e.event_id for e in search(auditor, key=str(key.id), per_page="100")}
+
+    assert {e.event_id for e in search(auditor, key="alias/demo", per_page="100")} == by_id
+    alias_arn = f"arn:aws:kms:{key.region}:{key.account_id}:alias/demo"
+    assert {e.event_id for e in search(auditor, key=alias_arn, per_page="100")} == by_id
+    # The key column names the key by alias, its id on a muted line.
+    listed = table(auditor, "?key=alias/demo", **HX).content.decode()
+    assert f'<td>alias/demo<span class="key-id mono muted">{key.id}</span></td>' in listed
+    page = table(auditor, "?key=alias/nothing-here", **HX).content.decode()
+    assert "No alias &#x27;alias/nothing-here&#x27; in this account." in page
+
+
+def test_it_hides_routine_events_unless_asked(auditor: Client, events: dict[str, Any], key_admin: Persona) -> None:
+    key = events["key"]
+    base = events["base"]
+    audit_record(caller=Caller.system("jobs"), event_name="RunJob", event_time=base, request_parameters={"n": 1})
+    reader = replace(key_admin.caller(), origin="dashboard")
+    audit_record(caller=reader, event_name="DescribeKey", keys=[key], read_only=True, event_time=base)
+    denied = AccessDenied("no")
+    audit_record(caller=reader, event_name="DescribeKey", keys=[key], read_only=True, error=denied, event_time=base)
+
+    shown = {(e.event_name, e.error_code) for e in search(auditor, per_page="100")}
+    everything = {(e.event_name, e.error_code) for e in search(auditor, per_page="100", routine="show")}
+
+    assert ("RunJob", "") not in shown and ("DescribeKey", "") not in shown
+    assert ("DescribeKey", "AccessDeniedException") in shown  # a denial is never routine
+    assert {("RunJob", ""), ("DescribeKey", "")} <= everything
+    assert ("Encrypt", "") in shown  # API reads are not the dashboard's own
+
+
+def test_it_offers_date_presets_that_move_with_the_clock(auditor: Client, events: dict[str, Any]) -> None:
+    now = timezone.now()
+    admin, key = events["admin"], events["key"]
+    for minutes, name in ((10, "GenerateDataKey"), (120, "ReEncrypt")):
+        audit_record(caller=admin, event_name=name, keys=[key], event_time=now - timedelta(minutes=minutes))
+
+    # A preset wins over a typed date.
+    last_hour = {e.event_name for e in search(auditor, range="1h", since="2001-01-01", per_page="100")}
+    last_day = {e.event_name for e in search(auditor, range="24h", per_page="100")}
+
+    assert "GenerateDataKey" in last_hour and "ReEncrypt" not in last_hour and "Encrypt" not in last_hour
+    assert {"GenerateDataKey", "ReEncrypt"} <= last_day
+    pager = table(auditor, "?range=1h").content.decode().split('id="audit-pager"')[1]
+    assert "since=" not in pager  # links keep the preset, not a date frozen at the first search
+    assert "Unknown range" in table(auditor, "?range=2y", **HX).content.decode()
+
+
+def test_it_labels_every_search_field(auditor: Client, events: dict[str, Any]) -> None:
+    page = table(auditor).content.decode()
+    form = page.split('id="audit-filters"')[1].split("</form>")[0]
+    ids = re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', form)
+    assert len(ids) >= 11
+    for field_id in ids:
+        assert f'<label for="{field_id}"' in form or f'class="check" for="{field_id}"' in form, field_id
+    # The export panel comes before the results.
+    assert page.index('id="audit-export-panel"') < page.index('id="audit-table"')
+
+
 def test_it_sorts_and_pages_with_keyset_cursors(auditor: Client, events: dict[str, Any]) -> None:
     everything = list(AuditEvent.objects.filter(event_name="Encrypt").order_by("-event_time", "-id"))
     first = table(auditor, "?event=Encrypt&per_page=25", **HX)
@@ -259,6 +325,30 @@ def test_an_auditor_exports_with_progress_and_downloads_a_bundle_that_verifies(
         ("ExportAuditEvents", "system"),
         ("DownloadAuditExport", "dashboard"),
     ]
+
+
+def test_it_says_how_many_events_the_bundle_holds_and_who_asked_for_it(
+    auditor: Client,
+    auditor_user: DashboardUser,
+    events: dict[str, Any],
+    eager_celery: Any,
+    django_capture_on_commit_callbacks: Any,
+    tmp_path: Path,
+) -> None:
+    # An unfiltered export: the request's own StartAuditExport event falls in its range too.
+    with django_capture_on_commit_callbacks(execute=True):
+        auditor.post("/audit/exports/", {"format": "jsonl"}, **HX)
+    export = AuditExport.objects.get()
+    download = auditor.get(f"/audit/exports/{export.id}/download/")
+    bundle = tmp_path / "unzipped"
+    zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).extractall(bundle)
+    held = len((bundle / "events.jsonl").read_text().splitlines())
+
+    status = auditor.get(f"/audit/exports/{export.id}/", **HX).content.decode()
+
+    assert f" {held} events " in status
+    manifest = json.loads((bundle / exports.MANIFEST).read_text())
+    assert manifest["requestedBy"] == auditor_user.arn
 
 
 def test_a_running_export_keeps_polling(auditor: Client, events: dict[str, Any], auditor_user: DashboardUser) -> None:

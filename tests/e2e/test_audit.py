@@ -17,6 +17,7 @@ from keys import services
 from kmsweb.celery import app as celery_app
 from kmsweb.lib.errors import AccessDenied
 from tests.conftest import Persona
+from tests.dashboard_fixtures import DashboardUser
 from tests.e2e.test_dashboard import sign_in
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -81,3 +82,28 @@ def test_it_searches_opens_an_event_and_downloads_a_verified_export(
     check = exports.verify_bundle(bundle)
     assert check.ok, check.problems
     assert len((bundle / "events.jsonl").read_text().splitlines()) == 61  # and the outsider's denied Encrypt
+
+
+def test_it_offers_aliases_as_you_type_a_key_and_searches_by_alias(
+    page: Any, auditor_user: DashboardUser, key_admin: Persona
+) -> None:
+    from keys.services.aliases import alias_create
+
+    key = services.key_create(caller=key_admin.caller(), description="invoice archive")
+    alias_create(caller=key_admin.caller(), name="alias/invoices", key=key)
+    services.key_encrypt(caller=key_admin.caller(), key=key, plaintext=b"x")
+    sign_in(page, auditor_user)
+    page.goto("/audit/")
+
+    page.locator("#audit-key").press_sequentially("invo", delay=30)
+
+    expect(page.locator("#audit-key-suggestions option")).to_have_count(1)
+    assert page.locator("#audit-key-suggestions option").get_attribute("value") == "alias/invoices"
+    page.fill("#audit-key", "alias/invoices")
+    page.click("#audit-filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"key=alias%2Finvoices"))
+    expect(page.locator("#audit-table")).not_to_contain_text("ConsoleLogin")
+    expect(page.locator("#audit-table")).to_contain_text("Encrypt")
+    expect(page.locator("#audit-errors")).to_have_count(0)
+    for row in page.locator("#audit-table tbody tr").all():
+        assert str(key.id) in row.inner_text()

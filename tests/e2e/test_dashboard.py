@@ -26,6 +26,7 @@ from keys import services
 from keys.models import Alias, Key, KeyManager, KeyState
 from keys.services.common import default_key_policy
 from keys.services.material import material_create
+from kmsweb.lib.errors import KmsError
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
 
@@ -198,13 +199,16 @@ def test_it_creates_disables_and_schedules_then_cancels_deletion(
     assert wait_for_chart(page, "key-chart") > 0  # CreateKey, CreateAlias, EnableKeyRotation, DescribeKey
     screenshot(page, "key-detail")
 
-    # Disable, with a confirmation.
+    # Disable, with a confirmation; the result is said next to the actions.
     page.click("#key-actions summary >> text=Disable")
     page.click("#key-disable-confirm")
     expect(page.locator("#key-state")).to_have_text("Disabled")
+    expect(page.locator("#key-done")).to_contain_text("Key disabled")
 
-    # Schedule deletion: a wrong id is refused inline, the right one goes through.
+    # Schedule deletion: the popover is wholly on screen; a wrong id is refused inline, the right one goes through.
     page.click("#key-actions summary >> text=Schedule deletion")
+    box = page.locator("#key-deletion-form").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"], box
     page.fill("#key-deletion-form input[name=pending_window_days]", "7")
     page.fill("#key-deletion-form input[name=confirm]", "not the id")
     page.click("#key-deletion-form button[type=submit]")
@@ -221,10 +225,14 @@ def test_it_creates_disables_and_schedules_then_cancels_deletion(
     # Cancel it: the key comes back disabled, as in AWS.
     page.click("#key-cancel-deletion")
     expect(page.locator("#key-state")).to_have_text("Disabled")
+    expect(page.locator("#key-done")).to_contain_text("Deletion cancelled")
+    page.click("#key-enable")
+    expect(page.locator("#key-state")).to_have_text("Enabled")
+    expect(page.locator("#key-done")).to_contain_text("Key enabled")
     key.refresh_from_db()
-    assert key.state == KeyState.DISABLED and key.deletion_date is None
+    assert key.state == KeyState.ENABLED and key.deletion_date is None
     events = AuditEvent.objects.filter(key_id=str(key.id), principal_arn=key_admin_user.arn, error_code="")
-    assert {"CreateKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion"} <= set(
+    assert {"CreateKey", "DisableKey", "ScheduleKeyDeletion", "CancelKeyDeletion", "EnableKey"} <= set(
         events.values_list("event_name", flat=True)
     )
     assert set(events.values_list("origin", flat=True)) == {"dashboard"}
@@ -294,3 +302,52 @@ def test_it_keeps_the_session_cookie_secure_and_http_only(
     expect(page).to_have_url(re.compile(r"/login/$"))
     page.goto("/keys/")
     expect(page).to_have_url(re.compile(r"/login/\?next=/keys/$"))
+
+
+# What the chart shows: for each column, the value at the top of its highest
+# drawn bar (read back through the y scale), summed over the columns.
+VISIBLE_TOTAL_JS = """(id) => {
+  const chart = Chart.getChart(document.getElementById(id));
+  const y = chart.scales.y;
+  const bars = chart.data.datasets.map((d, k) => [d, k]).filter(([d]) => d.type === "bar");
+  let visible = 0;
+  for (let i = 0; i < chart.data.labels.length; i++) {
+    let top = y.getPixelForValue(0);
+    for (const [d, k] of bars) {
+      if (d.data[i]) top = Math.min(top, chart.getDatasetMeta(k).data[i].y);
+    }
+    visible += Math.round(y.getValueForPixel(top));
+  }
+  return visible;
+}"""
+
+
+def printed_total(page: Any, canvas_id: str) -> int:
+    text = page.locator(f'[data-chart-total="{canvas_id}"]').inner_text()
+    return int(re.match(r"([\d,]+) requests", text).group(1).replace(",", ""))
+
+
+def test_it_stacks_the_bars_so_the_visible_total_is_the_printed_total(
+    page: Any,
+    key_admin_user: DashboardUser,
+    inventory: list[Key],
+    key_admin: Persona,
+    outsider: Persona,
+) -> None:
+    # A denial (another account's principal) and an error (a disabled key) beside the successes.
+    with pytest.raises(KmsError):
+        services.key_encrypt(caller=outsider.caller(), key=inventory[0], plaintext=b"x")
+    with pytest.raises(KmsError):
+        services.key_encrypt(caller=key_admin.caller(), key=Key.objects.get(pk=inventory[1].pk), plaintext=b"x")
+    assert AuditEvent.objects.filter(error_code="AccessDeniedException").exists()
+    sign_in(page, key_admin_user)
+    overview_total = wait_for_chart(page, "overview-chart")
+    assert overview_total > 60  # 31 keys with aliases, 5 Encrypt, 5 Decrypt, ...
+    assert page.evaluate(VISIBLE_TOTAL_JS, "overview-chart") == overview_total == printed_total(page, "overview-chart")
+
+    page.goto("/usage/")
+    wait_for_chart(page, "usage-chart")
+    page.click('button[data-chart="usage-chart"][data-chart-range="month"]')
+    expect(page.locator("canvas#usage-chart")).to_have_attribute("data-range", "month")
+    month_total = int(page.locator("canvas#usage-chart").get_attribute("data-total"))
+    assert page.evaluate(VISIBLE_TOTAL_JS, "usage-chart") == month_total == printed_total(page, "usage-chart")

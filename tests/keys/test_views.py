@@ -758,10 +758,51 @@ def post_bad(client: Client, key: Key, path: str, data: dict[str, str]) -> tuple
 def test_it_refuses_invalid_policy_json_inline(admin_client: Client, key: Key) -> None:
     typed = '{"Statement": [ {"Effect": "Allow",, } ]'
     body, _ = post_bad(admin_client, key, "policy/", {"policy": typed})
-    assert "Not valid JSON" in body
+    assert "The policy is not valid JSON. Line 1, column 36: a name is expected here, in double quotes" in body
+    assert "Expecting" not in body  # the parser's own wording stays out
     assert "{&quot;Statement&quot;: [ {&quot;Effect&quot;: &quot;Allow&quot;,, } ]</textarea>" in body
     body, _ = post_bad(admin_client, key, "policy/", {"policy": '["no statement"]'})
     assert "A key policy is a JSON object with a Statement." in body
+
+
+def test_it_names_the_line_and_what_is_missing_in_a_multi_line_policy(admin_client: Client, key: Key) -> None:
+    typed = '{\n  "Version": "2012-10-17"\n  "Statement": []\n}'
+    body, _ = post_bad(admin_client, key, "policy/", {"policy": typed})
+    assert "Line 3, column 3: a comma is missing between two items. The line reads: &quot;Statement&quot;: []" in body
+
+
+def test_it_says_the_policy_is_saved_next_to_the_save_button(admin_client: Client, key: Key) -> None:
+    policy = default_key_policy(key.account_id)
+    body = html(admin_client.post(f"/keys/{key.id}/policy/", {"policy": policy}, **HX))
+    form = body.split('id="key-policy-form"')[1].split("</form>")[0]
+    assert (
+        'Save policy</button><span class="saved" id="key-policy-saved" role="status">Key policy saved.</span>' in form
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("disable/", "Key disabled"),
+        ("rotate/", "Key rotated"),
+        ("ENABLE", "Key enabled"),
+        ("CANCEL", "Deletion cancelled"),
+    ],
+)
+def test_it_says_what_an_action_did_next_to_the_actions(
+    path: str, said: str, admin_client: Client, key: Key, key_admin: Persona
+) -> None:
+    if path == "ENABLE":
+        services.key_disable(caller=key_admin.caller(), key=key)
+        path = "enable/"
+    if path == "CANCEL":
+        _schedule(key_admin, key)
+        path = "cancel-deletion/"
+
+    body = html(admin_client.post(f"/keys/{key.id}/{path}", **HX))
+
+    config = body.split('id="key-config"')[1].split('id="key-actions"')[0]
+    assert said in config and 'id="key-done" role="status"' in config
 
 
 @pytest.mark.parametrize("days", ["6", "31", "-1", "seven"])
@@ -991,6 +1032,30 @@ def test_it_shows_recent_denials_and_pending_deletions_on_the_overview(
     assert _fresh(key).deletion_date.strftime("%Y-%m-%d") in pending
 
 
+def test_it_counts_only_rotatable_keys_as_without_rotation(admin_client: Client, make_key: Callable[..., Key]) -> None:
+    symmetric = make_key(description="no rotation yet", alias="alias/orders")
+    make_key(description="rotates", rotation_period_days=365)
+    for spec, usage in (
+        ("RSA_2048", "SIGN_VERIFY"),
+        ("ECC_NIST_P256", "SIGN_VERIFY"),
+        ("HMAC_256", "GENERATE_VERIFY_MAC"),
+    ):
+        make_key(description=spec, key_spec=spec, key_usage=usage)
+
+    body = html(admin_client.get("/"))
+
+    counts = body.split('id="overview-counts"')[1].split('id="overview-chart-panel"')[0]
+    assert re.search(r"Without rotation</div><div class=\"n\">1<", counts), counts
+    listed = body.split('id="overview-without-rotation"')[1].split('id="overview-denials"')[0]
+    assert "RSA_2048" not in listed and "HMAC_256" not in listed
+    # Named by alias first, the id on a muted line under it.
+    assert re.search(
+        rf'<a class="key-name" href="/keys/{symmetric.id}/">alias/orders</a>'
+        rf'<span class="key-id mono muted">{symmetric.id}</span>',
+        listed,
+    )
+
+
 # --- headers and cookies ------------------------------------------------------------------
 
 
@@ -1091,3 +1156,29 @@ def test_it_shows_a_service_key_made_on_first_use_read_only_with_its_service(
     assert AuditEvent.objects.filter(event_name="DisableKey", key_id=str(key.id)).get().error_code == (
         "AccessDeniedException"
     )
+
+
+def test_it_serves_a_favicon_to_anyone() -> None:
+    response = Client().get("/favicon.ico")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] in {"image/x-icon", "image/vnd.microsoft.icon"}
+    assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
+def test_it_suggests_keys_by_alias_description_or_id_for_the_type_ahead(
+    admin_client: Client, make_key: Callable[..., Key], outsider: Persona
+) -> None:
+    payroll = make_key(description="payroll database", alias="alias/payroll")
+    billing = make_key(description="billing: payroll exports")
+    make_key(persona=outsider, description="payroll elsewhere", alias="alias/payroll-other")
+
+    body = html(admin_client.get("/keys/suggest/?key=payroll", **HX))
+
+    values = re.findall(r'<option value="([^"]+)">', body)
+    assert values == ["alias/payroll", str(billing.id)]  # aliases first; another account's keys never
+    assert f"payroll database · {payroll.id}" in body
+    assert re.findall(r'<option value="([^"]+)">', html(admin_client.get(f"/keys/suggest/?key_id={payroll.id}"))) == [
+        "alias/payroll"
+    ]
+    assert html(admin_client.get("/keys/suggest/?key=")).strip() == ""

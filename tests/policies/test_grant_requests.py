@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.core import mail
+from django.http import HttpResponse
 
 from audit.models import AuditEvent
 from keys import services as key_services
@@ -33,6 +34,7 @@ from kmsweb.lib.errors import (
     UnsupportedOperation,
     ValidationError,
 )
+from kmsweb.lib.public_url import PublicUrlMiddleware
 from policies import services
 from policies.models import Grant, GrantRequest, GrantRequestDecision, GrantRequestState, Principal
 from tests.conftest import REGION, Persona
@@ -199,6 +201,36 @@ def test_it_creates_a_pending_request_and_mails_the_approvers(
     assert all(len(m.to) == 1 for m in mail.outbox)
     body = mail.outbox[0].body
     assert grantee.arn in body and "TICKET-42" in body and f"/grant-requests/{request.pk}/" in body
+
+
+@pytest.mark.parametrize(
+    ("public_url", "link"),
+    [("", "https://kms.example.net:9443"), ("https://kms.example.org/kmsweb", "https://kms.example.org/kmsweb")],
+)
+def test_it_links_mails_to_the_public_url_or_the_address_the_request_came_to(
+    public_url: str,
+    link: str,
+    asker: Caller,
+    key: Key,
+    grantee: Principal,
+    approvers: list[DashboardUser],
+    django_capture_on_commit_callbacks: Any,
+    settings: Any,
+    rf: Any,
+) -> None:
+    settings.KMSWEB_PUBLIC_URL = public_url
+    settings.ALLOWED_HOSTS = ["kms.example.net"]
+    made: list[GrantRequest] = []
+
+    def view(request: Any) -> HttpResponse:
+        with django_capture_on_commit_callbacks(execute=True):
+            made.append(ask(asker, key, grantee))
+        return HttpResponse()
+
+    PublicUrlMiddleware(view)(rf.get("/grant-requests/new/", HTTP_HOST="kms.example.net:9443", secure=True))
+
+    assert mail.outbox and all(f"{link}/grant-requests/{made[0].pk}/" in m.body for m in mail.outbox)
+    assert "8000" not in mail.outbox[0].body
 
 
 def test_it_mails_nobody_when_a_request_is_refused(

@@ -150,9 +150,18 @@ def refusals(event_name: str) -> list[str]:
 # --- the happy path ---------------------------------------------------------------
 
 
-def test_it_creates_reads_and_withdraws_a_request(
-    api: Api, asker: Persona, approver: Persona, key: Key, grantee: Principal, live_server: Any
+def test_it_links_to_the_configured_public_url(
+    api: Api, asker: Persona, key: Key, grantee: Principal, settings: Any
 ) -> None:
+    settings.KMSWEB_PUBLIC_URL = "https://kms.example.net"
+    created = api.create(asker, body_for(key, grantee)).json()
+    assert created["Links"]["Dashboard"] == f"https://kms.example.net/grant-requests/{created['GrantRequestId']}/"
+
+
+def test_it_creates_reads_and_withdraws_a_request(
+    api: Api, asker: Persona, approver: Persona, key: Key, grantee: Principal, live_server: Any, settings: Any
+) -> None:
+    settings.KMSWEB_PUBLIC_URL = ""
     response = api.create(asker, body_for(key, grantee))
     assert response.status_code == 201, response.text
     assert response.headers["Content-Type"] == "application/json"
@@ -169,7 +178,8 @@ def test_it_creates_reads_and_withdraws_a_request(
     assert created["Links"] == {
         "Self": f"{live_server.url}{PATH}/{request_id}",
         "Withdraw": f"{live_server.url}{PATH}/{request_id}/withdraw",
-        "Dashboard": f"{settings.KMSWEB_DASHBOARD_URL}/grant-requests/{request_id}/",
+        # The address this request came to (its port too), with no KMSWEB_PUBLIC_URL set.
+        "Dashboard": f"{live_server.url}/grant-requests/{request_id}/",
     }
     stored = GrantRequest.objects.get(pk=request_id)
     assert stored.requester == asker.principal and stored.state == GrantRequestState.PENDING

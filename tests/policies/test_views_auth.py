@@ -146,7 +146,9 @@ def test_it_asks_an_enrolled_user_for_a_code(enrolled: DashboardUser) -> None:
     assert response.status_code == 302 and response["Location"] == "/mfa/verify/?next=/"
     page = client.get(response["Location"])
     assert "Two-step verification" in html(page)
-    [event] = console_logins()
+    # A correct password is half a sign-in: no ConsoleLogin until the code.
+    assert console_logins() == []
+    [event] = AuditEvent.objects.filter(event_name="CredentialVerification")
     assert event.error_code == "" and event.additional_event_data["step"] == "password"
     assert event.principal_arn == enrolled.arn
     # Password alone opens nothing.
@@ -234,11 +236,10 @@ def test_it_signs_in_with_password_and_code(enrolled: DashboardUser) -> None:
     dashboard_login(client, enrolled, next="/keys/")
 
     assert client.get("/keys/").status_code == 200
+    # One ConsoleLogin per sign-in (the password step is a CredentialVerification).
     success = console_logins(error_code="")
-    assert [e.additional_event_data for e in success] == [
-        {"MFAUsed": "No", "step": "password"},
-        {"MFAUsed": "Yes", "step": "mfa"},
-    ]
+    assert [e.additional_event_data for e in success] == [{"MFAUsed": "Yes", "step": "mfa"}]
+    assert success[0].response_elements == {"consoleLogin": "Success"}
     # Once verified, the MFA page sends the user on.
     assert client.get("/mfa/verify/?next=/usage/")["Location"] == "/usage/"
 
@@ -569,7 +570,8 @@ def test_a_createsuperuser_user_gets_a_principal_at_first_sign_in(
     assert response["Location"] == "/mfa/enroll/?next=/"
     principal = Principal.objects.get(user=user)
     assert principal.arn == f"arn:aws:iam::{settings.KMSWEB_ACCOUNT_ID}:user/root"
-    assert console_logins()[-1].principal_arn == principal.arn  # the first sign-in names it too
+    # The first sign-in names it too.
+    assert AuditEvent.objects.filter(event_name="CredentialVerification").last().principal_arn == principal.arn
     secret = enrolment_secret(html(client.get("/mfa/enroll/")))
     assert client.post("/mfa/enroll/", {"token": totp_code(secret)})["Location"] == "/"
     # A superuser holds every role: the key administrator's actions are offered.
