@@ -39,10 +39,12 @@ test: export KMSWEB_DB_CONN_MAX_AGE = 0
 test: secrets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv
+# mypy's Django plugin loads the settings, which need the secrets.
+lint: secrets
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy kmsweb keys policies audit compliance
 
 ## bench: see bench/README.md
 bench: secrets

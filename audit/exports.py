@@ -131,7 +131,7 @@ def write_events(
     fmt: str,
     rows: Iterable[Sequence[Any]],
     *,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Stats:
     """Stream ``rows`` (columns as ``canonical.EVENT_COLUMNS``) to ``out`` in ``fmt``."""
     stats = Stats()
@@ -235,7 +235,7 @@ def write_bundle(
     signer: Signer,
     manifest_fields: dict[str, Any],
     write_data: Callable[[BinaryIO], Stats] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     complete: bool = False,
 ) -> Bundle:
     """Write the data file, the covering digests, the keys and the signed manifest.

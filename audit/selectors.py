@@ -470,7 +470,7 @@ def sealing_status(*, now: datetime, behind_after: timedelta) -> SealingStatus:
     last_run = JobRun.objects.filter(name="seal_audit").order_by("-started_at", "-id")
     # One row: the oldest unsealed event beside the last run's outcome. With
     # nothing unsealed (rare: page views are events too), a second read for the run.
-    row = (
+    row: Any = (
         oldest.annotate(outcome=Subquery(last_run.values("outcome")[:1]), error=Subquery(last_run.values("error")[:1]))
         .values("event_time", "outcome", "error")
         .first()
@@ -501,7 +501,10 @@ def _next_rotation(key: Key) -> str:
 def _alarm_names(events: list[AuditEvent]) -> dict[str, str]:
     from audit.models import Alarm
 
-    ids = {str(e.request_parameters.get("alarmId") or (e.response_elements or {}).get("alarmId") or "") for e in events}
+    ids = {
+        str((e.request_parameters or {}).get("alarmId") or (e.response_elements or {}).get("alarmId") or "")
+        for e in events
+    }
     ids.discard("")
     return {str(pk): name for pk, name in Alarm.objects.filter(pk__in=ids).values_list("pk", "name")}
 

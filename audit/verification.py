@@ -32,6 +32,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -388,7 +389,8 @@ def _check_seal_events(run: _Run, chain: _Chain, archived_through: int) -> None:
     )
     announced: set[int] = set()
     for event_id, seal in seals:
-        sequence, sha = (seal or {}).get("sequence"), (seal or {}).get("digestSha256")
+        sequence: Any = (seal or {}).get("sequence")
+        sha = (seal or {}).get("digestSha256")
         if chain.sha.get(sequence) != sha:
             gone = "deleted" if sequence not in chain.sha else "replaced"
             run.problem("digest-missing", f"digest {sequence} was {gone} (seal event {event_id} records it)")

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.urls import reverse
 
 from audit.services import audit_record
 from compliance.models import Finding
 from compliance.rules import Severity
 from kmsweb.lib.caller import Caller
+from kmsweb.lib.public_url import public_url
 
 ALARM_SLUG = "compliance-findings"
 ALERT_SEVERITIES = frozenset({Severity.HIGH.value, Severity.CRITICAL.value})
@@ -79,7 +79,7 @@ def compliance_alarm_update(*, now: datetime, alerts: Sequence[Finding]) -> None
                 "ruleId": f.rule_id,
                 "severity": f.severity,
                 "resourceId": f.resource_id,
-                "url": settings.KMSWEB_DASHBOARD_URL + reverse("compliance:finding_detail", args=[f.pk]),
+                "url": public_url(reverse("compliance:finding_detail", args=[f.pk])),
             }
             for f in findings[:50]
         ]

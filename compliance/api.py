@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
@@ -25,6 +24,7 @@ from compliance.rules import RULES, Severity
 from compliance.selectors import FindingFilter, finding_page_for
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import ValidationError
+from kmsweb.lib.public_url import public_url
 from policies.api import serve_signed
 
 _MEMBERS = {"RuleId", "Severity", "Status", "KeyId", "PrincipalArn", "MaxResults", "NextToken"}
@@ -60,7 +60,7 @@ def finding_body(f: Finding) -> dict[str, Any]:
         }
         if f.status == FindingStatus.SUPPRESSED
         else None,
-        "Links": {"Dashboard": settings.KMSWEB_DASHBOARD_URL + reverse("compliance:finding_detail", args=[f.pk])},
+        "Links": {"Dashboard": public_url(reverse("compliance:finding_detail", args=[f.pk]))},
     }
 
 

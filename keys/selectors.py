@@ -298,7 +298,7 @@ def owned_key_summary() -> list[dict[str, Any]]:
 
 def key_overview_for(*, caller: Caller) -> dict[str, Any]:
     """The home page's numbers: keys per kind and state, rotation gaps, pending deletions."""
-    qs = key_list_for(caller=caller)
+    qs: Any = key_list_for(caller=caller)  # a KeyQuerySet (rotatable())
     by_kind: dict[str, dict[str, int]] = {}
     for row in qs.values("manager", "state").annotate(n=Count("id")).order_by():
         by_kind.setdefault(row["manager"], {})[row["state"]] = row["n"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from celery.schedules import BaseSchedule, crontab, schedule
 
@@ -256,7 +256,8 @@ def schedule_words(sched: BaseSchedule) -> str:
     if isinstance(sched, crontab):
         return _crontab_words(sched)
     if isinstance(sched, schedule):
-        seconds = sched.run_every.total_seconds()
+        # celery-types does not declare schedule.run_every.
+        seconds = cast(Any, sched).run_every.total_seconds()
         for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
             if seconds >= size and seconds % size == 0:
                 return _count(int(seconds // size), unit)
@@ -265,14 +266,16 @@ def schedule_words(sched: BaseSchedule) -> str:
 
 
 def _crontab_words(sched: crontab) -> str:
+    # The fields as written (celery-types does not declare them).
+    raw: Any = sched
     minute, hour, dom, moy, dow = (
         str(part)
         for part in (
-            sched._orig_minute,
-            sched._orig_hour,
-            sched._orig_day_of_month,
-            sched._orig_month_of_year,
-            sched._orig_day_of_week,
+            raw._orig_minute,
+            raw._orig_hour,
+            raw._orig_day_of_month,
+            raw._orig_month_of_year,
+            raw._orig_day_of_week,
         )
     )
     daily = dom == "*" and moy == "*"
@@ -304,7 +307,7 @@ def next_run_at(sched: BaseSchedule, *, last_run_at: datetime | None, now: datet
     entry). A job past due (beat was down, or the run is late) is due now:
     beat sends it on its next tick, once, however many runs were missed.
     """
-    clocked = copy.copy(sched)
+    clocked: Any = copy.copy(sched)
     clocked.nowfun = lambda: now  # the jobs' clock, not the process's
     since = last_run_at or now
     due, _ = clocked.is_due(since)

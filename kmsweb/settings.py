@@ -366,7 +366,7 @@ CELERY_BEAT_SCHEDULE = beat_schedule(env_job_intervals("KMSWEB_JOB_INTERVALS", [
 # longer than this many seconds to be sealed, or the last seal_audit run
 # failed. Default: twice seal_audit's interval, and at least 2 minutes.
 _seal_every = CELERY_BEAT_SCHEDULE.get("seal_audit", {}).get("schedule")
-_seal_seconds = _seal_every.run_every.total_seconds() if isinstance(_seal_every, schedule) else 60.0
+_seal_seconds = _seal_every.run_every.total_seconds() if isinstance(_seal_every, schedule) else 60.0  # type: ignore[attr-defined]
 KMSWEB_SEALING_BEHIND_SECONDS = env_int("KMSWEB_SEALING_BEHIND_SECONDS", int(max(120.0, 2 * _seal_seconds)))
 if KMSWEB_SEALING_BEHIND_SECONDS < 1:
     raise ImproperlyConfigured("KMSWEB_SEALING_BEHIND_SECONDS must be at least 1")

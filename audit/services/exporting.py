@@ -118,7 +118,7 @@ def audit_export_write(
     fmt: str,
     flt: AuditFilter,
     out_dir: Path,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     now: datetime | None = None,
     requested_by: str | None = None,
 ) -> exports.Bundle:

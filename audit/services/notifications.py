@@ -11,6 +11,7 @@ internal address after the alarm was saved (DNS rebinding) is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import http.client
@@ -94,7 +95,7 @@ def notifications_queue(*, alarm: Alarm, transition: AlarmHistory) -> list[Notif
         row.created_at = now
     made = Notification.objects.bulk_create(rows)
     for row in made:
-        transaction.on_commit(lambda pk=row.pk: notification_deliver_task.delay(pk))
+        transaction.on_commit(functools.partial(notification_deliver_task.delay, row.pk))
     return made
 
 

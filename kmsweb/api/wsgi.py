@@ -46,7 +46,7 @@ class ApiRequest:
 
     def __init__(self, environ: dict[str, Any]) -> None:
         self.META = environ
-        self.method = "POST"
+        self.method: str | None = "POST"
         # Django's request.path for PATH_INFO "/": the script prefix, then "/".
         self.path = get_script_name(environ).rstrip("/") + "/"
         self._body: bytes | None = None
@@ -86,7 +86,10 @@ def _status_line(status: int) -> str:
 class KmswebWSGIHandler(WSGIHandler):
     """Django's WSGI handler, with KMS API calls answered before its request cycle."""
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    # django-stubs types the handler's answer as its response object; a WSGI app returns the body's chunks.
+    def __call__(  # type: ignore[override]
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
         if not is_api_call(environ):
             return super().__call__(environ, start_response)
         if settings.DEBUG:

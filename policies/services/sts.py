@@ -293,7 +293,11 @@ def _issue(
 
 
 def _principal_of(caller: Caller) -> Principal:
-    principal = Principal.objects.select_related("account").filter(pk=caller.principal_pk).first()
+    principal = (
+        Principal.objects.select_related("account").filter(pk=caller.principal_pk).first()
+        if caller.principal_pk is not None
+        else None
+    )
     if principal is None:
         raise StsAccessDenied(f"User: {caller.principal_arn} is not authorized to perform this operation.")
     return principal
