@@ -20,6 +20,8 @@ from compliance.rules import (
     Severity,
     Snapshot,
 )
+from keys.services.common import MFA_PROTECTED_ACTIONS as TEMPLATE_MFA_ACTIONS
+from keys.services.common import mfa_key_policy
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ACCT = "111122223333"
@@ -89,6 +91,12 @@ def grant(grantee: str = BOB, ops: tuple[str, ...] = ("Decrypt",), age_days: int
         operations=ops,
         created_at=NOW - timedelta(days=age_days),
     )
+
+
+def _without_statement(document: str, sid: str) -> str:
+    doc = json.loads(document)
+    doc["Statement"] = [st for st in doc["Statement"] if st.get("Sid") != sid]
+    return json.dumps(doc)
 
 
 def snap(**kw: Any) -> Snapshot:
@@ -492,6 +500,48 @@ CASES: list[tuple[str, str, Snapshot, list[bool]]] = [
         snap(keys=(key(tags={"owner": "team-a"}),), settings=Settings(required_tags=("owner", "env"))),
         [False],
     ),
+    # destructive actions need a recent second factor (docs/STS.md's template)
+    ("kms-destructive-actions-require-mfa", "default policy", snap(keys=(key(),)), [False]),
+    (
+        "kms-destructive-actions-require-mfa",
+        "the MFA template",
+        snap(keys=(key(policy=mfa_key_policy(ACCT)),)),
+        [True],
+    ),
+    (
+        "kms-destructive-actions-require-mfa",
+        "MFA required but of any age",
+        snap(keys=(key(policy=_without_statement(mfa_key_policy(ACCT), "RequireRecentMfaForDestructiveActions")),)),
+        [False],
+    ),
+    (
+        "kms-destructive-actions-require-mfa",
+        "only a named user, only Encrypt",
+        snap(
+            keys=(
+                key(
+                    policy=policy(
+                        {"Effect": "Allow", "Principal": {"AWS": BOB}, "Action": "kms:Encrypt", "Resource": "*"}
+                    )
+                ),
+            )
+        ),
+        [True],
+    ),
+    (
+        "kms-destructive-actions-require-mfa",
+        "a named user may disable without MFA",
+        snap(
+            keys=(
+                key(
+                    policy=policy(
+                        {"Effect": "Allow", "Principal": {"AWS": BOB}, "Action": "kms:DisableKey", "Resource": "*"}
+                    )
+                ),
+            )
+        ),
+        [False],
+    ),
 ]
 
 
@@ -552,3 +602,9 @@ def test_it_reads_a_changed_key_through_the_engine_not_by_text() -> None:
     assert verdicts("kms-key-policy-no-public-access", snap(keys=(replace(k, policy=policy(open_doc, deny)),))) == [
         True
     ]
+
+
+def test_it_checks_the_actions_the_mfa_template_protects() -> None:
+    from compliance.rules.builtin import MFA_PROTECTED_ACTIONS
+
+    assert tuple(MFA_PROTECTED_ACTIONS) == tuple(TEMPLATE_MFA_ACTIONS)
