@@ -18,6 +18,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
+from tests.secret_files import secret_files_env
+
 HSTS = "Strict-Transport-Security"
 ONE_YEAR = 365 * 86400
 # Pages every client may fetch, a dashboard page (redirects to sign-in) and kmsweb's REST API.
@@ -85,9 +87,8 @@ print(json.dumps(results))
 
 
 def test_it_reads_hsts_settings_from_the_environment() -> None:
-    keep = ("PATH", "HOME", "LANG", "DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FILE", "KMSWEB_ROOT_KEY")
-    env = {name: os.environ[name] for name in keep if name in os.environ}
-    env.update({name: os.environ[name] for name in ("KMSWEB_ROOT_KEY_FILE",) if name in os.environ})
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env.update(secret_files_env())
     # Fixed argv, no shell.
     result = subprocess.run(  # noqa: S603
         [sys.executable, "-c", READ_SETTINGS, json.dumps([case for case, _ in CASES])],

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from tests.secret_files import secret_files_env
+
 PROCESS_SECONDS = 240
 # Each round: a CreateKey and three Encrypts per API writer, three jobs for the worker.
 ROUNDS = 25
@@ -24,8 +26,7 @@ ROUNDS = 25
 def _env(var: Path) -> dict[str, str]:
     """A clean environment on a file database in ``var``: no DATABASE_URL, no Redis."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if name in os.environ}
-    for name in ("DJANGO_SECRET_KEY_FILE", "KMSWEB_ROOT_KEY_FILE"):
-        env[name] = os.environ[name]
+    env.update(secret_files_env())
     env.update(KMSWEB_VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="kmsweb.settings", KMSWEB_AUTH_CACHE_SECONDS="0")
     return env
 
