@@ -192,7 +192,22 @@ class TagForm(forms.Form):
 
 
 class PolicyForm(forms.Form):
-    policy = forms.CharField(widget=forms.Textarea(attrs={"rows": 18, "spellcheck": "false"}))
+    policy = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 18, "spellcheck": "false", "data-policy-editor": "json"})
+    )
+
+    def mark_error_position(self) -> None:
+        """Hand the JSON error's line and column to the editor, which marks them."""
+        for error in self.errors.as_data().get("policy", []):
+            if error.code == "json" and error.params:
+                self.fields["policy"].widget.attrs.update(
+                    {
+                        "data-error-line": error.params["line"],
+                        "data-error-column": error.params["column"],
+                        "data-error-message": error.messages[0],
+                        "aria-invalid": "true",
+                    }
+                )
 
     def clean_policy(self) -> str:
         text = self.cleaned_data["policy"]
@@ -228,3 +243,45 @@ class GrantApprovalsForm(forms.Form):
         label="Grant requests need",
         widget=forms.Select(attrs={"aria-label": "Grant requests need"}),
     )
+
+
+_ACCOUNT_SPLIT = re.compile(r"[\s,]+")
+
+
+class DefaultPolicyViewForm(forms.Form):
+    """AWS's default view of a key policy: three lists of principals."""
+
+    administrators = forms.MultipleChoiceField(
+        required=False,
+        label="Key administrators",
+        help_text="May manage the key (policy, tags, rotation, deletion) but not use it.",
+        widget=forms.CheckboxSelectMultiple,
+    )
+    users = forms.MultipleChoiceField(
+        required=False,
+        label="Key users",
+        help_text="May use the key in cryptographic operations, and grant it to AWS-integrated services.",
+        widget=forms.CheckboxSelectMultiple,
+    )
+    other_accounts = forms.CharField(
+        required=False,
+        label="Other accounts",
+        help_text="12-digit account IDs whose principals may use the key (as their own identity policies allow).",
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args: Any, principal_arns: list[str], account_id: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.account_id = account_id
+        choices = [(arn, arn.split(":", 5)[-1]) for arn in principal_arns]
+        self.fields["administrators"].choices = choices
+        self.fields["users"].choices = choices
+
+    def clean_other_accounts(self) -> list[str]:
+        accounts = [a for a in _ACCOUNT_SPLIT.split(self.cleaned_data["other_accounts"].strip()) if a]
+        for account in accounts:
+            if not re.fullmatch(r"\d{12}", account):
+                raise forms.ValidationError(f"“{account[:40]}” is not an account ID: an account ID is 12 digits.")
+            if account == self.account_id:
+                raise forms.ValidationError(f"{account} is this account: choose its principals as key users instead.")
+        return list(dict.fromkeys(accounts))

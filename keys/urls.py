@@ -27,6 +27,7 @@ urlpatterns = [
     path("keys/<str:key_id>/tags/add/", views.key_tag_add, name="key_tag_add"),
     path("keys/<str:key_id>/tags/remove/", views.key_tag_remove, name="key_tag_remove"),
     path("keys/<str:key_id>/policy/", views.key_policy, name="key_policy"),
+    path("keys/<str:key_id>/policy/default-view/", views.key_policy_default_view, name="key_policy_default_view"),
     path("keys/<str:key_id>/description/", views.key_description, name="key_description"),
     path("keys/<str:key_id>/grant-approvals/", views.key_grant_approvals, name="key_grant_approvals"),
     path("usage/", views.usage, name="usage"),

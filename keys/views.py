@@ -24,6 +24,7 @@ from keys import selectors, services
 from keys.filters import KeyFilter
 from keys.forms import (
     AliasForm,
+    DefaultPolicyViewForm,
     DeleteImportedMaterialForm,
     DescriptionForm,
     GrantApprovalsForm,
@@ -34,6 +35,7 @@ from keys.forms import (
     TagForm,
 )
 from keys.models import Key, KeyManager, KeySpec
+from keys.policy_view import DefaultView, default_view_of, policy_from_default_view
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AlreadyExists,
@@ -46,6 +48,7 @@ from kmsweb.lib.errors import (
     ValidationError,
 )
 from kmsweb.lib.htmx import wants_partial
+from policies import selectors as policy_selectors
 from policies.callers import caller_from_request
 from policies.roles import role_allows
 
@@ -127,11 +130,14 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
         policy_text = json.dumps(json.loads(key.policy), indent=2)
     except ValueError:
         pass
+    default_view = default_view_of(key.policy, key.account_id)
     context = {
         "key": key,
         "detail": detail,
         "can": can,
         "policy_form": PolicyForm(initial={"policy": policy_text}),
+        "default_view": default_view,
+        "default_view_form": _default_view_form(caller, key, default_view) if can["PutKeyPolicy"] else None,
         "deletion_form": ScheduleDeletionForm(key_id=str(key.id)),
         "delete_material_form": DeleteImportedMaterialForm(key_id=str(key.id)),
         "rotation_form": RotationForm(
@@ -146,6 +152,25 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
     }
     context.update(extra)
     return context
+
+
+def _default_view_form(
+    caller: Caller, key: Key, view: DefaultView | None, data: Any = None
+) -> DefaultPolicyViewForm | None:
+    """The default view's form, its choices the account's users and roles (and whoever the policy names)."""
+    if view is None and data is None:
+        return None
+    arns = [p.arn for p in policy_selectors.principal_list_for(caller=caller) if p.type in ("user", "role")]
+    named = (view.administrators + view.users) if view else []
+    arns += [arn for arn in named if arn not in arns]
+    initial = None
+    if view is not None:
+        initial = {
+            "administrators": view.administrators,
+            "users": view.users,
+            "other_accounts": "\n".join(view.other_accounts),
+        }
+    return DefaultPolicyViewForm(data, initial=initial, principal_arns=arns, account_id=key.account_id)
 
 
 @require_GET
@@ -373,8 +398,38 @@ def key_policy(request: Any, key_id: str) -> HttpResponse:
         except MalformedPolicyDocument as exc:
             form.add_error("policy", exc.message)
     if form.errors:
+        form.mark_error_position()
         return _refresh(request, caller, key_id, "keyChanged", policy_form=form, open_panel="policy")
     return _refresh(request, caller, key_id, "keyChanged", policy_saved=True)
+
+
+@require_POST
+def key_policy_default_view(request: Any, key_id: str) -> HttpResponse:
+    """Save the key policy from AWS's default view (administrators, users, other accounts)."""
+    caller = caller_from_request(request)
+    key = _key(caller, key_id)
+    current = default_view_of(key.policy, key.account_id)
+    form = _default_view_form(caller, key, current, data=request.POST)
+    assert form is not None
+    if current is None:
+        form.is_valid()
+        form.add_error(
+            None, "This key policy has statements of its own, which the default view cannot show: edit it as JSON."
+        )
+    elif form.is_valid():
+        view = DefaultView(
+            administrators=form.cleaned_data["administrators"],
+            users=form.cleaned_data["users"],
+            other_accounts=form.cleaned_data["other_accounts"],
+        )
+        policy = policy_from_default_view(view, account_id=key.account_id, key_usage=key.key_usage)
+        try:
+            services.key_put_policy(caller=caller, key=key, policy=policy)
+        except MalformedPolicyDocument as exc:
+            form.add_error(None, exc.message)
+    if form.errors:
+        return _refresh(request, caller, key_id, "keyChanged", default_view_form=form, open_panel="policy")
+    return _refresh(request, caller, key_id, "keyChanged", default_view_saved=True)
 
 
 @require_POST

@@ -91,6 +91,7 @@ def mutating_urls(key: Key) -> list[str]:
             "tags/add/",
             "tags/remove/",
             "policy/",
+            "policy/default-view/",
             "description/",
         )
     ]
