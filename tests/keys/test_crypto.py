@@ -363,7 +363,9 @@ def test_it_requires_a_256_bit_root_key(size: int) -> None:
         LocalRootKey(os.urandom(size))
 
 
-@pytest.mark.parametrize("text", ["not base64!", "AAAA", base64.b64encode(os.urandom(31)).decode()])
+@pytest.mark.parametrize(
+    "text", ["not base64!", "AAAA", base64.b64encode(os.urandom(31)).decode()], ids=["not-base64", "short", "31-bytes"]
+)
 def test_it_refuses_a_root_key_that_is_not_base64_of_32_bytes(text: str) -> None:
     with pytest.raises(ValueError):
         LocalRootKey.from_base64(text)

@@ -432,7 +432,7 @@ def test_it_refuses_to_decrypt_under_another_context(admin: Caller, key: Key, co
     assert rec.event.additional_event_data is None
 
 
-@pytest.mark.parametrize("blob", [b"", b"garbage", b"\x01" + os.urandom(60)])
+@pytest.mark.parametrize("blob", [b"", b"garbage", b"\x01" + os.urandom(60)], ids=["empty", "garbage", "random"])
 def test_it_refuses_to_decrypt_what_is_not_a_blob_of_a_key(admin: Caller, blob: bytes) -> None:
     with one_event("Decrypt", admin, error="InvalidCiphertextException"), pytest.raises(InvalidCiphertext):
         svc.key_decrypt(caller=admin, ciphertext=blob)
