@@ -42,6 +42,10 @@ class KeySpec(models.TextChoices):
     ML_DSA_44 = "ML_DSA_44", "ML_DSA_44"
     ML_DSA_65 = "ML_DSA_65", "ML_DSA_65"
     ML_DSA_87 = "ML_DSA_87", "ML_DSA_87"
+    ECC_NIST_EDWARDS25519 = "ECC_NIST_EDWARDS25519", "ECC_NIST_EDWARDS25519"
+    ML_KEM_512 = "ML_KEM_512", "ML_KEM_512"
+    ML_KEM_768 = "ML_KEM_768", "ML_KEM_768"
+    ML_KEM_1024 = "ML_KEM_1024", "ML_KEM_1024"
 
 
 class KeyUsage(models.TextChoices):
@@ -49,6 +53,7 @@ class KeyUsage(models.TextChoices):
     SIGN_VERIFY = "SIGN_VERIFY"
     GENERATE_VERIFY_MAC = "GENERATE_VERIFY_MAC"
     KEY_AGREEMENT = "KEY_AGREEMENT"
+    ENCAPSULATE_DECAPSULATE = "ENCAPSULATE_DECAPSULATE"
 
 
 class KeyOrigin(models.TextChoices):
