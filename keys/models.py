@@ -198,6 +198,11 @@ class KeyMaterial(models.Model):
     Rotation adds a version and moves ``Key.current_material``; old versions
     stay for Decrypt until the key is deleted.
 
+    A symmetric key with imported material takes new material for on-demand
+    rotation: imported with ImportType NEW_KEY_MATERIAL it is a later version
+    with no ``rotation_type`` (PENDING_ROTATION) until RotateKeyOnDemand
+    makes it current.
+
     Imported material (Origin EXTERNAL) can be deleted and re-imported: the
     row stays with its version, ``material_id`` and keyed ``fingerprint``
     while ``wrapped`` is emptied and ``destroyed_at`` set, so re-importing the
@@ -220,6 +225,11 @@ class KeyMaterial(models.Model):
     description = models.CharField(max_length=256, blank=True)
     # Imported material that was deleted or expired: ``wrapped`` is empty.
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # Imported material: how this import expires (ListKeyRotations shows it per material).
+    expiration_model = models.CharField(max_length=32, choices=ExpirationModel.choices, blank=True)
+    valid_to = models.DateTimeField(null=True, blank=True)
+    # When RotateKeyOnDemand made this imported material current.
+    rotated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "version"], name="material_unique_version")]
@@ -227,6 +237,11 @@ class KeyMaterial(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id}#{self.version}"
+
+    @property
+    def pending_rotation(self) -> bool:
+        """Imported for on-demand rotation and not yet made current (AWS's PENDING_ROTATION)."""
+        return self.version > 1 and not self.rotation_type
 
 
 class ImportParameters(models.Model):
