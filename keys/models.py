@@ -100,8 +100,12 @@ class KeyQuerySet(models.QuerySet["Key"]):
 
     def material_expired(self, now: datetime) -> KeyQuerySet:
         """Keys with imported material whose ValidTo is ``now`` or past and whose
-        material is still there (deleting it clears ``valid_to``)."""
-        return self.filter(origin=KeyOrigin.EXTERNAL, valid_to__lte=now, deleted_at__isnull=True)
+        material is still there: the current material's (``Key.valid_to``,
+        cleared when it is deleted) or another material's own."""
+        expiring = KeyMaterial.objects.filter(valid_to__lte=now, destroyed_at__isnull=True).values("key_id")
+        return self.filter(
+            models.Q(valid_to__lte=now) | models.Q(pk__in=expiring), origin=KeyOrigin.EXTERNAL, deleted_at__isnull=True
+        )
 
 
 class Key(models.Model):

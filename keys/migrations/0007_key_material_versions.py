@@ -3,6 +3,17 @@
 from django.db import migrations, models
 
 
+def copy_expiration_to_current_material(apps, schema_editor):
+    """Each key's expiration is its current material's: copy it onto that material."""
+    Key = apps.get_model("keys", "Key")
+    KeyMaterial = apps.get_model("keys", "KeyMaterial")
+    keys = Key.objects.filter(origin="EXTERNAL", current_material__isnull=False).exclude(expiration_model="")
+    for key in keys.only("current_material_id", "expiration_model", "valid_to").iterator():
+        KeyMaterial.objects.filter(pk=key.current_material_id).update(
+            expiration_model=key.expiration_model, valid_to=key.valid_to
+        )
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("keys", "0005_owned_keys_rotate_yearly"),
@@ -72,4 +83,5 @@ class Migration(migrations.Migration):
                 max_length=32,
             ),
         ),
+        migrations.RunPython(copy_expiration_to_current_material, migrations.RunPython.noop),
     ]

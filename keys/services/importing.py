@@ -390,13 +390,21 @@ def key_delete_imported_material(*, caller: Caller, key: Key, key_material_id: s
         return result
 
 
+def _expired(key: Key, material: KeyMaterial, now: datetime) -> bool:
+    if material.valid_to is not None:
+        return material.valid_to <= now
+    # Without a ValidTo of its own, the current material expires with the key's ValidTo.
+    return material.pk == key.current_material_id and key.valid_to is not None and key.valid_to <= now
+
+
 def keys_expire_imported_material(*, caller: Caller, now: datetime) -> dict[str, int]:
     """Delete imported material whose ValidTo is ``now`` or past (the
     ``expire_imported_material`` job).
 
     Per key, in its own transaction: claim it with SELECT ... FOR UPDATE SKIP
-    LOCKED if still due, destroy the material, move the key to PendingImport
-    (a key pending deletion keeps its state) and record AWS's CloudTrail
+    LOCKED if still due, destroy the expired material and move the key to
+    PendingImport (a key pending deletion keeps its state; expired material
+    pending rotation is removed and the key keeps its state) and record AWS's CloudTrail
     event DeleteExpiredKeyMaterial (an AwsServiceEvent). A key another
     worker holds, or one re-imported meanwhile, is skipped; a second run
     finds nothing due. Also removes import parameters past their 24 hours.
@@ -412,8 +420,13 @@ def keys_expire_imported_material(*, caller: Caller, now: datetime) -> dict[str,
             key_forget(key)  # the claim holds the row lock; the API's cache forgets the key
             with audited(caller, "DeleteExpiredKeyMaterial", request_parameters=None) as op:
                 op.keys.append(key)
-                materials = list(KeyMaterial.objects.filter(key=key, destroyed_at__isnull=True))
-                _destroy(key, materials, now)
+                materials = [
+                    m for m in KeyMaterial.objects.filter(key=key, destroyed_at__isnull=True) if _expired(key, m, now)
+                ]
+                pending = [m for m in materials if m.pending_rotation]
+                KeyMaterial.objects.filter(pk__in=[m.pk for m in pending]).delete()
+                if len(pending) < len(materials):
+                    _destroy(key, [m for m in materials if not m.pending_rotation], now)
                 if materials:
                     op.additional_event_data["keyMaterialId"] = materials[-1].material_id
             counts["expired"] += 1
