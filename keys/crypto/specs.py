@@ -113,7 +113,8 @@ SPECS: dict[str, Spec] = {
     )
 }
 
-# GenerateDataKeyPair's KeyPairSpec values kmsweb makes (AWS's RSA and ECC pairs).
+# GenerateDataKeyPair's KeyPairSpec values kmsweb makes (AWS's, but SM2). The
+# private key is PKCS#8 DER; an ML-KEM one holds the 64-byte seed (RFC 9935).
 DATA_KEY_PAIR_SPECS = (
     "RSA_2048",
     "RSA_3072",
@@ -122,6 +123,10 @@ DATA_KEY_PAIR_SPECS = (
     "ECC_NIST_P384",
     "ECC_NIST_P521",
     "ECC_SECG_P256K1",
+    "ECC_NIST_EDWARDS25519",
+    "ML_KEM_512",
+    "ML_KEM_768",
+    "ML_KEM_1024",
 )
 
 # Bytes of the digest each hash-based signing algorithm expects with MessageType DIGEST.

@@ -233,7 +233,7 @@ def key_generate_data_key_pair(
     with_plaintext: bool = True,
     dry_run: bool = False,
 ) -> DataKeyPairResult:
-    """A new RSA or ECC key pair whose private key is encrypted under a symmetric key.
+    """A new RSA, ECC, Ed25519 or ML-KEM key pair whose private key is encrypted under a symmetric key.
 
     The private key (PKCS#8 DER) is sealed like a data key, with the
     encryption context, so Decrypt returns it; it is returned in the clear

@@ -9,7 +9,9 @@ import json
 from collections.abc import Callable
 
 import pytest
+from Crypto.PublicKey import MLKEM as pyc_mlkem
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from keys import services as svc
 from keys.crypto import kem
@@ -176,3 +178,25 @@ def test_it_refuses_ed25519_algorithms_on_other_keys(admin: Caller, make_key: Ca
         svc.key_sign(caller=admin, key=ecdsa, message=b"m", algorithm="ED25519_SHA_512")
     with pytest.raises(InvalidKeyUsage):
         svc.key_sign(caller=admin, key=ed_key, message=b"m", algorithm="ECDSA_SHA_256")
+
+
+@pytest.mark.parametrize("pair_spec", ["ECC_NIST_EDWARDS25519", "ML_KEM_512"])
+def test_it_generates_data_key_pairs_of_the_new_specs(
+    admin: Caller, make_key: Callable[..., Key], pair_spec: str
+) -> None:
+    wrapping = make_key()
+    result = svc.key_generate_data_key_pair(caller=admin, key=wrapping, key_pair_spec=pair_spec)
+    assert result.private_key_plaintext is not None
+    decrypted = svc.key_decrypt(caller=admin, ciphertext=result.private_key_ciphertext).plaintext
+    assert decrypted == result.private_key_plaintext
+    if pair_spec == "ML_KEM_512":
+        private = pyc_mlkem.import_key(result.private_key_plaintext)
+        assert private.public_key().export_key(format="DER") == result.public_key
+        assert len(private.seed) == 64
+    else:
+        loaded = serialization.load_der_private_key(result.private_key_plaintext, password=None)
+        assert isinstance(loaded, ed25519.Ed25519PrivateKey)
+        derived = loaded.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        assert derived == result.public_key
