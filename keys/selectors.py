@@ -430,6 +430,11 @@ class KeyDetail:
         """Some material is usable (imported material may be deleted or expired)."""
         return any(r.get("ImportState", "IMPORTED") == "IMPORTED" for r in self.rotations)
 
+    @property
+    def pending_rotation(self) -> bool:
+        """Imported material waits for RotateKeyOnDemand."""
+        return any(r["KeyMaterialState"] == "PENDING_ROTATION" for r in self.rotations)
+
 
 def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
     """What the key page shows besides the key row itself."""
