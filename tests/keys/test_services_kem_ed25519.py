@@ -26,6 +26,7 @@ from kmsweb.lib.errors import (
     KmsInvalidSignature,
     ValidationError,
 )
+from policies.services.grants import grant_create
 from tests.conftest import Persona
 from tests.keys.test_services import fresh, one_event
 
@@ -200,3 +201,21 @@ def test_it_generates_data_key_pairs_of_the_new_specs(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         assert derived == result.public_key
+
+
+def test_it_grants_the_ml_kem_operations_and_only_those(admin: Caller, kem_key: Key, outsider: Persona) -> None:
+    grant, _ = grant_create(
+        caller=admin,
+        key=kem_key,
+        grantee_principal=outsider.principal.arn,
+        operations=["Encapsulate", "Decapsulate", "GetPublicKey", "DescribeKey"],
+    )
+    assert sorted(grant.operations) == ["Decapsulate", "DescribeKey", "Encapsulate", "GetPublicKey"]
+    with pytest.raises(ValidationError, match="Sign"):
+        grant_create(caller=admin, key=kem_key, grantee_principal=outsider.principal.arn, operations=["Sign"])
+    # The grantee, from another account, encapsulates and decapsulates with the key.
+    other = outsider.caller()
+    made = svc.key_encapsulate(caller=other, key=kem_key, algorithm="ML_KEM")
+    assert svc.key_decapsulate(caller=other, key=kem_key, ciphertext=made.ciphertext, algorithm="ML_KEM")[0] == (
+        made.shared_secret
+    )
