@@ -15,15 +15,23 @@ from kmsweb.lib.jsonwords import json_problem
 KEY_SPEC_CHOICES = [
     ("Symmetric", [(SYMMETRIC_DEFAULT, "SYMMETRIC_DEFAULT (AES-256-GCM)")]),
     ("RSA", [(n, n) for n in ("RSA_2048", "RSA_3072", "RSA_4096")]),
-    ("Elliptic curve", [(n, n) for n in ("ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1")]),
+    (
+        "Elliptic curve",
+        [
+            (n, n)
+            for n in ("ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1", "ECC_NIST_EDWARDS25519")
+        ],
+    ),
     ("HMAC", [(n, n) for n in ("HMAC_224", "HMAC_256", "HMAC_384", "HMAC_512")]),
     ("ML-DSA (post-quantum signatures)", [(n, n) for n in ("ML_DSA_44", "ML_DSA_65", "ML_DSA_87")]),
+    ("ML-KEM (post-quantum key encapsulation)", [(n, n) for n in ("ML_KEM_512", "ML_KEM_768", "ML_KEM_1024")]),
 ]
 KEY_USAGE_LABELS = {
     "ENCRYPT_DECRYPT": "Encrypt and decrypt",
     "SIGN_VERIFY": "Sign and verify",
     "GENERATE_VERIFY_MAC": "Generate and verify MAC",
     "KEY_AGREEMENT": "Key agreement (ECDH)",
+    "ENCAPSULATE_DECAPSULATE": "Encapsulate and decapsulate (ML-KEM)",
 }
 
 

@@ -42,6 +42,10 @@ class KeySpec(models.TextChoices):
     ML_DSA_44 = "ML_DSA_44", "ML_DSA_44"
     ML_DSA_65 = "ML_DSA_65", "ML_DSA_65"
     ML_DSA_87 = "ML_DSA_87", "ML_DSA_87"
+    ECC_NIST_EDWARDS25519 = "ECC_NIST_EDWARDS25519", "ECC_NIST_EDWARDS25519"
+    ML_KEM_512 = "ML_KEM_512", "ML_KEM_512"
+    ML_KEM_768 = "ML_KEM_768", "ML_KEM_768"
+    ML_KEM_1024 = "ML_KEM_1024", "ML_KEM_1024"
 
 
 class KeyUsage(models.TextChoices):
@@ -49,6 +53,7 @@ class KeyUsage(models.TextChoices):
     SIGN_VERIFY = "SIGN_VERIFY"
     GENERATE_VERIFY_MAC = "GENERATE_VERIFY_MAC"
     KEY_AGREEMENT = "KEY_AGREEMENT"
+    ENCAPSULATE_DECAPSULATE = "ENCAPSULATE_DECAPSULATE"
 
 
 class KeyOrigin(models.TextChoices):
@@ -95,8 +100,12 @@ class KeyQuerySet(models.QuerySet["Key"]):
 
     def material_expired(self, now: datetime) -> KeyQuerySet:
         """Keys with imported material whose ValidTo is ``now`` or past and whose
-        material is still there (deleting it clears ``valid_to``)."""
-        return self.filter(origin=KeyOrigin.EXTERNAL, valid_to__lte=now, deleted_at__isnull=True)
+        material is still there: the current material's (``Key.valid_to``,
+        cleared when it is deleted) or another material's own."""
+        expiring = KeyMaterial.objects.filter(valid_to__lte=now, destroyed_at__isnull=True).values("key_id")
+        return self.filter(
+            models.Q(valid_to__lte=now) | models.Q(pk__in=expiring), origin=KeyOrigin.EXTERNAL, deleted_at__isnull=True
+        )
 
 
 class Key(models.Model):
@@ -193,6 +202,11 @@ class KeyMaterial(models.Model):
     Rotation adds a version and moves ``Key.current_material``; old versions
     stay for Decrypt until the key is deleted.
 
+    A symmetric key with imported material takes new material for on-demand
+    rotation: imported with ImportType NEW_KEY_MATERIAL it is a later version
+    with no ``rotation_type`` (PENDING_ROTATION) until RotateKeyOnDemand
+    makes it current.
+
     Imported material (Origin EXTERNAL) can be deleted and re-imported: the
     row stays with its version, ``material_id`` and keyed ``fingerprint``
     while ``wrapped`` is emptied and ``destroyed_at`` set, so re-importing the
@@ -215,6 +229,11 @@ class KeyMaterial(models.Model):
     description = models.CharField(max_length=256, blank=True)
     # Imported material that was deleted or expired: ``wrapped`` is empty.
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # Imported material: how this import expires (ListKeyRotations shows it per material).
+    expiration_model = models.CharField(max_length=32, choices=ExpirationModel.choices, blank=True)
+    valid_to = models.DateTimeField(null=True, blank=True)
+    # When RotateKeyOnDemand made this imported material current.
+    rotated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "version"], name="material_unique_version")]
@@ -222,6 +241,11 @@ class KeyMaterial(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id}#{self.version}"
+
+    @property
+    def pending_rotation(self) -> bool:
+        """Imported for on-demand rotation and not yet made current (AWS's PENDING_ROTATION)."""
+        return self.version > 1 and not self.rotation_type
 
 
 class ImportParameters(models.Model):

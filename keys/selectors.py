@@ -23,7 +23,7 @@ from django.db.models import Count, Max, Prefetch, Q, QuerySet
 from keys.crypto.asymmetric import public_pem
 from keys.crypto.specs import SPECS
 from keys.filters import KeyFilter
-from keys.models import Alias, Key, KeyManager, KeyMaterial, KeyOrigin, KeySpec, KeyState
+from keys.models import Alias, ExpirationModel, Key, KeyManager, KeyMaterial, KeyOrigin, KeySpec, KeyState
 from kmsweb import generations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
@@ -322,24 +322,34 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
 
 
 def rotation_entry(key: Key, material: KeyMaterial) -> dict[str, Any]:
-    """One material version as ListKeyRotations reports it (the API and the key page)."""
-    entry: dict[str, Any] = {
-        "KeyId": str(key.id),
-        "KeyMaterialId": material.material_id,
-        "KeyMaterialState": "CURRENT" if material.pk == key.current_material_id else "NON_CURRENT",
-        "RotationDate": material.created_at,
-    }
+    """One material version as ListKeyRotations reports it (the API and the key page).
+
+    The first material and material pending rotation have no RotationDate
+    nor RotationType, as in AWS.
+    """
+    if material.pk == key.current_material_id:
+        state = "CURRENT"
+    elif material.pending_rotation:
+        state = "PENDING_ROTATION"
+    else:
+        state = "NON_CURRENT"
+    entry: dict[str, Any] = {"KeyId": str(key.id), "KeyMaterialId": material.material_id, "KeyMaterialState": state}
     if material.rotation_type:
+        entry["RotationDate"] = material.rotated_at or material.created_at
         entry["RotationType"] = material.rotation_type
+    elif material.version == 1 and key.origin != KeyOrigin.EXTERNAL:
+        entry["RotationDate"] = material.created_at
     if key.origin == KeyOrigin.EXTERNAL:
         # AWS's newer members for imported material.
         entry["ImportState"] = "PENDING_IMPORT" if material.destroyed_at else "IMPORTED"
         if material.description:
             entry["KeyMaterialDescription"] = material.description
-        if not material.destroyed_at and key.expiration_model:
-            entry["ExpirationModel"] = key.expiration_model
-            if key.valid_to is not None:
-                entry["ValidTo"] = key.valid_to
+        model = material.expiration_model or (key.expiration_model if material.pk == key.current_material_id else "")
+        if not material.destroyed_at and model:
+            entry["ExpirationModel"] = model
+            valid_to = material.valid_to or (key.valid_to if material.pk == key.current_material_id else None)
+            if model == ExpirationModel.EXPIRES and valid_to is not None:
+                entry["ValidTo"] = valid_to
     return entry
 
 
@@ -386,7 +396,18 @@ def rotation_outlook(key: Key, now: datetime) -> RotationOutlook:
     return RotationOutlook(scheduled, "")
 
 
-MATERIAL_COLUMNS = ("pk", "version", "material_id", "created_at", "rotation_type", "destroyed_at", "description")
+MATERIAL_COLUMNS = (
+    "pk",
+    "version",
+    "material_id",
+    "created_at",
+    "rotation_type",
+    "destroyed_at",
+    "description",
+    "expiration_model",
+    "valid_to",
+    "rotated_at",
+)
 
 
 @dataclass(frozen=True)
@@ -408,6 +429,11 @@ class KeyDetail:
     def material_present(self) -> bool:
         """Some material is usable (imported material may be deleted or expired)."""
         return any(r.get("ImportState", "IMPORTED") == "IMPORTED" for r in self.rotations)
+
+    @property
+    def pending_rotation(self) -> bool:
+        """Imported material waits for RotateKeyOnDemand."""
+        return any(r["KeyMaterialState"] == "PENDING_ROTATION" for r in self.rotations)
 
 
 def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:

@@ -1,23 +1,34 @@
-"""RSA, ECC and ML-DSA key pairs: generation, signatures, RSAES-OAEP and ECDH.
+"""RSA, ECC, Ed25519, ML-DSA and ML-KEM key pairs: generation, signatures, RSAES-OAEP and ECDH.
 
 Private keys travel as PKCS#8 DER (wrapped by the root key at rest), public
 keys as DER SubjectPublicKeyInfo, exactly what GetPublicKey returns. The
 wire formats match AWS KMS: ECDSA signatures are DER (r, s), RSASSA-PSS
 uses MGF1 with the message hash and a salt as long as the hash, ML-DSA is
-the pure FIPS 204 signature with an empty context, and ECDH returns the raw
-shared secret (the x coordinate).
+the pure FIPS 204 signature with an empty context, ECDH returns the raw
+shared secret (the x coordinate). ED25519_SHA_512 is PureEdDSA (RFC 8032's
+Ed25519) over the raw message; ED25519_PH_SHA_512 is HashEdDSA (Ed25519ph,
+empty context) whose message is the digest the caller sends, so that digest
+is hashed once more with SHA-512 as AWS documents. ``cryptography`` has no
+Ed25519ph: PyCryptodome's RFC 8032 signer does that one. ML-KEM lives in
+``keys.crypto.kem``.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
+from Crypto.Hash import SHA512
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, padding, rsa, utils
 
+from keys.crypto import kem
 from keys.crypto.errors import CryptoError
 from keys.crypto.specs import SPECS, Spec
 
@@ -58,15 +69,20 @@ def _hash_of(algorithm: str) -> hashes.HashAlgorithm:
 
 
 def generate_key_pair(spec_name: str) -> KeyPair:
-    """A new key pair of an RSA, ECC or ML-DSA spec."""
+    """A new key pair of an RSA, ECC, Ed25519, ML-DSA or ML-KEM spec."""
     spec = SPECS[spec_name]
     private: Any
+    if spec.family == "mlkem":
+        private_der, public_der = kem.generate(spec.bits)
+        return KeyPair(private_der=private_der, public_der=public_der)
     if spec.family == "rsa":
         private = rsa.generate_private_key(public_exponent=65537, key_size=spec.bits)
     elif spec.family == "ecc":
         private = ec.generate_private_key(_CURVES[spec.curve]())
     elif spec.family == "mldsa":
         private = _MLDSA[spec.bits].generate()
+    elif spec.family == "eddsa":
+        private = ed25519.Ed25519PrivateKey.generate()
     else:
         raise ValueError(f"{spec_name} is not an asymmetric key spec")
     return KeyPair(
@@ -84,9 +100,13 @@ def public_der_of(private: Any) -> bytes:
 
 
 def public_pem(public_der: bytes) -> str:
-    """The PEM form of a DER SubjectPublicKeyInfo (what ``openssl`` reads)."""
-    key = serialization.load_der_public_key(public_der)
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    """The PEM form of a DER SubjectPublicKeyInfo (what ``openssl`` reads).
+
+    Written out rather than re-encoded, so it also serves the key types
+    ``cryptography`` cannot load (ML-KEM-512).
+    """
+    body = "\n".join(textwrap.wrap(base64.b64encode(public_der).decode("ascii"), 64))
+    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
 
 
 def _load_private(private_der: bytes) -> Any:
@@ -115,7 +135,11 @@ def _prepared(algorithm: str, message_type: str) -> hashes.HashAlgorithm | utils
 
 def sign(spec: Spec, private_der: bytes, *, algorithm: str, message: bytes, message_type: str) -> bytes:
     """Sign ``message`` (RAW, DIGEST, or for ML-DSA EXTERNAL_MU). Inputs are already validated."""
+    if spec.family == "eddsa" and algorithm == "ED25519_PH_SHA_512":
+        return bytes(eddsa.new(ECC.import_key(private_der), "rfc8032").sign(SHA512.new(message)))
     private = _load_private(private_der)
+    if spec.family == "eddsa":
+        return bytes(private.sign(message))
     if spec.family == "mldsa":
         return bytes(private.sign_mu(message) if message_type == "EXTERNAL_MU" else private.sign(message))
     if spec.family == "ecc":
@@ -127,9 +151,14 @@ def verify(
     spec: Spec, public_der: bytes, *, algorithm: str, message: bytes, message_type: str, signature: bytes
 ) -> None:
     """Raise ``SignatureInvalid`` unless ``signature`` is valid for ``message``."""
-    public = _load_public(public_der)
     try:
-        if spec.family == "mldsa":
+        if spec.family == "eddsa" and algorithm == "ED25519_PH_SHA_512":
+            eddsa.new(ECC.import_key(public_der), "rfc8032").verify(SHA512.new(message), signature)
+            return
+        public = _load_public(public_der)
+        if spec.family == "eddsa":
+            public.verify(signature, message)
+        elif spec.family == "mldsa":
             if message_type == "EXTERNAL_MU":
                 public.verify_mu(signature, message)
             else:

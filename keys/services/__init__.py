@@ -17,6 +17,7 @@ from keys.services.cryptography import (
     key_reencrypt,
     random_generate,
 )
+from keys.services.encapsulation import Encapsulation, key_decapsulate, key_encapsulate
 from keys.services.grant_approvals import GRANT_APPROVALS_CHOICES, key_set_grant_approvals
 from keys.services.importing import (
     key_delete_imported_material,
@@ -60,7 +61,10 @@ __all__ = [
     "key_cancel_deletion",
     "key_create",
     "key_decrypt",
+    "Encapsulation",
+    "key_decapsulate",
     "key_delete_imported_material",
+    "key_encapsulate",
     "key_derive_shared_secret",
     "key_generate_data_key_pair",
     "key_generate_mac",

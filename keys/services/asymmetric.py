@@ -21,6 +21,7 @@ from keys.crypto.errors import CryptoError
 from keys.crypto.specs import (
     DATA_KEY_PAIR_SPECS,
     DIGEST_LENGTHS,
+    ED25519_MESSAGE_TYPES,
     EXTERNAL_MU_LENGTH,
     GENERATE_VERIFY_MAC,
     KEY_AGREEMENT,
@@ -89,6 +90,9 @@ def _check_signing(key: Key, spec: Spec, algorithm: str, message_type: str, mess
         return
     if message_type == "EXTERNAL_MU":
         raise ValidationError(f"MessageType EXTERNAL_MU is not supported with signing algorithm {algorithm}.")
+    if spec.family == "eddsa" and message_type != ED25519_MESSAGE_TYPES[algorithm]:
+        # AWS: ED25519_SHA_512 signs the RAW message only, ED25519_PH_SHA_512 a DIGEST only.
+        raise ValidationError(f"Signing algorithm {algorithm} requires MessageType {ED25519_MESSAGE_TYPES[algorithm]}.")
     if message_type == "DIGEST" and len(message) != DIGEST_LENGTHS[algorithm]:
         raise ValidationError(f"Digest is invalid length for algorithm {algorithm}.")
 
@@ -229,7 +233,7 @@ def key_generate_data_key_pair(
     with_plaintext: bool = True,
     dry_run: bool = False,
 ) -> DataKeyPairResult:
-    """A new RSA or ECC key pair whose private key is encrypted under a symmetric key.
+    """A new RSA, ECC, Ed25519 or ML-KEM key pair whose private key is encrypted under a symmetric key.
 
     The private key (PKCS#8 DER) is sealed like a data key, with the
     encryption context, so Decrypt returns it; it is returned in the clear

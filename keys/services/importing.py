@@ -14,12 +14,18 @@ for other parameters, past its 24 hours, or already spent is refused.
 
 Material versions
 -----------------
-Imported material is version 1 of the key. Deleting it (or its expiry)
-empties the wrapped bytes but keeps the row, its ``material_id`` and its
-keyed fingerprint (HMAC-SHA256 under a platform owned key, never the
+The first imported material is version 1 of the key. Deleting it (or its
+expiry) empties the wrapped bytes but keeps the row, its ``material_id`` and
+its keyed fingerprint (HMAC-SHA256 under a platform owned key, never the
 material). Re-importing material whose fingerprint matches fills the same
 row again, so ciphertexts made before the deletion decrypt again; other
 material is refused with IncorrectKeyMaterialException.
+
+A symmetric encryption key also takes new material (ImportType
+NEW_KEY_MATERIAL) for on-demand rotation: it becomes the next version,
+PENDING_ROTATION, one at a time, until RotateKeyOnDemand makes it current
+(keys.services.rotation). Material pending rotation is not yet bound to the
+key: deleting it removes it, and other material may be imported instead.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from django.utils import timezone
 from audit.services import audited
 from keys.crypto import importing as imp
 from keys.crypto.errors import CryptoError
+from keys.crypto.specs import SYMMETRIC_DEFAULT
 from keys.models import (
     ExpirationModel,
     ImportParameters,
@@ -222,11 +229,13 @@ def key_import_material(
     """ImportKeyMaterial: import, or re-import the same, material into an EXTERNAL key.
 
     The first import creates material version 1 and makes a PendingImport key
-    Enabled. A re-import must be the same material (checked by its keyed
-    fingerprint); it refills a deleted material and resets the expiration.
-    Importing *new* material into a key that has some (for on-demand
-    rotation) is not supported. The token is spent on success only; any
-    failure changes nothing and is audited with AWS's error.
+    Enabled. A re-import (ImportType EXISTING_KEY_MATERIAL, the default once
+    the key has material) must be material the key has (checked by its keyed
+    fingerprint); it refills a deleted material and resets its expiration.
+    NEW_KEY_MATERIAL into a symmetric key that has material adds the next
+    version, pending rotation (one at a time); asymmetric and HMAC keys keep
+    their first material. The token is spent on success only; any failure
+    changes nothing and is audited with AWS's error.
     """
     params: dict[str, Any] = {"KeyId": str(key.id), "ExpirationModel": expiration_model or ExpirationModel.EXPIRES}
     if valid_to is not None:
@@ -260,32 +269,40 @@ def key_import_material(
             raise IncorrectKeyMaterial(f"The key material is not valid for a {key.key_spec} key: {exc}.") from exc
         existing = list(KeyMaterial.objects.filter(key=key).order_by("version"))
         provider = root_key_provider()
-        if not existing:
-            if import_type == "EXISTING_KEY_MATERIAL" or key_material_id:
+        found = next((m for m in existing if _matches(m, key, material)), None)
+        kept_valid_to = valid_to if model == ExpirationModel.EXPIRES else None
+        if not existing or (found is None and import_type == "NEW_KEY_MATERIAL"):
+            if existing and key.key_spec != SYMMETRIC_DEFAULT:
+                raise UnsupportedOperation(
+                    f"{key.arn} already has key material: the key material of a {key.key_spec} key cannot change."
+                )
+            if existing and any(m.pending_rotation for m in existing):
+                raise InvalidState(
+                    f"{key.arn} already has key material pending rotation. Rotate the key or delete that "
+                    "key material first."
+                )
+            if not existing and (import_type == "EXISTING_KEY_MATERIAL" or key_material_id):
                 raise IncorrectKeyMaterial(f"No key material has been imported into {key.arn} yet.")
+            version = existing[-1].version + 1 if existing else 1
             fingerprint = _fingerprint(key, material)
             target = KeyMaterial.objects.create(
                 key=key,
-                version=1,
+                version=version,
                 # AWS derives the id from the key and the material; the keyed
                 # fingerprint does the same without revealing a plain hash.
                 material_id=fingerprint.partition(":")[2],
-                wrapped=provider.wrap(material, material_aad(key.id, 1)),
+                wrapped=provider.wrap(material, material_aad(key.id, version)),
                 root_key_id=provider.key_id,
                 created_at=now,
                 fingerprint=fingerprint,
                 description=key_material_description or "",
+                expiration_model=model,
+                valid_to=kept_valid_to,
                 # Asymmetric keys keep their public key beside the private one.
                 public_key=imp.derived_public_key(key.key_spec, material),
             )
         else:
-            found = next((m for m in existing if _matches(m, key, material)), None)
             if found is None:
-                if import_type == "NEW_KEY_MATERIAL":
-                    raise UnsupportedOperation(
-                        "Importing new key material into a key that already has key material (for on-demand "
-                        "rotation) is not supported by kmsweb."
-                    )
                 raise IncorrectKeyMaterial(
                     f"The key material is not the key material that was previously imported into {key.arn}."
                 )
@@ -301,18 +318,25 @@ def key_import_material(
             target.wrapped = provider.wrap(material, material_aad(key.id, target.version))
             target.root_key_id = provider.key_id
             target.destroyed_at = None
+            target.expiration_model = model
+            target.valid_to = kept_valid_to
             if key_material_description is not None:
                 target.description = key_material_description
-            target.save(update_fields=["wrapped", "root_key_id", "destroyed_at", "description"])
-        updates: dict[str, Any] = {
-            "expiration_model": model,
-            "valid_to": valid_to if model == ExpirationModel.EXPIRES else None,
-        }
-        if key.current_material_id is None:
-            updates["current_material"] = target
-        if key.state == KeyState.PENDING_IMPORT:
+            target.save(
+                update_fields=["wrapped", "root_key_id", "destroyed_at", "description", "expiration_model", "valid_to"]
+            )
+        updates: dict[str, Any] = {}
+        if key.current_material_id is None or key.current_material_id == target.pk:
+            # The key's expiration is its current material's.
+            updates.update(current_material=target, expiration_model=model, valid_to=kept_valid_to)
+        missing = KeyMaterial.objects.filter(key=key, destroyed_at__isnull=False).exclude(
+            rotation_type="", version__gt=1
+        )
+        if key.state == KeyState.PENDING_IMPORT and not missing.exists():
+            # Enabled once every material bound to the key is there again.
             updates["state"] = KeyState.ENABLED
-        Key.objects.filter(pk=key.pk).update(**updates)
+        if updates:
+            Key.objects.filter(pk=key.pk).update(**updates)
         ImportParameters.objects.filter(pk=row.pk).update(used_at=now)
         op.additional_event_data["keyMaterialId"] = target.material_id
         op.response_elements = {"KeyId": key.arn, "KeyMaterialId": target.material_id}
@@ -323,16 +347,21 @@ def _destroy(key: Key, materials: list[KeyMaterial], now: datetime) -> None:
     """Empty the wrapped bytes of ``materials`` and move ``key`` to PendingImport
     (unless it is pending deletion, which it stays, as in AWS)."""
     KeyMaterial.objects.filter(pk__in=[m.pk for m in materials]).update(wrapped=b"", root_key_id="", destroyed_at=now)
-    updates: dict[str, Any] = {"expiration_model": "", "valid_to": None}
+    updates: dict[str, Any] = {}
+    if key.current_material_id in {m.pk for m in materials}:
+        updates.update(expiration_model="", valid_to=None)
     if key.state != KeyState.PENDING_DELETION:
         updates["state"] = KeyState.PENDING_IMPORT
     Key.objects.filter(pk=key.pk).update(**updates)
 
 
 def key_delete_imported_material(*, caller: Caller, key: Key, key_material_id: str | None = None) -> dict[str, Any]:
-    """DeleteImportedKeyMaterial: destroy the imported material; the key becomes
-    PendingImport (a key pending deletion keeps its state). Ciphertexts fail
-    until the same material is imported again."""
+    """DeleteImportedKeyMaterial: destroy imported material (the current one unless
+    ``key_material_id`` names another); the key becomes PendingImport (a key
+    pending deletion keeps its state) and ciphertexts under that material
+    fail until the same material is imported again. Material pending
+    rotation is not bound to the key: it is removed and the key keeps its
+    state."""
     params: dict[str, Any] = {"KeyId": str(key.id)}
     if key_material_id is not None:
         params["KeyMaterialId"] = key_material_id
@@ -346,7 +375,13 @@ def key_delete_imported_material(*, caller: Caller, key: Key, key_material_id: s
             materials = [m for m in materials if m.material_id == key_material_id]
             if not materials:
                 raise NotFound(f"Key material {key_material_id} is not associated with {key.arn}.")
-        _destroy(key, materials, timezone.now())
+        else:
+            materials = [m for m in materials if m.pk == key.current_material_id]
+        pending = [m for m in materials if m.pending_rotation]
+        if pending:
+            KeyMaterial.objects.filter(pk__in=[m.pk for m in pending]).delete()
+        else:
+            _destroy(key, materials, timezone.now())
         result: dict[str, Any] = {"KeyId": key.arn}
         if materials:
             result["KeyMaterialId"] = materials[-1].material_id
@@ -355,13 +390,21 @@ def key_delete_imported_material(*, caller: Caller, key: Key, key_material_id: s
         return result
 
 
+def _expired(key: Key, material: KeyMaterial, now: datetime) -> bool:
+    if material.valid_to is not None:
+        return material.valid_to <= now
+    # Without a ValidTo of its own, the current material expires with the key's ValidTo.
+    return material.pk == key.current_material_id and key.valid_to is not None and key.valid_to <= now
+
+
 def keys_expire_imported_material(*, caller: Caller, now: datetime) -> dict[str, int]:
     """Delete imported material whose ValidTo is ``now`` or past (the
     ``expire_imported_material`` job).
 
     Per key, in its own transaction: claim it with SELECT ... FOR UPDATE SKIP
-    LOCKED if still due, destroy the material, move the key to PendingImport
-    (a key pending deletion keeps its state) and record AWS's CloudTrail
+    LOCKED if still due, destroy the expired material and move the key to
+    PendingImport (a key pending deletion keeps its state; expired material
+    pending rotation is removed and the key keeps its state) and record AWS's CloudTrail
     event DeleteExpiredKeyMaterial (an AwsServiceEvent). A key another
     worker holds, or one re-imported meanwhile, is skipped; a second run
     finds nothing due. Also removes import parameters past their 24 hours.
@@ -377,8 +420,13 @@ def keys_expire_imported_material(*, caller: Caller, now: datetime) -> dict[str,
             key_forget(key)  # the claim holds the row lock; the API's cache forgets the key
             with audited(caller, "DeleteExpiredKeyMaterial", request_parameters=None) as op:
                 op.keys.append(key)
-                materials = list(KeyMaterial.objects.filter(key=key, destroyed_at__isnull=True))
-                _destroy(key, materials, now)
+                materials = [
+                    m for m in KeyMaterial.objects.filter(key=key, destroyed_at__isnull=True) if _expired(key, m, now)
+                ]
+                pending = [m for m in materials if m.pending_rotation]
+                KeyMaterial.objects.filter(pk__in=[m.pk for m in pending]).delete()
+                if len(pending) < len(materials):
+                    _destroy(key, [m for m in materials if not m.pending_rotation], now)
                 if materials:
                     op.additional_event_data["keyMaterialId"] = materials[-1].material_id
             counts["expired"] += 1

@@ -146,8 +146,8 @@ def check_spec_and_usage(key_spec: str | None, key_usage: str | None) -> tuple[s
 
     Only a symmetric encryption key may leave KeyUsage out; every other spec
     must name a usage it supports (RSA: ENCRYPT_DECRYPT or SIGN_VERIFY; NIST
-    ECC: SIGN_VERIFY or KEY_AGREEMENT; ECC_SECG_P256K1 and ML-DSA:
-    SIGN_VERIFY; HMAC: GENERATE_VERIFY_MAC).
+    ECC: SIGN_VERIFY or KEY_AGREEMENT; ECC_SECG_P256K1, Ed25519 and ML-DSA:
+    SIGN_VERIFY; ML-KEM: ENCAPSULATE_DECAPSULATE; HMAC: GENERATE_VERIFY_MAC).
     """
     spec_name = key_spec or KeySpec.SYMMETRIC_DEFAULT
     spec = SPECS.get(spec_name)

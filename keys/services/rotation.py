@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.services import audited
 from compliance.triggers import compliance_evaluation_request
-from keys.models import Key, KeyMaterial, RotationType
+from keys.models import Key, KeyMaterial, KeyOrigin, RotationType
 from keys.selectors import decode_marker, encode_marker, rotation_entry
 from keys.services.common import (
     key_forget,
@@ -27,7 +27,7 @@ from keys.services.common import (
 )
 from keys.services.material import material_create
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import InvalidMarker, LimitExceeded, ValidationError
+from kmsweb.lib.errors import InvalidMarker, InvalidState, LimitExceeded, ValidationError
 from policies.authorization import authorize
 
 DEFAULT_ROTATION_DAYS = 365
@@ -116,7 +116,8 @@ def key_rotate(
         if rotation_type == RotationType.ON_DEMAND:
             require_customer_managed(key, event)
         require_symmetric_for_rotation(key, event)
-        require_generated_material(key, event)
+        if rotation_type != RotationType.ON_DEMAND or key.origin != KeyOrigin.EXTERNAL:
+            require_generated_material(key, event)
         if locked:
             key_forget(key)
         else:
@@ -129,9 +130,14 @@ def key_rotate(
                     f"{key.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations."
                 )
         now = now or timezone.now()
-        current = key.current_material.version if key.current_material else 0
-        material = material_create(key=key, version=current + 1, now=now, rotation_type=rotation_type)
-        updates: dict[str, Any] = {"current_material": material}
+        updates: dict[str, Any] = {}
+        if key.origin == KeyOrigin.EXTERNAL:
+            material = _promote_pending(key, now)
+            updates.update(expiration_model=material.expiration_model, valid_to=material.valid_to)
+        else:
+            current = key.current_material.version if key.current_material else 0
+            material = material_create(key=key, version=current + 1, now=now, rotation_type=rotation_type)
+        updates["current_material"] = material
         if rotation_type == RotationType.AUTOMATIC:
             updates["last_rotated_at"] = now
             if key.rotation_period_days:
@@ -142,6 +148,19 @@ def key_rotate(
         return material
 
 
+def _promote_pending(key: Key, now: datetime) -> KeyMaterial:
+    """The imported material pending rotation, made an on-demand rotation (the caller makes it current)."""
+    pending = next(
+        (m for m in KeyMaterial.objects.filter(key=key, version__gt=1, rotation_type="") if m.pending_rotation), None
+    )
+    if pending is None or pending.destroyed_at is not None:
+        raise InvalidState(f"No available key material pending rotation for the key: {key.arn}.")
+    pending.rotation_type = RotationType.ON_DEMAND
+    pending.rotated_at = now
+    pending.save(update_fields=["rotation_type", "rotated_at"])
+    return pending
+
+
 def key_list_rotations(
     *,
     caller: Caller,
@@ -150,14 +169,21 @@ def key_list_rotations(
     limit: int | None = None,
     marker: str | None = None,
 ) -> dict[str, Any]:
-    """ListKeyRotations: completed rotations, oldest first, paged."""
+    """ListKeyRotations: completed rotations, oldest first, paged.
+
+    ``include_initial`` (IncludeKeyMaterial ALL_KEY_MATERIAL) adds the first
+    material and imported material pending rotation.
+    """
     limit = limit or 100
-    with audited(caller, "ListKeyRotations", request_parameters={"KeyId": str(key.id), "Limit": limit}) as op:
+    params: dict[str, Any] = {"KeyId": str(key.id), "Limit": limit}
+    if include_initial:
+        params["IncludeKeyMaterial"] = "ALL_KEY_MATERIAL"
+    with audited(caller, "ListKeyRotations", request_parameters=params) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:ListKeyRotations", key=key)
         qs = KeyMaterial.objects.filter(key=key).order_by("version")
         if not include_initial:
-            qs = qs.filter(version__gt=1)
+            qs = qs.filter(version__gt=1).exclude(rotation_type="")
         if marker:
             (last,) = decode_marker(marker, 1)
             if not isinstance(last, int) or not 0 <= last < 2**31:

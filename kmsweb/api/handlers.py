@@ -259,6 +259,32 @@ def derive_shared_secret(caller: Caller, p: Params) -> dict[str, Any]:
     }
 
 
+def encapsulate(caller: Caller, p: Params) -> dict[str, Any]:
+    result = services.key_encapsulate(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        algorithm=p["EncapsulationAlgorithm"],
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {
+        "KeyId": result.key.arn,
+        "SharedSecret": result.shared_secret,
+        "SharedSecretCiphertextBlob": result.ciphertext,
+        "EncapsulationAlgorithm": p["EncapsulationAlgorithm"],
+    }
+
+
+def decapsulate(caller: Caller, p: Params) -> dict[str, Any]:
+    secret, key = services.key_decapsulate(
+        caller=caller,
+        key=_key(caller, p, allow_alias=True),
+        ciphertext=p["SharedSecretCiphertextBlob"],
+        algorithm=p["EncapsulationAlgorithm"],
+        dry_run=bool(p.get("DryRun")),
+    )
+    return {"KeyId": key.arn, "SharedSecret": secret, "EncapsulationAlgorithm": p["EncapsulationAlgorithm"]}
+
+
 def _data_key_pair(caller: Caller, p: Params, *, with_plaintext: bool) -> dict[str, Any]:
     if p.get("Recipient"):
         raise UnsupportedOperation("Recipient (Nitro Enclaves attestation) is not supported by kmsweb.")
@@ -477,6 +503,8 @@ HANDLERS: dict[str, Handler] = {
     "GenerateMac": generate_mac,
     "VerifyMac": verify_mac,
     "DeriveSharedSecret": derive_shared_secret,
+    "Encapsulate": encapsulate,
+    "Decapsulate": decapsulate,
     "GenerateDataKeyPair": generate_data_key_pair,
     "GenerateDataKeyPairWithoutPlaintext": generate_data_key_pair_without_plaintext,
     "CreateAlias": create_alias,

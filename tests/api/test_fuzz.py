@@ -141,6 +141,8 @@ KEY_KINDS: dict[str, dict[str, Any]] = {
     "Verify": {"key_spec": "ECC_NIST_P256", "key_usage": "SIGN_VERIFY"},
     "GetPublicKey": {"key_spec": "ECC_NIST_P256", "key_usage": "SIGN_VERIFY"},
     "DeriveSharedSecret": {"key_spec": "ECC_NIST_P256", "key_usage": "KEY_AGREEMENT"},
+    "Encapsulate": {"key_spec": "ML_KEM_768", "key_usage": "ENCAPSULATE_DECAPSULATE"},
+    "Decapsulate": {"key_spec": "ML_KEM_768", "key_usage": "ENCAPSULATE_DECAPSULATE"},
     "GenerateMac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
     "VerifyMac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
     "GetParametersForImport": {"origin": "EXTERNAL"},
@@ -212,6 +214,7 @@ class Goods:
             "EncryptionContext": {"purpose": "fuzz"},
             "Constraints": {"EncryptionContextSubset": {"purpose": "fuzz"}},
             "GrantTokens": [],
+            "SharedSecretCiphertextBlob": b64(b"\x02" * 1088),
         }
 
     def value(self, operation: str, name: str, shape: Any) -> Any:

@@ -319,3 +319,42 @@ def test_it_signs_with_imported_ecc_material_and_refuses_an_rsa_key_for_it(kms: 
     )
     signature = kms.sign(KeyId=meta["KeyId"], Message=b"imported", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
     private.public_key().verify(signature, b"imported", ec.ECDSA(hashes.SHA256()))
+
+
+def test_it_rotates_on_demand_to_new_imported_material(kms: Any) -> None:
+    key_id = external_key(kms)
+    first = import_material(kms, key_id, os.urandom(32), KeyMaterialDescription="first")["KeyMaterialId"]
+    old = kms.encrypt(KeyId=key_id, Plaintext=b"old")["CiphertextBlob"]
+    with pytest.raises(ClientError) as exc:
+        kms.rotate_key_on_demand(KeyId=key_id)
+    assert error_code(exc) == "KMSInvalidStateException"
+    assert "No available key material pending rotation" in exc.value.response["Error"]["Message"]
+
+    second = import_material(
+        kms, key_id, os.urandom(32), ImportType="NEW_KEY_MATERIAL", KeyMaterialDescription="second"
+    )["KeyMaterialId"]
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"] == first
+    assert kms.list_key_rotations(KeyId=key_id)["Rotations"] == []
+    pending = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+    assert [(r["KeyMaterialId"], r["KeyMaterialState"]) for r in pending] == [
+        (first, "CURRENT"),
+        (second, "PENDING_ROTATION"),
+    ]
+    assert pending[1]["KeyMaterialDescription"] == "second" and pending[1]["ImportState"] == "IMPORTED"
+
+    kms.rotate_key_on_demand(KeyId=key_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"] == second
+    (rotation,) = kms.list_key_rotations(KeyId=key_id)["Rotations"]
+    assert (rotation["KeyMaterialId"], rotation["RotationType"], rotation["KeyMaterialState"]) == (
+        second,
+        "ON_DEMAND",
+        "CURRENT",
+    )
+    assert kms.decrypt(CiphertextBlob=old)["Plaintext"] == b"old"
+
+    deleted = kms.delete_imported_key_material(KeyId=key_id, KeyMaterialId=first)
+    assert deleted["KeyMaterialId"] == first
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
+    with pytest.raises(ClientError) as exc:
+        kms.decrypt(CiphertextBlob=old)
+    assert error_code(exc) == "KMSInvalidStateException"

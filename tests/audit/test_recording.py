@@ -160,6 +160,28 @@ CALLS: list[tuple[str, Callable[[Any, State], dict[str, Any]]]] = [
             or s["last"]
         ),
     ),
+    (
+        "Encapsulate",
+        lambda kms, s: (
+            s.update(
+                extra_events=1,
+                kem_key=kms.create_key(KeySpec="ML_KEM_512", KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"][
+                    "KeyId"
+                ],
+            )
+            or s.update(kem=kms.encapsulate(KeyId=s["kem_key"], EncapsulationAlgorithm="ML_KEM"))
+            or s["secrets"].extend([s["kem"]["SharedSecret"], s["kem"]["SharedSecretCiphertextBlob"]])
+            or s["last"]
+        ),
+    ),
+    (
+        "Decapsulate",
+        lambda kms, s: kms.decapsulate(
+            KeyId=s["kem_key"],
+            SharedSecretCiphertextBlob=s["kem"]["SharedSecretCiphertextBlob"],
+            EncapsulationAlgorithm="ML_KEM",
+        ),
+    ),
     ("CreateAlias", lambda kms, s: kms.create_alias(AliasName="alias/audit-one", TargetKeyId=s["key"])),
     ("UpdateAlias", lambda kms, s: kms.update_alias(AliasName="alias/audit-one", TargetKeyId=s["key"])),
     ("ListAliases", lambda kms, s: kms.list_aliases()),
@@ -253,6 +275,8 @@ KEY_OF = {
     "GenerateMac": "mac_key",
     "VerifyMac": "mac_key",
     "DeriveSharedSecret": "ecdh_key",
+    "Encapsulate": "kem_key",
+    "Decapsulate": "kem_key",
 }
 
 

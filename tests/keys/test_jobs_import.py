@@ -178,3 +178,31 @@ def test_it_removes_import_parameters_when_the_key_is_deleted(
     assert job_run("delete_expired_keys", jobs.keys_delete_expired).counts["deleted"] == 1
     assert not ImportParameters.objects.filter(key=key).exists()
     assert Key.objects.get(pk=key.pk).deleted_at == T0 + 7 * DAY
+
+
+@pytest.mark.django_db
+def test_it_expires_each_material_at_its_own_valid_to(
+    clock: time_machine.Coordinates, key_admin: Persona, make_key: Callable[..., Key]
+) -> None:
+    admin = key_admin.caller()
+    key = imported(admin, make_key, os.urandom(32), None)
+    params = svc.key_get_parameters_for_import(
+        caller=admin, key=key, wrapping_algorithm="RSAES_OAEP_SHA_256", wrapping_key_spec="RSA_2048"
+    )
+    svc.key_import_material(
+        caller=admin,
+        key=key,
+        import_token=params["ImportToken"],
+        encrypted_key_material=wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(32)),
+        import_type="NEW_KEY_MATERIAL",
+        expiration_model="KEY_MATERIAL_EXPIRES",
+        valid_to=T0 + 5 * DAY,
+    )
+    # Material pending rotation that expires is removed; the key keeps its state and its current material.
+    assert expire(clock, T0 + 5 * DAY).counts["expired"] == 1
+    key = Key.objects.select_related("current_material").get(pk=key.pk)
+    assert key.state == KeyState.ENABLED and KeyMaterial.objects.filter(key=key).count() == 1
+    assert key.current_material is not None and key.current_material.destroyed_at is None
+    event = AuditEvent.objects.filter(event_name="DeleteExpiredKeyMaterial").get()
+    assert event.key_id == str(key.id)
+    assert expire(clock, T0 + 6 * DAY).counts["expired"] == 0

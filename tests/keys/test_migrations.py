@@ -41,3 +41,30 @@ def test_it_schedules_yearly_rotation_for_owned_keys_made_before_it_existed() ->
     assert rotated_once.next_rotation_at == rotated + timedelta(days=365)
     # Customer managed keys keep their own choice (rotation off by default).
     assert not customer.rotation_enabled and customer.next_rotation_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_gives_the_current_imported_material_its_keys_expiration() -> None:
+    apps = _migrate(AFTER)
+    Key = apps.get_model("keys", "Key")
+    KeyMaterial = apps.get_model("keys", "KeyMaterial")
+    Account = apps.get_model("policies", "Account")
+    account = Account.objects.first() or Account.objects.create(id="111122223333", name="test")
+    made = datetime(2025, 3, 1, tzinfo=UTC)
+    valid_to = made + timedelta(days=30)
+    key = Key.objects.create(
+        account=account,
+        region="us-east-1",
+        created_at=made,
+        origin="EXTERNAL",
+        expiration_model="KEY_MATERIAL_EXPIRES",
+        valid_to=valid_to,
+    )
+    material = KeyMaterial.objects.create(
+        key=key, version=1, material_id="a" * 64, wrapped=b"w", root_key_id="r", created_at=made
+    )
+    Key.objects.filter(pk=key.pk).update(current_material=material)
+
+    apps = _migrate([("keys", "0007_key_material_versions")])
+    material = apps.get_model("keys", "KeyMaterial").objects.get(pk=material.pk)
+    assert (material.expiration_model, material.valid_to) == ("KEY_MATERIAL_EXPIRES", valid_to)

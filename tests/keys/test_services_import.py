@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import time_machine
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from audit.models import AuditEvent
 from keys import crypto
@@ -452,8 +454,12 @@ def test_it_follows_import_type_and_key_material_id(admin: Caller, ext: Key, mat
     first = do_import(admin, ext, material, import_type="NEW_KEY_MATERIAL")
     with pytest.raises(IncorrectKeyMaterial, match="already associated"):
         do_import(admin, ext, material, import_type="NEW_KEY_MATERIAL")
-    with pytest.raises(UnsupportedOperation, match="rotation"):
-        do_import(admin, ext, os.urandom(32), import_type="NEW_KEY_MATERIAL")
+    with pytest.raises(IncorrectKeyMaterial, match="previously imported"):
+        do_import(admin, ext, os.urandom(32), import_type="EXISTING_KEY_MATERIAL")
+    with pytest.raises(IncorrectKeyMaterial, match="previously imported"):
+        do_import(admin, ext, os.urandom(32))  # EXISTING_KEY_MATERIAL is the default once there is material
+    with pytest.raises(ValidationError, match="NEW_KEY_MATERIAL"):
+        do_import(admin, ext, os.urandom(32), import_type="NEW_KEY_MATERIAL", key_material_id="c" * 64)
     with pytest.raises(IncorrectKeyMaterial, match="KeyMaterialId"):
         do_import(admin, ext, material, key_material_id="b" * 64)
     again = do_import(admin, ext, material, import_type="EXISTING_KEY_MATERIAL", key_material_id=first["KeyMaterialId"])
@@ -541,10 +547,118 @@ def test_it_refuses_rotation_of_imported_material(admin: Caller, ext: Key, mater
     with one_event("EnableKeyRotation", admin, keys=[ext], error="UnsupportedOperationException"):
         with pytest.raises(UnsupportedOperation):
             svc.key_enable_rotation(caller=admin, key=fresh(ext))
-    with one_event("RotateKeyOnDemand", admin, keys=[ext], error="UnsupportedOperationException"):
-        with pytest.raises(UnsupportedOperation):
+    # On demand, an imported key rotates only to material imported for it first.
+    with one_event("RotateKeyOnDemand", admin, keys=[ext], error="KMSInvalidStateException") as rec:
+        with pytest.raises(InvalidState, match="No available key material pending rotation for the key: "):
             svc.key_rotate(caller=admin, key=fresh(ext), rotation_type="ON_DEMAND")
+    assert rec.event is not None and ext.arn in rec.event.error_message
     assert KeyMaterial.objects.filter(key=ext).count() == 1
+
+
+def test_it_rotates_on_demand_to_new_imported_material(
+    admin: Caller, ext: Key, material: bytes, clock: time_machine.Coordinates
+) -> None:
+    first = do_import(admin, ext, material, key_material_description="first")
+    old_blob = svc.key_encrypt(caller=admin, key=fresh(ext), plaintext=b"old", context=None).ciphertext
+    second_material = os.urandom(32)
+    valid_to = T0 + timedelta(days=30)
+    second = do_import(
+        admin,
+        ext,
+        second_material,
+        import_type="NEW_KEY_MATERIAL",
+        key_material_description="second",
+        expiration_model="KEY_MATERIAL_EXPIRES",
+        valid_to=valid_to,
+    )
+    assert second["KeyMaterialId"] != first["KeyMaterialId"] and len(second["KeyMaterialId"]) == 64
+    # Pending rotation: the key still encrypts with the first material, and lists the second as pending.
+    key = fresh(ext)
+    assert key.current_material is not None and key.current_material.material_id == first["KeyMaterialId"]
+    assert svc.key_describe_metadata(key)["CurrentKeyMaterialId"] == first["KeyMaterialId"]
+    assert svc.key_list_rotations(caller=admin, key=key)["Rotations"] == []
+    everything = svc.key_list_rotations(caller=admin, key=key, include_initial=True)["Rotations"]
+    assert [(e["KeyMaterialId"], e["KeyMaterialState"], e["ImportState"]) for e in everything] == [
+        (first["KeyMaterialId"], "CURRENT", "IMPORTED"),
+        (second["KeyMaterialId"], "PENDING_ROTATION", "IMPORTED"),
+    ]
+    assert everything[1]["KeyMaterialDescription"] == "second"
+    assert (everything[1]["ExpirationModel"], everything[1]["ValidTo"]) == ("KEY_MATERIAL_EXPIRES", valid_to)
+    assert "RotationDate" not in everything[1] and "RotationType" not in everything[1]
+    assert everything[0]["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE" and "ValidTo" not in everything[0]
+    # Only one material may wait for rotation.
+    with pytest.raises(InvalidState, match="pending rotation"):
+        do_import(admin, ext, os.urandom(32), import_type="NEW_KEY_MATERIAL")
+
+    clock.shift(timedelta(hours=1))
+    with one_event("RotateKeyOnDemand", admin, keys=[ext]) as rec:
+        svc.key_rotate(caller=admin, key=fresh(ext), rotation_type="ON_DEMAND")
+    assert rec.event is not None and rec.event.additional_event_data == {"keyMaterialId": second["KeyMaterialId"]}
+    key = fresh(ext)
+    assert svc.key_describe_metadata(key)["CurrentKeyMaterialId"] == second["KeyMaterialId"]
+    meta = svc.key_describe_metadata(key)
+    assert (meta["ExpirationModel"], meta["ValidTo"]) == ("KEY_MATERIAL_EXPIRES", valid_to)
+    (rotation,) = svc.key_list_rotations(caller=admin, key=key)["Rotations"]
+    assert rotation["KeyMaterialId"] == second["KeyMaterialId"]
+    assert (rotation["KeyMaterialState"], rotation["RotationType"]) == ("CURRENT", "ON_DEMAND")
+    assert rotation["RotationDate"] == T0 + timedelta(hours=1)
+    states = [
+        e["KeyMaterialState"] for e in svc.key_list_rotations(caller=admin, key=key, include_initial=True)["Rotations"]
+    ]
+    assert states == ["NON_CURRENT", "CURRENT"]
+    # New ciphertexts use the second material; the first one's still decrypt.
+    new_blob = svc.key_encrypt(caller=admin, key=key, plaintext=b"new", context=None).ciphertext
+    assert crypto.parse_header(new_blob).version == 2
+    assert svc.key_decrypt(caller=admin, ciphertext=old_blob).plaintext == b"old"
+    with pytest.raises(InvalidState, match="No available key material pending rotation"):
+        svc.key_rotate(caller=admin, key=fresh(ext), rotation_type="ON_DEMAND")
+
+
+def test_it_deletes_material_pending_rotation_or_by_its_id(admin: Caller, ext: Key, material: bytes) -> None:
+    first = do_import(admin, ext, material)
+    pending = do_import(admin, ext, os.urandom(32), import_type="NEW_KEY_MATERIAL")
+    # Material pending rotation is not bound to the key: deleting it removes it, the key stays Enabled.
+    with one_event("DeleteImportedKeyMaterial", admin, keys=[ext]) as rec:
+        result = svc.key_delete_imported_material(
+            caller=admin, key=fresh(ext), key_material_id=pending["KeyMaterialId"]
+        )
+    assert result["KeyMaterialId"] == pending["KeyMaterialId"]
+    assert rec.event is not None
+    assert rec.event.request_parameters == {"keyId": str(ext.id), "keyMaterialId": pending["KeyMaterialId"]}
+    assert fresh(ext).state == KeyState.ENABLED
+    assert list(KeyMaterial.objects.filter(key=ext).values_list("material_id", flat=True)) == [first["KeyMaterialId"]]
+    # Other material may take its place, and become current.
+    third_material = os.urandom(32)
+    third = do_import(admin, ext, third_material, import_type="NEW_KEY_MATERIAL")
+    svc.key_rotate(caller=admin, key=fresh(ext), rotation_type="ON_DEMAND")
+    # Without an id, the current material goes; the key waits for it (PendingImport).
+    assert svc.key_delete_imported_material(caller=admin, key=fresh(ext))["KeyMaterialId"] == third["KeyMaterialId"]
+    key = fresh(ext)
+    assert key.state == KeyState.PENDING_IMPORT
+    assert [m.destroyed_at is None for m in KeyMaterial.objects.filter(key=ext).order_by("version")] == [True, False]
+    entries = svc.key_list_rotations(caller=admin, key=key, include_initial=True)["Rotations"]
+    assert [e["ImportState"] for e in entries] == ["IMPORTED", "PENDING_IMPORT"]
+    with pytest.raises(NotFound):
+        svc.key_delete_imported_material(caller=admin, key=key, key_material_id="d" * 64)
+    # Re-importing it makes the key Enabled again.
+    do_import(admin, ext, third_material, key_material_id=third["KeyMaterialId"])
+    assert fresh(ext).state == KeyState.ENABLED
+
+
+def test_it_keeps_the_first_material_of_an_asymmetric_imported_key(admin: Caller, make_key: Callable[..., Key]) -> None:
+    key = make_key(origin="EXTERNAL", key_spec="ECC_NIST_P256", key_usage="SIGN_VERIFY")
+
+    def pkcs8() -> bytes:
+        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    do_import(admin, key, pkcs8(), "RSA_AES_KEY_WRAP_SHA_256")
+    with pytest.raises(UnsupportedOperation):
+        do_import(admin, key, pkcs8(), "RSA_AES_KEY_WRAP_SHA_256", import_type="NEW_KEY_MATERIAL")
+    event = AuditEvent.objects.latest("id")
+    assert (event.event_name, event.error_code) == ("ImportKeyMaterial", "UnsupportedOperationException")
+    assert KeyMaterial.objects.filter(key=key).count() == 1
 
 
 def test_it_records_no_secret_of_an_import_in_the_audit_trail(admin: Caller, ext: Key, material: bytes) -> None:

@@ -147,3 +147,32 @@ def test_it_refuses_to_delete_material_of_a_key_that_is_not_external(
     assert response["HX-Retarget"] == "#flash" and "UnsupportedOperationException" in html(response)
     assert Key.objects.get(pk=key.pk).state == KeyState.ENABLED
     assert AuditEvent.objects.get(event_name="DeleteImportedKeyMaterial").error_code == "UnsupportedOperationException"
+
+
+def test_it_rotates_to_imported_material_pending_rotation_from_the_key_page(
+    admin_client: Client, key_admin: Persona, make_key: Callable[..., Key]
+) -> None:
+    key = imported_key(key_admin, make_key)
+    assert "Rotate now" not in html(admin_client.get(f"/keys/{key.id}/"))
+    caller = key_admin.caller()
+    params = services.key_get_parameters_for_import(
+        caller=caller, key=key, wrapping_algorithm="RSAES_OAEP_SHA_256", wrapping_key_spec="RSA_2048"
+    )
+    pending = services.key_import_material(
+        caller=caller,
+        key=Key.objects.get(pk=key.pk),
+        import_token=params["ImportToken"],
+        encrypted_key_material=wrap(params["PublicKey"], "RSAES_OAEP_SHA_256", os.urandom(32)),
+        expiration_model="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        import_type="NEW_KEY_MATERIAL",
+    )["KeyMaterialId"]
+    page = html(admin_client.get(f"/keys/{key.id}/"))
+    assert "PENDING_ROTATION" in page and "Rotate now" in page and "imported key material pending rotation" in page
+
+    done = admin_client.post(f"/keys/{key.id}/rotate/", **HX)
+    assert done.status_code == 200 and "<html" not in html(done)
+    key = Key.objects.select_related("current_material").get(pk=key.pk)
+    assert key.current_material is not None and key.current_material.material_id == pending
+    assert "PENDING_ROTATION" not in html(admin_client.get(f"/keys/{key.id}/"))
+    event = AuditEvent.objects.filter(event_name="RotateKeyOnDemand").get()
+    assert (event.origin, event.error_code) == ("dashboard", "")

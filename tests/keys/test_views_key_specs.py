@@ -145,3 +145,27 @@ def test_it_filters_the_key_table_by_every_key_spec(admin_client: Client, make_k
     assert str(symmetric.id) not in table and str(hmac_key.id) not in table
     chosen = html(admin_client.get("/keys/?kind=customer&spec=HMAC_256"))
     assert '<option value="HMAC_256" selected>' in chosen
+
+
+def test_it_creates_ml_kem_and_ed25519_keys_from_the_form(admin_client: Client) -> None:
+    menu = html(admin_client.get("/keys/new/usage/?key_spec=ML_KEM_512", **HX))
+    assert 'value="ENCAPSULATE_DECAPSULATE"' in menu and 'value="SIGN_VERIFY"' not in menu
+    page = html(admin_client.get("/keys/new/"))
+    assert 'value="ML_KEM_1024"' in page and 'value="ECC_NIST_EDWARDS25519"' in page
+    for spec, usage in (("ML_KEM_512", "ENCAPSULATE_DECAPSULATE"), ("ECC_NIST_EDWARDS25519", "SIGN_VERIFY")):
+        response = admin_client.post(
+            "/keys/new/",
+            {"description": spec, "key_spec": spec, "key_usage": usage, "rotation_period_days": "365"},
+        )
+        key = Key.objects.get(description=spec)
+        assert response.status_code == 302 and (key.key_spec, key.key_usage) == (spec, usage)
+        body = html(admin_client.get(f"/keys/{key.id}/"))
+        # ML-KEM-512's DER is one cryptography cannot load: the page still shows its PEM.
+        assert "-----BEGIN PUBLIC KEY-----" in body
+        assert ("Encapsulation algorithms" in body) == (spec == "ML_KEM_512")
+    response = admin_client.post(
+        "/keys/new/",
+        {"description": "wrong", "key_spec": "ML_KEM_768", "key_usage": "SIGN_VERIFY", "rotation_period_days": "365"},
+    )
+    assert response.status_code == 200 and "Select a valid choice." in html(response)
+    assert not Key.objects.filter(description="wrong").exists()
