@@ -250,6 +250,15 @@ if not KMSWEB_ROOT_KEY:
     raise ImproperlyConfigured(
         f"KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set, or {VAR_DIR / 'root_key'} exist (make run generates it)"
     )
+# Custom key stores. AWS_CLOUDHSM stores are tokens of this PKCS#11 library
+# (e.g. SoftHSM2's libsofthsm2.so); empty: no CloudHSM-type store can be made.
+KMSWEB_PKCS11_LIBRARY = env_str("KMSWEB_PKCS11_LIBRARY") or ""
+# EXTERNAL_KEY_STORE proxies: the HTTPS port kmsweb connects to (AWS's endpoints
+# name none, so 443), the CA bundle that verifies their certificates (empty:
+# the system's), and how long a proxy call may take.
+KMSWEB_XKS_PROXY_PORT = env_int("KMSWEB_XKS_PROXY_PORT", 443)
+KMSWEB_XKS_CA_BUNDLE = env_str("KMSWEB_XKS_CA_BUNDLE") or ""
+KMSWEB_XKS_TIMEOUT_SECONDS = float(env_str("KMSWEB_XKS_TIMEOUT_SECONDS") or "5")
 # Seconds a web process may serve a cached key, access key, identity policy or
 # grant that was changed behind the services' back (changes made through the
 # services apply to the next request everywhere: kmsweb.generations;

@@ -23,7 +23,7 @@ from keys.crypto.errors import CryptoError
 from keys.crypto.hmac import generate_hmac_material
 from keys.crypto.specs import SPECS
 from keys.models import Key, KeyMaterial
-from kmsweb.lib.errors import InternalError, InvalidState
+from kmsweb.lib.errors import InternalError, InvalidState, UnsupportedOperation
 
 # How often a process looks at the root key file's mtime (one stat call).
 ROOT_KEY_RECHECK_SECONDS = 10.0
@@ -137,6 +137,9 @@ def material_unwrap(material: KeyMaterial) -> bytes:
         # Imported material that was deleted or expired (the key's state
         # normally refuses first; this guards every other path).
         raise InvalidState(f"The key material {material.material_id} has been deleted; import it again.")
+    if not material.root_key_id:
+        # A custom key store's key: its material is in the store, never here.
+        raise UnsupportedOperation(f"The key material {material.material_id} is held by a custom key store.")
     root = _wrapping_key(material.root_key_id)
     try:
         return root.unwrap(bytes(material.wrapped), material_aad(material.key_id, material.version))
@@ -149,8 +152,9 @@ def material_rewrap(material: KeyMaterial, keyring: RootKeyring) -> bool:
 
     Returns False when it already is. The plaintext exists only here.
     """
-    if material.root_key_id == keyring.key_id or material.destroyed_at is not None:
-        return False  # already current, or imported material deleted (nothing to re-wrap)
+    if material.root_key_id == keyring.key_id or material.destroyed_at is not None or not material.root_key_id:
+        # Already current, imported material deleted, or a custom key store's key: nothing to re-wrap.
+        return False
     aad = material_aad(material.key_id, material.version)
     raw = _wrapping_key(material.root_key_id).unwrap(bytes(material.wrapped), aad)
     material.wrapped = keyring.wrap(raw, aad)

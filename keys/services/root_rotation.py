@@ -74,7 +74,9 @@ def root_key_status() -> dict[str, Any]:
     keyring = root_keyring(reload=True)
     wraps = {
         row["root_key_id"]: row["n"]
+        # A custom key store's keys (no root_key_id) are not wrapped by kmsweb.
         for row in KeyMaterial.objects.filter(destroyed_at__isnull=True)
+        .exclude(root_key_id="")
         .values("root_key_id")
         .annotate(n=Count("id"))
         .order_by()
@@ -98,6 +100,7 @@ def _rewrap_all(batch: int) -> dict[str, int]:
                 # Deleted imported material has nothing wrapped left.
                 .filter(pk__gt=last, destroyed_at__isnull=True)
                 .exclude(root_key_id=keyring.key_id)
+                .exclude(root_key_id="")
                 .order_by("pk")[:batch]
             )
             changed = []
