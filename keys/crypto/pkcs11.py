@@ -23,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from keys.crypto.errors import CryptoError, DecryptionError
+from keys.crypto.errors import CryptoError, DecryptionError, InvalidBlobError
 
 IV_LEN = 12
 TAG_BITS = 128
+# The first byte of a secret wrapped by a token root key (a local root key's is 0x01).
+WRAP_FORMAT = 0x02
 
 _lock = threading.RLock()
 _libs: dict[str, Any] = {}
@@ -293,3 +295,33 @@ def token_probe(*, library: str, label: str) -> None:
         token = Pkcs11Token(library=library, label=label, pin="")._find_token()
         if not token.flags & pkcs11.constants.TokenFlag.USER_PIN_INITIALIZED:
             raise TokenError("not-initialized", f"the token {label!r} has no user PIN")
+
+
+class Pkcs11RootKey:
+    """A root key that is an AES-256 key inside a PKCS#11 token.
+
+    Wrapping is AES-GCM encryption inside the token (``C_Encrypt`` with the
+    token's key, the AAD binding what the secret belongs to); the root key
+    itself is sensitive and not extractable, so it exists nowhere else.
+    The wrapped form is ``0x02 || iv || ciphertext || tag``.
+    """
+
+    def __init__(self, token: Pkcs11Token, key_label: str) -> None:
+        self.token = token
+        self.key_label = key_label
+        self.key_id = f"pkcs11:{token.label}/{key_label}"
+
+    def create(self) -> None:
+        """Generate the key in the token; refuses if the token already holds one of that label."""
+        if self.token.has_key(self.key_label):
+            raise TokenError("failed", f"the token already holds a key labelled {self.key_label!r}")
+        self.token.generate_aes_key(self.key_label)
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        iv, sealed = self.token.encrypt(self.key_label, plaintext, aad)
+        return bytes([WRAP_FORMAT]) + iv + sealed
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        if len(wrapped) < 1 + IV_LEN + TAG_BITS // 8 or wrapped[0] != WRAP_FORMAT:
+            raise InvalidBlobError("not a secret wrapped by a PKCS#11 root key")
+        return self.token.decrypt(self.key_label, wrapped[1 : 1 + IV_LEN], wrapped[1 + IV_LEN :], aad)

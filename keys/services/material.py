@@ -17,10 +17,11 @@ from pathlib import Path
 
 from django.conf import settings
 
-from keys.crypto import LocalRootKey, RootKeyring, generate_material
+from keys.crypto import RootKeyProvider, RootKeyring, generate_material
 from keys.crypto.asymmetric import generate_key_pair
 from keys.crypto.errors import CryptoError
 from keys.crypto.hmac import generate_hmac_material
+from keys.crypto.pkcs11 import Pkcs11RootKey, Pkcs11Token, TokenError
 from keys.crypto.specs import SPECS
 from keys.models import Key, KeyMaterial
 from kmsweb.lib.errors import InternalError, InvalidState, UnsupportedOperation
@@ -50,7 +51,7 @@ def root_keyring(*, reload: bool = False) -> RootKeyring:
     wrap with it and unwrap under old and new keys without a restart.
     """
     path = getattr(settings, "KMSWEB_ROOT_KEY_FILE", None)
-    source = (path, None if path else settings.KMSWEB_ROOT_KEY)
+    source = (path, None if path else settings.KMSWEB_ROOT_KEY, _token_settings())
     keyring = _keyring.get("keyring")
     now = time.monotonic()
     if isinstance(keyring, RootKeyring) and _keyring.get("source") == source and not reload:
@@ -65,9 +66,47 @@ def root_keyring(*, reload: bool = False) -> RootKeyring:
             return keyring
     with _keyring_lock:
         text, mtime = _root_key_text()
-        keyring = RootKeyring.parse(text)
+        keyring = _build_keyring(text)
         _keyring.update(keyring=keyring, mtime=mtime, checked=now, source=source)
     return keyring
+
+
+def _token_settings() -> tuple[str, str, str, str, str]:
+    return (
+        settings.KMSWEB_ROOT_KEY_PKCS11_LIBRARY,
+        settings.KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL,
+        settings.KMSWEB_ROOT_KEY_PKCS11_PIN,
+        settings.KMSWEB_ROOT_KEY_PKCS11_KEY_LABEL,
+        settings.KMSWEB_ROOT_KEY_CURRENT,
+    )
+
+
+def token_root_key() -> Pkcs11RootKey | None:
+    """The root key inside a PKCS#11 token (KMSWEB_ROOT_KEY_PKCS11_*), or None if none is configured."""
+    library, label, pin, key_label, _ = _token_settings()
+    if not library:
+        return None
+    return Pkcs11RootKey(Pkcs11Token(library=library, label=label, pin=pin), key_label)
+
+
+def _build_keyring(text: str) -> RootKeyring:
+    """The file's (or KMSWEB_ROOT_KEY's) keys and the token's; the current one per KMSWEB_ROOT_KEY_CURRENT."""
+    try:
+        local = RootKeyring.parse_keys(text)
+    except ValueError as exc:
+        raise InternalError(f"The root key cannot be read: {exc}") from exc
+    token = token_root_key()
+    keys: list[RootKeyProvider] = [*local]
+    if token is not None:
+        keys.append(token)
+    current: RootKeyProvider | None
+    if settings.KMSWEB_ROOT_KEY_CURRENT == "pkcs11":
+        current = token
+    else:
+        current = local[-1] if local else None
+    if current is None:
+        raise InternalError(f"No {settings.KMSWEB_ROOT_KEY_CURRENT} root key is configured.")
+    return RootKeyring(keys, current)
 
 
 def root_key_provider() -> RootKeyring:
@@ -121,7 +160,7 @@ def material_create(*, key: Key, version: int, now: datetime, rotation_type: str
     )
 
 
-def _wrapping_key(root_key_id: str) -> LocalRootKey:
+def _wrapping_key(root_key_id: str) -> RootKeyProvider:
     root = root_keyring().get(root_key_id)
     if root is None:
         # Another process may have just added a root key: look once more.
@@ -143,6 +182,8 @@ def material_unwrap(material: KeyMaterial) -> bytes:
     root = _wrapping_key(material.root_key_id)
     try:
         return root.unwrap(bytes(material.wrapped), material_aad(material.key_id, material.version))
+    except TokenError as exc:
+        raise InternalError(f"The root key's PKCS#11 token cannot be used: {exc}") from exc
     except CryptoError as exc:
         raise InternalError("Key material failed its integrity check.") from exc
 
