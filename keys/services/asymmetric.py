@@ -30,8 +30,8 @@ from keys.crypto.specs import (
 )
 from keys.models import Key, KeyMaterial
 from keys.services.common import require_key_usage, require_symmetric_encryption, require_usable_for_crypto
-from keys.services.key_stores import store_encrypt
 from keys.services.material import material_unwrap
+from keys.services.store_keys import store_encrypt
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     DryRunOperation,

@@ -40,20 +40,24 @@ from django.utils import timezone
 from audit.services import audited
 from keys import selectors, xks
 from keys.crypto import pkcs11
-from keys.crypto.errors import CryptoError, DecryptionError
-from keys.crypto.symmetric import external_aad, external_blob, external_parts
 from keys.models import (
     ConnectionState,
     CustomKeyStore,
     CustomKeyStoreType,
     Key,
-    KeyMaterial,
-    KeyOrigin,
-    KeySpec,
     KeyState,
-    KeyUsage,
 )
-from keys.services.platform import platform_decrypt, platform_encrypt
+from keys.services.store_backends import (
+    TOKEN_ERROR_CODES,
+    XKS_ERROR_CODES,
+    custom_key_store_get_for,
+    pkcs11_library,
+    seal_secret,
+    store_endpoint,
+    store_token,
+    xks_failure,
+    xks_metadata,
+)
 from kmsweb.generations import KEYS, generation_bump
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
@@ -67,57 +71,17 @@ from kmsweb.lib.errors import (
     CustomKeyStoreNameInUse,
     CustomKeyStoreNotFound,
     IncorrectTrustAnchor,
-    InternalError,
-    InvalidCiphertext,
-    InvalidState,
     KmsError,
-    UnsupportedOperation,
     ValidationError,
-    XksKeyAlreadyInUse,
-    XksKeyInvalidConfiguration,
-    XksKeyNotFound,
-    XksProxyIncorrectAuthenticationCredential,
     XksProxyInvalidConfiguration,
-    XksProxyInvalidResponse,
     XksProxyUriInUse,
-    XksProxyUriUnreachable,
 )
 from policies.authorization import authorize
 
-SECRET_PURPOSE = "custom-key-store-secrets"  # noqa: S105 - a platform key purpose
 MAX_STORES_PER_ACCOUNT = 10
 PUBLIC_ENDPOINT = "PUBLIC_ENDPOINT"
-_INVALID_CIPHERTEXT = "The ciphertext is invalid, was altered, or was not encrypted under this key and context."
 
-# A token's answer -> AWS's ConnectionErrorCode.
-_TOKEN_ERROR_CODES = {
-    "library": "INTERNAL_ERROR",
-    "not-found": "CLUSTER_NOT_FOUND",
-    "not-initialized": "USER_NOT_FOUND",
-    "pin-incorrect": "INVALID_CREDENTIALS",
-    "pin-locked": "USER_LOCKED_OUT",
-    "failed": "NETWORK_ERRORS",
-}
-# A proxy's failure -> AWS's ConnectionErrorCode.
-_XKS_ERROR_CODES = {
-    "unreachable": "XKS_PROXY_NOT_REACHABLE",
-    "timeout": "XKS_PROXY_TIMED_OUT",
-    "tls": "XKS_PROXY_INVALID_TLS_CONFIGURATION",
-    "authentication": "INVALID_CREDENTIALS",
-    "access-denied": "XKS_PROXY_ACCESS_DENIED",
-    "invalid-response": "XKS_PROXY_INVALID_RESPONSE",
-}
-
-
-# -- reading --------------------------------------------------------------------
-
-
-def custom_key_store_get_for(*, caller: Caller, store_id: str) -> CustomKeyStore:
-    """The caller's account and region's store ``store_id``, or CustomKeyStoreNotFoundException."""
-    store = CustomKeyStore.objects.filter(id=store_id, account_id=caller.account_id, region=caller.region).first()
-    if store is None:
-        raise CustomKeyStoreNotFound(f"Custom key store {store_id} does not exist in this account and region.")
-    return store
+# -- reading
 
 
 def store_description(store: CustomKeyStore) -> dict[str, Any]:
@@ -183,82 +147,6 @@ def custom_key_store_describe(
         return result
 
 
-# -- secrets --------------------------------------------------------------------
-
-
-def _secret_context(store_id: str) -> dict[str, str]:
-    return {"customKeyStoreId": store_id}
-
-
-def _seal_secret(store_id: str, secret: str) -> bytes:
-    return platform_encrypt(purpose=SECRET_PURPOSE, plaintext=secret.encode(), context=_secret_context(store_id))
-
-
-def _open_secret(store: CustomKeyStore) -> str:
-    blob = bytes(store.secret_ciphertext)
-    return platform_decrypt(purpose=SECRET_PURPOSE, blob=blob, context=_secret_context(store.id)).decode()
-
-
-# -- backends -------------------------------------------------------------------
-
-
-def _library() -> str:
-    library = settings.KMSWEB_PKCS11_LIBRARY
-    if not library:
-        raise CloudHsmClusterNotFound(
-            "kmsweb has no PKCS#11 library configured (KMSWEB_PKCS11_LIBRARY), so no CloudHSM key store can be used."
-        )
-    return str(library)
-
-
-def store_token(store: CustomKeyStore) -> pkcs11.Pkcs11Token:
-    """The PKCS#11 token behind an AWS_CLOUDHSM store, logged in with its PIN on first use."""
-    return pkcs11.Pkcs11Token(library=_library(), label=store.cloud_hsm_cluster_id, pin=_open_secret(store))
-
-
-def store_endpoint(store: CustomKeyStore, *, secret: str | None = None) -> xks.XksEndpoint:
-    """The XKS proxy behind an EXTERNAL_KEY_STORE store."""
-    return xks.XksEndpoint(
-        uri_endpoint=store.xks_proxy_uri_endpoint,
-        uri_path=store.xks_proxy_uri_path,
-        access_key_id=store.xks_proxy_access_key_id,
-        secret_access_key=secret if secret is not None else _open_secret(store),
-        region=store.region,
-        port=int(settings.KMSWEB_XKS_PROXY_PORT),
-        ca_bundle=str(settings.KMSWEB_XKS_CA_BUNDLE or ""),
-        timeout=float(settings.KMSWEB_XKS_TIMEOUT_SECONDS),
-    )
-
-
-def _xks_metadata(caller: Caller, operation: str, key: Key | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "awsPrincipalArn": caller.principal_arn,
-        "kmsOperation": operation,
-        "kmsRequestId": caller.request_id,
-    }
-    if key is not None:
-        metadata["kmsKeyArn"] = key.arn
-    if caller.via_service:
-        metadata["kmsViaService"] = caller.via_service
-    return metadata
-
-
-def token_key_label(key: Key) -> str:
-    """The label of a key's AES key in its store's token."""
-    return f"kmsweb-{key.id}"
-
-
-def _xks_failure(exc: xks.XksError) -> KmsError:
-    """A proxy failure met while creating or updating a store, as AWS's exception."""
-    if exc.kind == "authentication":
-        return XksProxyIncorrectAuthenticationCredential(f"The XKS proxy refused kmsweb's credential: {exc.message}")
-    if exc.kind in ("unreachable", "timeout", "tls"):
-        return XksProxyUriUnreachable(f"The XKS proxy cannot be reached: {exc.message}")
-    if exc.kind == "invalid-response":
-        return XksProxyInvalidResponse(f"The XKS proxy's answer is not valid: {exc.message}")
-    return XksProxyInvalidConfiguration(f"The XKS proxy refused the request: {exc.message}")
-
-
 # -- validation ------------------------------------------------------------------
 
 
@@ -291,7 +179,7 @@ def _check_trust_anchor(pem: str) -> None:
 
 def _check_token(label: str, *, exclude: str | None = None) -> None:
     """The token exists, has a user PIN, and backs no other store."""
-    library = _library()
+    library = pkcs11_library()
     try:
         pkcs11.token_probe(library=library, label=label)
     except pkcs11.TokenError as exc:
@@ -395,10 +283,10 @@ def custom_key_store_create(*, caller: Caller, params: Mapping[str, Any]) -> Cus
             store.xks_proxy_access_key_id = args.access_key_id
             secret = args.secret
             try:
-                xks.health(store_endpoint(store, secret=secret), _xks_metadata(caller, "CreateCustomKeyStore"))
+                xks.health(store_endpoint(store, secret=secret), xks_metadata(caller, "CreateCustomKeyStore"))
             except xks.XksError as exc:
-                raise _xks_failure(exc) from exc
-        store.secret_ciphertext = _seal_secret(store.id, secret)
+                raise xks_failure(exc) from exc
+        store.secret_ciphertext = seal_secret(store.id, secret)
         store.save(force_insert=True)
         op.response_elements = {"CustomKeyStoreId": store.id}
         return store
@@ -472,7 +360,7 @@ def custom_key_store_update(*, caller: Caller, params: Mapping[str, Any]) -> Non
                     "store's keys."
                 )
             if params.get("KeyStorePassword"):
-                store.secret_ciphertext = _seal_secret(store.id, params["KeyStorePassword"])
+                store.secret_ciphertext = seal_secret(store.id, params["KeyStorePassword"])
         else:
             _refuse_cloudhsm_params(params)
             args = _xks_args(params)
@@ -487,12 +375,12 @@ def custom_key_store_update(*, caller: Caller, params: Mapping[str, Any]) -> Non
             if args.access_key_id and args.secret:
                 store.xks_proxy_access_key_id = args.access_key_id
                 secret = args.secret
-                store.secret_ciphertext = _seal_secret(store.id, secret)
+                store.secret_ciphertext = seal_secret(store.id, secret)
             if args.endpoint or args.path or secret:
                 try:
-                    xks.health(store_endpoint(store, secret=secret), _xks_metadata(caller, "UpdateCustomKeyStore"))
+                    xks.health(store_endpoint(store, secret=secret), xks_metadata(caller, "UpdateCustomKeyStore"))
                 except xks.XksError as exc:
-                    raise _xks_failure(exc) from exc
+                    raise xks_failure(exc) from exc
         if new_name:
             if "\x00" in new_name:
                 raise ValidationError("NewCustomKeyStoreName must not contain the NUL character (U+0000).")
@@ -565,12 +453,12 @@ def _try_connect(caller: Caller, store: CustomKeyStore) -> str:
         try:
             store_token(store).verify()
         except pkcs11.TokenError as exc:
-            return _TOKEN_ERROR_CODES.get(exc.reason, "INTERNAL_ERROR")
+            return TOKEN_ERROR_CODES.get(exc.reason, "INTERNAL_ERROR")
         return ""
     try:
-        xks.health(store_endpoint(store), _xks_metadata(caller, "ConnectCustomKeyStore"))
+        xks.health(store_endpoint(store), xks_metadata(caller, "ConnectCustomKeyStore"))
     except xks.XksError as exc:
-        return _XKS_ERROR_CODES.get(exc.kind, "XKS_PROXY_INVALID_CONFIGURATION")
+        return XKS_ERROR_CODES.get(exc.kind, "XKS_PROXY_INVALID_CONFIGURATION")
     return ""
 
 
@@ -588,7 +476,7 @@ def custom_key_store_disconnect(*, caller: Caller, store_id: str) -> None:
         if store.store_type == CustomKeyStoreType.AWS_CLOUDHSM and settings.KMSWEB_PKCS11_LIBRARY:
             # This process logs out at once; others find the store disconnected
             # (their keys are Unavailable) and never use their sessions again.
-            pkcs11.Pkcs11Token(library=_library(), label=store.cloud_hsm_cluster_id, pin="").forget()
+            pkcs11.Pkcs11Token(library=pkcs11_library(), label=store.cloud_hsm_cluster_id, pin="").forget()
 
 
 def store_keys_unavailable(store: CustomKeyStore) -> None:
@@ -597,171 +485,3 @@ def store_keys_unavailable(store: CustomKeyStore) -> None:
         state_when_connected=F("state"), state=KeyState.UNAVAILABLE
     )
     generation_bump(KEYS)
-
-
-# -- keys in stores ---------------------------------------------------------------------
-
-
-def store_for_new_key(
-    *, caller: Caller, store_id: str | None, origin: str, key_spec: str, key_usage: str, xks_key_id: str | None
-) -> CustomKeyStore | None:
-    """CreateKey's checks of a key for a custom key store; the store, or None for other keys."""
-    store_origins = (KeyOrigin.AWS_CLOUDHSM, KeyOrigin.EXTERNAL_KEY_STORE)
-    if origin not in store_origins:
-        if store_id:
-            raise UnsupportedOperation(
-                f"CustomKeyStoreId needs Origin AWS_CLOUDHSM or EXTERNAL_KEY_STORE, not {origin}."
-            )
-        if xks_key_id:
-            raise ValidationError("XksKeyId is valid only with Origin EXTERNAL_KEY_STORE.")
-        return None
-    if not store_id:
-        raise ValidationError(f"Origin {origin} needs a CustomKeyStoreId.")
-    store = custom_key_store_get_for(caller=caller, store_id=store_id)
-    if store.store_type != origin:
-        raise UnsupportedOperation(
-            f"The custom key store {store.id} is {store.store_type}; Origin {origin} needs one of type {origin}."
-        )
-    if key_spec != KeySpec.SYMMETRIC_DEFAULT or key_usage != KeyUsage.ENCRYPT_DECRYPT:
-        raise UnsupportedOperation("Custom key stores hold symmetric encryption keys only (SYMMETRIC_DEFAULT).")
-    if store.connection_state != ConnectionState.CONNECTED:
-        raise CustomKeyStoreInvalidState(
-            f"The custom key store {store.id} is {store.connection_state}; keys are created only in a connected store."
-        )
-    if origin == KeyOrigin.EXTERNAL_KEY_STORE:
-        if not xks_key_id:
-            raise ValidationError("Origin EXTERNAL_KEY_STORE needs an XksKeyId.")
-        if Key.objects.filter(custom_key_store=store, xks_key_id=xks_key_id, deleted_at__isnull=True).exists():
-            raise XksKeyAlreadyInUse(f"The external key {xks_key_id} already backs a KMS key in {store.id}.")
-    elif xks_key_id:
-        raise ValidationError("XksKeyId is valid only with Origin EXTERNAL_KEY_STORE.")
-    return store
-
-
-def store_key_material(*, caller: Caller, key: Key, store: CustomKeyStore, now: Any) -> KeyMaterial:
-    """Make (CloudHSM) or check (external) the key's material in its store; its version 1 row.
-
-    The row holds no material: ``wrapped`` is empty and ``root_key_id`` empty.
-    """
-    from keys.services.material import new_material_id
-
-    if store.store_type == CustomKeyStoreType.AWS_CLOUDHSM:
-        try:
-            store_token(store).generate_aes_key(token_key_label(key), key.id.bytes)
-        except pkcs11.TokenError as exc:
-            raise CloudHsmClusterInvalidConfiguration(f"The token could not create the key: {exc}") from exc
-    else:
-        _check_external_key(caller, store, key)
-    return KeyMaterial.objects.create(
-        key=key, version=1, material_id=new_material_id(), wrapped=b"", root_key_id="", created_at=now
-    )
-
-
-def _check_external_key(caller: Caller, store: CustomKeyStore, key: Key) -> None:
-    try:
-        meta = xks.key_metadata(store_endpoint(store), key.xks_key_id, _xks_metadata(caller, "CreateKey", key))
-    except xks.XksError as exc:
-        if exc.kind == "key-not-found":
-            raise XksKeyNotFound(f"The XKS proxy knows no key {key.xks_key_id}.") from exc
-        raise _xks_failure(exc) from exc
-    usage = meta.get("keyUsage") or []
-    if (
-        meta.get("keySpec") != "AES_256"
-        or not isinstance(usage, list)
-        or not {"ENCRYPT", "DECRYPT"} <= set(usage)
-        or meta.get("keyStatus") != "ENABLED"
-    ):
-        raise XksKeyInvalidConfiguration(
-            f"The external key {key.xks_key_id} must be an enabled AES_256 key that can ENCRYPT and DECRYPT."
-        )
-
-
-def store_connected(key: Key) -> bool:
-    """Whether the custom key store of ``key`` is connected."""
-    return CustomKeyStore.objects.filter(
-        id=key.custom_key_store_id, connection_state=ConnectionState.CONNECTED
-    ).exists()
-
-
-def _usable_store(key: Key) -> CustomKeyStore:
-    store = CustomKeyStore.objects.filter(id=key.custom_key_store_id).first()
-    if store is None or store.connection_state != ConnectionState.CONNECTED:
-        raise InvalidState(f"{key.arn} is unavailable: its custom key store is not connected.")
-    return store
-
-
-def store_encrypt(
-    *,
-    caller: Caller,
-    key: Key,
-    material: KeyMaterial,
-    plaintext: bytes,
-    context: Mapping[str, str] | None,
-    operation: str,
-) -> bytes:
-    """kmsweb's blob, AES-GCM done by the key's store."""
-    store = _usable_store(key)
-    aad = external_aad(key.id, material.version, context)
-    try:
-        if store.store_type == CustomKeyStoreType.AWS_CLOUDHSM:
-            iv, sealed = store_token(store).encrypt(token_key_label(key), plaintext, aad)
-        else:
-            iv, body, tag = xks.encrypt(
-                store_endpoint(store), key.xks_key_id, plaintext, aad, _xks_metadata(caller, operation, key)
-            )
-            sealed = body + tag
-        return external_blob(key.id, material.version, iv, sealed)
-    except (pkcs11.TokenError, xks.XksError) as exc:
-        raise _unavailable(key, exc) from exc
-    except CryptoError as exc:
-        raise InternalError("The custom key store's answer is not a valid AES-GCM result.") from exc
-
-
-def store_decrypt(
-    *, caller: Caller, key: Key, material: KeyMaterial, blob: bytes, context: Mapping[str, str] | None, operation: str
-) -> bytes:
-    """The plaintext of a blob of a custom key store's key, decrypted by the store."""
-    store = _usable_store(key)
-    aad = external_aad(key.id, material.version, context)
-    try:
-        iv, sealed = external_parts(blob)
-        if store.store_type == CustomKeyStoreType.AWS_CLOUDHSM:
-            return store_token(store).decrypt(token_key_label(key), iv, sealed, aad)
-        return xks.decrypt(
-            store_endpoint(store),
-            key.xks_key_id,
-            iv,
-            sealed[:-16],
-            sealed[-16:],
-            aad,
-            _xks_metadata(caller, operation, key),
-        )
-    except DecryptionError as exc:
-        raise InvalidCiphertext(_INVALID_CIPHERTEXT) from exc
-    except xks.XksError as exc:
-        if exc.kind == "invalid-ciphertext":
-            raise InvalidCiphertext(_INVALID_CIPHERTEXT) from exc
-        raise _unavailable(key, exc) from exc
-    except pkcs11.TokenError as exc:
-        raise _unavailable(key, exc) from exc
-    except CryptoError as exc:
-        raise InvalidCiphertext(_INVALID_CIPHERTEXT) from exc
-
-
-def _unavailable(key: Key, exc: Exception) -> KmsError:
-    return InvalidState(f"{key.arn} is unavailable: its custom key store did not complete the request ({exc}).")
-
-
-def store_random(*, caller: Caller, store_id: str, number_of_bytes: int) -> bytes:
-    """GenerateRandom from a connected CloudHSM key store's token."""
-    store = custom_key_store_get_for(caller=caller, store_id=store_id)
-    if store.store_type != CustomKeyStoreType.AWS_CLOUDHSM:
-        raise UnsupportedOperation(
-            "GenerateRandom with a CustomKeyStoreId is supported only for AWS_CLOUDHSM key stores."
-        )
-    if store.connection_state != ConnectionState.CONNECTED:
-        raise CustomKeyStoreInvalidState(f"The custom key store {store.id} is {store.connection_state}, not CONNECTED.")
-    try:
-        return store_token(store).random(number_of_bytes)
-    except pkcs11.TokenError as exc:
-        raise CustomKeyStoreInvalidState(f"The custom key store {store.id} did not answer: {exc}") from exc

@@ -27,9 +27,9 @@ from keys.services.common import (
     require_not_pending_deletion,
     require_symmetric_for_rotation,
 )
-from keys.services.key_stores import store_connected, store_for_new_key, store_key_material
 from keys.services.material import material_create
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
+from keys.services.store_keys import store_connected, store_for_new_key, store_key_material
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, InvalidState, UnsupportedOperation, ValidationError
 from policies.authorization import authorize

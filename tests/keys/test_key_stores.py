@@ -13,9 +13,9 @@ from audit.models import AuditEvent
 from keys import services as svc
 from keys.crypto import pkcs11
 from keys.models import ConnectionState, CustomKeyStore, Key, KeyMaterial, KeyState
-from keys.services.key_stores import SECRET_PURPOSE, token_key_label
 from keys.services.platform import platform_key_get_or_create
 from keys.services.root_rotation import root_key_rotate, root_key_status
+from keys.services.store_backends import SECRET_PURPOSE, token_key_label
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
@@ -342,3 +342,53 @@ def test_no_audit_event_holds_a_pin(admin: Caller, token: Token, hsm_key: Key) -
     assert "UpdateCustomKeyStore" in AuditEvent.objects.values_list("event_name", flat=True)
     assert token.pin not in texts
     assert "another-pin-1" not in texts
+
+
+# AWS's key-state table, the Unavailable column: what a key of a disconnected store still allows.
+UNAVAILABLE_REFUSES = {
+    "Encrypt": lambda c, k: svc.key_encrypt(caller=c, key=k, plaintext=b"x"),
+    "GenerateDataKey": lambda c, k: svc.key_generate_data_key(caller=c, key=k, key_spec="AES_256"),
+    "GenerateDataKeyPair": lambda c, k: svc.key_generate_data_key_pair(caller=c, key=k, key_pair_spec="RSA_2048"),
+    "EnableKey": lambda c, k: svc.key_enable(caller=c, key=k),
+    "DisableKey": lambda c, k: svc.key_disable(caller=c, key=k),
+}
+UNAVAILABLE_ALLOWS = {
+    "DescribeKey": lambda c, k: svc.key_describe(caller=c, key=k),
+    "GetKeyPolicy": lambda c, k: svc.key_get_policy(caller=c, key=k),
+    "UpdateKeyDescription": lambda c, k: svc.key_update_description(caller=c, key=k, description="d"),
+    "TagResource": lambda c, k: svc.key_tag(caller=c, key=k, tags=[{"TagKey": "t", "TagValue": "v"}]),
+    "ScheduleKeyDeletion": lambda c, k: svc.key_schedule_deletion(caller=c, key=k, pending_window_days=7),
+}
+
+
+@pytest.fixture
+def unavailable(admin: Caller, hsm_key: Key, connected: CustomKeyStore) -> Key:
+    svc.custom_key_store_disconnect(caller=admin, store_id=connected.id)
+    key = Key.objects.select_related("current_material").get(pk=hsm_key.pk)
+    assert key.state == KeyState.UNAVAILABLE
+    return key
+
+
+@pytest.mark.parametrize("operation", sorted(UNAVAILABLE_REFUSES))
+def test_an_unavailable_key_refuses(admin: Caller, unavailable: Key, operation: str) -> None:
+    mark = last_event_id()
+    with pytest.raises(InvalidState):
+        UNAVAILABLE_REFUSES[operation](admin, unavailable)
+    events = list(AuditEvent.objects.filter(id__gt=mark).values_list("event_name", "error_code"))
+    assert events[-1][1] == "KMSInvalidStateException"
+    assert fresh(unavailable).state == KeyState.UNAVAILABLE
+
+
+@pytest.mark.parametrize("operation", sorted(UNAVAILABLE_ALLOWS))
+def test_an_unavailable_key_allows(admin: Caller, unavailable: Key, operation: str) -> None:
+    UNAVAILABLE_ALLOWS[operation](admin, unavailable)
+
+
+def test_cancelling_the_deletion_of_an_unavailable_key_leaves_it_unavailable_then_disabled(
+    admin: Caller, unavailable: Key, connected: CustomKeyStore
+) -> None:
+    svc.key_schedule_deletion(caller=admin, key=unavailable, pending_window_days=7)
+    svc.key_cancel_deletion(caller=admin, key=fresh(unavailable))
+    assert fresh(unavailable).state == KeyState.UNAVAILABLE
+    svc.custom_key_store_connect(caller=admin, store_id=connected.id)
+    assert fresh(unavailable).state == KeyState.DISABLED

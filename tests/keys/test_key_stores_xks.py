@@ -13,8 +13,8 @@ from audit.models import AuditEvent
 from keys import services as svc
 from keys.crypto import pkcs11
 from keys.models import ConnectionState, CustomKeyStore, Key, KeyState
-from keys.services.key_stores import SECRET_PURPOSE
 from keys.services.platform import platform_key_get_or_create
+from keys.services.store_backends import SECRET_PURPOSE
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     InvalidCiphertext,
