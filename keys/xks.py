@@ -7,7 +7,10 @@ the KMS operation, the request id and, for key calls, the key ARN). Blobs
 travel in base64. Failures raise ``XksError`` whose ``kind`` the services
 map to AWS's errors and connection error codes.
 
-No Django here: the services pass the endpoint and its secret in.
+No Django settings here: the services pass the endpoint and its secret in.
+As for alarm webhooks, the proxy's host must resolve to public addresses
+only (unless the endpoint allows private ones), and the connection goes to
+an address checked before it.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import socket
 import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from audit.alarm_rules import address_blocked
 from kmsweb.lib.sigv4 import ALGORITHM, ParsedAuth, SignedRequest, signing_key, string_to_sign
 
 SERVICE = "kms-xks"
@@ -33,7 +37,7 @@ AES_GCM = "AES_GCM"
 class XksError(Exception):
     """An XKS proxy call failed.
 
-    ``kind``: ``unreachable``, ``timeout``, ``tls``, ``authentication``
+    ``kind``: ``unreachable``, ``blocked`` (not a public address), ``timeout``, ``tls``, ``authentication``
     (the proxy refused the signature), ``access-denied``, ``invalid-response``
     (not the API's JSON), ``key-not-found``, ``invalid-state``,
     ``invalid-ciphertext``, ``invalid-key-usage``, ``rejected`` (any other
@@ -69,6 +73,7 @@ class XksEndpoint:
     port: int = 443
     ca_bundle: str = ""
     timeout: float = 5.0
+    allow_private: bool = False
 
     @property
     def host(self) -> str:
@@ -117,41 +122,74 @@ def _context(endpoint: XksEndpoint) -> ssl.SSLContext:
     return context
 
 
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to one checked address, with SNI and certificate checks for the host name."""
+
+    def __init__(self, host: str, address: str, port: int, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+
+
+def resolve(endpoint: XksEndpoint) -> list[str]:
+    """The proxy host's addresses; refused (``blocked``) when one is not public, unless allowed.
+
+    The connection then goes to an address checked here (no second lookup, so
+    no DNS rebinding), as for alarm webhooks.
+    """
+    try:
+        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise XksError("unreachable", f"the host {endpoint.host} does not resolve") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    if not addresses:
+        raise XksError("unreachable", f"the host {endpoint.host} does not resolve")
+    if not endpoint.allow_private:
+        for text in addresses:
+            if address_blocked(ipaddress.ip_address(text.split("%", 1)[0])):
+                raise XksError(
+                    "blocked",
+                    f"{endpoint.host} resolves to {text}, a loopback, private or link-local address: kmsweb "
+                    "calls only public XKS proxy endpoints (see KMSWEB_XKS_ALLOW_PRIVATE)",
+                )
+    return addresses
+
+
 def call(endpoint: XksEndpoint, suffix: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST ``body`` to ``<UriPath><suffix>``; the proxy's JSON answer, or ``XksError``."""
     path = endpoint.uri_path + suffix
     raw = json.dumps(body, separators=(",", ":")).encode()
     headers = sign(endpoint, path, raw)
-    url = f"https://{endpoint.host}:{endpoint.port}{path}"
-    request = urllib.request.Request(url, data=raw, method="POST", headers=headers)
+    address = resolve(endpoint)[0]
+    connection = _PinnedHTTPSConnection(
+        endpoint.host, address, endpoint.port, timeout=endpoint.timeout, context=_context(endpoint)
+    )
     try:
-        # An https URL kmsweb builds itself (the endpoint's pattern allows no other scheme).
-        with urllib.request.urlopen(  # noqa: S310
-            request, timeout=endpoint.timeout, context=_context(endpoint)
-        ) as response:
-            payload = response.read(1 << 20)
-    except urllib.error.HTTPError as exc:
-        payload = exc.read(1 << 20)
-        try:
-            answer = json.loads(payload)
-            name = str(answer.get("errorName", ""))
-            message = str(answer.get("errorMessage", ""))[:512]
-        except (ValueError, AttributeError):
-            raise XksError("invalid-response", f"the proxy answered HTTP {exc.code} without a JSON error") from None
-        kind = _ERROR_KINDS.get(name, "rejected")
-        raise XksError(kind, f"the proxy answered {name or exc.code}: {message}", name) from None
+        connection.request("POST", path, body=raw, headers=headers)
+        response = connection.getresponse()
+        status = response.status
+        payload = response.read(1 << 20)
     except ssl.SSLError as exc:
         raise XksError("tls", f"TLS with the proxy failed: {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ssl.SSLError):
-            raise XksError("tls", f"TLS with the proxy failed: {exc.reason.reason}") from None
-        if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-            raise XksError("timeout", "the proxy did not answer in time") from None
-        raise XksError("unreachable", f"the proxy cannot be reached: {exc.reason}") from None
     except TimeoutError:
         raise XksError("timeout", "the proxy did not answer in time") from None
-    except OSError as exc:
-        raise XksError("unreachable", f"the proxy cannot be reached: {exc.strerror or exc}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise XksError("unreachable", f"the proxy cannot be reached: {exc}") from None
+    finally:
+        connection.close()
+    if status != 200:
+        try:
+            error = json.loads(payload)
+            name = str(error.get("errorName", ""))
+            message = str(error.get("errorMessage", ""))[:512]
+        except (ValueError, AttributeError):
+            raise XksError("invalid-response", f"the proxy answered HTTP {status} without a JSON error") from None
+        kind = _ERROR_KINDS.get(name, "rejected")
+        raise XksError(kind, f"the proxy answered {name or status}: {message}", name)
     try:
         answer = json.loads(payload)
     except ValueError:

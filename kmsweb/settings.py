@@ -277,6 +277,9 @@ KMSWEB_PKCS11_LIBRARY = env_str("KMSWEB_PKCS11_LIBRARY") or ""
 KMSWEB_XKS_PROXY_PORT = env_int("KMSWEB_XKS_PROXY_PORT", 443)
 KMSWEB_XKS_CA_BUNDLE = env_str("KMSWEB_XKS_CA_BUNDLE") or ""
 KMSWEB_XKS_TIMEOUT_SECONDS = float(env_str("KMSWEB_XKS_TIMEOUT_SECONDS") or "5")
+# As for alarm webhooks: a proxy host that resolves to a loopback, private or
+# link-local address is refused unless this is true.
+KMSWEB_XKS_ALLOW_PRIVATE = env_bool("KMSWEB_XKS_ALLOW_PRIVATE", False)
 # Seconds a web process may serve a cached key, access key, identity policy or
 # grant that was changed behind the services' back (changes made through the
 # services apply to the next request everywhere: kmsweb.generations;

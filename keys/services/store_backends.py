@@ -44,6 +44,7 @@ XKS_ERROR_CODES = {
     "authentication": "INVALID_CREDENTIALS",
     "access-denied": "XKS_PROXY_ACCESS_DENIED",
     "invalid-response": "XKS_PROXY_INVALID_RESPONSE",
+    "blocked": "XKS_PROXY_INVALID_CONFIGURATION",
 }
 
 
@@ -102,6 +103,7 @@ def store_endpoint(store: CustomKeyStore, *, secret: str | None = None) -> xks.X
         port=int(settings.KMSWEB_XKS_PROXY_PORT),
         ca_bundle=str(settings.KMSWEB_XKS_CA_BUNDLE or ""),
         timeout=float(settings.KMSWEB_XKS_TIMEOUT_SECONDS),
+        allow_private=bool(settings.KMSWEB_XKS_ALLOW_PRIVATE),
     )
 
 
@@ -129,6 +131,8 @@ def xks_failure(exc: xks.XksError) -> KmsError:
         return XksProxyIncorrectAuthenticationCredential(f"The XKS proxy refused kmsweb's credential: {exc.message}")
     if exc.kind in ("unreachable", "timeout", "tls"):
         return XksProxyUriUnreachable(f"The XKS proxy cannot be reached: {exc.message}")
+    if exc.kind == "blocked":
+        return XksProxyInvalidConfiguration(f"The XKS proxy endpoint is refused: {exc.message}.")
     if exc.kind == "invalid-response":
         return XksProxyInvalidResponse(f"The XKS proxy's answer is not valid: {exc.message}")
     return XksProxyInvalidConfiguration(f"The XKS proxy refused the request: {exc.message}")

@@ -49,6 +49,7 @@ def proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Any) -> Ite
     settings.KMSWEB_PKCS11_LIBRARY = LIBRARY
     settings.KMSWEB_XKS_PROXY_PORT = server.port
     settings.KMSWEB_XKS_CA_BUNDLE = str(ca)
+    settings.KMSWEB_XKS_ALLOW_PRIVATE = True  # the test proxy listens on 127.0.0.1
     server.create_key("ext-key-1")
     yield server
     server.stop()
@@ -123,6 +124,15 @@ def test_it_refuses_a_wrong_secret_an_unreachable_proxy_vpc_connectivity_and_a_t
     with pytest.raises(XksProxyUriUnreachable):
         svc.custom_key_store_create(caller=admin, params=xks_params(name="tls", XksProxyUriPath="/x/kms/xks/v1"))
     assert CustomKeyStore.objects.count() == 1
+
+
+def test_a_proxy_on_a_private_address_is_refused_unless_allowed(admin: Caller, proxy: XksProxy, settings: Any) -> None:
+    settings.KMSWEB_XKS_ALLOW_PRIVATE = False
+    served = len(proxy.calls)
+    with pytest.raises(XksProxyInvalidConfiguration, match="KMSWEB_XKS_ALLOW_PRIVATE"):
+        svc.custom_key_store_create(caller=admin, params=xks_params())
+    assert len(proxy.calls) == served  # kmsweb did not even connect
+    assert not CustomKeyStore.objects.exists()
 
 
 def test_a_changed_proxy_secret_fails_the_connection_with_invalid_credentials(admin: Caller, proxy: XksProxy) -> None:
