@@ -137,7 +137,14 @@ class Pkcs11Token:
         if not token.flags & pkcs11.constants.TokenFlag.USER_PIN_INITIALIZED:
             raise TokenError("not-initialized", f"the token {self.label!r} has no user PIN")
         try:
-            return token.open(user_pin=self._pin, rw=True)
+            try:
+                return token.open(user_pin=self._pin, rw=True)
+            except pkcs11.exceptions.UserAlreadyLoggedIn:
+                # A login is per token and process: another session of ours
+                # (under an older PIN) holds it. Log that one out and let the
+                # token judge this PIN.
+                self._drop_token_sessions()
+                return token.open(user_pin=self._pin, rw=True)
         except pkcs11.exceptions.PinIncorrect as exc:
             raise TokenError("pin-incorrect", "the token refused the PIN") from exc
         except pkcs11.exceptions.PinLocked as exc:
@@ -169,18 +176,20 @@ class Pkcs11Token:
                         raise TokenError("failed", "the token's session was lost") from None
             raise AssertionError("unreachable")
 
+    def _drop_token_sessions(self) -> None:
+        for cache_key in [k for k in _sessions if k[:2] == (self.library, self.label)]:
+            _close(_sessions.pop(cache_key))
+
     def verify(self) -> None:
         """Log in afresh with the PIN (closing this process's sessions of the token first)."""
         with _lock:
-            for cache_key in [k for k in _sessions if k[:2] == (self.library, self.label)]:
-                _close(_sessions.pop(cache_key))
+            self._drop_token_sessions()
             _sessions[self._cache_key] = self._open()
 
     def forget(self) -> None:
         """Close this process's sessions of the token (its store was disconnected)."""
         with _lock:
-            for cache_key in [k for k in _sessions if k[:2] == (self.library, self.label)]:
-                _close(_sessions.pop(cache_key))
+            self._drop_token_sessions()
 
     # -- keys -------------------------------------------------------------
 

@@ -72,6 +72,7 @@ from kmsweb.lib.errors import (
     CustomKeyStoreNotFound,
     IncorrectTrustAnchor,
     KmsError,
+    LimitExceeded,
     ValidationError,
     XksProxyInvalidConfiguration,
     XksProxyUriInUse,
@@ -293,8 +294,6 @@ def custom_key_store_create(*, caller: Caller, params: Mapping[str, Any]) -> Cus
 
 
 def _limit() -> KmsError:
-    from kmsweb.lib.errors import LimitExceeded
-
     return LimitExceeded(f"An account can have at most {MAX_STORES_PER_ACCOUNT} custom key stores in a region.")
 
 

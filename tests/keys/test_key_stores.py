@@ -392,3 +392,14 @@ def test_cancelling_the_deletion_of_an_unavailable_key_leaves_it_unavailable_the
     assert fresh(unavailable).state == KeyState.UNAVAILABLE
     svc.custom_key_store_connect(caller=admin, store_id=connected.id)
     assert fresh(unavailable).state == KeyState.DISABLED
+
+
+def test_a_logged_in_session_lets_no_other_pin_through(token: Token) -> None:
+    """A PKCS#11 login is per token and process: a second PIN is judged by the token afresh."""
+    right = token.session_token()
+    assert len(right.random(8)) == 8  # logged in under the right PIN
+    wrong = pkcs11.Pkcs11Token(library=LIBRARY, label=token.label, pin="not-the-pin")
+    with pytest.raises(pkcs11.TokenError) as refused:
+        wrong.random(8)
+    assert refused.value.reason == "pin-incorrect"
+    assert len(right.random(8)) == 8  # and the right PIN logs in again
