@@ -189,6 +189,8 @@ def _check_token(label: str, *, exclude: str | None = None) -> None:
         if exc.reason == "library":
             raise CloudHsmClusterInvalidConfiguration(f"The PKCS#11 library cannot be used: {exc}") from exc
         raise CloudHsmClusterNotFound(f"No PKCS#11 token is labelled {label}.") from exc
+    if label == settings.KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL and library == settings.KMSWEB_ROOT_KEY_PKCS11_LIBRARY:
+        raise CloudHsmClusterInUse(f"The token {label} holds kmsweb's root key and backs no custom key store.")
     in_use = CustomKeyStore.objects.filter(store_type=CustomKeyStoreType.AWS_CLOUDHSM, cloud_hsm_cluster_id=label)
     if exclude:
         in_use = in_use.exclude(id=exclude)

@@ -403,3 +403,11 @@ def test_a_logged_in_session_lets_no_other_pin_through(token: Token) -> None:
         wrong.random(8)
     assert refused.value.reason == "pin-incorrect"
     assert len(right.random(8)) == 8  # and the right PIN logs in again
+
+
+def test_the_root_keys_token_backs_no_store(admin: Caller, token: Token, settings: Any) -> None:
+    settings.KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL = token.label
+    settings.KMSWEB_ROOT_KEY_PKCS11_LIBRARY = LIBRARY
+    with pytest.raises(CloudHsmClusterInUse, match="root key"):
+        svc.custom_key_store_create(caller=admin, params=cloudhsm_params(token))
+    assert not CustomKeyStore.objects.exists()
