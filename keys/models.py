@@ -59,6 +59,9 @@ class KeyUsage(models.TextChoices):
 class KeyOrigin(models.TextChoices):
     AWS_KMS = "AWS_KMS"
     EXTERNAL = "EXTERNAL"
+    # Keys of custom key stores (keys.models.CustomKeyStore).
+    AWS_CLOUDHSM = "AWS_CLOUDHSM"
+    EXTERNAL_KEY_STORE = "EXTERNAL_KEY_STORE"
 
 
 class ExpirationModel(models.TextChoices):
@@ -123,7 +126,7 @@ class Key(models.Model):
     description = models.CharField(max_length=8192, blank=True)
     key_spec = models.CharField(max_length=32, choices=KeySpec.choices, default=KeySpec.SYMMETRIC_DEFAULT)
     key_usage = models.CharField(max_length=32, choices=KeyUsage.choices, default=KeyUsage.ENCRYPT_DECRYPT)
-    origin = models.CharField(max_length=16, choices=KeyOrigin.choices, default=KeyOrigin.AWS_KMS)
+    origin = models.CharField(max_length=24, choices=KeyOrigin.choices, default=KeyOrigin.AWS_KMS)
     manager = models.CharField(max_length=10, choices=KeyManager.choices, default=KeyManager.CUSTOMER)
     # What a platform owned key protects (e.g. "access-key-secrets"), or the
     # service of a service managed key (e.g. "backup" for alias/aws/backup).
@@ -147,6 +150,16 @@ class Key(models.Model):
     # Both are cleared when the material is deleted or expires.
     expiration_model = models.CharField(max_length=32, choices=ExpirationModel.choices, blank=True)
     valid_to = models.DateTimeField(null=True, blank=True)
+    # Keys of a custom key store (Origin AWS_CLOUDHSM or EXTERNAL_KEY_STORE):
+    # their material lives in the store, never in ``KeyMaterial.wrapped``.
+    custom_key_store = models.ForeignKey(
+        "CustomKeyStore", null=True, blank=True, on_delete=models.PROTECT, related_name="keys"
+    )
+    # EXTERNAL_KEY_STORE keys: the key's id in the external key manager.
+    xks_key_id = models.CharField(max_length=128, blank=True)
+    # While the key's store is disconnected the key is Unavailable; this is
+    # the state (Enabled or Disabled) it takes again when the store connects.
+    state_when_connected = models.CharField(max_length=24, choices=KeyState.choices, blank=True)
 
     objects = KeyQuerySet.as_manager()
 
@@ -313,3 +326,64 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tag_key}={self.tag_value}"
+
+
+class CustomKeyStoreType(models.TextChoices):
+    AWS_CLOUDHSM = "AWS_CLOUDHSM"
+    EXTERNAL_KEY_STORE = "EXTERNAL_KEY_STORE"
+
+
+class ConnectionState(models.TextChoices):
+    CONNECTED = "CONNECTED"
+    CONNECTING = "CONNECTING"
+    DISCONNECTED = "DISCONNECTED"
+    DISCONNECTING = "DISCONNECTING"
+    FAILED = "FAILED"
+
+
+class CustomKeyStore(models.Model):
+    """A custom key store: key material held outside kmsweb's database.
+
+    AWS_CLOUDHSM stores are PKCS#11 tokens: ``cloud_hsm_cluster_id`` is the
+    label of a token of the library ``KMSWEB_PKCS11_LIBRARY``, and the
+    KeyStorePassword is the token's user PIN, kept only encrypted under a
+    platform owned key (``secret_ciphertext``). EXTERNAL_KEY_STORE stores
+    are XKS proxies reached over HTTPS; the secret of their SigV4
+    authentication credential is kept the same way.
+    """
+
+    id = models.CharField(primary_key=True, max_length=64)
+    account = models.ForeignKey("policies.Account", on_delete=models.PROTECT, related_name="custom_key_stores")
+    region = models.CharField(max_length=32)
+    name = models.CharField(max_length=256)
+    store_type = models.CharField(max_length=24, choices=CustomKeyStoreType.choices)
+    connection_state = models.CharField(
+        max_length=16, choices=ConnectionState.choices, default=ConnectionState.DISCONNECTED
+    )
+    connection_error_code = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+    # AWS_CLOUDHSM
+    cloud_hsm_cluster_id = models.CharField(max_length=24, blank=True)
+    trust_anchor_certificate = models.TextField(blank=True)
+    # EXTERNAL_KEY_STORE
+    xks_proxy_uri_endpoint = models.CharField(max_length=128, blank=True)
+    xks_proxy_uri_path = models.CharField(max_length=128, blank=True)
+    xks_proxy_connectivity = models.CharField(max_length=32, blank=True)
+    xks_proxy_access_key_id = models.CharField(max_length=30, blank=True)
+    # The token PIN (AWS_CLOUDHSM) or the XKS proxy's raw secret access key,
+    # encrypted by keys.services.platform.platform_encrypt.
+    secret_ciphertext = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "region", "name"], name="cks_unique_name"),
+            models.UniqueConstraint(
+                fields=["cloud_hsm_cluster_id"],
+                condition=models.Q(store_type="AWS_CLOUDHSM"),
+                name="cks_one_store_per_token",
+            ),
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.name})"

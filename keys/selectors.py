@@ -167,6 +167,17 @@ def material_get_for(*, key: Key, version: int) -> KeyMaterial | None:
     return KeyMaterial.objects.filter(key_id=key.pk, version=version).first()
 
 
+def custom_key_store_key_counts(*, store_ids: Sequence[str]) -> dict[str, int]:
+    """How many live keys each of these custom key stores holds (one query)."""
+    rows = (
+        Key.objects.filter(custom_key_store_id__in=store_ids, deleted_at__isnull=True)
+        .values("custom_key_store_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return {row["custom_key_store_id"]: row["n"] for row in rows}
+
+
 def key_list_for(*, caller: Caller) -> QuerySet[Key]:
     """Keys visible to the caller in its account and region, in a stable order."""
     return Key.objects.visible().filter(account_id=caller.account_id, region=caller.region).order_by("created_at", "id")

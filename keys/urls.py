@@ -30,6 +30,7 @@ urlpatterns = [
     path("keys/<str:key_id>/policy/default-view/", views.key_policy_default_view, name="key_policy_default_view"),
     path("keys/<str:key_id>/description/", views.key_description, name="key_description"),
     path("keys/<str:key_id>/grant-approvals/", views.key_grant_approvals, name="key_grant_approvals"),
+    path("key-stores/", views.key_store_list, name="key_store_list"),
     path("usage/", views.usage, name="usage"),
     path("usage/data/", views.usage_data, name="usage_data"),
 ]

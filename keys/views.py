@@ -110,6 +110,17 @@ def key_list(request: Any) -> HttpResponse:
     return render(request, template, context)
 
 
+@require_GET
+def key_store_list(request: Any) -> HttpResponse:
+    """The account's custom key stores, read through DescribeCustomKeyStores (authorized, audited)."""
+    caller = caller_from_request(request)
+    stores = services.custom_key_store_describe(caller=caller, limit=1000)["CustomKeyStores"]
+    counts = selectors.custom_key_store_key_counts(store_ids=[s["CustomKeyStoreId"] for s in stores])
+    for store in stores:
+        store["key_count"] = counts.get(store["CustomKeyStoreId"], 0)
+    return render(request, "keys/key_store_list.html", {"stores": stores, "nav": "key_stores"})
+
+
 def _key(caller: Caller, key_id: str) -> Key:
     try:
         uuid.UUID(key_id)

@@ -246,10 +246,40 @@ KMSWEB_ROOT_KEY = env_secret("KMSWEB_ROOT_KEY", default_file=VAR_DIR / "root_key
 KMSWEB_ROOT_KEY_FILE = (
     None if env_str("KMSWEB_ROOT_KEY") is not None else env_secret_file("KMSWEB_ROOT_KEY", VAR_DIR / "root_key")
 )
-if not KMSWEB_ROOT_KEY:
+# The root key may instead (or as well) be an AES key inside a PKCS#11 token:
+# wrapping and unwrapping then happen in the token. With both, the current
+# one (KMSWEB_ROOT_KEY_CURRENT, "pkcs11" or "file"; pkcs11 when configured)
+# wraps new material and the other still unwraps, until rotate_root_key has
+# re-wrapped everything: that is how material moves between them.
+KMSWEB_ROOT_KEY_PKCS11_LIBRARY = env_str("KMSWEB_ROOT_KEY_PKCS11_LIBRARY") or ""
+KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL = env_str("KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL") or ""
+KMSWEB_ROOT_KEY_PKCS11_PIN = env_secret("KMSWEB_ROOT_KEY_PKCS11_PIN") or ""
+KMSWEB_ROOT_KEY_PKCS11_KEY_LABEL = env_str("KMSWEB_ROOT_KEY_PKCS11_KEY_LABEL") or "kmsweb-root-key"
+KMSWEB_ROOT_KEY_CURRENT = env_str("KMSWEB_ROOT_KEY_CURRENT") or ("pkcs11" if KMSWEB_ROOT_KEY_PKCS11_LIBRARY else "file")
+if KMSWEB_ROOT_KEY_CURRENT not in ("file", "pkcs11"):
+    raise ImproperlyConfigured("KMSWEB_ROOT_KEY_CURRENT must be file or pkcs11")
+if KMSWEB_ROOT_KEY_PKCS11_LIBRARY and not (KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL and KMSWEB_ROOT_KEY_PKCS11_PIN):
+    raise ImproperlyConfigured(
+        "KMSWEB_ROOT_KEY_PKCS11_LIBRARY needs KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL and KMSWEB_ROOT_KEY_PKCS11_PIN(_FILE)"
+    )
+if KMSWEB_ROOT_KEY_CURRENT == "pkcs11" and not KMSWEB_ROOT_KEY_PKCS11_LIBRARY:
+    raise ImproperlyConfigured("KMSWEB_ROOT_KEY_CURRENT=pkcs11 needs KMSWEB_ROOT_KEY_PKCS11_LIBRARY")
+if not KMSWEB_ROOT_KEY and KMSWEB_ROOT_KEY_CURRENT == "file":
     raise ImproperlyConfigured(
         f"KMSWEB_ROOT_KEY or KMSWEB_ROOT_KEY_FILE must be set, or {VAR_DIR / 'root_key'} exist (make run generates it)"
     )
+# Custom key stores. AWS_CLOUDHSM stores are tokens of this PKCS#11 library
+# (e.g. SoftHSM2's libsofthsm2.so); empty: no CloudHSM-type store can be made.
+KMSWEB_PKCS11_LIBRARY = env_str("KMSWEB_PKCS11_LIBRARY") or ""
+# EXTERNAL_KEY_STORE proxies: the HTTPS port kmsweb connects to (AWS's endpoints
+# name none, so 443), the CA bundle that verifies their certificates (empty:
+# the system's), and how long a proxy call may take.
+KMSWEB_XKS_PROXY_PORT = env_int("KMSWEB_XKS_PROXY_PORT", 443)
+KMSWEB_XKS_CA_BUNDLE = env_str("KMSWEB_XKS_CA_BUNDLE") or ""
+KMSWEB_XKS_TIMEOUT_SECONDS = float(env_str("KMSWEB_XKS_TIMEOUT_SECONDS") or "5")
+# As for alarm webhooks: a proxy host that resolves to a loopback, private or
+# link-local address is refused unless this is true.
+KMSWEB_XKS_ALLOW_PRIVATE = env_bool("KMSWEB_XKS_ALLOW_PRIVATE", False)
 # Seconds a web process may serve a cached key, access key, identity policy or
 # grant that was changed behind the services' back (changes made through the
 # services apply to the next request everywhere: kmsweb.generations;

@@ -12,12 +12,13 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keys.crypto.errors import DecryptionError, InvalidBlobError
+from keys.crypto.errors import CryptoError, DecryptionError, InvalidBlobError
 
 _WRAP_FORMAT = 0x01
 _NONCE_LEN = 12
@@ -76,15 +77,20 @@ class RootKeyring:
     comments are ignored. A single bare base64 line is the original format.
     """
 
-    def __init__(self, keys: list[LocalRootKey]) -> None:
+    def __init__(self, keys: Sequence[RootKeyProvider], current: RootKeyProvider | None = None) -> None:
         if not keys:
             raise ValueError("no root key given")
         self._keys = {k.key_id: k for k in keys}
-        self.current = keys[-1]
+        self.current = current if current is not None else keys[-1]
         self.key_id = self.current.key_id
 
     @classmethod
     def parse(cls, text: str) -> RootKeyring:
+        return cls(cls.parse_keys(text))
+
+    @staticmethod
+    def parse_keys(text: str) -> list[LocalRootKey]:
+        """The keys of a keyring's text form, oldest first (none for an empty text)."""
         keys = []
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
@@ -96,13 +102,13 @@ class RootKeyring:
                 keys.append(LocalRootKey.from_base64(encoded))
             except ValueError as exc:
                 raise ValueError(f"root key line {number}: {exc}") from exc
-        return cls(keys)
+        return keys
 
     @property
     def key_ids(self) -> list[str]:
         return list(self._keys)
 
-    def get(self, key_id: str) -> LocalRootKey | None:
+    def get(self, key_id: str) -> RootKeyProvider | None:
         return self._keys.get(key_id)
 
     def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
@@ -113,11 +119,11 @@ class RootKeyring:
 
         Callers that stored the wrapping key's id should use ``get`` instead;
         this is for those that did not (GCM's tag tells the keys apart)."""
-        error: DecryptionError | None = None
+        error: CryptoError | None = None
         for root in (self.current, *(k for k in self._keys.values() if k is not self.current)):
             try:
                 return root.unwrap(wrapped, aad)
-            except DecryptionError as exc:
+            except CryptoError as exc:  # another key's format, or its tag failed
                 error = exc
         assert error is not None
         raise error

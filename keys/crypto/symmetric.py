@@ -91,3 +91,22 @@ def decrypt(material: bytes, blob: bytes, context: Mapping[str, str] | None = No
         return AESGCM(material).decrypt(iv, blob[HEADER_LEN + IV_LEN :], header + canonical_context(context))
     except InvalidTag as exc:
         raise DecryptionError("ciphertext failed authentication") from exc
+
+
+def external_aad(key_id: uuid.UUID, version: int, context: Mapping[str, str] | None) -> bytes:
+    """The AAD a key outside kmsweb (a custom key store's) must bind: the
+    header and the canonical context, as :func:`encrypt` binds them."""
+    return _header(key_id, version) + canonical_context(context)
+
+
+def external_blob(key_id: uuid.UUID, version: int, iv: bytes, sealed: bytes) -> bytes:
+    """The blob of an AES-GCM result made outside kmsweb (``sealed`` is ciphertext then tag)."""
+    if len(iv) != IV_LEN or len(sealed) < TAG_LEN:
+        raise InvalidBlobError("an external AES-GCM result has the wrong IV or tag length")
+    return _header(key_id, version) + iv + sealed
+
+
+def external_parts(blob: bytes) -> tuple[bytes, bytes]:
+    """(iv, ciphertext then tag) of a blob, for decryption outside kmsweb."""
+    parse_header(blob)
+    return blob[HEADER_LEN : HEADER_LEN + IV_LEN], blob[HEADER_LEN + IV_LEN :]

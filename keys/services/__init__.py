@@ -26,6 +26,14 @@ from keys.services.importing import (
     keys_expire_imported_material,
 )
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
+from keys.services.key_stores import (
+    custom_key_store_connect,
+    custom_key_store_create,
+    custom_key_store_delete,
+    custom_key_store_describe,
+    custom_key_store_disconnect,
+    custom_key_store_update,
+)
 from keys.services.lifecycle import (
     key_cancel_deletion,
     key_create,
@@ -58,6 +66,12 @@ __all__ = [
     "alias_delete",
     "alias_list",
     "alias_update",
+    "custom_key_store_connect",
+    "custom_key_store_create",
+    "custom_key_store_delete",
+    "custom_key_store_describe",
+    "custom_key_store_disconnect",
+    "custom_key_store_update",
     "key_cancel_deletion",
     "key_create",
     "key_decrypt",

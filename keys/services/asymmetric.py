@@ -32,6 +32,7 @@ from keys.crypto.specs import (
 from keys.models import Key, KeyMaterial
 from keys.services.common import require_key_usage, require_symmetric_encryption, require_usable_for_crypto
 from keys.services.material import material_unwrap
+from keys.services.store_keys import store_encrypt
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     DryRunOperation,
@@ -261,13 +262,18 @@ def key_generate_data_key_pair(
             raise DryRunOperation(_DRY_RUN)
         pair = asymmetric.generate_key_pair(key_pair_spec)
         material = _current(key)
-        blob = crypto.encrypt(
-            material_unwrap(material),
-            key_id=key.id,
-            version=material.version,
-            plaintext=pair.private_der,
-            context=context,
-        )
+        if key.custom_key_store_id is not None:
+            blob = store_encrypt(
+                caller=caller, key=key, material=material, plaintext=pair.private_der, context=context, operation=event
+            )
+        else:
+            blob = crypto.encrypt(
+                material_unwrap(material),
+                key_id=key.id,
+                version=material.version,
+                plaintext=pair.private_der,
+                context=context,
+            )
         op.additional_event_data["keyMaterialId"] = material.material_id
         return DataKeyPairResult(
             key=key,

@@ -70,6 +70,8 @@ def require_customer_managed(key: Key, action: str) -> None:
 
 def require_generated_material(key: Key, action: str) -> None:
     """kmsweb cannot make new material for a key whose material is imported."""
+    if key.custom_key_store_id is not None:
+        raise UnsupportedOperation(f"{action} is not supported on {key.arn}: it is in a custom key store.")
     if key.origin != KeyOrigin.AWS_KMS:
         raise UnsupportedOperation(f"{action} is not supported on {key.arn}: its key material is imported.")
 
@@ -218,6 +220,12 @@ def key_metadata(key: Key) -> dict[str, Any]:
     # that rotate and can have several.
     if key.current_material is not None and key.key_spec == SYMMETRIC_DEFAULT:
         meta["CurrentKeyMaterialId"] = key.current_material.material_id
+    if key.custom_key_store_id is not None:
+        meta["CustomKeyStoreId"] = key.custom_key_store_id
+        if key.origin == KeyOrigin.EXTERNAL_KEY_STORE:
+            meta["XksKeyConfiguration"] = {"Id": key.xks_key_id}
+        elif key.custom_key_store is not None:
+            meta["CloudHsmClusterId"] = key.custom_key_store.cloud_hsm_cluster_id
     if key.origin == KeyOrigin.EXTERNAL and key.expiration_model:
         meta["ExpirationModel"] = key.expiration_model
         if key.expiration_model == ExpirationModel.EXPIRES and key.valid_to is not None:

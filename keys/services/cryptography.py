@@ -19,6 +19,7 @@ from keys.crypto.specs import SPECS, oaep_max_plaintext
 from keys.models import Key, KeyMaterial
 from keys.services.common import require_key_usage, require_symmetric_encryption, require_usable_for_crypto
 from keys.services.material import material_unwrap
+from keys.services.store_keys import store_decrypt, store_encrypt, store_random
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     DryRunOperation,
@@ -78,10 +79,17 @@ def _context_params(context: Mapping[str, str] | None, algorithm: str | None) ->
     return {"EncryptionContext": dict(context or {}), "EncryptionAlgorithm": algorithm or SYMMETRIC_DEFAULT}
 
 
-def _seal(key: Key, plaintext: bytes, context: Mapping[str, str] | None) -> tuple[bytes, str]:
+def _seal(
+    caller: Caller, key: Key, plaintext: bytes, context: Mapping[str, str] | None, operation: str
+) -> tuple[bytes, str]:
     material = key.current_material
     if material is None:
         raise NotFound(f"{key.arn} has no key material.")
+    if key.custom_key_store_id is not None:
+        blob = store_encrypt(
+            caller=caller, key=key, material=material, plaintext=plaintext, context=context, operation=operation
+        )
+        return blob, material.material_id
     blob = crypto.encrypt(
         material_unwrap(material), key_id=key.id, version=material.version, plaintext=plaintext, context=context
     )
@@ -132,7 +140,7 @@ def key_encrypt(
         if chosen != SYMMETRIC_DEFAULT:
             return _rsa_encrypt(op, caller, key, plaintext, context, chosen, dry_run)
         _prepare(op, caller, key, "kms:Encrypt", context, dry_run)
-        blob, material_id = _seal(key, plaintext, context)
+        blob, material_id = _seal(caller, key, plaintext, context, "Encrypt")
         op.additional_event_data["keyMaterialId"] = material_id
         return EncryptResult(blob, key, material_id)
 
@@ -194,6 +202,13 @@ def _open(
     if material is None:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT)
     _prepare(op, caller, key, action, context, dry_run)
+    if key.custom_key_store_id is not None:
+        operation = "Decrypt" if action == "kms:Decrypt" else "ReEncrypt"
+        plaintext = store_decrypt(
+            caller=caller, key=key, material=material, blob=blob, context=context, operation=operation
+        )
+        op.additional_event_data["keyMaterialId"] = material.material_id
+        return DecryptResult(plaintext, key, material.material_id)
     try:
         plaintext = crypto.decrypt(material_unwrap(material), blob, context)
     except CryptoError as exc:
@@ -297,7 +312,7 @@ def key_reencrypt(
             )
             return sealed, opened
         _prepare(op, caller, destination_key, "kms:ReEncryptTo", destination_context, dry_run)
-        blob, material_id = _seal(destination_key, opened.plaintext, destination_context)
+        blob, material_id = _seal(caller, destination_key, opened.plaintext, destination_context, "ReEncrypt")
         op.additional_event_data["destinationKeyMaterialId"] = material_id
         return EncryptResult(blob, destination_key, material_id), opened
 
@@ -341,18 +356,24 @@ def key_generate_data_key(
                 )
         _prepare(op, caller, key, f"kms:{event}", context, dry_run)
         data_key = crypto.random_bytes(size)
-        blob, material_id = _seal(key, data_key, context)
+        blob, material_id = _seal(caller, key, data_key, context, event)
         op.additional_event_data["keyMaterialId"] = material_id
         return DataKeyResult(blob, data_key if with_plaintext else None, key, material_id)
 
 
-def random_generate(*, caller: Caller, number_of_bytes: int | None) -> bytes:
-    """GenerateRandom: 1-1024 cryptographically secure random bytes."""
-    with audited(caller, "GenerateRandom", request_parameters={"NumberOfBytes": number_of_bytes}):
+def random_generate(*, caller: Caller, number_of_bytes: int | None, custom_key_store_id: str | None = None) -> bytes:
+    """GenerateRandom: 1-1024 cryptographically secure random bytes, from a
+    connected CloudHSM key store's token when ``custom_key_store_id`` names one."""
+    params: dict[str, Any] = {"NumberOfBytes": number_of_bytes}
+    if custom_key_store_id:
+        params["CustomKeyStoreId"] = custom_key_store_id
+    with audited(caller, "GenerateRandom", request_parameters=params):
         authorize(caller=caller, action="kms:GenerateRandom")
         if number_of_bytes is None or not 1 <= number_of_bytes <= 1024:
             raise ValidationError(
                 f"1 validation error detected: Value '{number_of_bytes}' at 'numberOfBytes' failed to satisfy "
                 "constraint: Member must have value between 1 and 1024"
             )
+        if custom_key_store_id:
+            return store_random(caller=caller, store_id=custom_key_store_id, number_of_bytes=number_of_bytes)
         return crypto.random_bytes(number_of_bytes)

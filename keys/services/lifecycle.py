@@ -29,6 +29,7 @@ from keys.services.common import (
 )
 from keys.services.material import material_create
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
+from keys.services.store_keys import store_connected, store_for_new_key, store_key_material
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, InvalidState, UnsupportedOperation, ValidationError
 from policies.authorization import authorize
@@ -48,6 +49,7 @@ def key_create(
     tags: Sequence[Mapping[str, str]] = (),
     multi_region: bool = False,
     custom_key_store_id: str | None = None,
+    xks_key_id: str | None = None,
     request_parameters: Mapping[str, Any] | None = None,
     alias: str | None = None,
     rotation_period_days: int | None = None,
@@ -78,15 +80,20 @@ def key_create(
         )
         spec, usage = check_spec_and_usage(key_spec, key_usage)
         origin = origin or KeyOrigin.AWS_KMS
-        if origin not in (KeyOrigin.AWS_KMS, KeyOrigin.EXTERNAL):
-            # AWS_CLOUDHSM and EXTERNAL_KEY_STORE need custom key stores.
-            raise UnsupportedOperation(f"Origin {origin} is not supported; use AWS_KMS or EXTERNAL.")
-        if origin == KeyOrigin.EXTERNAL and rotation_period_days is not None:
-            raise UnsupportedOperation("Automatic rotation is not supported on keys with imported key material.")
+        if origin not in KeyOrigin.values:
+            raise UnsupportedOperation(f"Origin {origin} is not supported.")
+        if origin != KeyOrigin.AWS_KMS and rotation_period_days is not None:
+            raise UnsupportedOperation(f"Automatic rotation is not supported on keys with Origin {origin}.")
         if multi_region:
             raise UnsupportedOperation("Multi-Region keys are not supported.")
-        if custom_key_store_id:
-            raise UnsupportedOperation("Custom key stores are not supported.")
+        store = store_for_new_key(
+            caller=caller,
+            store_id=custom_key_store_id,
+            origin=origin,
+            key_spec=spec,
+            key_usage=usage,
+            xks_key_id=xks_key_id,
+        )
         check_storable_text("description", description)
         if policy is not None:
             check_policy_document(policy)
@@ -104,9 +111,14 @@ def key_create(
             state=KeyState.PENDING_IMPORT if origin == KeyOrigin.EXTERNAL else KeyState.ENABLED,
             policy=policy if policy is not None else default_key_policy(caller.account_id),
             created_at=now,
+            custom_key_store=store,
+            xks_key_id=xks_key_id or "",
         )
         if origin == KeyOrigin.AWS_KMS:
             key.current_material = material_create(key=key, version=1, now=now)
+            key.save(update_fields=["current_material"])
+        elif store is not None:
+            key.current_material = store_key_material(caller=caller, key=key, store=store, now=now)
             key.save(update_fields=["current_material"])
         if policy is not None:
             check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_policy_lockout_check)
@@ -300,7 +312,13 @@ def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
         material = key.current_material
         usable = material is not None and material.destroyed_at is None
         state = KeyState.DISABLED if usable else KeyState.PENDING_IMPORT
-        Key.objects.filter(pk=key.pk).update(state=state, deletion_date=None, pending_window_days=None)
+        remembered = ""
+        if key.custom_key_store_id is not None and not store_connected(key):
+            # Disabled once its store connects again; Unavailable until then.
+            state, remembered = KeyState.UNAVAILABLE, KeyState.DISABLED
+        Key.objects.filter(pk=key.pk).update(
+            state=state, state_when_connected=remembered, deletion_date=None, pending_window_days=None
+        )
         compliance_evaluation_request()
         op.response_elements = {"KeyId": key.arn}
         return {"KeyId": key.arn}

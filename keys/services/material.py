@@ -17,13 +17,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-from keys.crypto import LocalRootKey, RootKeyring, generate_material
+from keys.crypto import RootKeyProvider, RootKeyring, generate_material
 from keys.crypto.asymmetric import generate_key_pair
 from keys.crypto.errors import CryptoError
 from keys.crypto.hmac import generate_hmac_material
+from keys.crypto.pkcs11 import Pkcs11RootKey, Pkcs11Token, TokenError
 from keys.crypto.specs import SPECS
 from keys.models import Key, KeyMaterial
-from kmsweb.lib.errors import InternalError, InvalidState
+from kmsweb.lib.errors import InternalError, InvalidState, UnsupportedOperation
 
 # How often a process looks at the root key file's mtime (one stat call).
 ROOT_KEY_RECHECK_SECONDS = 10.0
@@ -50,7 +51,7 @@ def root_keyring(*, reload: bool = False) -> RootKeyring:
     wrap with it and unwrap under old and new keys without a restart.
     """
     path = getattr(settings, "KMSWEB_ROOT_KEY_FILE", None)
-    source = (path, None if path else settings.KMSWEB_ROOT_KEY)
+    source = (path, None if path else settings.KMSWEB_ROOT_KEY, _token_settings())
     keyring = _keyring.get("keyring")
     now = time.monotonic()
     if isinstance(keyring, RootKeyring) and _keyring.get("source") == source and not reload:
@@ -65,9 +66,47 @@ def root_keyring(*, reload: bool = False) -> RootKeyring:
             return keyring
     with _keyring_lock:
         text, mtime = _root_key_text()
-        keyring = RootKeyring.parse(text)
+        keyring = _build_keyring(text)
         _keyring.update(keyring=keyring, mtime=mtime, checked=now, source=source)
     return keyring
+
+
+def _token_settings() -> tuple[str, str, str, str, str]:
+    return (
+        settings.KMSWEB_ROOT_KEY_PKCS11_LIBRARY,
+        settings.KMSWEB_ROOT_KEY_PKCS11_TOKEN_LABEL,
+        settings.KMSWEB_ROOT_KEY_PKCS11_PIN,
+        settings.KMSWEB_ROOT_KEY_PKCS11_KEY_LABEL,
+        settings.KMSWEB_ROOT_KEY_CURRENT,
+    )
+
+
+def token_root_key() -> Pkcs11RootKey | None:
+    """The root key inside a PKCS#11 token (KMSWEB_ROOT_KEY_PKCS11_*), or None if none is configured."""
+    library, label, pin, key_label, _ = _token_settings()
+    if not library:
+        return None
+    return Pkcs11RootKey(Pkcs11Token(library=library, label=label, pin=pin), key_label)
+
+
+def _build_keyring(text: str) -> RootKeyring:
+    """The file's (or KMSWEB_ROOT_KEY's) keys and the token's; the current one per KMSWEB_ROOT_KEY_CURRENT."""
+    try:
+        local = RootKeyring.parse_keys(text)
+    except ValueError as exc:
+        raise InternalError(f"The root key cannot be read: {exc}") from exc
+    token = token_root_key()
+    keys: list[RootKeyProvider] = [*local]
+    if token is not None:
+        keys.append(token)
+    current: RootKeyProvider | None
+    if settings.KMSWEB_ROOT_KEY_CURRENT == "pkcs11":
+        current = token
+    else:
+        current = local[-1] if local else None
+    if current is None:
+        raise InternalError(f"No {settings.KMSWEB_ROOT_KEY_CURRENT} root key is configured.")
+    return RootKeyring(keys, current)
 
 
 def root_key_provider() -> RootKeyring:
@@ -121,7 +160,7 @@ def material_create(*, key: Key, version: int, now: datetime, rotation_type: str
     )
 
 
-def _wrapping_key(root_key_id: str) -> LocalRootKey:
+def _wrapping_key(root_key_id: str) -> RootKeyProvider:
     root = root_keyring().get(root_key_id)
     if root is None:
         # Another process may have just added a root key: look once more.
@@ -137,9 +176,14 @@ def material_unwrap(material: KeyMaterial) -> bytes:
         # Imported material that was deleted or expired (the key's state
         # normally refuses first; this guards every other path).
         raise InvalidState(f"The key material {material.material_id} has been deleted; import it again.")
+    if not material.root_key_id:
+        # A custom key store's key: its material is in the store, never here.
+        raise UnsupportedOperation(f"The key material {material.material_id} is held by a custom key store.")
     root = _wrapping_key(material.root_key_id)
     try:
         return root.unwrap(bytes(material.wrapped), material_aad(material.key_id, material.version))
+    except TokenError as exc:
+        raise InternalError(f"The root key's PKCS#11 token cannot be used: {exc}") from exc
     except CryptoError as exc:
         raise InternalError("Key material failed its integrity check.") from exc
 
@@ -149,8 +193,9 @@ def material_rewrap(material: KeyMaterial, keyring: RootKeyring) -> bool:
 
     Returns False when it already is. The plaintext exists only here.
     """
-    if material.root_key_id == keyring.key_id or material.destroyed_at is not None:
-        return False  # already current, or imported material deleted (nothing to re-wrap)
+    if material.root_key_id == keyring.key_id or material.destroyed_at is not None or not material.root_key_id:
+        # Already current, imported material deleted, or a custom key store's key: nothing to re-wrap.
+        return False
     aad = material_aad(material.key_id, material.version)
     raw = _wrapping_key(material.root_key_id).unwrap(bytes(material.wrapped), aad)
     material.wrapped = keyring.wrap(raw, aad)

@@ -64,6 +64,13 @@ PLATFORM_SECRET_FIELDS: list[PlatformSecretField] = [
         "audit-signing", "audit.SigningKey", "private_key_ciphertext", lambda o: {"fingerprint": o.fingerprint}
     ),
     # An alarm without a webhook has no secret (an empty field, skipped).
+    # A custom key store's token PIN or XKS proxy secret access key.
+    PlatformSecretField(
+        "custom-key-store-secrets",
+        "keys.CustomKeyStore",
+        "secret_ciphertext",
+        lambda o: {"customKeyStoreId": o.id},
+    ),
     PlatformSecretField(
         "webhook-secrets", "audit.Alarm", "webhook_secret_ciphertext", lambda o: {"kmsweb:alarm": str(o.pk)}
     ),

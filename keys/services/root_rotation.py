@@ -26,8 +26,9 @@ from django.utils import timezone
 from audit.services import audited
 from keys.crypto import new_root_key_line
 from keys.crypto.errors import CryptoError
+from keys.crypto.pkcs11 import TokenError
 from keys.models import Key, KeyManager, KeyMaterial, KeyState, RotationType
-from keys.services.material import material_rewrap, root_keyring
+from keys.services.material import material_rewrap, root_keyring, token_root_key
 from keys.services.platform import platform_cache_clear, platform_secrets_reencrypt
 from keys.services.rotation import key_rotate
 from kmsweb.generations import KEYS, generation_bump
@@ -43,8 +44,19 @@ def root_key_add(*, label: str | None = None) -> str:
 
     The file is replaced atomically (write, fsync, rename; mode 0600) and
     keeps every older key, so no process ever reads a file without the key
-    its material is wrapped under.
+    its material is wrapped under. When the current root key is the PKCS#11
+    token's (KMSWEB_ROOT_KEY_CURRENT=pkcs11), the token generates it instead
+    (sensitive, not extractable) under KMSWEB_ROOT_KEY_PKCS11_KEY_LABEL; a
+    token that already holds that label is refused.
     """
+    if settings.KMSWEB_ROOT_KEY_CURRENT == "pkcs11":
+        token = token_root_key()
+        assert token is not None  # the settings refuse pkcs11 without a library
+        try:
+            token.create()
+        except TokenError as exc:
+            raise ValidationError(f"The token root key cannot be created: {exc}") from exc
+        return root_keyring(reload=True).key_id
     path = getattr(settings, "KMSWEB_ROOT_KEY_FILE", None)
     if not path:
         raise ValidationError(
@@ -74,7 +86,9 @@ def root_key_status() -> dict[str, Any]:
     keyring = root_keyring(reload=True)
     wraps = {
         row["root_key_id"]: row["n"]
+        # A custom key store's keys (no root_key_id) are not wrapped by kmsweb.
         for row in KeyMaterial.objects.filter(destroyed_at__isnull=True)
+        .exclude(root_key_id="")
         .values("root_key_id")
         .annotate(n=Count("id"))
         .order_by()
@@ -98,6 +112,7 @@ def _rewrap_all(batch: int) -> dict[str, int]:
                 # Deleted imported material has nothing wrapped left.
                 .filter(pk__gt=last, destroyed_at__isnull=True)
                 .exclude(root_key_id=keyring.key_id)
+                .exclude(root_key_id="")
                 .order_by("pk")[:batch]
             )
             changed = []

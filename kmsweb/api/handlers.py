@@ -64,6 +64,7 @@ def create_key(caller: Caller, p: Params) -> dict[str, Any]:
         tags=p.get("Tags", []),
         multi_region=bool(p.get("MultiRegion")),
         custom_key_store_id=p.get("CustomKeyStoreId"),
+        xks_key_id=p.get("XksKeyId"),
         bypass_policy_lockout_check=bool(p.get("BypassPolicyLockoutSafetyCheck")),
         request_parameters={k: v for k, v in p.items() if k != "Policy"},
     )
@@ -185,7 +186,12 @@ def generate_data_key_without_plaintext(caller: Caller, p: Params) -> dict[str, 
 
 
 def generate_random(caller: Caller, p: Params) -> dict[str, Any]:
-    return {"Plaintext": services.random_generate(caller=caller, number_of_bytes=p.get("NumberOfBytes"))}
+    if p.get("Recipient"):
+        raise UnsupportedOperation("Recipient (Nitro Enclaves attestation) is not supported by kmsweb.")
+    plaintext = services.random_generate(
+        caller=caller, number_of_bytes=p.get("NumberOfBytes"), custom_key_store_id=p.get("CustomKeyStoreId")
+    )
+    return {"Plaintext": plaintext}
 
 
 def sign(caller: Caller, p: Params) -> dict[str, Any]:
@@ -482,6 +488,41 @@ def delete_imported_key_material(caller: Caller, p: Params) -> dict[str, Any]:
     )
 
 
+def create_custom_key_store(caller: Caller, p: Params) -> dict[str, Any]:
+    store = services.custom_key_store_create(caller=caller, params=p)
+    return {"CustomKeyStoreId": store.id}
+
+
+def describe_custom_key_stores(caller: Caller, p: Params) -> dict[str, Any]:
+    return services.custom_key_store_describe(
+        caller=caller,
+        store_id=p.get("CustomKeyStoreId"),
+        name=p.get("CustomKeyStoreName"),
+        limit=p.get("Limit"),
+        marker=p.get("Marker"),
+    )
+
+
+def update_custom_key_store(caller: Caller, p: Params) -> dict[str, Any]:
+    services.custom_key_store_update(caller=caller, params=p)
+    return {}
+
+
+def delete_custom_key_store(caller: Caller, p: Params) -> dict[str, Any]:
+    services.custom_key_store_delete(caller=caller, store_id=p["CustomKeyStoreId"])
+    return {}
+
+
+def connect_custom_key_store(caller: Caller, p: Params) -> dict[str, Any]:
+    services.custom_key_store_connect(caller=caller, store_id=p["CustomKeyStoreId"])
+    return {}
+
+
+def disconnect_custom_key_store(caller: Caller, p: Params) -> dict[str, Any]:
+    services.custom_key_store_disconnect(caller=caller, store_id=p["CustomKeyStoreId"])
+    return {}
+
+
 HANDLERS: dict[str, Handler] = {
     "CreateKey": create_key,
     "DescribeKey": describe_key,
@@ -531,4 +572,10 @@ HANDLERS: dict[str, Handler] = {
     "GetParametersForImport": get_parameters_for_import,
     "ImportKeyMaterial": import_key_material,
     "DeleteImportedKeyMaterial": delete_imported_key_material,
+    "CreateCustomKeyStore": create_custom_key_store,
+    "DescribeCustomKeyStores": describe_custom_key_stores,
+    "UpdateCustomKeyStore": update_custom_key_store,
+    "DeleteCustomKeyStore": delete_custom_key_store,
+    "ConnectCustomKeyStore": connect_custom_key_store,
+    "DisconnectCustomKeyStore": disconnect_custom_key_store,
 }

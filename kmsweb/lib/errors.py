@@ -227,3 +227,117 @@ class IncorrectKeyMaterial(KmsError):
     """AWS `IncorrectKeyMaterialException`."""
 
     code = "IncorrectKeyMaterialException"
+
+
+class DependencyTimeout(KmsError):
+    """AWS `DependencyTimeoutException`: a key store did not answer in time."""
+
+    code = "DependencyTimeoutException"
+
+
+class CustomKeyStoreNotFound(KmsError):
+    """AWS `CustomKeyStoreNotFoundException`."""
+
+    code = "CustomKeyStoreNotFoundException"
+
+
+class CustomKeyStoreInvalidState(KmsError):
+    """AWS `CustomKeyStoreInvalidStateException`: the store's connection state forbids the call."""
+
+    code = "CustomKeyStoreInvalidStateException"
+
+
+class CustomKeyStoreNameInUse(KmsError):
+    """AWS `CustomKeyStoreNameInUseException`."""
+
+    code = "CustomKeyStoreNameInUseException"
+
+
+class CustomKeyStoreHasCMKs(KmsError):
+    """AWS `CustomKeyStoreHasCMKsException`: the store still has keys."""
+
+    code = "CustomKeyStoreHasCMKsException"
+
+
+class CloudHsmClusterNotFound(KmsError):
+    """AWS `CloudHsmClusterNotFoundException` (kmsweb: no PKCS#11 token with that label)."""
+
+    code = "CloudHsmClusterNotFoundException"
+
+
+class CloudHsmClusterInUse(KmsError):
+    """AWS `CloudHsmClusterInUseException` (kmsweb: the token backs another store)."""
+
+    code = "CloudHsmClusterInUseException"
+
+
+class CloudHsmClusterNotActive(KmsError):
+    """AWS `CloudHsmClusterNotActiveException` (kmsweb: the token has no user PIN yet)."""
+
+    code = "CloudHsmClusterNotActiveException"
+
+
+class CloudHsmClusterInvalidConfiguration(KmsError):
+    """AWS `CloudHsmClusterInvalidConfigurationException`."""
+
+    code = "CloudHsmClusterInvalidConfigurationException"
+
+
+class CloudHsmClusterNotRelated(KmsError):
+    """AWS `CloudHsmClusterNotRelatedException`: another token than the store's."""
+
+    code = "CloudHsmClusterNotRelatedException"
+
+
+class XksProxyUriInUse(KmsError):
+    """AWS `XksProxyUriInUseException`."""
+
+    code = "XksProxyUriInUseException"
+
+
+class XksProxyUriUnreachable(KmsError):
+    """AWS `XksProxyUriUnreachableException`."""
+
+    code = "XksProxyUriUnreachableException"
+
+
+class XksProxyIncorrectAuthenticationCredential(KmsError):
+    """AWS `XksProxyIncorrectAuthenticationCredentialException`."""
+
+    code = "XksProxyIncorrectAuthenticationCredentialException"
+
+
+class XksProxyInvalidResponse(KmsError):
+    """AWS `XksProxyInvalidResponseException`."""
+
+    code = "XksProxyInvalidResponseException"
+
+
+class XksProxyInvalidConfiguration(KmsError):
+    """AWS `XksProxyInvalidConfigurationException`."""
+
+    code = "XksProxyInvalidConfigurationException"
+
+
+class XksKeyNotFound(KmsError):
+    """AWS `XksKeyNotFoundException`."""
+
+    code = "XksKeyNotFoundException"
+
+
+class XksKeyInvalidConfiguration(KmsError):
+    """AWS `XksKeyInvalidConfigurationException`."""
+
+    code = "XksKeyInvalidConfigurationException"
+
+
+class XksKeyAlreadyInUse(KmsError):
+    """AWS `XksKeyAlreadyInUseException`."""
+
+    code = "XksKeyAlreadyInUseException"
+
+
+class IncorrectTrustAnchor(KmsError):
+    """AWS `IncorrectTrustAnchorException`."""
+
+    code = "IncorrectTrustAnchorException"

@@ -191,7 +191,7 @@ _ROWS = (
     _op("CancelKeyDeletion"),
     _op("ConnectCustomKeyStore"),
     _op("CreateAlias"),
-    _op("CreateCustomKeyStore", redacted=("KeyStorePassword",)),
+    _op("CreateCustomKeyStore", redacted=("KeyStorePassword", "RawSecretAccessKey")),
     _op("CreateKey"),
     _op("DeleteAlias"),
     _op("DeleteCustomKeyStore"),
@@ -210,7 +210,7 @@ _ROWS = (
     _op("TagResource"),
     _op("UntagResource"),
     _op("UpdateAlias"),
-    _op("UpdateCustomKeyStore", redacted=("KeyStorePassword",)),
+    _op("UpdateCustomKeyStore", redacted=("KeyStorePassword", "RawSecretAccessKey")),
     _op("UpdateKeyDescription"),
     _op("UpdatePrimaryRegion"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,16 @@ def _migrate(targets: list[tuple[str, str]]):  # noqa: ANN202 (a historical app 
     executor.loader.build_graph()
     executor.migrate(targets)
     return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture(autouse=True)
+def _back_to_the_latest_migrations() -> Iterator[None]:
+    # Migrating back to 0004 unapplies every later migration of the app and of
+    # the apps that depend on it: the tests that follow need them all again.
+    yield
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)

@@ -29,6 +29,7 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
     AlreadyExists,
+    CustomKeyStoreNotFound,
     Disabled,
     DryRunOperation,
     IncorrectKey,
@@ -201,7 +202,9 @@ def test_it_keeps_a_given_key_policy(admin: Caller) -> None:
         ({"key_spec": "RSA_2048"}, ValidationError),
         ({"key_spec": "ECC_NIST_P256", "key_usage": "ENCRYPT_DECRYPT"}, ValidationError),
         ({"key_usage": "SIGN_VERIFY"}, ValidationError),
-        ({"origin": "AWS_CLOUDHSM"}, UnsupportedOperation),
+        # A custom key store's origin without the store.
+        ({"origin": "AWS_CLOUDHSM"}, ValidationError),
+        ({"origin": "EXTERNAL_KEY_STORE", "custom_key_store_id": "cks-1234567890abcdef0"}, CustomKeyStoreNotFound),
         ({"origin": "EXTERNAL", "rotation_period_days": 365}, UnsupportedOperation),
         ({"multi_region": True}, UnsupportedOperation),
         ({"custom_key_store_id": "cks-1234567890abcdef0"}, UnsupportedOperation),

@@ -5,6 +5,11 @@
     rotate_root_key --new-key --rotate-owned  also rotate the platform owned keys and re-encrypt their secrets
     rotate_root_key --status                  how much each root key still wraps
 
+With KMSWEB_ROOT_KEY_PKCS11_* set the token's key is held as well, and
+KMSWEB_ROOT_KEY_CURRENT (pkcs11 or file) says which one wraps: running
+rotate_root_key then moves all material to it, from the file to the token or
+back (``--new-key`` with pkcs11 current generates the key in the token).
+
 Requests are served throughout (see keys/services/root_rotation.py and docs/SERVICE_KEYS.md).
 """
 
@@ -24,7 +29,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--new-key", action="store_true", help="append a new root key to KMSWEB_ROOT_KEY_FILE first"
+            "--new-key",
+            action="store_true",
+            help="append a new root key to KMSWEB_ROOT_KEY_FILE first (pkcs11 current: generate the token's key)",
         )
         parser.add_argument(
             "--rotate-owned",
