@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keys", "0005_owned_keys_rotate_yearly"),
+        ("keys", "0007_key_material_versions"),
         ("policies", "0008_oidc_identity"),
     ]
 
