@@ -137,7 +137,7 @@ def campaign_item_decide(request: Any, item_id: str) -> HttpResponse:
         except (ValidationError, InvalidState, AccessDenied) as exc:
             error = exc.message
     else:
-        error = " ".join(e for errors in form.errors.values() for e in errors)
+        error = " ".join(str(e) for errors in form.errors.values() for e in errors)
     campaign = selectors.campaign_get_for(caller=caller, campaign_id=item.campaign_id)
     context = {
         "item": _with_rights(caller, [item])[0],

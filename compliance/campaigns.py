@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -135,18 +136,19 @@ def _without(reviewers: list[str], subject_arn: str, source: str) -> tuple[list[
 
 
 def _grant_reviewers(key: Key, tags: dict[str, str], grantee: str) -> tuple[list[str], str]:
-    tag = settings.KMSWEB_CAMPAIGN_OWNER_TAG
-    owners = _arns(tags.get(tag, ""), key.account_id)
+    tag = str(settings.KMSWEB_CAMPAIGN_OWNER_TAG)
+    account_id = key.account_id or ""
+    owners = _arns(tags.get(tag, ""), account_id)
     if owners:
         return _without(owners, grantee, f"key tag {tag}")
-    admins = key_administrators(key.policy, key.account_id)
+    admins = key_administrators(key.policy, account_id)
     if admins:
         return _without(admins, grantee, "key policy administrators")
     return [], SECURITY_TEAM
 
 
 def _policy_reviewers(principal: Principal) -> tuple[list[str], str]:
-    tag = settings.KMSWEB_CAMPAIGN_MANAGER_TAG
+    tag = str(settings.KMSWEB_CAMPAIGN_MANAGER_TAG)
     tags = principal.tags if isinstance(principal.tags, dict) else {}
     managers = _arns(str(tags.get(tag, "")), principal.account_id)
     if managers:
@@ -432,9 +434,8 @@ def campaigns_escalate(*, caller: Caller, now: datetime) -> dict[str, int]:
                 op.response_elements = {"Escalated": len(pending), "Revoked": len(revoked)}
                 op.additional_event_data["revocations"] = revoked[:500]
                 if pending:
-                    ids = [i.pk for i in pending]
                     transaction.on_commit(
-                        lambda c=campaign.pk, ids=ids: campaign_escalation_mail(campaign_id=c, item_ids=ids)
+                        partial(campaign_escalation_mail, campaign_id=campaign.pk, item_ids=[i.pk for i in pending])
                     )
             counts["campaigns"] += 1
             counts["escalated"] += len(pending)

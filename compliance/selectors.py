@@ -338,7 +338,7 @@ def campaign_get_for(*, caller: Caller, campaign_id: int | str) -> Any:
     campaign = Campaign.objects.filter(account_id=caller.account_id, pk=pk).first()
     if campaign is None:
         raise NotFound(f"Campaign '{campaign_id}' does not exist.")
-    campaign.progress = _progress_of([campaign.pk])[campaign.pk]
+    campaign.progress = _progress_of([campaign.pk])[campaign.pk]  # type: ignore[attr-defined]
     return campaign
 
 
