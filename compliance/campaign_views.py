@@ -23,7 +23,7 @@ from compliance.models import ItemStatus
 from compliance.views import _may
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AccessDenied, InvalidState, NotFound, ValidationError
+from kmsweb.lib.errors import AccessDenied, InvalidState, MalformedPolicyDocument, NotFound, ValidationError
 from policies.callers import caller_from_request
 
 
@@ -133,8 +133,9 @@ def campaign_item_decide(request: Any, item_id: str) -> HttpResponse:
                 item=item,
                 decision=form.cleaned_data["decision"],
                 comment=form.cleaned_data["comment"],
+                document=form.cleaned_data["document"],
             )
-        except (ValidationError, InvalidState, AccessDenied) as exc:
+        except (ValidationError, InvalidState, AccessDenied, MalformedPolicyDocument) as exc:
             error = exc.message
     else:
         error = " ".join(str(e) for errors in form.errors.values() for e in errors)
@@ -144,6 +145,7 @@ def campaign_item_decide(request: Any, item_id: str) -> HttpResponse:
         "campaign": campaign,
         "error": error,
         "comment": request.POST.get("comment", "") if error else "",
+        "document": request.POST.get("document", "") if error else "",
         "open": campaign.state == "OPEN",
         "oob": True,
     }

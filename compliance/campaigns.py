@@ -13,8 +13,8 @@ policy (inline or attached) of the account's principals that reaches keys
   re-certifies their own access), to the security team: approvers and
   administrators (``kmsweb:DecideAnyCampaignItem``), who may decide any item.
 
-Revoking goes through the normal services (``grant_revoke``,
-``policy_detach``, ``identity_policy_delete``), called by the campaign on the
+Revoking and narrowing go through the normal services (``grant_revoke``,
+``policy_detach``, ``identity_policy_delete``, ``identity_policy_put``), called by the campaign on the
 reviewer's behalf (a reviewer need not hold ``kms:RevokeGrant`` themselves),
 in the same transaction as the DecideCampaignItem event that names the
 reviewer. At the deadline, the job emails the reviewers and the security
@@ -53,7 +53,7 @@ from policies.authorization import authorize
 from policies.models import Grant, IdentityPolicy, Principal
 from policies.selectors import principal_for_arn
 from policies.services.grants import grant_revoke
-from policies.services.identity import identity_policy_delete, policy_detach
+from policies.services.identity import identity_policy_delete, identity_policy_put, policy_detach
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ MAX_NAME = 200
 MIN_REVIEW_DAYS, MAX_REVIEW_DAYS = 1, 90
 SECURITY_TEAM = "security team"
 SECURITY_ROLES = ("approver", "administrator")
-DECISIONS = ("confirm", "revoke")
+DECISIONS = ("confirm", "narrow", "revoke")
+MAX_DOCUMENT = 20_000
 _SPLIT = re.compile(r"[\s,;]+")
 
 
@@ -300,6 +301,68 @@ def campaigns_start_quarterly(*, caller: Caller, now: datetime) -> dict[str, int
     return {"started": started, "skipped": skipped}
 
 
+# -- Narrowing ---------------------------------------------------------------------------------------
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in _as_list(value)] if value is not None else []
+
+
+def _covers(patterns: list[str], wanted: list[str]) -> bool:
+    """Every wanted value lies within ``patterns``: a wildcard only when the same wildcard is there."""
+    lowered = [p.lower() for p in patterns]
+    for value in (w.lower() for w in wanted):
+        if any(c in value for c in "*?"):
+            if value not in lowered:
+                return False
+        elif not any(fnmatchcase(value, p) for p in lowered):
+            return False
+    return True
+
+
+def _statement_within(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    if any(k in old for k in ("NotAction", "NotResource")) or any(k in new for k in ("NotAction", "NotResource")):
+        return False
+    old_conditions = old.get("Condition") or {}
+    new_conditions = new.get("Condition") or {}
+    # Every condition of the old statement still applies, unchanged (more conditions only narrow).
+    for operator, keys in old_conditions.items() if isinstance(old_conditions, dict) else []:
+        if not isinstance(keys, dict) or not isinstance(new_conditions.get(operator), dict):
+            return False
+        if any(new_conditions[operator].get(k) != v for k, v in keys.items()):
+            return False
+    return _covers(_strings(old.get("Action")), _strings(new.get("Action"))) and _covers(
+        _strings(old.get("Resource")), _strings(new.get("Resource"))
+    )
+
+
+def narrowing_problem(old_document: str, new_document: str) -> str | None:
+    """Why ``new_document`` is not a narrowing of ``old_document`` (None when it is).
+
+    Deliberately conservative: each Allow statement of the new document must
+    fit inside one Allow statement of the old one (its actions and resources
+    among the old ones, the old conditions kept); Deny statements are free.
+    A narrowing can never give what the reviewed policy did not.
+    """
+    try:
+        old, new = json.loads(old_document), json.loads(new_document)
+    except ValueError:
+        return "The narrowed policy is not valid JSON."
+    if not isinstance(new, dict) or not isinstance(old, dict):
+        return "The narrowed policy must be a JSON object."
+    olds = [s for s in _as_list(old.get("Statement", [])) if isinstance(s, dict) and s.get("Effect") == "Allow"]
+    for n, statement in enumerate(_as_list(new.get("Statement", [])), start=1):
+        if isinstance(statement, dict) and statement.get("Effect") == "Deny":
+            continue
+        # Anything else is judged as an Allow (an Effect the engine might read otherwise included).
+        if not isinstance(statement, dict) or not any(_statement_within(statement, o) for o in olds):
+            return (
+                f"Statement {n} of the narrowed policy allows something the reviewed policy does not "
+                "(its actions and resources must be among the reviewed statement's, with its conditions kept)."
+            )
+    return None
+
+
 # -- Deciding ----------------------------------------------------------------------------------------
 
 
@@ -343,15 +406,51 @@ def _revoke(item: CampaignItem, account_id: str) -> dict[str, Any]:
     return done
 
 
-def campaign_item_decide(*, caller: Caller, item: CampaignItem, decision: str, comment: str = "") -> CampaignItem:
-    """Confirm or revoke one pending item (its reviewers, or the security team).
+def _narrow(item: CampaignItem, account_id: str, document: str) -> dict[str, Any]:
+    """Replace the reviewed policy by ``document`` for this principal, through the identity services.
 
-    Confirming needs a comment (why the access is still needed: the
-    auditors' evidence); revoking does not (removing access needs no
-    reason, and the evidence names who removed it). A revocation goes
-    through the normal grant and policy services in the same transaction.
-    The campaign closes when its last item is decided. Recorded as
-    DecideCampaignItem (refusals too); someone else's item is AccessDenied.
+    An inline policy is rewritten in place; a managed policy is detached from
+    this principal and an inline policy of the same name with the narrowed
+    document takes its place (the managed policy stays for the others).
+    """
+    system = Caller.system("recertification", account_id=account_id)
+    target = principal_for_arn(item.principal_arn)
+    if target is None or target.account_id != account_id:
+        raise InvalidState(f"{item.principal_arn} no longer exists: there is nothing to narrow.")
+    current = item.subject.get("document", "")
+    if item.policy_inline:
+        live = IdentityPolicy.objects.filter(principal=target, name=item.policy_name).first()
+    else:
+        live = IdentityPolicy.objects.filter(
+            account_id=account_id, principal=None, name=item.policy_name, attachments__principal=target
+        ).first()
+    if live is None:
+        raise InvalidState(f"{item.policy_name} no longer applies to {item.principal_arn}: there is nothing to narrow.")
+    problem = narrowing_problem(live.document, document) or narrowing_problem(current, document)
+    if problem:
+        raise ValidationError(problem)
+    if not item.policy_inline:
+        policy_detach(caller=system, principal=target, policy=live)
+    identity_policy_put(
+        caller=system, account=target.account, name=item.policy_name, document=document, principal=target
+    )
+    return {"requestId": system.request_id, "eventName": "PutPrincipalPolicy", "detached": not item.policy_inline}
+
+
+def campaign_item_decide(
+    *, caller: Caller, item: CampaignItem, decision: str, comment: str = "", document: str = ""
+) -> CampaignItem:
+    """Confirm, narrow or revoke one pending item (its reviewers, or the security team).
+
+    Confirming and narrowing need a comment (why the access is still
+    needed: the auditors' evidence); revoking does not (removing access
+    needs no reason, and the evidence names who removed it). Narrowing (a
+    policy item only) replaces the policy with ``document``, which must fit
+    inside the reviewed policy (``narrowing_problem``). Revocations and
+    narrowings go through the normal grant and policy services in the same
+    transaction. The campaign closes when its last item is decided.
+    Recorded as DecideCampaignItem (refusals too); someone else's item is
+    AccessDenied.
     """
     text = (comment or "").strip()
     params = {"CampaignId": item.campaign_id, "ItemId": item.pk, "Decision": decision, "Comment": text}
@@ -363,11 +462,18 @@ def campaign_item_decide(*, caller: Caller, item: CampaignItem, decision: str, c
                 "(its reviewers, approvers and administrators decide it)."
             )
         if decision not in DECISIONS:
-            raise ValidationError("Decide 'confirm' or 'revoke'.")
+            raise ValidationError("Decide 'confirm', 'narrow' or 'revoke'.")
         if len(text) > MAX_COMMENT or "\x00" in text:
             raise ValidationError(f"A comment is at most {MAX_COMMENT} characters, without NUL.")
         if decision == "confirm" and not text:
             raise ValidationError("Confirming needs a comment: why is this access still needed?")
+        if decision == "narrow":
+            if item.kind != ItemKind.POLICY:
+                raise ValidationError("Only an identity policy can be narrowed; revoke the grant instead.")
+            if not text:
+                raise ValidationError("Narrowing needs a comment: why is the narrowed access still needed?")
+            if not document.strip() or len(document) > MAX_DOCUMENT:
+                raise ValidationError(f"Give the narrowed policy document (at most {MAX_DOCUMENT} characters).")
         now = clock.now()
         campaign = Campaign.objects.select_for_update().get(pk=item.campaign_id)
         row = CampaignItem.objects.select_for_update().get(pk=item.pk)
@@ -377,9 +483,14 @@ def campaign_item_decide(*, caller: Caller, item: CampaignItem, decision: str, c
             raise InvalidState(f"This item is already {row.get_status_display().lower()}.")
         if decision == "revoke":
             op.additional_event_data["revocation"] = _revoke(row, campaign.account_id)
-        row.status = ItemStatus.CONFIRMED if decision == "confirm" else ItemStatus.REVOKED
+        elif decision == "narrow":
+            op.additional_event_data["narrowing"] = _narrow(row, campaign.account_id, document)
+            row.narrowed_document = document
+        row.status = {"confirm": ItemStatus.CONFIRMED, "narrow": ItemStatus.NARROWED, "revoke": ItemStatus.REVOKED}[
+            decision
+        ]
         row.decided_at, row.decided_by, row.comment = now, caller.principal_arn, text
-        row.save(update_fields=["status", "decided_at", "decided_by", "comment"])
+        row.save(update_fields=["status", "decided_at", "decided_by", "comment", "narrowed_document"])
         _close_if_done(campaign, now)
         op.response_elements = {"ItemId": row.pk, "Status": row.status, "CampaignState": campaign.state}
     return row

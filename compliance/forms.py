@@ -76,7 +76,11 @@ class CampaignSettingsForm(forms.Form):
 
 class DecisionForm(forms.Form):
     decision = forms.ChoiceField(
-        choices=[("confirm", "Confirm"), ("revoke", "Revoke")],
-        error_messages={"required": "Choose confirm or revoke.", "invalid_choice": "Choose confirm or revoke."},
+        choices=[("confirm", "Confirm"), ("narrow", "Narrow"), ("revoke", "Revoke")],
+        error_messages={
+            "required": "Choose confirm, narrow or revoke.",
+            "invalid_choice": "Choose confirm, narrow or revoke.",
+        },
     )
     comment = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    document = forms.CharField(max_length=20_000, required=False, strip=False)

@@ -197,6 +197,7 @@ class ItemKind(models.TextChoices):
 class ItemStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     CONFIRMED = "CONFIRMED", "Confirmed"
+    NARROWED = "NARROWED", "Narrowed"
     REVOKED = "REVOKED", "Revoked"
 
 
@@ -224,6 +225,8 @@ class CampaignItem(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.CharField(max_length=256, blank=True)
     comment = models.TextField(max_length=2000, blank=True)
+    # A narrowed policy item: the document that replaced the reviewed one.
+    narrowed_document = models.TextField(blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
     automatic = models.BooleanField(default=False)
 

@@ -69,6 +69,7 @@ ITEM_COLUMNS = (
     "automatic",
     "escalatedAt",
     "comment",
+    "narrowedDocument",
 )
 
 
@@ -105,6 +106,7 @@ def _item_row(item: CampaignItem, campaign: Campaign) -> list[Any]:
         "true" if item.automatic else "false",
         _iso(item.escalated_at),
         item.comment,
+        item.narrowed_document,
     ]
 
 
@@ -191,6 +193,7 @@ def _compliance_files(caller: Caller, now: datetime) -> tuple[list[tuple[str, An
             c.state,
             progress[c.pk].total,
             progress[c.pk].confirmed,
+            progress[c.pk].narrowed,
             progress[c.pk].revoked,
             progress[c.pk].pending,
         ]
@@ -231,7 +234,7 @@ def _compliance_files(caller: Caller, now: datetime) -> tuple[list[tuple[str, An
             ),
             _section(
                 "Re-certification campaigns",
-                ["Id", "Name", "Started", "Deadline", "State", "Items", "Confirmed", "Revoked", "Pending"],
+                ["Id", "Name", "Started", "Deadline", "State", "Items", "Confirmed", "Narrowed", "Revoked", "Pending"],
                 campaign_rows,
                 "No campaign yet.",
             ),
@@ -320,6 +323,7 @@ def campaign_report_write(
                 ("Started by", campaign.started_by),
                 ("Items", str(progress.total)),
                 ("Confirmed", str(progress.confirmed)),
+                ("Narrowed", str(progress.narrowed)),
                 ("Revoked", str(progress.revoked)),
                 ("Pending", str(progress.pending)),
                 ("Escalated at", _iso(campaign.escalated_at) or "not escalated"),

@@ -289,15 +289,16 @@ class Progress:
 
     pending: int = 0
     confirmed: int = 0
+    narrowed: int = 0
     revoked: int = 0
 
     @property
     def total(self) -> int:
-        return self.pending + self.confirmed + self.revoked
+        return self.pending + self.decided
 
     @property
     def decided(self) -> int:
-        return self.confirmed + self.revoked
+        return self.confirmed + self.narrowed + self.revoked
 
     @property
     def percent(self) -> int:
@@ -312,9 +313,8 @@ def _progress_of(campaign_ids: list[int]) -> dict[int, Progress]:
         .annotate(n=Count("id"))
         .order_by()
     )
-    names = {ItemStatus.PENDING: "pending", ItemStatus.CONFIRMED: "confirmed", ItemStatus.REVOKED: "revoked"}
     for pk, status, n in rows:
-        setattr(out[pk], names[status], n)
+        setattr(out[pk], str(status).lower(), n)
     return out
 
 

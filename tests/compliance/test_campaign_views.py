@@ -170,3 +170,20 @@ def test_the_compliance_page_has_the_trend_chart_and_the_export_for_auditors(
     page = html(signed_in(people["otto"]).get("/compliance/"))
     assert 'id="compliance-trend" data-url="/compliance/trend/"' in page and 'id="compliance-report"' in page
     assert 'id="compliance-report"' not in html(signed_in(people["olga"]).get("/compliance/"))
+
+
+def test_a_widening_narrowing_is_refused_inline_with_the_document_kept(
+    people: dict[str, DashboardUser], campaign: Campaign, signed_in: Callable[..., Client]
+) -> None:
+    item = CampaignItem.objects.filter(campaign=campaign, kind="policy", policy_name="FullKmsAccess").first()
+    assert item is not None
+    client = signed_in(people["ada"])
+    assert 'name="document"' in html(client.get(f"/compliance/campaigns/{campaign.pk}/"))
+    wider = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}'
+    url = f"/compliance/campaign-items/{item.pk}/decide/"
+    row = html(client.post(url, {"decision": "narrow", "comment": "x", "document": wider}, **HX))
+    assert "allows something the reviewed policy does not" in row and "iam:*" in row
+    assert CampaignItem.objects.get(pk=item.pk).status == ItemStatus.PENDING
+    narrower = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}'
+    row = html(client.post(url, {"decision": "narrow", "comment": "decrypt only", "document": narrower}, **HX))
+    assert 'data-status="NARROWED"' in row

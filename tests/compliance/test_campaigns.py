@@ -22,6 +22,7 @@ from compliance.campaigns import (
     campaigns_escalate,
     campaigns_start_quarterly,
     key_administrators,
+    narrowing_problem,
 )
 from compliance.models import Campaign, CampaignItem, CampaignState, ItemKind, ItemStatus
 from keys.models import Key
@@ -324,3 +325,85 @@ def test_the_quarterly_job_starts_one_campaign_per_account_and_quarter(estate: d
         "skipped": first["started"],
     }
     assert Campaign.objects.filter(name="2026 Q2 access re-certification").count() == first["started"]
+
+
+def doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+DECRYPT = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}
+CONDITIONED = {**DECRYPT, "Condition": {"StringEquals": {"kms:EncryptionContext:app": "billing"}}}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "narrower"),
+    [
+        (doc(DECRYPT), doc({**DECRYPT, "Resource": KEY_ARN}), True),
+        (doc(DECRYPT), doc(CONDITIONED), True),
+        (doc({**DECRYPT, "Action": ["kms:Decrypt", "kms:Encrypt"]}), doc(DECRYPT), True),
+        (doc({**DECRYPT, "Action": "kms:*"}), doc({**DECRYPT, "Action": "kms:Describe*"}), False),
+        (doc({**DECRYPT, "Action": "kms:*"}), doc({**DECRYPT, "Action": "kms:*"}), True),
+        (doc(DECRYPT), doc({**DECRYPT, "Action": "kms:*"}), False),
+        (doc(DECRYPT), doc({**DECRYPT, "Action": ["kms:Decrypt", "kms:Encrypt"]}), False),
+        (doc({**DECRYPT, "Action": "kms:?ecrypt"}), doc({**DECRYPT, "Action": "kms:*"}), False),
+        (doc({**DECRYPT, "Resource": KEY_ARN}), doc(DECRYPT), False),
+        (doc(CONDITIONED), doc(DECRYPT), False),
+        (doc(DECRYPT), doc({"Effect": "Allow", "NotAction": "kms:Encrypt", "Resource": "*"}), False),
+        (doc(DECRYPT), doc({**DECRYPT, "Effect": "Deny", "Action": "*"}), True),
+        (doc(DECRYPT), "{not json", False),
+    ],
+)
+def test_a_narrowed_policy_must_fit_inside_the_reviewed_one(old: str, new: str, narrower: bool) -> None:
+    assert (narrowing_problem(old, new) is None) is narrower
+
+
+def test_the_manager_narrows_an_inline_and_an_attached_policy(people: dict[str, DashboardUser], estate: dict) -> None:
+    campaign = start(people["ada"])
+    mark = caller_of(people["mark"])
+    narrowed = doc({**DECRYPT, "Resource": estate["owned"].arn})
+    inline = campaign_item_decide(
+        caller=mark,
+        item=item(campaign, policy_name="AppDecrypt"),
+        decision="narrow",
+        comment="Only the payments key",
+        document=narrowed,
+    )
+    assert inline.status == ItemStatus.NARROWED and inline.narrowed_document == narrowed
+    assert IdentityPolicy.objects.get(principal=estate["app"], name="AppDecrypt").document == narrowed
+    campaign_item_decide(
+        caller=mark,
+        item=item(campaign, policy_name="SharedDecrypt"),
+        decision="narrow",
+        comment="ok",
+        document=narrowed,
+    )
+    app = estate["app"]
+    assert not PolicyAttachment.objects.filter(principal=app, policy__name="SharedDecrypt").exists()
+    assert IdentityPolicy.objects.get(principal=app, name="SharedDecrypt").document == narrowed
+    assert IdentityPolicy.objects.filter(principal=None, name="SharedDecrypt").exists()  # still there for others
+    assert AuditEvent.objects.filter(event_name="PutPrincipalPolicy", error_code="").count() >= 2
+
+
+def test_narrowing_cannot_widen_access_or_touch_a_grant(people: dict[str, DashboardUser], estate: dict) -> None:
+    campaign = start(people["ada"])
+    mark = caller_of(people["mark"])
+    target = item(campaign, policy_name="AppDecrypt")
+    with pytest.raises(ValidationError, match="allows something the reviewed policy does not"):
+        campaign_item_decide(
+            caller=mark, item=target, decision="narrow", comment="more", document=doc({**DECRYPT, "Action": "kms:*"})
+        )
+    assert IdentityPolicy.objects.get(name="AppDecrypt").document == DECRYPT_ALL
+    assert item(campaign, pk=target.pk).status == ItemStatus.PENDING
+    with pytest.raises(ValidationError, match="comment"):
+        campaign_item_decide(caller=mark, item=target, decision="narrow", document=doc(DECRYPT))
+    grant_item = item(campaign, grant_id=estate["owned_grant"].grant_id)
+    with pytest.raises(ValidationError, match="Only an identity policy"):
+        campaign_item_decide(
+            caller=caller_of(people["olga"]), item=grant_item, decision="narrow", comment="x", document=doc(DECRYPT)
+        )
+
+
+def test_an_odd_effect_is_judged_as_an_allow() -> None:
+    assert narrowing_problem(doc(DECRYPT), doc({**DECRYPT, "Effect": "allow", "Action": "*"})) is not None
+    assert narrowing_problem(doc(DECRYPT), doc("not a statement")) is not None  # type: ignore[arg-type]
