@@ -407,3 +407,15 @@ def test_narrowing_cannot_widen_access_or_touch_a_grant(people: dict[str, Dashbo
 def test_an_odd_effect_is_judged_as_an_allow() -> None:
     assert narrowing_problem(doc(DECRYPT), doc({**DECRYPT, "Effect": "allow", "Action": "*"})) is not None
     assert narrowing_problem(doc(DECRYPT), doc("not a statement")) is not None  # type: ignore[arg-type]
+
+
+def test_run_job_starts_and_escalates_campaigns(estate: dict) -> None:
+    from django.core.management import call_command
+
+    from audit.models import JobOutcome, JobRun
+
+    call_command("run_job", "start_campaigns")
+    call_command("run_job", "escalate_campaigns")
+    assert JobRun.objects.get(name="start_campaigns").outcome == JobOutcome.OK
+    assert JobRun.objects.get(name="escalate_campaigns").outcome == JobOutcome.OK
+    assert Campaign.objects.filter(state=CampaignState.OPEN, escalated_at__isnull=True).exists()
