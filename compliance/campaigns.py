@@ -453,7 +453,9 @@ def campaign_item_decide(
     AccessDenied.
     """
     text = (comment or "").strip()
-    params = {"CampaignId": item.campaign_id, "ItemId": item.pk, "Decision": decision, "Comment": text}
+    params: dict[str, Any] = {"CampaignId": item.campaign_id, "ItemId": item.pk, "Decision": decision, "Comment": text}
+    if decision == "narrow":
+        params["PolicyDocument"] = document[:MAX_DOCUMENT]
     with audited(caller, "DecideCampaignItem", request_parameters=params, event_source=EVENT_SOURCE) as op:
         authorize(caller=caller, action=READ_ACTION)
         if not may_decide(caller=caller, item=item):
