@@ -58,8 +58,11 @@ def campaign_start(request: Any) -> HttpResponse:
     if form.is_valid():
         try:
             campaign = campaigns.campaign_start(caller=caller, name=form.cleaned_data["name"])
-        except (ValidationError, AccessDenied) as exc:
+        except ValidationError as exc:
             form.add_error(None, exc.message)
+        except AccessDenied as exc:
+            # The form is not on the page of someone who may not start a campaign: say it above the page.
+            messages.error(request, exc.message)
         else:
             messages.success(request, f"Started {campaign.name}: reviewers have until {campaign.deadline:%Y-%m-%d}.")
             url = reverse("compliance:campaign_detail", args=[campaign.pk])
@@ -78,8 +81,11 @@ def campaign_settings(request: Any) -> HttpResponse:
                 review_days=form.cleaned_data["review_days"],
                 auto_revoke=form.cleaned_data["auto_revoke"],
             )
-        except (ValidationError, AccessDenied) as exc:
+        except ValidationError as exc:
             form.add_error(None, exc.message)
+        except AccessDenied as exc:
+            # The form is not on the page of someone who may not save it: say it above the page.
+            messages.error(request, exc.message)
         else:
             messages.success(request, "Saved the campaign settings.")
             url = reverse("compliance:campaign_list")
