@@ -1,4 +1,4 @@
-"""Access reviews and the compliance report in a real browser: a key's owner
+"""Re-certification campaigns and the compliance report in a real browser: a key's owner
 completes a campaign item (a confirmation without comment refused inline, then
 confirmed; the progress bar follows); an auditor sees the trend chart drawn
 with the data's total and downloads the signed report, which verifies."""
