@@ -303,6 +303,55 @@ def write_bundle(
     return Bundle(path=out_dir, manifest=manifest, stats=stats)
 
 
+def write_signed_files(
+    *,
+    out_dir: Path,
+    files: Sequence[tuple[str, Callable[[BinaryIO], object]]],
+    signer: Signer,
+    manifest_fields: dict[str, Any],
+) -> dict[str, Any]:
+    """A report bundle: the given files, the signer's public key, and the signed manifest.
+
+    The same manifest and signature as an event export (``verify_bundle``,
+    ``manage.py verify_audit_export`` and openssl check it alike), without
+    events or digests: for reports computed from kmsweb's state (the
+    compliance report, a campaign's evidence). On any failure the
+    directory is removed, or emptied if it existed.
+    """
+    created = prepare_dir(out_dir)
+    try:
+        for name, write in files:
+            if os.sep in name or name.startswith(".") or name in (MANIFEST, SIGNATURE, PUBLIC_KEY):
+                raise BundleError(f"{name}: not a report file name")
+            with (out_dir / name).open("wb") as fh:
+                write(fh)
+        (out_dir / PUBLIC_KEY).write_text(signer.public_pem, encoding="ascii")
+        names = sorted([name for name, _ in files] + [PUBLIC_KEY])
+        manifest = {
+            "manifestVersion": MANIFEST_VERSION,
+            "generator": "kmsweb",
+            **manifest_fields,
+            "files": [
+                {"name": name, "sha256": file_sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+                for name in names
+            ],
+            "signingKeyFingerprint": signer.fingerprint,
+            "signatureAlgorithm": canonical.SIGNATURE_ALGORITHM,
+            "signatureFile": SIGNATURE,
+        }
+        body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+        (out_dir / MANIFEST).write_bytes(body)
+        (out_dir / SIGNATURE).write_bytes(signer.sign(body))
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            for child in out_dir.iterdir():
+                child.unlink()
+        raise
+    return manifest
+
+
 # -- verifying (offline) -----------------------------------------------------------
 
 
@@ -386,7 +435,11 @@ def verify_bundle(directory: Path, *, trusted_fingerprints: set[str] | None = No
             check.problems.append(f"{child.name}: not listed in the manifest")
     if check.problems:
         return check
-    _verify_digests(directory, manifest, check)
+    if DIGESTS in listed:
+        _verify_digests(directory, manifest, check)
+    else:
+        # A report bundle (``write_signed_files``): no events, so no digests to check.
+        check.notes.append(f"{len(listed)} files match the signed manifest")
     return check
 
 

@@ -30,6 +30,7 @@ class Section:
     rows: list[list[Any]] = field(default_factory=list)
     total: int = 0
     empty: str = "None in this period."
+    more: str = "the event exports hold every one."
 
 
 @dataclass
@@ -94,7 +95,7 @@ def section_flowables(section: Section, styles: Any) -> list[Any]:
     if section.total > len(section.rows):
         out.append(
             Paragraph(
-                f"{section.total - len(section.rows)} more not listed; the event exports hold every one.",
+                f"{section.total - len(section.rows)} more not listed; {section.more}",
                 styles["Italic"],
             )
         )

@@ -43,3 +43,44 @@ class SuppressForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["until"].widget.attrs["min"] = clock.now().date().isoformat()
+
+
+class CampaignStartForm(forms.Form):
+    name = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Empty: “Access re-certification <today>”.",
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if "\x00" in name:
+            raise forms.ValidationError("The name must not contain the NUL character.")
+        return name
+
+
+class CampaignSettingsForm(forms.Form):
+    review_days = forms.IntegerField(
+        label="Days to review",
+        min_value=1,
+        max_value=90,
+        help_text="A new campaign's deadline is this many days after it starts.",
+        error_messages={"required": "Give the number of days reviewers have."},
+    )
+    auto_revoke = forms.BooleanField(
+        label="Revoke unreviewed access at the deadline",
+        required=False,
+        help_text="Off: unreviewed items are escalated by email and stay until someone decides them.",
+    )
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(
+        choices=[("confirm", "Confirm"), ("narrow", "Narrow"), ("revoke", "Revoke")],
+        error_messages={
+            "required": "Choose confirm, narrow or revoke.",
+            "invalid_choice": "Choose confirm, narrow or revoke.",
+        },
+    )
+    comment = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    document = forms.CharField(max_length=20_000, required=False, strip=False)

@@ -121,3 +121,125 @@ class EvaluationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"compliance evaluation {'pending' if self.pending else 'idle'}"
+
+
+class OpenFindingsCount(models.Model):
+    """How many findings were open (non-compliant) in one account after one evaluation: the trend chart."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="open_counts")
+    account_id = models.CharField(max_length=12)
+    at = models.DateTimeField()
+    # {severity: open findings}; every severity is present, zeros included.
+    by_severity = models.JSONField(default=dict)
+    total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["account_id", "at"], name="open_count_account_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.total} open at {self.at:%Y-%m-%dT%H:%M}"
+
+
+# -- Access re-certification campaigns --------------------------------------------------------------
+
+
+class CampaignSettings(models.Model):
+    """An account's campaign settings: how long reviewers have, and what happens to unreviewed items."""
+
+    account_id = models.CharField(max_length=12, primary_key=True)
+    review_days = models.PositiveSmallIntegerField(default=14)
+    # At the deadline, revoke what nobody confirmed (after the escalation email).
+    auto_revoke = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    updated_by = models.CharField(max_length=256, blank=True)
+
+    def __str__(self) -> str:
+        return f"campaign settings of {self.account_id}"
+
+
+class CampaignState(models.TextChoices):
+    OPEN = "OPEN", "Open"
+    CLOSED = "CLOSED", "Closed"
+
+
+class Campaign(models.Model):
+    """One access re-certification: every live grant and every key-reaching identity policy
+    of an account, each an item for its reviewers to confirm or revoke by the deadline.
+
+    OPEN until its deadline job runs (escalation, then auto-revoke where the
+    account says so); CLOSED after, with ``closed_at``.
+    """
+
+    account_id = models.CharField(max_length=12)
+    name = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    started_by = models.CharField(max_length=256)
+    deadline = models.DateTimeField()
+    state = models.CharField(max_length=8, choices=CampaignState.choices, default=CampaignState.OPEN)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    auto_revoke = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["account_id", "state", "deadline"], name="campaign_account_state_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ItemKind(models.TextChoices):
+    GRANT = "grant", "Grant"
+    POLICY = "policy", "Identity policy"
+
+
+class ItemStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    CONFIRMED = "CONFIRMED", "Confirmed"
+    NARROWED = "NARROWED", "Narrowed"
+    REVOKED = "REVOKED", "Revoked"
+
+
+class CampaignItem(models.Model):
+    """One access to re-certify: a grant (reviewed by its key's owners) or an identity policy
+    of a principal (reviewed by the principal's manager).
+
+    ``reviewers`` lists the principal ARNs assigned; an empty list means the
+    security team (approvers and administrators), who may decide any item.
+    ``subject`` keeps what was reviewed as it stood when the campaign began,
+    so the evidence survives the grant's or policy's removal.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="items")
+    kind = models.CharField(max_length=8, choices=ItemKind.choices)
+    key_id = models.CharField(max_length=36, blank=True)
+    grant_id = models.CharField(max_length=64, blank=True)
+    principal_arn = models.CharField(max_length=256)
+    policy_name = models.CharField(max_length=128, blank=True)
+    policy_inline = models.BooleanField(default=False)
+    subject = models.JSONField(default=dict)
+    reviewers = models.JSONField(default=list)
+    reviewer_source = models.CharField(max_length=32)
+    status = models.CharField(max_length=10, choices=ItemStatus.choices, default=ItemStatus.PENDING)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=256, blank=True)
+    comment = models.TextField(max_length=2000, blank=True)
+    # A narrowed policy item: the document that replaced the reviewed one.
+    narrowed_document = models.TextField(blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    automatic = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["campaign", "status"], name="campaign_item_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} item {self.pk} of campaign {self.campaign_id}: {self.status}"
+
+    @property
+    def label(self) -> str:
+        if self.kind == ItemKind.GRANT:
+            return f"grant {self.grant_id[:12]}… on key {self.key_id} to {self.principal_arn}"
+        where = "inline" if self.policy_inline else "attached"
+        return f"{where} policy {self.policy_name} of {self.principal_arn}"

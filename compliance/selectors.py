@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +18,17 @@ from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 from django.http import QueryDict
 
 from audit.services import audited
-from compliance.models import SEVERITY_ORDER, EvaluationRun, Finding, FindingChange, FindingStatus
+from compliance.models import (
+    SEVERITY_ORDER,
+    Campaign,
+    CampaignItem,
+    EvaluationRun,
+    Finding,
+    FindingChange,
+    FindingStatus,
+    ItemStatus,
+    OpenFindingsCount,
+)
 from compliance.rules import FRAMEWORKS, RULES, Severity
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import NotFound
@@ -264,4 +275,128 @@ def scores_for(*, caller: Caller) -> dict[str, Any]:
         "frameworks": list(frameworks.values()),
         "last_run": EvaluationRun.objects.order_by("-started_at").first(),
         "open": sum(s.non_compliant for s in by_rule),
+    }
+
+
+# -- Campaigns -----------------------------------------------------------------------------------------
+
+CAMPAIGN_READ_ACTION = "kmsweb:DescribeCampaigns"
+
+
+@dataclass
+class Progress:
+    """How far a campaign is: decided items over all items."""
+
+    pending: int = 0
+    confirmed: int = 0
+    narrowed: int = 0
+    revoked: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.decided
+
+    @property
+    def decided(self) -> int:
+        return self.confirmed + self.narrowed + self.revoked
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.decided / self.total) if self.total else 100
+
+
+def _progress_of(campaign_ids: list[int]) -> dict[int, Progress]:
+    out: dict[int, Progress] = {pk: Progress() for pk in campaign_ids}
+    rows = (
+        CampaignItem.objects.filter(campaign_id__in=campaign_ids)
+        .values_list("campaign_id", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for pk, status, n in rows:
+        setattr(out[pk], str(status).lower(), n)
+    return out
+
+
+def campaign_list_for(*, caller: Caller, limit: int = 100) -> list[Any]:
+    """The caller's account's campaigns, newest first, each with ``progress``."""
+    authorize(caller=caller, action=CAMPAIGN_READ_ACTION)
+    campaigns = list(Campaign.objects.filter(account_id=caller.account_id)[:limit])
+    progress = _progress_of([c.pk for c in campaigns])
+    for c in campaigns:
+        c.progress = progress[c.pk]  # type: ignore[attr-defined]
+    return campaigns
+
+
+def campaign_get_for(*, caller: Caller, campaign_id: int | str) -> Any:
+    """One campaign of the caller's account, with ``progress``; NotFound otherwise."""
+    authorize(caller=caller, action=CAMPAIGN_READ_ACTION)
+    try:
+        pk = int(campaign_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"Campaign '{campaign_id}' does not exist.") from None
+    campaign = Campaign.objects.filter(account_id=caller.account_id, pk=pk).first()
+    if campaign is None:
+        raise NotFound(f"Campaign '{campaign_id}' does not exist.")
+    campaign.progress = _progress_of([campaign.pk])[campaign.pk]  # type: ignore[attr-defined]
+    return campaign
+
+
+def campaign_items_for(*, caller: Caller, campaign: Any, mine: bool = False, status: str = "") -> list[Any]:
+    """A campaign's items; ``mine``: only those assigned to the caller by name."""
+    qs = campaign.items.all()
+    if status in ItemStatus.values:
+        qs = qs.filter(status=status)
+    items = list(qs)
+    if mine:
+        items = [i for i in items if caller.principal_arn in i.reviewers]
+    return items
+
+
+def campaign_item_get_for(*, caller: Caller, item_id: int | str) -> Any:
+    """One campaign item of the caller's account; NotFound otherwise."""
+    authorize(caller=caller, action=CAMPAIGN_READ_ACTION)
+    try:
+        pk = int(item_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"Campaign item '{item_id}' does not exist.") from None
+    found = CampaignItem.objects.select_related("campaign").filter(pk=pk, campaign__account_id=caller.account_id)
+    item = found.first()
+    if item is None:
+        raise NotFound(f"Campaign item '{item_id}' does not exist.")
+    return item
+
+
+# -- The trend of open findings ----------------------------------------------------------------------
+
+TREND_DAYS = 30
+
+
+def open_findings_trend_for(*, caller: Caller, now: Any, days: int = TREND_DAYS) -> dict[str, Any]:
+    """Open findings per day (the last evaluation of each day) by severity, for the trend chart.
+
+    ``total`` is the newest point's open findings: the height of the chart's last column.
+    """
+    _check(caller)
+    since = now - timedelta(days=days)
+    per_day: dict[str, Any] = {}
+    for row in OpenFindingsCount.objects.filter(account_id=caller.account_id, at__gt=since).order_by("at", "id"):
+        per_day[row.at.date().isoformat()] = row
+    labels = sorted(per_day)
+    severities = [s.value for s in reversed(list(Severity))]
+    datasets = [
+        {
+            "label": s.title(),
+            "kind": f"severity-{s.lower()}",
+            "data": [per_day[d].by_severity.get(s, 0) for d in labels],
+        }
+        for s in severities
+    ]
+    total = per_day[labels[-1]].total if labels else 0
+    return {
+        "labels": [f"{d}T00:00:00Z" for d in labels],
+        "datasets": datasets,
+        "total": total,
+        "totalText": f"{total} open finding{'' if total == 1 else 's'} after the latest evaluation.",
+        "range": "month",
     }

@@ -17,11 +17,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Count
 
 from audit.services import audit_record, audited
 from compliance.alarm import ALERT_SEVERITIES, compliance_alarm_update
-from compliance.models import EvaluationRequest, EvaluationRun, Finding, FindingChange, FindingStatus
-from compliance.rules import RULES, Result, Rule
+from compliance.models import (
+    EvaluationRequest,
+    EvaluationRun,
+    Finding,
+    FindingChange,
+    FindingStatus,
+    OpenFindingsCount,
+)
+from compliance.rules import RULES, Result, Rule, Severity
 from compliance.snapshot import snapshot_load
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
@@ -294,9 +302,10 @@ def compliance_evaluate(*, caller: Caller, now: datetime) -> dict[str, int]:
             batch_size=_BATCH,
         )
         elapsed = int((time.monotonic() - started) * 1000)
-        EvaluationRun.objects.create(
+        run = EvaluationRun.objects.create(
             started_at=now, finished_at=clock.now(), duration_ms=elapsed, counts=counts, changes=len(changes)
         )
+        _record_open_counts(run, now)
         summary = {
             "rules": len(counts),
             "evaluated": sum(c["evaluated"] for c in counts.values()),
@@ -323,6 +332,23 @@ def compliance_evaluate(*, caller: Caller, now: datetime) -> dict[str, int]:
         ]
         compliance_alarm_update(now=now, alerts=alerts)
     return {k: v for k, v in summary.items()}
+
+
+def _record_open_counts(run: EvaluationRun, now: datetime) -> None:
+    """One ``OpenFindingsCount`` per account with findings: the open ones by severity (the trend chart)."""
+    per_account: dict[str, dict[str, int]] = {
+        account: {s.value: 0 for s in Severity}
+        for account in Finding.objects.values_list("account_id", flat=True).distinct().order_by()
+    }
+    rows = Finding.objects.open().values_list("account_id", "severity").annotate(n=Count("id")).order_by()
+    for account, severity, n in rows:
+        per_account.setdefault(account, {s.value: 0 for s in Severity})[severity] = n
+    OpenFindingsCount.objects.bulk_create(
+        [
+            OpenFindingsCount(run=run, account_id=a, at=now, by_severity=c, total=sum(c.values()))
+            for a, c in per_account.items()
+        ]
+    )
 
 
 def _change_record(change: _Change) -> dict[str, Any]:

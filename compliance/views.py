@@ -58,6 +58,7 @@ def compliance_overview(request: Any) -> HttpResponse:
     if wants_partial(request):
         return render(request, "compliance/partials/finding_table.html", context)
     context["scores"] = selectors.scores_for(caller=caller)
+    context["can_export"] = _may(caller, "kmsweb:ExportComplianceReport")
     return render(request, "compliance/compliance_overview.html", context)
 
 

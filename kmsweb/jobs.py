@@ -149,6 +149,23 @@ JOBS: tuple[Job, ...] = (
         time_limit=960,
         description="Evaluate the compliance rules; record the findings that changed (changes also trigger a run).",
     ),
+    Job(
+        name="start_campaigns",
+        service="compliance.campaigns.campaigns_start_quarterly",
+        # Quarterly: 06:00 UTC on the first day of January, April, July and October.
+        schedule=crontab(minute=0, hour=6, day_of_month=1, month_of_year="1,4,7,10"),
+        soft_time_limit=600,
+        time_limit=660,
+        description="Start the quarter's access re-certification campaign in every account.",
+    ),
+    Job(
+        name="escalate_campaigns",
+        service="compliance.campaigns.campaigns_escalate",
+        schedule=crontab(minute=50),
+        soft_time_limit=600,
+        time_limit=660,
+        description="Escalate campaign items pending at the deadline by email; revoke them where the account says so.",
+    ),
 )
 
 # A run still marked running this long after its hard time limit is lost:
@@ -244,6 +261,20 @@ def jobs_table_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 
 
@@ -291,6 +322,12 @@ def _crontab_words(sched: crontab) -> str:
                 return f"daily at {at}"
             if dow.isdigit() and int(dow) < 7:
                 return f"weekly on {WEEKDAYS[int(dow)]} at {at}"
+    months = moy.split(",")
+    quarterly = len(months) == 4 and all(m.isdigit() and 1 <= int(m) <= 12 for m in months)
+    if quarterly and dom.isdigit() and dow == "*" and minute.isdigit() and hour.isdigit():
+        names = [MONTHS[int(m) - 1] for m in months]
+        day = f"day {int(dom)} of {', '.join(names[:-1])} and {names[-1]}"
+        return f"quarterly, {day}, at {int(hour):02d}:{int(minute):02d} UTC"
     if daily and dow == "*" and hour == "*":
         if minute == "*":
             return "every minute"

@@ -13,7 +13,15 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import cache
 
-READ_ACTIONS = ("kms:Describe*", "kms:List*", "kms:Get*", "kmsweb:DescribeAlarms", "kmsweb:DescribeFindings")
+READ_ACTIONS = (
+    "kms:Describe*",
+    "kms:List*",
+    "kms:Get*",
+    "kmsweb:DescribeAlarms",
+    "kmsweb:DescribeFindings",
+    # Re-certification campaigns: everyone sees them; a reviewer decides the items assigned to them.
+    "kmsweb:DescribeCampaigns",
+)
 
 # Asking for a grant changes nothing until approvers agree, so every role
 # that works with keys may ask.
@@ -54,10 +62,17 @@ ROLES: dict[str, tuple[str, ...]] = {
         "kmsweb:DeleteBuiltInAlarm",
     ),
     # Suppressing a compliance finding accepts a risk: the same people who decide grants.
-    "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest", "kmsweb:SuppressFinding"),
+    # Approvers are the security team of re-certification campaigns: they decide any item.
+    "approver": READ_ACTIONS + ("kmsweb:DecideGrantRequest", "kmsweb:SuppressFinding", "kmsweb:DecideAnyCampaignItem"),
     # The Jobs page too: sealing and archiving are the audit trail's own jobs.
     "auditor": READ_ACTIONS
-    + ("kmsweb:SearchAudit", "kmsweb:ExportAudit", "kmsweb:ListJobs", "kmsweb:AcknowledgeAlarm"),
+    + (
+        "kmsweb:SearchAudit",
+        "kmsweb:ExportAudit",
+        "kmsweb:ExportComplianceReport",
+        "kmsweb:ListJobs",
+        "kmsweb:AcknowledgeAlarm",
+    ),
     # Manages principals, their policies and access keys: it can give anyone
     # anything, so only superusers hold it unless an operator says otherwise.
     "administrator": ("kms:*", "kmsweb:*", "iam:*"),

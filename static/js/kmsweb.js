@@ -4,6 +4,9 @@
   "use strict";
   var palette = ["#2455d6", "#1f9d8a", "#7a4fd6", "#d68a1f", "#4f8fd6", "#8a9d1f", "#9aa3b5"];
   var charts = {};
+  // Open findings by severity (the Compliance page's trend chart).
+  var severity = { "severity-critical": "#7a1010", "severity-high": "#b3261e", "severity-medium": "#e8833a",
+                   "severity-low": "#d6b21f", "severity-informational": "#9aa3b5" };
 
   function label(iso, range) {
     var d = new Date(iso);
@@ -33,7 +36,7 @@
             return { type: "line", label: ds.label, data: ds.data, borderColor: "#b3261e", backgroundColor: "#b3261e",
                      borderWidth: 2, pointRadius: 0, borderDash: [6, 4], stack: "threshold" };
           }
-          var c = ds.kind === "denied" ? "#b3261e" : ds.kind === "error" ? "#e8833a" : palette[op++ % palette.length];
+          var c = severity[ds.kind] || (ds.kind === "denied" ? "#b3261e" : ds.kind === "error" ? "#e8833a" : palette[op++ % palette.length]);
           return { type: "bar", label: ds.label, data: ds.data, backgroundColor: c, stack: "requests" };
         });
         if (charts[canvas.id]) charts[canvas.id].destroy();
@@ -50,7 +53,7 @@
         canvas.dataset.total = String(data.total);
         canvas.dataset.rendered = "true";
         var total = document.querySelector('[data-chart-total="' + canvas.id + '"]');
-        if (total) total.textContent = data.total + " requests in this range.";
+        if (total) total.textContent = data.totalText || data.total + " requests in this range.";
         document.querySelectorAll('[data-chart="' + canvas.id + '"]').forEach(function (b) {
           b.classList.toggle("primary", b.dataset.chartRange === data.range);
         });

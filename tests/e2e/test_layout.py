@@ -19,8 +19,10 @@ from playwright.sync_api import expect
 from audit.alarm_rules import AlarmSpec
 from audit.models import AuditEvent
 from audit.services.alarms import alarm_create
+from compliance.campaigns import campaign_start
 from keys import services
 from keys.models import Key
+from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied
 from policies.services.grant_requests import grant_request_create
 from tests.conftest import Persona
@@ -93,6 +95,7 @@ def everything(outsider: Persona, key_admin_user: DashboardUser, inventory: list
     # A record with a long unbroken value (a description without spaces, a long ARN).
     services.key_create(caller=caller, description="invoice-archive-" * 40)
     event = AuditEvent.objects.filter(event_name="CreateKey").order_by("-event_time", "-pk").first()
+    campaign = campaign_start(caller=Caller.system("tests", account_id=grantee.account_id), name="Q2 access review")
     return {
         "key": str(inventory[0].id),
         "request": str(request.pk),
@@ -101,6 +104,7 @@ def everything(outsider: Persona, key_admin_user: DashboardUser, inventory: list
         "denial": str(denial.event_id),
         "long_denial": str(long_denial.event_id),
         "principal": str(grantee.pk),
+        "campaign": str(campaign.pk),
     }
 
 
@@ -126,6 +130,8 @@ def pages(ids: dict[str, str]) -> list[str]:
         "/grant-requests/",
         f"/grant-requests/new/?key={ids['key']}",
         f"/grant-requests/{ids['request']}/",
+        "/compliance/campaigns/",
+        f"/compliance/campaigns/{ids['campaign']}/",
     ]
 
 

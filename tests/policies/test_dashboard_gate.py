@@ -140,6 +140,11 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
     compliance_evaluate(caller=system, now=clock.now())
     finding = Finding.objects.order_by("pk").first()
     assert finding is not None
+    from compliance.campaigns import campaign_start
+
+    campaign = campaign_start(caller=caller, name="gate review")
+    item = campaign.items.order_by("pk").first()
+    assert item is not None
     args = {
         "finding_id": str(finding.pk),
         "key_id": str(key.id),
@@ -151,6 +156,8 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
         "alarm_id": str(alarm.pk),
         "name": "rotate_keys",
         "fingerprint": "0" * 64,
+        "campaign_id": str(campaign.pk),
+        "item_id": str(item.pk),
     }
     form = {
         "confirm": str(key.id),
@@ -184,6 +191,9 @@ def world(admin: DashboardUser, key_admin: Persona, make_key: Callable[..., Key]
         "comparison": "GreaterThanThreshold",
         "threshold": "1",
         "until": "2099-01-01",
+        "decision": "revoke",
+        "review_days": "7",
+        "auto_revoke": "on",
     }
     return {"args": args, "form": form}
 

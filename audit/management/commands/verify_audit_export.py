@@ -1,4 +1,4 @@
-"""``manage.py verify_audit_export DIR``: check an export bundle offline.
+"""``manage.py verify_audit_export DIR``: check an export bundle (or a signed report) offline.
 
 Needs no database: the signature of manifest.json, the SHA-256 and size of
 every file it lists, and the signed digests that cover the events. Exit
@@ -49,9 +49,13 @@ class Command(BaseCommand):
                 self.stderr.write(f"also: {problem}")
             raise CommandError(f"export verification FAILED: {check.problems[0]}")
         manifest = check.manifest or {}
-        self.stdout.write(
-            f"OK: {directory} ({manifest.get('events', {}).get('count')} events, {manifest.get('format')})"
-        )
+        if "report" in manifest:
+            # A report bundle (the compliance report, a campaign's evidence): files, no events.
+            self.stdout.write(f"OK: {directory} ({manifest['report']}, {len(manifest.get('files', []))} files)")
+        else:
+            self.stdout.write(
+                f"OK: {directory} ({manifest.get('events', {}).get('count')} events, {manifest.get('format')})"
+            )
         for note in check.notes:
             self.stdout.write(f"  {note}")
         if trusted is None:
