@@ -30,7 +30,7 @@ from keys.services.common import (
 from keys.services.material import material_create
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import InvalidMarker, InvalidState, UnsupportedOperation, ValidationError
+from kmsweb.lib.errors import CustomKeyStoreNotFound, InvalidMarker, InvalidState, UnsupportedOperation, ValidationError
 from policies.authorization import authorize
 
 MIN_PENDING_WINDOW = 7
@@ -86,7 +86,8 @@ def key_create(
         if multi_region:
             raise UnsupportedOperation("Multi-Region keys are not supported.")
         if custom_key_store_id:
-            raise UnsupportedOperation("Custom key stores are not supported.")
+            # kmsweb has no custom key store, so no id names one.
+            raise CustomKeyStoreNotFound(f"Custom key store {custom_key_store_id} does not exist.")
         check_storable_text("description", description)
         if policy is not None:
             check_policy_document(policy)

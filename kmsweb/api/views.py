@@ -63,7 +63,8 @@ def _json_answer(body: dict[str, Any], request_id: str, status: int = 200) -> Ap
 
 
 def error_answer(error: KmsError, request_id: str) -> ApiAnswer:
-    return _json_answer({"__type": error.code, "message": error.message}, request_id, error.status)
+    body = {"__type": error.code, "message": error.message} if error.wire_message else {"__type": error.code}
+    return _json_answer(body, request_id, error.status)
 
 
 def is_api_call(environ: Mapping[str, Any]) -> bool:

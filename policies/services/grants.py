@@ -28,6 +28,7 @@ from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
+    DryRunOperation,
     InvalidArn,
     InvalidGrantId,
     InvalidGrantToken,
@@ -228,9 +229,7 @@ def grant_create(
         if key.manager == KeyManager.AWS and caller.via_service is None:
             raise AccessDenied(f"Grants on the AWS managed key {key.arn} are created by its service only.")
         if dry_run:
-            from kmsweb.lib.errors import DryRunOperation
-
-            raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+            raise DryRunOperation()
         if name:
             existing = Grant.objects.filter(key=key, name=name, retired_at__isnull=True).first()
             if (
@@ -327,7 +326,12 @@ def _find(key: Key | None, grant_id: str | None) -> Grant:
 
 
 def grant_retire(
-    *, caller: Caller, token: str | None = None, key: Key | None = None, grant_id: str | None = None
+    *,
+    caller: Caller,
+    token: str | None = None,
+    key: Key | None = None,
+    grant_id: str | None = None,
+    dry_run: bool = False,
 ) -> Grant:
     """RetireGrant, by token or by key + grant id.
 
@@ -350,18 +354,22 @@ def grant_retire(
         if grant.retired_at is not None:
             raise NotFound(f"Grant '{grant.grant_id}' does not exist.")
         authorize_retire(caller=caller, grant=grant)
+        if dry_run:
+            raise DryRunOperation()
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
         generation_bump(GRANTS)
         compliance_evaluation_request()
         return grant
 
 
-def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
+def grant_revoke(*, caller: Caller, key: Key, grant_id: str, dry_run: bool = False) -> Grant:
     """RevokeGrant: a principal allowed kms:RevokeGrant on the key ends a grant."""
     with audited(caller, "RevokeGrant", request_parameters={"KeyId": str(key.id), "GrantId": grant_id}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:RevokeGrant", key=key)
         grant = _find(key, grant_id)
+        if dry_run:
+            raise DryRunOperation()
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
         generation_bump(GRANTS)
         compliance_evaluation_request()
