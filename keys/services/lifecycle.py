@@ -324,8 +324,8 @@ def key_put_policy(*, caller: Caller, key: Key, policy: str, bypass_lockout_chec
         require_customer_managed(key, "PutKeyPolicy")
         check_policy_document(policy)
         check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_lockout_check)
+        # AWS's key state table: a key pending deletion still takes a new policy.
         key = key_lock(key)
-        require_not_pending_deletion(key)
         Key.objects.filter(pk=key.pk).update(policy=policy)
         compliance_evaluation_request()
 

@@ -21,17 +21,19 @@ from django.utils import timezone
 
 from audit.services import audited
 from compliance.triggers import compliance_evaluation_request
-from keys.models import Key, KeyManager, KeySpec
+from keys.models import Key, KeyManager, KeySpec, KeyState
 from keys.selectors import decode_marker, encode_marker
 from kmsweb.generations import GRANTS, generation_bump
 from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
+    Disabled,
     DryRunOperation,
     InvalidArn,
     InvalidGrantId,
     InvalidGrantToken,
+    InvalidState,
     NotFound,
     ValidationError,
 )
@@ -173,6 +175,17 @@ def grant_parameters_check(
     return checked
 
 
+def _require_grantable(key: Key) -> None:
+    """AWS's key state table for CreateGrant: a disabled key is DisabledException,
+    a key pending deletion or pending import KMSInvalidStateException."""
+    if key.state == KeyState.DISABLED:
+        raise Disabled(f"{key.arn} is disabled.")
+    if key.state == KeyState.PENDING_DELETION:
+        raise InvalidState(f"{key.arn} is pending deletion.")
+    if key.state == KeyState.PENDING_IMPORT:
+        raise InvalidState(f"{key.arn} is pending import.")
+
+
 def grant_create(
     *,
     caller: Caller,
@@ -228,6 +241,7 @@ def grant_create(
         authorize(caller=caller, action="kms:CreateGrant", key=key, context=context, proposed_grant=proposed)
         if key.manager == KeyManager.AWS and caller.via_service is None:
             raise AccessDenied(f"Grants on the AWS managed key {key.arn} are created by its service only.")
+        _require_grantable(key)
         if dry_run:
             raise DryRunOperation()
         if name:
