@@ -32,7 +32,7 @@ def require_usable_for_crypto(key: Key) -> None:
         return
     if key.state == KeyState.DISABLED:
         raise Disabled(f"{key.arn} is disabled.")
-    raise InvalidState(f"{key.arn} is {_state_words(key.state)}.")
+    raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
 
 
 def require_key_usage(key: Key, usage: str, operation: str) -> None:
@@ -74,7 +74,8 @@ def require_generated_material(key: Key, action: str) -> None:
         raise UnsupportedOperation(f"{action} is not supported on {key.arn}: its key material is imported.")
 
 
-def _state_words(state: str) -> str:
+def state_words(state: str) -> str:
+    """A key state as AWS's messages say it ("pending deletion")."""
     return {
         KeyState.PENDING_DELETION: "pending deletion",
         KeyState.PENDING_IMPORT: "pending import",

@@ -26,6 +26,7 @@ from keys.services.common import (
     require_customer_managed,
     require_not_pending_deletion,
     require_symmetric_for_rotation,
+    state_words,
 )
 from keys.services.material import material_create
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
@@ -233,7 +234,7 @@ def key_enable(*, caller: Caller, key: Key) -> None:
         require_customer_managed(key, "EnableKey")
         key = key_lock(key)
         if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
-            raise InvalidState(f"{key.arn} is {key.state} and cannot be enabled.")
+            raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.ENABLED)
 
 
@@ -245,7 +246,7 @@ def key_disable(*, caller: Caller, key: Key) -> None:
         require_customer_managed(key, "DisableKey")
         key = key_lock(key)
         if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
-            raise InvalidState(f"{key.arn} is {key.state} and cannot be disabled.")
+            raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED)
 
 
@@ -267,7 +268,12 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
         if not MIN_PENDING_WINDOW <= days <= MAX_PENDING_WINDOW:
             raise ValidationError(
                 f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy "
-                f"constraint: Member must have value between {MIN_PENDING_WINDOW} and {MAX_PENDING_WINDOW}"
+                "constraint: Member must have value "
+                + (
+                    f"greater than or equal to {MIN_PENDING_WINDOW}"
+                    if days < MIN_PENDING_WINDOW
+                    else f"less than or equal to {MAX_PENDING_WINDOW}"
+                )
             )
         require_customer_managed(key, "ScheduleKeyDeletion")
         key = key_lock(key)

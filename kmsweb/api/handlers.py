@@ -14,7 +14,7 @@ from keys import selectors, services
 from keys.crypto.specs import SYMMETRIC_DEFAULT
 from keys.models import Key
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import NotFound, UnsupportedOperation
+from kmsweb.lib.errors import CustomKeyStoreNotFound, NotFound, UnsupportedOperation
 from policies import services as policy_services
 
 Params = dict[str, Any]
@@ -191,6 +191,11 @@ def generate_data_key_without_plaintext(caller: Caller, p: Params) -> dict[str, 
 
 
 def generate_random(caller: Caller, p: Params) -> dict[str, Any]:
+    if p.get("Recipient"):
+        raise UnsupportedOperation("Recipient (Nitro Enclaves attestation) is not supported by kmsweb.")
+    if p.get("CustomKeyStoreId"):
+        # kmsweb has no custom key store, so no id names one.
+        raise CustomKeyStoreNotFound(f"Custom key store {p['CustomKeyStoreId']} does not exist.")
     return {"Plaintext": services.random_generate(caller=caller, number_of_bytes=p.get("NumberOfBytes"))}
 
 

@@ -290,6 +290,8 @@ def grant_list(
         authorize(caller=caller, action="kms:ListGrants", key=key)
         qs = Grant.objects.live(timezone.now()).filter(key=key).select_related("key").order_by("created_at", "id")
         if grant_id:
+            if not _GRANT_ID.fullmatch(grant_id):
+                raise InvalidGrantId(f"Invalid grant id '{grant_id}'.")
             qs = qs.filter(grant_id=grant_id)
         if grantee_principal:
             qs = qs.filter(grantee_principal=grantee_principal)
@@ -322,6 +324,8 @@ def grant_list_retirable(
         caller, "ListRetirableGrants", request_parameters={"RetiringPrincipal": retiring_principal}, read_only=True
     ):
         authorize(caller=caller, action="kms:ListRetirableGrants")
+        if _PRINCIPAL_ARN.match(retiring_principal) is None:
+            raise InvalidArn(f"RetiringPrincipal '{retiring_principal}' is not a valid principal ARN.")
         qs = (
             Grant.objects.live(timezone.now())
             .filter(retiring_principal=retiring_principal, key__region=caller.region)
@@ -330,8 +334,11 @@ def grant_list_retirable(
         return _page(qs, limit, marker, "Grants")
 
 
+_GRANT_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _find(key: Key | None, grant_id: str | None) -> Grant:
-    if not grant_id or not re.fullmatch(r"[0-9a-f]{64}", grant_id):
+    if not grant_id or not _GRANT_ID.fullmatch(grant_id):
         raise InvalidGrantId(f"Invalid grant id '{grant_id}'.")
     grant = Grant.objects.select_related("key").filter(grant_id=grant_id, retired_at__isnull=True).first()
     if grant is None or (key is not None and grant.key_id != key.id):
