@@ -179,12 +179,29 @@ def key_describe(*, caller: Caller, key: Key) -> dict[str, Any]:
         return key_metadata(key)
 
 
-def key_list(*, caller: Caller, limit: int | None = None, marker: str | None = None) -> dict[str, Any]:
-    """ListKeys for the caller's account and region, paged with an opaque marker."""
+def key_list(
+    *,
+    caller: Caller,
+    limit: int | None = None,
+    marker: str | None = None,
+    resource_owners: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """ListKeys for the caller's account and region, paged with an opaque marker.
+
+    ``resource_owners`` is AWS's filter: ``SELF`` (the default) lists the
+    account's own keys, ``OTHER_ACCOUNTS_VIA_RAM`` the keys other accounts
+    share with it through Resource Access Manager. kmsweb has no RAM, so
+    nothing is shared that way: asking only for those lists no key.
+    """
     limit = limit or 100
-    with audited(caller, "ListKeys", request_parameters={"Limit": limit}):
+    params: dict[str, Any] = {"Limit": limit}
+    if resource_owners:
+        params["ResourceOwners"] = list(resource_owners)
+    with audited(caller, "ListKeys", request_parameters=params):
         authorize(caller=caller, action="kms:ListKeys")
         qs = key_list_for(caller=caller)
+        if resource_owners and "SELF" not in resource_owners:
+            qs = qs.none()
         if marker:
             raw_created, raw_id = decode_marker(marker, 2)
             try:

@@ -76,7 +76,9 @@ def describe_key(caller: Caller, p: Params) -> dict[str, Any]:
 
 
 def list_keys(caller: Caller, p: Params) -> dict[str, Any]:
-    return services.key_list(caller=caller, limit=p.get("Limit"), marker=p.get("Marker"))
+    return services.key_list(
+        caller=caller, limit=p.get("Limit"), marker=p.get("Marker"), resource_owners=p.get("ResourceOwners")
+    )
 
 
 def update_key_description(caller: Caller, p: Params) -> dict[str, Any]:
