@@ -371,7 +371,9 @@ def create_grant(caller: Caller, p: Params) -> dict[str, Any]:
     grant, token = policy_services.grant_create(
         caller=caller,
         key=_key(caller, p),
-        grantee_principal=p["GranteePrincipal"],
+        grantee_principal=p.get("GranteePrincipal"),
+        grantee_service_principal=p.get("GranteeServicePrincipal"),
+        retiring_service_principal=p.get("RetiringServicePrincipal"),
         operations=p.get("Operations", []),
         retiring_principal=p.get("RetiringPrincipal"),
         constraints=p.get("Constraints"),
@@ -394,7 +396,11 @@ def list_grants(caller: Caller, p: Params) -> dict[str, Any]:
 
 def list_retirable_grants(caller: Caller, p: Params) -> dict[str, Any]:
     return policy_services.grant_list_retirable(
-        caller=caller, retiring_principal=p["RetiringPrincipal"], limit=p.get("Limit"), marker=p.get("Marker")
+        caller=caller,
+        retiring_principal=p.get("RetiringPrincipal"),
+        retiring_service_principal=p.get("RetiringServicePrincipal"),
+        limit=p.get("Limit"),
+        marker=p.get("Marker"),
     )
 
 

@@ -106,6 +106,9 @@ def _check_constraints(constraints: Mapping[str, Any] | None, operations: Sequen
         return None
     subset = constraints.get("EncryptionContextSubset")
     equals = constraints.get("EncryptionContextEquals")
+    source_arn = constraints.get("SourceArn")
+    if subset is None and equals is None:
+        return {"SourceArn": source_arn} if source_arn else None
     if subset is not None and equals is not None:
         raise ValidationError("A grant constraint uses EncryptionContextSubset or EncryptionContextEquals, not both.")
     outside = sorted(set(operations) - CONSTRAINABLE_OPERATIONS)
@@ -118,7 +121,14 @@ def _check_constraints(constraints: Mapping[str, Any] | None, operations: Sequen
         out["EncryptionContextSubset"] = dict(subset)
     if equals is not None:
         out["EncryptionContextEquals"] = dict(equals)
+    if source_arn:
+        out["SourceArn"] = source_arn
     return out or None
+
+
+def _is_service_principal(principal: str) -> bool:
+    """A grant's grantee or retiring principal names a service (``logs.amazonaws.com``), not an ARN."""
+    return bool(principal) and not principal.startswith("arn:")
 
 
 def _entry(grant: Grant) -> dict[str, Any]:
@@ -130,10 +140,14 @@ def _entry(grant: Grant) -> dict[str, Any]:
         "IssuingAccount": f"arn:aws:iam::{grant.issuing_account}:root",
         "Operations": list(grant.operations),
     }
+    if _is_service_principal(grant.grantee_principal):
+        entry["GranteeServicePrincipal"] = grant.grantee_principal
     if grant.name:
         entry["Name"] = grant.name
     if grant.retiring_principal:
         entry["RetiringPrincipal"] = grant.retiring_principal
+        if _is_service_principal(grant.retiring_principal):
+            entry["RetiringServicePrincipal"] = grant.retiring_principal
     if grant.constraints:
         entry["Constraints"] = grant.constraints
     return entry
@@ -147,6 +161,7 @@ def grant_parameters_check(
     constraints: Mapping[str, Any] | None,
     retiring_principal: str | None = None,
 ) -> dict[str, Any] | None:
+    # A service principal (checked against the model's pattern on the wire) is no ARN to look up.
     """CreateGrant's input checks, shared with grant requests; returns the normalized constraints.
 
     Raises ``ValidationError`` (no or invalid operations, bad constraints) or
@@ -166,13 +181,52 @@ def grant_parameters_check(
                 f"The operations {', '.join(invalid)} are not valid for the {key.key_spec} key {key.arn} "
                 f"with key usage {key.key_usage}."
             )
-        if constraints:
-            raise ValidationError(f"Grant constraints are not supported for the {key.key_spec} key {key.arn}.")
+        if constraints and set(constraints) - {"SourceArn"}:
+            raise ValidationError(
+                f"Encryption context grant constraints are not supported for the {key.key_spec} key {key.arn}."
+            )
     checked = _check_constraints(constraints, operations)
-    _check_principal_arn(grantee_principal, "GranteePrincipal")
-    if retiring_principal:
+    if not _is_service_principal(grantee_principal):
+        _check_principal_arn(grantee_principal, "GranteePrincipal")
+    if retiring_principal and not _is_service_principal(retiring_principal):
         _check_principal_arn(retiring_principal, "RetiringPrincipal")
     return checked
+
+
+def _check_service_grant(
+    *,
+    grantee_principal: str | None,
+    grantee_service_principal: str | None,
+    retiring_principal: str | None,
+    retiring_service_principal: str | None,
+    constraints: Mapping[str, Any] | None,
+) -> None:
+    """AWS's rules for grants to AWS service principals (the 2026 CreateGrant members).
+
+    A grant names its grantee by ARN or by service principal, never both;
+    a grant to a service principal must carry a SourceArn constraint (the
+    resource the service acts for) and name who may retire it. A SourceArn
+    on a grant to an ARN is refused: kmsweb evaluates it only as part of a
+    service principal's grant, so it would not restrict that grant.
+    """
+    if (grantee_principal is None) == (grantee_service_principal is None):
+        raise ValidationError("You must specify either GranteePrincipal or GranteeServicePrincipal, but not both.")
+    if retiring_principal and retiring_service_principal:
+        raise ValidationError("You can specify either RetiringPrincipal or RetiringServicePrincipal, but not both.")
+    source_arn = (constraints or {}).get("SourceArn")
+    if grantee_service_principal is None:
+        if source_arn:
+            raise ValidationError("The SourceArn grant constraint is supported only with a GranteeServicePrincipal.")
+        return
+    if not source_arn:
+        raise ValidationError(
+            "When you specify a GranteeServicePrincipal, you must also specify a SourceArn constraint."
+        )
+    if not (retiring_principal or retiring_service_principal):
+        raise ValidationError(
+            "When you specify a GranteeServicePrincipal, you must also specify a RetiringPrincipal "
+            "or a RetiringServicePrincipal."
+        )
 
 
 def _require_grantable(key: Key) -> None:
@@ -190,15 +244,24 @@ def grant_create(
     *,
     caller: Caller,
     key: Key,
-    grantee_principal: str,
+    grantee_principal: str | None = None,
     operations: Sequence[str],
     retiring_principal: str | None = None,
     constraints: Mapping[str, Any] | None = None,
     name: str | None = None,
     expires_at: datetime | None = None,
     dry_run: bool = False,
+    grantee_service_principal: str | None = None,
+    retiring_service_principal: str | None = None,
 ) -> tuple[Grant, str]:
     """CreateGrant. Returns the grant and a token for it.
+
+    The grantee is a principal's ARN or an AWS service principal
+    (``GranteeServicePrincipal``, with a ``SourceArn`` constraint); a
+    service principal is stored in place of the ARN, told apart by having
+    no ``arn:`` prefix. No caller is a service principal itself (kmsweb's
+    services act on behalf of a principal), so such a grant allows nothing
+    until a service can call as itself for a resource.
 
     A grant with the same name and the same parameters is returned again
     (AWS's idempotency by Name). A grantee creating a grant through a grant
@@ -209,13 +272,24 @@ def grant_create(
     params = {
         "KeyId": str(key.id),
         "GranteePrincipal": grantee_principal,
+        "GranteeServicePrincipal": grantee_service_principal,
         "RetiringPrincipal": retiring_principal,
+        "RetiringServicePrincipal": retiring_service_principal,
         "Operations": ops,
         "Constraints": dict(constraints) if constraints else None,
         "Name": name,
     }
     with audited(caller, "CreateGrant", request_parameters={k: v for k, v in params.items() if v}) as op:
         op.keys.append(key)
+        _check_service_grant(
+            grantee_principal=grantee_principal,
+            grantee_service_principal=grantee_service_principal,
+            retiring_principal=retiring_principal,
+            retiring_service_principal=retiring_service_principal,
+            constraints=constraints,
+        )
+        grantee_principal = grantee_principal or grantee_service_principal or ""
+        retiring_principal = retiring_principal or retiring_service_principal
         checked = grant_parameters_check(
             key=key,
             grantee_principal=grantee_principal,
@@ -223,7 +297,7 @@ def grant_create(
             constraints=constraints,
             retiring_principal=retiring_principal,
         )
-        constraint_type = sorted(checked)[0] if checked else None
+        constraint_type = next((c for c in sorted(checked or {}) if c.startswith("EncryptionContext")), None)
         context: dict[str, Any] = {
             "kms:GranteePrincipal": grantee_principal,
             "kms:GrantOperations": ops,
@@ -316,19 +390,44 @@ def _page(qs: Any, limit: int, marker: str | None, member: str) -> dict[str, Any
 
 
 def grant_list_retirable(
-    *, caller: Caller, retiring_principal: str, limit: int | None = None, marker: str | None = None
+    *,
+    caller: Caller,
+    retiring_principal: str | None = None,
+    limit: int | None = None,
+    marker: str | None = None,
+    retiring_service_principal: str | None = None,
 ) -> dict[str, Any]:
-    """ListRetirableGrants: live grants naming ``retiring_principal``, in every key of the region."""
+    """ListRetirableGrants: live grants naming ``retiring_principal``, in every key of the region.
+
+    ``retiring_service_principal`` lists the grants a service principal may
+    retire; as in AWS, only that service principal itself may ask.
+    """
     limit = limit or 50
+    params = {"RetiringPrincipal": retiring_principal, "RetiringServicePrincipal": retiring_service_principal}
     with audited(
-        caller, "ListRetirableGrants", request_parameters={"RetiringPrincipal": retiring_principal}, read_only=True
+        caller,
+        "ListRetirableGrants",
+        request_parameters={k: v for k, v in params.items() if v},
+        read_only=True,
     ):
         authorize(caller=caller, action="kms:ListRetirableGrants")
-        if _PRINCIPAL_ARN.match(retiring_principal) is None:
+        if (retiring_principal is None) == (retiring_service_principal is None):
+            raise ValidationError(
+                "You must specify either RetiringPrincipal or RetiringServicePrincipal, but not both."
+            )
+        if retiring_principal is not None and _PRINCIPAL_ARN.match(retiring_principal) is None:
             raise InvalidArn(f"RetiringPrincipal '{retiring_principal}' is not a valid principal ARN.")
+        if retiring_service_principal is not None and not (
+            caller.principal_type == "service"
+            and f"{caller.principal_name}.amazonaws.com" == retiring_service_principal
+        ):
+            raise AccessDenied(
+                f"User: {caller.principal_arn} is not authorized to perform: kms:ListRetirableGrants: "
+                "the RetiringServicePrincipal filter is only for callers in that service principal"
+            )
         qs = (
             Grant.objects.live(timezone.now())
-            .filter(retiring_principal=retiring_principal, key__region=caller.region)
+            .filter(retiring_principal=retiring_principal or retiring_service_principal, key__region=caller.region)
             .select_related("key")
         )
         return _page(qs, limit, marker, "Grants")
