@@ -747,3 +747,12 @@ def test_it_answers_validation_for_a_missing_ciphertext_blob(
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     event = AuditEvent.objects.filter(error_code="ValidationException").latest("id")
     assert event.event_name == ("Decrypt" if operation == "decrypt" else "ReEncrypt")
+
+
+def test_it_answers_a_dry_run_with_412_and_the_bare_errors_without_a_message(bad, key, wire, key_admin) -> None:
+    response = refused(bad.encrypt, "DryRunOperationException", KeyId=key["KeyId"], Plaintext=b"p", DryRun=True)
+    assert message(response) == "The request would have succeeded, but the DryRun option is set."
+    # On the wire the body is the bare {"__type": ...}, as AWS sends it.
+    blob = base64.b64encode(b"\x01" * 80).decode()
+    answer = wire.call(key_admin, "TrentService.Decrypt", {"CiphertextBlob": blob})
+    assert (answer.status_code, answer.json()) == (400, {"__type": "InvalidCiphertextException"})
