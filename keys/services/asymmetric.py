@@ -142,7 +142,7 @@ def key_verify(
                 signature=signature,
             )
         except CryptoError as exc:
-            raise KmsInvalidSignature("") from exc
+            raise KmsInvalidSignature("The signature is not valid for this message, key and algorithm.") from exc
         op.response_elements = {"SignatureValid": True}
         return key
 
@@ -194,7 +194,7 @@ def key_verify_mac(
         if dry_run:
             raise DryRunOperation()
         if not hmac_crypto.mac_matches(material_unwrap(_current(key)), algorithm=algorithm, message=message, tag=mac):
-            raise KmsInvalidMac("")
+            raise KmsInvalidMac("The MAC is not valid for this message, key and algorithm.")
         op.response_elements = {"MacValid": True}
         return key
 

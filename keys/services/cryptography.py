@@ -107,9 +107,9 @@ def _prepare(
     key: Key,
     action: str,
     context: Mapping[str, str] | None,
-    dry_run: bool,
     algorithm: str = SYMMETRIC_DEFAULT,
 ) -> None:
+    """Authorize ``action`` on the key, then check its state (AWS's order: permission, state, type)."""
     if key not in op.keys:
         op.keys.append(key)
     authorize(
@@ -119,8 +119,6 @@ def _prepare(
         context={"EncryptionContext": dict(context or {}), "kms:EncryptionAlgorithm": algorithm},
     )
     require_usable_for_crypto(key)
-    if dry_run:
-        raise DryRunOperation()
 
 
 def _dry_run(dry_run: bool) -> None:
@@ -150,7 +148,7 @@ def key_encrypt(
         if len(plaintext) > MAX_PLAINTEXT:
             raise _plaintext_too_long(MAX_PLAINTEXT)
         # AWS's order: the caller's permission, then the key's state, then its type.
-        _prepare(op, caller, key, "kms:Encrypt", context, False, algorithm or SYMMETRIC_DEFAULT)
+        _prepare(op, caller, key, "kms:Encrypt", context, algorithm or SYMMETRIC_DEFAULT)
         chosen = _check_algorithm(key, algorithm)
         if chosen != SYMMETRIC_DEFAULT:
             return _rsa_encrypt(key, plaintext, context, chosen, dry_run)
@@ -213,7 +211,7 @@ def _open(
     material = selectors.material_get_for(key=key, version=header.version)
     if material is None:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT)
-    _prepare(op, caller, key, action, context, False, algorithm or SYMMETRIC_DEFAULT)
+    _prepare(op, caller, key, action, context, algorithm or SYMMETRIC_DEFAULT)
     _check_algorithm(key, algorithm, "Decrypt" if action == "kms:Decrypt" else "ReEncrypt")
     _dry_run(dry_run)
     try:
@@ -263,11 +261,10 @@ def _rsa_decrypt(
     if key not in op.keys:
         op.keys.append(key)
     chosen = algorithm or SYMMETRIC_DEFAULT
-    _prepare(op, caller, key, action, context, False, chosen)
+    _prepare(op, caller, key, action, context, chosen)
     chosen = _check_algorithm(key, algorithm, "Decrypt" if action == "kms:Decrypt" else "ReEncrypt")
     _check_no_context(context)
-    if dry_run:
-        raise DryRunOperation()
+    _dry_run(dry_run)
     material = _current(key)
     try:
         plaintext = asymmetric.rsa_decrypt(material_unwrap(material), algorithm=chosen, ciphertext=ciphertext)
@@ -318,7 +315,6 @@ def key_reencrypt(
             destination_key,
             "kms:ReEncryptTo",
             destination_context,
-            False,
             destination_algorithm or SYMMETRIC_DEFAULT,
         )
         chosen = _check_algorithm(destination_key, destination_algorithm, "ReEncrypt")
@@ -366,7 +362,7 @@ def key_generate_data_key(
                     f"1 validation error detected: Value '{size}' at 'numberOfBytes' failed to satisfy "
                     f"constraint: Member must have value {_bound(size)}"
                 )
-        _prepare(op, caller, key, f"kms:{event}", context, False)
+        _prepare(op, caller, key, f"kms:{event}", context)
         require_symmetric_encryption(key, event)
         _dry_run(dry_run)
         data_key = crypto.random_bytes(size)

@@ -127,7 +127,11 @@ def _check_constraints(constraints: Mapping[str, Any] | None, operations: Sequen
 
 
 def _is_service_principal(principal: str) -> bool:
-    """A grant's grantee or retiring principal names a service (``logs.amazonaws.com``), not an ARN."""
+    """A stored grantee or retiring principal names a service (``logs.amazonaws.com``), not an ARN.
+
+    Only a stored value can be told apart this way: an ARN given as
+    GranteePrincipal or RetiringPrincipal is checked to be one first.
+    """
     return bool(principal) and not principal.startswith("arn:")
 
 
@@ -160,8 +164,9 @@ def grant_parameters_check(
     operations: Sequence[str],
     constraints: Mapping[str, Any] | None,
     retiring_principal: str | None = None,
+    grantee_is_service: bool = False,
+    retiring_is_service: bool = False,
 ) -> dict[str, Any] | None:
-    # A service principal (checked against the model's pattern on the wire) is no ARN to look up.
     """CreateGrant's input checks, shared with grant requests; returns the normalized constraints.
 
     Raises ``ValidationError`` (no or invalid operations, bad constraints) or
@@ -186,9 +191,10 @@ def grant_parameters_check(
                 f"Encryption context grant constraints are not supported for the {key.key_spec} key {key.arn}."
             )
     checked = _check_constraints(constraints, operations)
-    if not _is_service_principal(grantee_principal):
+    # A service principal (checked against the model's pattern on the wire) is no ARN to look up.
+    if not grantee_is_service:
         _check_principal_arn(grantee_principal, "GranteePrincipal")
-    if retiring_principal and not _is_service_principal(retiring_principal):
+    if retiring_principal and not retiring_is_service:
         _check_principal_arn(retiring_principal, "RetiringPrincipal")
     return checked
 
@@ -296,6 +302,8 @@ def grant_create(
             operations=ops,
             constraints=constraints,
             retiring_principal=retiring_principal,
+            grantee_is_service=grantee_service_principal is not None,
+            retiring_is_service=retiring_service_principal is not None,
         )
         constraint_type = next((c for c in sorted(checked or {}) if c.startswith("EncryptionContext")), None)
         context: dict[str, Any] = {
