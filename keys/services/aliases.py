@@ -13,14 +13,27 @@ from keys.models import Alias, Key
 from keys.selectors import alias_list_for, decode_marker, encode_marker
 from keys.services.common import require_customer_managed, require_not_pending_deletion
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, NotFound
+from kmsweb.lib.errors import AlreadyExists, InvalidAliasName, NotFound, ValidationError
 from policies.authorization import authorize
 
 _ALIAS_NAME = re.compile(r"^alias/[a-zA-Z0-9/_-]+$")
 RESERVED_PREFIX = "alias/aws/"
 
 
+def _check_prefix(name: str) -> None:
+    """AWS's first check of every alias name: a ValidationException, worded as AWS words it."""
+    if not name.startswith("alias/"):
+        raise ValidationError(
+            'Alias must start with the prefix "alias/". Please see '
+            "https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+        )
+    if ":" in name:
+        # The model's pattern lets ':' through; AWS refuses it in an alias name.
+        raise ValidationError(f"{name} contains invalid characters for an alias")
+
+
 def _check_name(name: str) -> None:
+    _check_prefix(name)
     if not _ALIAS_NAME.fullmatch(name) or len(name) > 256:
         raise InvalidAliasName(
             f"Alias name '{name}' must begin with 'alias/' and contain only alphanumeric characters, "
@@ -80,6 +93,7 @@ def alias_update(*, caller: Caller, name: str, key: Key) -> None:
     """UpdateAlias: point an existing alias at another key of the same type."""
     with audited(caller, "UpdateAlias", request_parameters={"AliasName": name, "TargetKeyId": str(key.id)}) as op:
         op.keys.append(key)
+        _check_prefix(name)
         if name.startswith(RESERVED_PREFIX):
             _check_name(name)
         alias = _get_alias(caller, name)
@@ -98,6 +112,7 @@ def alias_update(*, caller: Caller, name: str, key: Key) -> None:
 def alias_delete(*, caller: Caller, name: str) -> None:
     """DeleteAlias: the key stays; only the name goes."""
     with audited(caller, "DeleteAlias", request_parameters={"AliasName": name}) as op:
+        _check_prefix(name)
         if name.startswith(RESERVED_PREFIX):
             _check_name(name)
         alias = _get_alias(caller, name)

@@ -45,8 +45,6 @@ from kmsweb.lib.errors import (
 )
 from policies.authorization import authorize
 
-_DRY_RUN = "The request would have succeeded, but the DryRun flag is set."
-
 
 @dataclass(frozen=True)
 class PublicKeyResult:
@@ -115,7 +113,7 @@ def key_sign(
         require_key_usage(key, SIGN_VERIFY, "Sign")
         _check_signing(key, spec, algorithm, kind, message)
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation()
         private = material_unwrap(_current(key))
         return asymmetric.sign(spec, private, algorithm=algorithm, message=message, message_type=kind), key
 
@@ -138,7 +136,7 @@ def key_verify(
         require_key_usage(key, SIGN_VERIFY, "Verify")
         _check_signing(key, spec, algorithm, kind, message)
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation()
         try:
             asymmetric.verify(
                 spec,
@@ -149,7 +147,7 @@ def key_verify(
                 signature=signature,
             )
         except CryptoError as exc:
-            raise KmsInvalidSignature("") from exc
+            raise KmsInvalidSignature("The signature is not valid for this message, key and algorithm.") from exc
         op.response_elements = {"SignatureValid": True}
         return key
 
@@ -186,7 +184,7 @@ def key_generate_mac(
         spec = _begin(op, caller, key, "kms:GenerateMac", {"kms:MacAlgorithm": algorithm})
         _check_mac(key, spec, algorithm, "GenerateMac")
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation()
         return hmac_crypto.mac(material_unwrap(_current(key)), algorithm=algorithm, message=message), key
 
 
@@ -199,9 +197,9 @@ def key_verify_mac(
         spec = _begin(op, caller, key, "kms:VerifyMac", {"kms:MacAlgorithm": algorithm})
         _check_mac(key, spec, algorithm, "VerifyMac")
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation()
         if not hmac_crypto.mac_matches(material_unwrap(_current(key)), algorithm=algorithm, message=message, tag=mac):
-            raise KmsInvalidMac("")
+            raise KmsInvalidMac("The MAC is not valid for this message, key and algorithm.")
         op.response_elements = {"MacValid": True}
         return key
 
@@ -217,7 +215,7 @@ def key_derive_shared_secret(
         if algorithm not in spec.key_agreement:
             raise InvalidKeyUsage(f"Algorithm {algorithm} is incompatible with key spec {key.key_spec}.")
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation()
         try:
             secret = asymmetric.derive_shared_secret(spec, material_unwrap(_current(key)), public_key)
         except asymmetric.PeerKeyError as exc:
@@ -259,7 +257,7 @@ def key_generate_data_key_pair(
         if key_pair_spec not in DATA_KEY_PAIR_SPECS:
             raise UnsupportedOperation(f"KeyPairSpec {key_pair_spec} is not supported by kmsweb.")
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation()
         pair = asymmetric.generate_key_pair(key_pair_spec)
         material = _current(key)
         if key.custom_key_store_id is not None:

@@ -32,7 +32,7 @@ def require_usable_for_crypto(key: Key) -> None:
         return
     if key.state == KeyState.DISABLED:
         raise Disabled(f"{key.arn} is disabled.")
-    raise InvalidState(f"{key.arn} is {_state_words(key.state)}.")
+    raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
 
 
 def require_key_usage(key: Key, usage: str, operation: str) -> None:
@@ -76,7 +76,8 @@ def require_generated_material(key: Key, action: str) -> None:
         raise UnsupportedOperation(f"{action} is not supported on {key.arn}: its key material is imported.")
 
 
-def _state_words(state: str) -> str:
+def state_words(state: str) -> str:
+    """A key state as AWS's messages say it ("pending deletion")."""
     return {
         KeyState.PENDING_DELETION: "pending deletion",
         KeyState.PENDING_IMPORT: "pending import",
@@ -177,7 +178,12 @@ def check_storable_text(member: str, value: str) -> None:
 
 
 def check_tags(tags: Sequence[Mapping[str, str]], existing: int = 0) -> list[tuple[str, str]]:
-    """Validate TagKey/TagValue pairs; return them as tuples (later ones win)."""
+    """Validate TagKey/TagValue pairs as AWS does; return them as tuples.
+
+    The wire has already checked lengths against the model; the dashboard
+    has not, so they are checked here too. AWS's TagException messages are
+    terse ("Duplicate tag keys", "Too many tags"); kmsweb words them the same.
+    """
     pairs: dict[str, str] = {}
     for tag in tags:
         tag_key = tag.get("TagKey", "")
@@ -187,12 +193,14 @@ def check_tags(tags: Sequence[Mapping[str, str]], existing: int = 0) -> list[tup
         if len(tag_value) > 256:
             raise TagError("Tag values must be at most 256 characters long.")
         if tag_key.lower().startswith("aws:"):
-            raise TagError("Tag keys beginning with 'aws:' are reserved.")
+            raise TagError("Tags beginning with aws: are reserved")
         check_storable_text("tagKey", tag_key)
         check_storable_text("tagValue", tag_value)
+        if tag_key in pairs:
+            raise TagError("Duplicate tag keys")
         pairs[tag_key] = tag_value
     if existing + len(pairs) > MAX_TAGS:
-        raise TagError(f"A key can have at most {MAX_TAGS} tags.")
+        raise TagError("Too many tags")
     return list(pairs.items())
 
 

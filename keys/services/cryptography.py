@@ -35,6 +35,19 @@ SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
 MAX_PLAINTEXT = 4096
 DATA_KEY_SPECS = {"AES_256": 32, "AES_128": 16}
 _INVALID_CIPHERTEXT = "The ciphertext is invalid, was altered, or was not encrypted under this key and context."
+_INCORRECT_KEY = "The key ID in the request does not identify a KMS key that can perform this operation."
+
+
+def _plaintext_too_long(limit: int) -> ValidationError:
+    return ValidationError(
+        "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
+        f"Member must have length less than or equal to {limit}"
+    )
+
+
+def _is_symmetric_family(key: Key) -> bool:
+    """Symmetric encryption and HMAC keys: a ciphertext names its key, so a KeyId is only compared."""
+    return key.key_spec == SYMMETRIC_DEFAULT or key.key_spec.startswith("HMAC_")
 
 
 @dataclass(frozen=True)
@@ -102,9 +115,9 @@ def _prepare(
     key: Key,
     action: str,
     context: Mapping[str, str] | None,
-    dry_run: bool,
     algorithm: str = SYMMETRIC_DEFAULT,
 ) -> None:
+    """Authorize ``action`` on the key, then check its state (AWS's order: permission, state, type)."""
     if key not in op.keys:
         op.keys.append(key)
     authorize(
@@ -114,8 +127,11 @@ def _prepare(
         context={"EncryptionContext": dict(context or {}), "kms:EncryptionAlgorithm": algorithm},
     )
     require_usable_for_crypto(key)
+
+
+def _dry_run(dry_run: bool) -> None:
     if dry_run:
-        raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+        raise DryRunOperation()
 
 
 def key_encrypt(
@@ -131,40 +147,41 @@ def key_encrypt(
     params = {"KeyId": str(key.id), **_context_params(context, algorithm)}
     with audited(caller, "Encrypt", request_parameters=params) as op:
         op.keys.append(key)
-        if len(plaintext) > MAX_PLAINTEXT or not plaintext:
+        if not plaintext:
+            # The wire's model refuses it first; the dashboard's form arrives here.
             raise ValidationError(
                 "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
-                f"Member must have length between 1 and {MAX_PLAINTEXT}"
+                "Member must have length greater than or equal to 1"
             )
+        if len(plaintext) > MAX_PLAINTEXT:
+            raise _plaintext_too_long(MAX_PLAINTEXT)
+        # AWS's order: the caller's permission, then the key's state, then its type.
+        _prepare(op, caller, key, "kms:Encrypt", context, algorithm or SYMMETRIC_DEFAULT)
         chosen = _check_algorithm(key, algorithm)
         if chosen != SYMMETRIC_DEFAULT:
-            return _rsa_encrypt(op, caller, key, plaintext, context, chosen, dry_run)
-        _prepare(op, caller, key, "kms:Encrypt", context, dry_run)
+            return _rsa_encrypt(key, plaintext, context, chosen, dry_run)
+        _dry_run(dry_run)
         blob, material_id = _seal(caller, key, plaintext, context, "Encrypt")
         op.additional_event_data["keyMaterialId"] = material_id
         return EncryptResult(blob, key, material_id)
 
 
 def _rsa_encrypt(
-    op: Operation,
-    caller: Caller,
     key: Key,
     plaintext: bytes,
     context: Mapping[str, str] | None,
     algorithm: str,
     dry_run: bool,
-    action: str = "kms:Encrypt",
 ) -> EncryptResult:
-    """RSAES-OAEP under the key's public key: the ciphertext is the raw RSA output, as AWS's."""
-    _prepare(op, caller, key, action, context, False, algorithm)
+    """RSAES-OAEP under the key's public key: the ciphertext is the raw RSA output, as AWS's.
+
+    The caller has authorized and checked the key's state and algorithm.
+    """
     _check_no_context(context)
     limit = oaep_max_plaintext(SPECS[key.key_spec], algorithm)
     if len(plaintext) > limit:
-        raise ValidationError(
-            f"Plaintext is {len(plaintext)} bytes; {key.key_spec} with {algorithm} encrypts at most {limit} bytes."
-        )
-    if dry_run:
-        raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+        raise _plaintext_too_long(limit)
+    _dry_run(dry_run)
     material = _current(key)
     blob = asymmetric.rsa_encrypt(bytes(material.public_key or b""), algorithm=algorithm, plaintext=plaintext)
     return EncryptResult(blob, key, material.material_id)
@@ -184,15 +201,16 @@ def _open(
     key_ref_key: Key | None,
     action: str,
     dry_run: bool,
+    algorithm: str | None = None,
 ) -> DecryptResult:
-    """Find the key and material a blob names, authorize, and decrypt it."""
+    """Find the key and material a blob names, authorize, check state and algorithm, and decrypt it."""
     try:
         header = crypto.parse_header(blob)
     except CryptoError as exc:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT) from exc
     if key_ref_key is not None and key_ref_key.id != header.key_id:
         op.keys.append(key_ref_key)
-        raise IncorrectKey("The key ID in the request does not identify a KMS key that can perform this operation.")
+        raise IncorrectKey(_INCORRECT_KEY)
     # A deleted, platform owned or unknown key, or a version that no longer
     # exists, all look the same: the blob cannot be decrypted here.
     key = selectors.key_get_for_ciphertext(key_uuid=header.key_id)
@@ -201,7 +219,9 @@ def _open(
     material = selectors.material_get_for(key=key, version=header.version)
     if material is None:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT)
-    _prepare(op, caller, key, action, context, dry_run)
+    _prepare(op, caller, key, action, context, algorithm or SYMMETRIC_DEFAULT)
+    _check_algorithm(key, algorithm, "Decrypt" if action == "kms:Decrypt" else "ReEncrypt")
+    _dry_run(dry_run)
     if key.custom_key_store_id is not None:
         operation = "Decrypt" if action == "kms:Decrypt" else "ReEncrypt"
         plaintext = store_decrypt(
@@ -231,15 +251,15 @@ def key_decrypt(
     if key is not None:
         params["KeyId"] = str(key.id)
     with audited(caller, "Decrypt", request_parameters=params) as op:
-        if key is not None:
-            if key.key_spec != SYMMETRIC_DEFAULT:
-                return _rsa_decrypt(op, caller, key, ciphertext, context, algorithm, dry_run)
-            _check_algorithm(key, algorithm, "Decrypt")
-        elif algorithm not in (None, SYMMETRIC_DEFAULT):
+        if key is not None and not _is_symmetric_family(key):
+            return _rsa_decrypt(op, caller, key, ciphertext, context, algorithm, dry_run)
+        if key is None and algorithm not in (None, SYMMETRIC_DEFAULT):
             # An asymmetric ciphertext carries no key id: without KeyId there
             # is no key to try, as in AWS.
             raise InvalidCiphertext(_INVALID_CIPHERTEXT)
-        return _open(op, caller, ciphertext, context, key, "kms:Decrypt", dry_run)
+        # A KeyId naming a symmetric or HMAC key is compared with the key the
+        # blob names: another key (an HMAC key always) is IncorrectKeyException.
+        return _open(op, caller, ciphertext, context, key, "kms:Decrypt", dry_run, algorithm)
 
 
 def _rsa_decrypt(
@@ -256,11 +276,10 @@ def _rsa_decrypt(
     if key not in op.keys:
         op.keys.append(key)
     chosen = algorithm or SYMMETRIC_DEFAULT
-    _prepare(op, caller, key, action, context, False, chosen)
+    _prepare(op, caller, key, action, context, chosen)
     chosen = _check_algorithm(key, algorithm, "Decrypt" if action == "kms:Decrypt" else "ReEncrypt")
     _check_no_context(context)
-    if dry_run:
-        raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+    _dry_run(dry_run)
     material = _current(key)
     try:
         plaintext = asymmetric.rsa_decrypt(material_unwrap(material), algorithm=chosen, ciphertext=ciphertext)
@@ -295,23 +314,28 @@ def key_reencrypt(
     with audited(caller, "ReEncrypt", request_parameters=params) as op:
         # An RSA source needs its KeyId and algorithm (its ciphertext names no key); an
         # RSA destination encrypts with RSAES-OAEP under its public key.
-        if source_key is not None and source_key.key_spec != SYMMETRIC_DEFAULT:
+        if source_key is not None and not _is_symmetric_family(source_key):
             opened = _rsa_decrypt(
                 op, caller, source_key, ciphertext, source_context, source_algorithm, False, "kms:ReEncryptFrom"
             )
         else:
-            if source_key is not None:
-                _check_algorithm(source_key, source_algorithm, "ReEncrypt")
-            elif source_algorithm not in (None, SYMMETRIC_DEFAULT):
+            if source_key is None and source_algorithm not in (None, SYMMETRIC_DEFAULT):
                 raise InvalidCiphertext(_INVALID_CIPHERTEXT)
-            opened = _open(op, caller, ciphertext, source_context, source_key, "kms:ReEncryptFrom", False)
+            opened = _open(
+                op, caller, ciphertext, source_context, source_key, "kms:ReEncryptFrom", False, source_algorithm
+            )
+        _prepare(
+            op,
+            caller,
+            destination_key,
+            "kms:ReEncryptTo",
+            destination_context,
+            destination_algorithm or SYMMETRIC_DEFAULT,
+        )
         chosen = _check_algorithm(destination_key, destination_algorithm, "ReEncrypt")
         if chosen != SYMMETRIC_DEFAULT:
-            sealed = _rsa_encrypt(
-                op, caller, destination_key, opened.plaintext, destination_context, chosen, dry_run, "kms:ReEncryptTo"
-            )
-            return sealed, opened
-        _prepare(op, caller, destination_key, "kms:ReEncryptTo", destination_context, dry_run)
+            return _rsa_encrypt(destination_key, opened.plaintext, destination_context, chosen, dry_run), opened
+        _dry_run(dry_run)
         blob, material_id = _seal(caller, destination_key, opened.plaintext, destination_context, "ReEncrypt")
         op.additional_event_data["destinationKeyMaterialId"] = material_id
         return EncryptResult(blob, destination_key, material_id), opened
@@ -336,7 +360,6 @@ def key_generate_data_key(
         params["NumberOfBytes"] = number_of_bytes
     with audited(caller, event, request_parameters=params) as op:
         op.keys.append(key)
-        require_symmetric_encryption(key, event)
         if (key_spec is None) == (number_of_bytes is None):
             raise ValidationError("Please specify either number of bytes or key spec.")
         if key_spec is not None:
@@ -352,13 +375,20 @@ def key_generate_data_key(
             if not 1 <= size <= 1024:
                 raise ValidationError(
                     f"1 validation error detected: Value '{size}' at 'numberOfBytes' failed to satisfy "
-                    "constraint: Member must have value between 1 and 1024"
+                    f"constraint: Member must have value {_bound(size)}"
                 )
-        _prepare(op, caller, key, f"kms:{event}", context, dry_run)
+        _prepare(op, caller, key, f"kms:{event}", context)
+        require_symmetric_encryption(key, event)
+        _dry_run(dry_run)
         data_key = crypto.random_bytes(size)
         blob, material_id = _seal(caller, key, data_key, context, event)
         op.additional_event_data["keyMaterialId"] = material_id
         return DataKeyResult(blob, data_key if with_plaintext else None, key, material_id)
+
+
+def _bound(number_of_bytes: int) -> str:
+    """The broken bound of NumberOfBytes (1-1024), in the model's words."""
+    return "greater than or equal to 1" if number_of_bytes < 1 else "less than or equal to 1024"
 
 
 def random_generate(*, caller: Caller, number_of_bytes: int | None, custom_key_store_id: str | None = None) -> bytes:
@@ -369,10 +399,15 @@ def random_generate(*, caller: Caller, number_of_bytes: int | None, custom_key_s
         params["CustomKeyStoreId"] = custom_key_store_id
     with audited(caller, "GenerateRandom", request_parameters=params):
         authorize(caller=caller, action="kms:GenerateRandom")
-        if number_of_bytes is None or not 1 <= number_of_bytes <= 1024:
+        if number_of_bytes is None:
+            raise ValidationError(
+                "1 validation error detected: Value null at 'numberOfBytes' failed to satisfy constraint: "
+                "Member must not be null"
+            )
+        if not 1 <= number_of_bytes <= 1024:
             raise ValidationError(
                 f"1 validation error detected: Value '{number_of_bytes}' at 'numberOfBytes' failed to satisfy "
-                "constraint: Member must have value between 1 and 1024"
+                f"constraint: Member must have value {_bound(number_of_bytes)}"
             )
         if custom_key_store_id:
             return store_random(caller=caller, store_id=custom_key_store_id, number_of_bytes=number_of_bytes)

@@ -26,6 +26,7 @@ from keys.services.common import (
     require_customer_managed,
     require_not_pending_deletion,
     require_symmetric_for_rotation,
+    state_words,
 )
 from keys.services.material import material_create
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
@@ -189,12 +190,29 @@ def key_describe(*, caller: Caller, key: Key) -> dict[str, Any]:
         return key_metadata(key)
 
 
-def key_list(*, caller: Caller, limit: int | None = None, marker: str | None = None) -> dict[str, Any]:
-    """ListKeys for the caller's account and region, paged with an opaque marker."""
+def key_list(
+    *,
+    caller: Caller,
+    limit: int | None = None,
+    marker: str | None = None,
+    resource_owners: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """ListKeys for the caller's account and region, paged with an opaque marker.
+
+    ``resource_owners`` is AWS's filter: ``SELF`` (the default) lists the
+    account's own keys, ``OTHER_ACCOUNTS_VIA_RAM`` the keys other accounts
+    share with it through Resource Access Manager. kmsweb has no RAM, so
+    nothing is shared that way: asking only for those lists no key.
+    """
     limit = limit or 100
-    with audited(caller, "ListKeys", request_parameters={"Limit": limit}):
+    params: dict[str, Any] = {"Limit": limit}
+    if resource_owners:
+        params["ResourceOwners"] = list(resource_owners)
+    with audited(caller, "ListKeys", request_parameters=params):
         authorize(caller=caller, action="kms:ListKeys")
         qs = key_list_for(caller=caller)
+        if resource_owners and "SELF" not in resource_owners:
+            qs = qs.none()
         if marker:
             raw_created, raw_id = decode_marker(marker, 2)
             try:
@@ -244,7 +262,7 @@ def key_enable(*, caller: Caller, key: Key) -> None:
         require_customer_managed(key, "EnableKey")
         key = key_lock(key)
         if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
-            raise InvalidState(f"{key.arn} is {key.state} and cannot be enabled.")
+            raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.ENABLED)
 
 
@@ -256,7 +274,7 @@ def key_disable(*, caller: Caller, key: Key) -> None:
         require_customer_managed(key, "DisableKey")
         key = key_lock(key)
         if key.state not in (KeyState.ENABLED, KeyState.DISABLED):
-            raise InvalidState(f"{key.arn} is {key.state} and cannot be disabled.")
+            raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
         Key.objects.filter(pk=key.pk).update(state=KeyState.DISABLED)
 
 
@@ -278,7 +296,12 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
         if not MIN_PENDING_WINDOW <= days <= MAX_PENDING_WINDOW:
             raise ValidationError(
                 f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy "
-                f"constraint: Member must have value between {MIN_PENDING_WINDOW} and {MAX_PENDING_WINDOW}"
+                "constraint: Member must have value "
+                + (
+                    f"greater than or equal to {MIN_PENDING_WINDOW}"
+                    if days < MIN_PENDING_WINDOW
+                    else f"less than or equal to {MAX_PENDING_WINDOW}"
+                )
             )
         require_customer_managed(key, "ScheduleKeyDeletion")
         key = key_lock(key)
@@ -341,8 +364,8 @@ def key_put_policy(*, caller: Caller, key: Key, policy: str, bypass_lockout_chec
         require_customer_managed(key, "PutKeyPolicy")
         check_policy_document(policy)
         check_policy_lockout(caller=caller, key=key, policy=policy, bypass=bypass_lockout_check)
+        # AWS's key state table: a key pending deletion still takes a new policy.
         key = key_lock(key)
-        require_not_pending_deletion(key)
         Key.objects.filter(pk=key.pk).update(policy=policy)
         compliance_evaluation_request()
 

@@ -47,7 +47,12 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
         if not MIN_ROTATION_DAYS <= days <= MAX_ROTATION_DAYS:
             raise ValidationError(
                 f"1 validation error detected: Value '{days}' at 'rotationPeriodInDays' failed to satisfy "
-                f"constraint: Member must have value between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}"
+                "constraint: Member must have value "
+                + (
+                    f"greater than or equal to {MIN_ROTATION_DAYS}"
+                    if days < MIN_ROTATION_DAYS
+                    else f"less than or equal to {MAX_ROTATION_DAYS}"
+                )
             )
         require_customer_managed(key, "EnableKeyRotation")
         require_symmetric_for_rotation(key, "EnableKeyRotation")
@@ -80,6 +85,7 @@ def key_disable_rotation(*, caller: Caller, key: Key) -> None:
         authorize(caller=caller, action="kms:DisableKeyRotation", key=key)
         require_customer_managed(key, "DisableKeyRotation")
         require_symmetric_for_rotation(key, "DisableKeyRotation")
+        require_generated_material(key, "DisableKeyRotation")
         key = key_lock(key)
         require_usable_for_crypto(key)
         Key.objects.filter(pk=key.pk).update(rotation_enabled=False, next_rotation_at=None)

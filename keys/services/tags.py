@@ -11,6 +11,7 @@ from keys.models import Key, Tag
 from keys.selectors import decode_marker, encode_marker
 from keys.services.common import check_tags, require_customer_managed, require_not_pending_deletion
 from kmsweb.lib.caller import Caller
+from kmsweb.lib.errors import TagError
 from policies.authorization import authorize
 
 
@@ -44,6 +45,8 @@ def key_untag(*, caller: Caller, key: Key, tag_keys: Sequence[str]) -> None:
         authorize(caller=caller, action="kms:UntagResource", key=key, context={"aws:TagKeys": list(tag_keys)})
         require_customer_managed(key, "UntagResource")
         require_not_pending_deletion(key)
+        if any(tag_key.lower().startswith("aws:") for tag_key in tag_keys):
+            raise TagError("Tags beginning with aws: are reserved")
         Tag.objects.filter(key=key, tag_key__in=list(tag_keys)).delete()
         compliance_evaluation_request()
 

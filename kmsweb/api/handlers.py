@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from keys import selectors, services
+from keys.crypto.specs import SYMMETRIC_DEFAULT
 from keys.models import Key
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import NotFound, UnsupportedOperation
@@ -76,7 +77,9 @@ def describe_key(caller: Caller, p: Params) -> dict[str, Any]:
 
 
 def list_keys(caller: Caller, p: Params) -> dict[str, Any]:
-    return services.key_list(caller=caller, limit=p.get("Limit"), marker=p.get("Marker"))
+    return services.key_list(
+        caller=caller, limit=p.get("Limit"), marker=p.get("Marker"), resource_owners=p.get("ResourceOwners")
+    )
 
 
 def update_key_description(caller: Caller, p: Params) -> dict[str, Any]:
@@ -133,8 +136,13 @@ def decrypt(caller: Caller, p: Params) -> dict[str, Any]:
         "KeyId": result.key.arn,
         "Plaintext": result.plaintext,
         "EncryptionAlgorithm": p.get("EncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
-        "KeyMaterialId": result.key_material_id,
+        "KeyMaterialId": _material_id(result.key, result.key_material_id),
     }
+
+
+def _material_id(key: Key, material_id: str) -> str | None:
+    """AWS names the key material only for symmetric encryption keys."""
+    return material_id if key.key_spec == SYMMETRIC_DEFAULT else None
 
 
 def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
@@ -155,8 +163,8 @@ def re_encrypt(caller: Caller, p: Params) -> dict[str, Any]:
         "KeyId": sealed.key.arn,
         "SourceEncryptionAlgorithm": p.get("SourceEncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
         "DestinationEncryptionAlgorithm": p.get("DestinationEncryptionAlgorithm") or "SYMMETRIC_DEFAULT",
-        "SourceKeyMaterialId": opened.key_material_id,
-        "DestinationKeyMaterialId": sealed.key_material_id,
+        "SourceKeyMaterialId": _material_id(opened.key, opened.key_material_id),
+        "DestinationKeyMaterialId": _material_id(sealed.key, sealed.key_material_id),
     }
 
 
@@ -373,7 +381,7 @@ def get_key_rotation_status(caller: Caller, p: Params) -> dict[str, Any]:
 def rotate_key_on_demand(caller: Caller, p: Params) -> dict[str, Any]:
     key = _key(caller, p)
     services.key_rotate(caller=caller, key=key, rotation_type="ON_DEMAND")
-    return {"KeyId": str(key.id)}
+    return {"KeyId": key.arn}
 
 
 def list_key_rotations(caller: Caller, p: Params) -> dict[str, Any]:
@@ -390,7 +398,9 @@ def create_grant(caller: Caller, p: Params) -> dict[str, Any]:
     grant, token = policy_services.grant_create(
         caller=caller,
         key=_key(caller, p),
-        grantee_principal=p["GranteePrincipal"],
+        grantee_principal=p.get("GranteePrincipal"),
+        grantee_service_principal=p.get("GranteeServicePrincipal"),
+        retiring_service_principal=p.get("RetiringServicePrincipal"),
         operations=p.get("Operations", []),
         retiring_principal=p.get("RetiringPrincipal"),
         constraints=p.get("Constraints"),
@@ -413,18 +423,26 @@ def list_grants(caller: Caller, p: Params) -> dict[str, Any]:
 
 def list_retirable_grants(caller: Caller, p: Params) -> dict[str, Any]:
     return policy_services.grant_list_retirable(
-        caller=caller, retiring_principal=p["RetiringPrincipal"], limit=p.get("Limit"), marker=p.get("Marker")
+        caller=caller,
+        retiring_principal=p.get("RetiringPrincipal"),
+        retiring_service_principal=p.get("RetiringServicePrincipal"),
+        limit=p.get("Limit"),
+        marker=p.get("Marker"),
     )
 
 
 def retire_grant(caller: Caller, p: Params) -> dict[str, Any]:
     key = _key(caller, p) if p.get("KeyId") else None
-    policy_services.grant_retire(caller=caller, token=p.get("GrantToken"), key=key, grant_id=p.get("GrantId"))
+    policy_services.grant_retire(
+        caller=caller, token=p.get("GrantToken"), key=key, grant_id=p.get("GrantId"), dry_run=bool(p.get("DryRun"))
+    )
     return {}
 
 
 def revoke_grant(caller: Caller, p: Params) -> dict[str, Any]:
-    policy_services.grant_revoke(caller=caller, key=_key(caller, p), grant_id=p["GrantId"])
+    policy_services.grant_revoke(
+        caller=caller, key=_key(caller, p), grant_id=p["GrantId"], dry_run=bool(p.get("DryRun"))
+    )
     return {}
 
 

@@ -90,12 +90,10 @@ _JAVA_TYPE = {
 
 
 # Members kmsweb needs although the model leaves them optional: the model
-# allows an alternative kmsweb does not serve (GranteeServicePrincipal,
-# RetiringServicePrincipal, a Recipient's attestation), and without the
-# member there is nothing to act on. Refused as a missing required member.
+# allows an alternative kmsweb does not serve (a Recipient's attestation),
+# and without the member there is nothing to act on. Refused as a missing
+# required member.
 KMSWEB_REQUIRED: dict[str, frozenset[str]] = {
-    "CreateGrant": frozenset({"GranteePrincipal"}),
-    "ListRetirableGrants": frozenset({"RetiringPrincipal"}),
     "Decrypt": frozenset({"CiphertextBlob"}),
     "ReEncrypt": frozenset({"CiphertextBlob"}),
 }

@@ -21,7 +21,7 @@ from audit.services import audit_rejected_request
 from kmsweb.api import shapes, sts
 from kmsweb.api.handlers import HANDLERS
 from kmsweb.generations import generations_scope
-from kmsweb.lib.caller import new_request_id
+from kmsweb.lib.caller import Caller, new_request_id
 from kmsweb.lib.errors import (
     InternalError,
     KmsError,
@@ -63,7 +63,8 @@ def _json_answer(body: dict[str, Any], request_id: str, status: int = 200) -> Ap
 
 
 def error_answer(error: KmsError, request_id: str) -> ApiAnswer:
-    return _json_answer({"__type": error.code, "message": error.message}, request_id, error.status)
+    body = {"__type": error.code, "message": error.message} if error.wire_message else {"__type": error.code}
+    return _json_answer(body, request_id, error.status)
 
 
 def is_api_call(environ: Mapping[str, Any]) -> bool:
@@ -114,7 +115,6 @@ def _answer(request: ApiRequestLike) -> ApiAnswer:
     operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
     event_name = operation if operation in shapes.operation_names() else "UnknownOperation"
     caller = anonymous_caller(request, request_id)
-    params: dict[str, Any] | None = None
     try:
         try:
             request.body  # noqa: B018 - read (and size-checked) once, here
@@ -125,8 +125,28 @@ def _answer(request: ApiRequestLike) -> ApiAnswer:
         caller = caller_from_signature(request, request_id)
         if event_name == "UnknownOperation":
             raise UnknownOperation(f"Unknown operation {target or '(no X-Amz-Target)'}.")
+        body = parse_body(request.body)
+    except KmsError as exc:
+        audit_rejected_request(caller=caller, event_name=event_name, error=exc)
+        return error_answer(exc, request_id)
+    except Exception:
+        return _internal_error(caller, event_name, request_id)
+    return serve(caller, operation, body, request_id)
+
+
+def serve(caller: Caller, operation: str, body: Any, request_id: str) -> ApiAnswer:
+    """Serve one authenticated call of ``operation`` with its decoded JSON ``body``.
+
+    Validates the body against the model, checks grant tokens, calls the
+    handler and answers; every refusal is audited once and answered in AWS's
+    error form. Never raises. The wire reaches it once the signature is
+    verified; tests call it with a persona's caller to walk AWS's error
+    tables without a signed request per case.
+    """
+    params: dict[str, Any] | None = None
+    try:
         try:
-            params = shapes.parse_input(operation, parse_body(request.body))
+            params = shapes.parse_input(operation, body)
         except shapes.ShapeError as exc:
             raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
         if params.get("GrantTokens"):
@@ -137,13 +157,17 @@ def _answer(request: ApiRequestLike) -> ApiAnswer:
         result = handler(caller, params)
         return ApiAnswer(200, shapes.encode_output(operation, result), request_id)
     except KmsError as exc:
-        audit_rejected_request(caller=caller, event_name=event_name, error=exc, request_parameters=params)
+        audit_rejected_request(caller=caller, event_name=operation, error=exc, request_parameters=params)
         return error_answer(exc, request_id)
     except Exception:
-        logger.exception("internal error serving %s (request %s)", event_name, request_id)
-        error = InternalError("An internal error occurred.")
-        try:
-            audit_rejected_request(caller=caller, event_name=event_name, error=error)
-        except Exception:
-            logger.exception("could not audit internal error (request %s)", request_id)
-        return error_answer(error, request_id)
+        return _internal_error(caller, operation, request_id)
+
+
+def _internal_error(caller: Caller, event_name: str, request_id: str) -> ApiAnswer:
+    logger.exception("internal error serving %s (request %s)", event_name, request_id)
+    error = InternalError("An internal error occurred.")
+    try:
+        audit_rejected_request(caller=caller, event_name=event_name, error=error)
+    except Exception:
+        logger.exception("could not audit internal error (request %s)", request_id)
+    return error_answer(error, request_id)

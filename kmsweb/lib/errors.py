@@ -1,8 +1,11 @@
 """The errors every service may raise, each knowing its AWS error code.
 
 Services raise these; the API adapter turns them into AWS's JSON error form
-(``{"__type": code, "message": ...}``, HTTP 400) and the dashboard shows
-their message inline. Nothing else should decide an error code.
+(``{"__type": code, "message": ...}``, HTTP 400 unless the class says
+otherwise) and the dashboard shows their message inline. Nothing else should
+decide an error code. A few errors AWS sends without any ``message`` member
+(``wire_message = False``): the message is still kept for the audit trail
+and the dashboard.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ class KmsError(Exception):
 
     code = "KMSInternalException"
     status = 400
+    # Whether AWS's answer carries the message (a few bare errors do not).
+    wire_message = True
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
@@ -68,6 +73,7 @@ class InvalidCiphertext(KmsError):
     """AWS `InvalidCiphertextException`."""
 
     code = "InvalidCiphertextException"
+    wire_message = False
 
 
 class IncorrectKey(KmsError):
@@ -181,10 +187,17 @@ class InternalError(KmsError):
     status = 500
 
 
+DRY_RUN_MESSAGE = "The request would have succeeded, but the DryRun option is set."
+
+
 class DryRunOperation(KmsError):
-    """AWS `DryRunOperationException`: the request would have succeeded."""
+    """AWS `DryRunOperationException` (HTTP 412): the request would have succeeded."""
 
     code = "DryRunOperationException"
+    status = 412
+
+    def __init__(self, message: str = DRY_RUN_MESSAGE) -> None:
+        super().__init__(message)
 
 
 class InvalidGrantToken(KmsError):
@@ -203,12 +216,14 @@ class KmsInvalidSignature(KmsError):
     """AWS `KMSInvalidSignatureException`: Verify found the signature not valid."""
 
     code = "KMSInvalidSignatureException"
+    wire_message = False
 
 
 class KmsInvalidMac(KmsError):
     """AWS `KMSInvalidMacException`: VerifyMac found the MAC not valid."""
 
     code = "KMSInvalidMacException"
+    wire_message = False
 
 
 class ExpiredImportToken(KmsError):

@@ -21,16 +21,19 @@ from django.utils import timezone
 
 from audit.services import audited
 from compliance.triggers import compliance_evaluation_request
-from keys.models import Key, KeyManager, KeySpec
+from keys.models import Key, KeyManager, KeySpec, KeyState
 from keys.selectors import decode_marker, encode_marker
 from kmsweb.generations import GRANTS, generation_bump
 from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
+    Disabled,
+    DryRunOperation,
     InvalidArn,
     InvalidGrantId,
     InvalidGrantToken,
+    InvalidState,
     NotFound,
     ValidationError,
 )
@@ -103,6 +106,9 @@ def _check_constraints(constraints: Mapping[str, Any] | None, operations: Sequen
         return None
     subset = constraints.get("EncryptionContextSubset")
     equals = constraints.get("EncryptionContextEquals")
+    source_arn = constraints.get("SourceArn")
+    if subset is None and equals is None:
+        return {"SourceArn": source_arn} if source_arn else None
     if subset is not None and equals is not None:
         raise ValidationError("A grant constraint uses EncryptionContextSubset or EncryptionContextEquals, not both.")
     outside = sorted(set(operations) - CONSTRAINABLE_OPERATIONS)
@@ -115,7 +121,18 @@ def _check_constraints(constraints: Mapping[str, Any] | None, operations: Sequen
         out["EncryptionContextSubset"] = dict(subset)
     if equals is not None:
         out["EncryptionContextEquals"] = dict(equals)
+    if source_arn:
+        out["SourceArn"] = source_arn
     return out or None
+
+
+def _is_service_principal(principal: str) -> bool:
+    """A stored grantee or retiring principal names a service (``logs.amazonaws.com``), not an ARN.
+
+    Only a stored value can be told apart this way: an ARN given as
+    GranteePrincipal or RetiringPrincipal is checked to be one first.
+    """
+    return bool(principal) and not principal.startswith("arn:")
 
 
 def _entry(grant: Grant) -> dict[str, Any]:
@@ -127,10 +144,14 @@ def _entry(grant: Grant) -> dict[str, Any]:
         "IssuingAccount": f"arn:aws:iam::{grant.issuing_account}:root",
         "Operations": list(grant.operations),
     }
+    if _is_service_principal(grant.grantee_principal):
+        entry["GranteeServicePrincipal"] = grant.grantee_principal
     if grant.name:
         entry["Name"] = grant.name
     if grant.retiring_principal:
         entry["RetiringPrincipal"] = grant.retiring_principal
+        if _is_service_principal(grant.retiring_principal):
+            entry["RetiringServicePrincipal"] = grant.retiring_principal
     if grant.constraints:
         entry["Constraints"] = grant.constraints
     return entry
@@ -143,6 +164,8 @@ def grant_parameters_check(
     operations: Sequence[str],
     constraints: Mapping[str, Any] | None,
     retiring_principal: str | None = None,
+    grantee_is_service: bool = False,
+    retiring_is_service: bool = False,
 ) -> dict[str, Any] | None:
     """CreateGrant's input checks, shared with grant requests; returns the normalized constraints.
 
@@ -163,28 +186,88 @@ def grant_parameters_check(
                 f"The operations {', '.join(invalid)} are not valid for the {key.key_spec} key {key.arn} "
                 f"with key usage {key.key_usage}."
             )
-        if constraints:
-            raise ValidationError(f"Grant constraints are not supported for the {key.key_spec} key {key.arn}.")
+        if constraints and set(constraints) - {"SourceArn"}:
+            raise ValidationError(
+                f"Encryption context grant constraints are not supported for the {key.key_spec} key {key.arn}."
+            )
     checked = _check_constraints(constraints, operations)
-    _check_principal_arn(grantee_principal, "GranteePrincipal")
-    if retiring_principal:
+    # A service principal (checked against the model's pattern on the wire) is no ARN to look up.
+    if not grantee_is_service:
+        _check_principal_arn(grantee_principal, "GranteePrincipal")
+    if retiring_principal and not retiring_is_service:
         _check_principal_arn(retiring_principal, "RetiringPrincipal")
     return checked
+
+
+def _check_service_grant(
+    *,
+    grantee_principal: str | None,
+    grantee_service_principal: str | None,
+    retiring_principal: str | None,
+    retiring_service_principal: str | None,
+    constraints: Mapping[str, Any] | None,
+) -> None:
+    """AWS's rules for grants to AWS service principals (the 2026 CreateGrant members).
+
+    A grant names its grantee by ARN or by service principal, never both;
+    a grant to a service principal must carry a SourceArn constraint (the
+    resource the service acts for) and name who may retire it. A SourceArn
+    on a grant to an ARN is refused: kmsweb evaluates it only as part of a
+    service principal's grant, so it would not restrict that grant.
+    """
+    if (grantee_principal is None) == (grantee_service_principal is None):
+        raise ValidationError("You must specify either GranteePrincipal or GranteeServicePrincipal, but not both.")
+    if retiring_principal and retiring_service_principal:
+        raise ValidationError("You can specify either RetiringPrincipal or RetiringServicePrincipal, but not both.")
+    source_arn = (constraints or {}).get("SourceArn")
+    if grantee_service_principal is None:
+        if source_arn:
+            raise ValidationError("The SourceArn grant constraint is supported only with a GranteeServicePrincipal.")
+        return
+    if not source_arn:
+        raise ValidationError(
+            "When you specify a GranteeServicePrincipal, you must also specify a SourceArn constraint."
+        )
+    if not (retiring_principal or retiring_service_principal):
+        raise ValidationError(
+            "When you specify a GranteeServicePrincipal, you must also specify a RetiringPrincipal "
+            "or a RetiringServicePrincipal."
+        )
+
+
+def _require_grantable(key: Key) -> None:
+    """AWS's key state table for CreateGrant: a disabled key is DisabledException,
+    a key pending deletion or pending import KMSInvalidStateException."""
+    if key.state == KeyState.DISABLED:
+        raise Disabled(f"{key.arn} is disabled.")
+    if key.state == KeyState.PENDING_DELETION:
+        raise InvalidState(f"{key.arn} is pending deletion.")
+    if key.state == KeyState.PENDING_IMPORT:
+        raise InvalidState(f"{key.arn} is pending import.")
 
 
 def grant_create(
     *,
     caller: Caller,
     key: Key,
-    grantee_principal: str,
+    grantee_principal: str | None = None,
     operations: Sequence[str],
     retiring_principal: str | None = None,
     constraints: Mapping[str, Any] | None = None,
     name: str | None = None,
     expires_at: datetime | None = None,
     dry_run: bool = False,
+    grantee_service_principal: str | None = None,
+    retiring_service_principal: str | None = None,
 ) -> tuple[Grant, str]:
     """CreateGrant. Returns the grant and a token for it.
+
+    The grantee is a principal's ARN or an AWS service principal
+    (``GranteeServicePrincipal``, with a ``SourceArn`` constraint); a
+    service principal is stored in place of the ARN, told apart by having
+    no ``arn:`` prefix. No caller is a service principal itself (kmsweb's
+    services act on behalf of a principal), so such a grant allows nothing
+    until a service can call as itself for a resource.
 
     A grant with the same name and the same parameters is returned again
     (AWS's idempotency by Name). A grantee creating a grant through a grant
@@ -195,21 +278,34 @@ def grant_create(
     params = {
         "KeyId": str(key.id),
         "GranteePrincipal": grantee_principal,
+        "GranteeServicePrincipal": grantee_service_principal,
         "RetiringPrincipal": retiring_principal,
+        "RetiringServicePrincipal": retiring_service_principal,
         "Operations": ops,
         "Constraints": dict(constraints) if constraints else None,
         "Name": name,
     }
     with audited(caller, "CreateGrant", request_parameters={k: v for k, v in params.items() if v}) as op:
         op.keys.append(key)
+        _check_service_grant(
+            grantee_principal=grantee_principal,
+            grantee_service_principal=grantee_service_principal,
+            retiring_principal=retiring_principal,
+            retiring_service_principal=retiring_service_principal,
+            constraints=constraints,
+        )
+        grantee_principal = grantee_principal or grantee_service_principal or ""
+        retiring_principal = retiring_principal or retiring_service_principal
         checked = grant_parameters_check(
             key=key,
             grantee_principal=grantee_principal,
             operations=ops,
             constraints=constraints,
             retiring_principal=retiring_principal,
+            grantee_is_service=grantee_service_principal is not None,
+            retiring_is_service=retiring_service_principal is not None,
         )
-        constraint_type = sorted(checked)[0] if checked else None
+        constraint_type = next((c for c in sorted(checked or {}) if c.startswith("EncryptionContext")), None)
         context: dict[str, Any] = {
             "kms:GranteePrincipal": grantee_principal,
             "kms:GrantOperations": ops,
@@ -227,10 +323,9 @@ def grant_create(
         authorize(caller=caller, action="kms:CreateGrant", key=key, context=context, proposed_grant=proposed)
         if key.manager == KeyManager.AWS and caller.via_service is None:
             raise AccessDenied(f"Grants on the AWS managed key {key.arn} are created by its service only.")
+        _require_grantable(key)
         if dry_run:
-            from kmsweb.lib.errors import DryRunOperation
-
-            raise DryRunOperation("The request would have succeeded, but the DryRun flag is set.")
+            raise DryRunOperation()
         if name:
             existing = Grant.objects.filter(key=key, name=name, retired_at__isnull=True).first()
             if (
@@ -277,6 +372,8 @@ def grant_list(
         authorize(caller=caller, action="kms:ListGrants", key=key)
         qs = Grant.objects.live(timezone.now()).filter(key=key).select_related("key").order_by("created_at", "id")
         if grant_id:
+            if not _GRANT_ID.fullmatch(grant_id):
+                raise InvalidGrantId(f"Invalid grant id '{grant_id}'.")
             qs = qs.filter(grant_id=grant_id)
         if grantee_principal:
             qs = qs.filter(grantee_principal=grantee_principal)
@@ -301,24 +398,54 @@ def _page(qs: Any, limit: int, marker: str | None, member: str) -> dict[str, Any
 
 
 def grant_list_retirable(
-    *, caller: Caller, retiring_principal: str, limit: int | None = None, marker: str | None = None
+    *,
+    caller: Caller,
+    retiring_principal: str | None = None,
+    limit: int | None = None,
+    marker: str | None = None,
+    retiring_service_principal: str | None = None,
 ) -> dict[str, Any]:
-    """ListRetirableGrants: live grants naming ``retiring_principal``, in every key of the region."""
+    """ListRetirableGrants: live grants naming ``retiring_principal``, in every key of the region.
+
+    ``retiring_service_principal`` lists the grants a service principal may
+    retire; as in AWS, only that service principal itself may ask.
+    """
     limit = limit or 50
+    params = {"RetiringPrincipal": retiring_principal, "RetiringServicePrincipal": retiring_service_principal}
     with audited(
-        caller, "ListRetirableGrants", request_parameters={"RetiringPrincipal": retiring_principal}, read_only=True
+        caller,
+        "ListRetirableGrants",
+        request_parameters={k: v for k, v in params.items() if v},
+        read_only=True,
     ):
         authorize(caller=caller, action="kms:ListRetirableGrants")
+        if (retiring_principal is None) == (retiring_service_principal is None):
+            raise ValidationError(
+                "You must specify either RetiringPrincipal or RetiringServicePrincipal, but not both."
+            )
+        if retiring_principal is not None and _PRINCIPAL_ARN.match(retiring_principal) is None:
+            raise InvalidArn(f"RetiringPrincipal '{retiring_principal}' is not a valid principal ARN.")
+        if retiring_service_principal is not None and not (
+            caller.principal_type == "service"
+            and f"{caller.principal_name}.amazonaws.com" == retiring_service_principal
+        ):
+            raise AccessDenied(
+                f"User: {caller.principal_arn} is not authorized to perform: kms:ListRetirableGrants: "
+                "the RetiringServicePrincipal filter is only for callers in that service principal"
+            )
         qs = (
             Grant.objects.live(timezone.now())
-            .filter(retiring_principal=retiring_principal, key__region=caller.region)
+            .filter(retiring_principal=retiring_principal or retiring_service_principal, key__region=caller.region)
             .select_related("key")
         )
         return _page(qs, limit, marker, "Grants")
 
 
+_GRANT_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _find(key: Key | None, grant_id: str | None) -> Grant:
-    if not grant_id or not re.fullmatch(r"[0-9a-f]{64}", grant_id):
+    if not grant_id or not _GRANT_ID.fullmatch(grant_id):
         raise InvalidGrantId(f"Invalid grant id '{grant_id}'.")
     grant = Grant.objects.select_related("key").filter(grant_id=grant_id, retired_at__isnull=True).first()
     if grant is None or (key is not None and grant.key_id != key.id):
@@ -327,7 +454,12 @@ def _find(key: Key | None, grant_id: str | None) -> Grant:
 
 
 def grant_retire(
-    *, caller: Caller, token: str | None = None, key: Key | None = None, grant_id: str | None = None
+    *,
+    caller: Caller,
+    token: str | None = None,
+    key: Key | None = None,
+    grant_id: str | None = None,
+    dry_run: bool = False,
 ) -> Grant:
     """RetireGrant, by token or by key + grant id.
 
@@ -350,18 +482,22 @@ def grant_retire(
         if grant.retired_at is not None:
             raise NotFound(f"Grant '{grant.grant_id}' does not exist.")
         authorize_retire(caller=caller, grant=grant)
+        if dry_run:
+            raise DryRunOperation()
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="retired")
         generation_bump(GRANTS)
         compliance_evaluation_request()
         return grant
 
 
-def grant_revoke(*, caller: Caller, key: Key, grant_id: str) -> Grant:
+def grant_revoke(*, caller: Caller, key: Key, grant_id: str, dry_run: bool = False) -> Grant:
     """RevokeGrant: a principal allowed kms:RevokeGrant on the key ends a grant."""
     with audited(caller, "RevokeGrant", request_parameters={"KeyId": str(key.id), "GrantId": grant_id}) as op:
         op.keys.append(key)
         authorize(caller=caller, action="kms:RevokeGrant", key=key)
         grant = _find(key, grant_id)
+        if dry_run:
+            raise DryRunOperation()
         Grant.objects.filter(pk=grant.pk).update(retired_at=timezone.now(), retired_how="revoked")
         generation_bump(GRANTS)
         compliance_evaluation_request()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -123,6 +124,9 @@ class Wire:
             self.failures.append(f"{where}: {code} {reply}")
         elif code != 200 and not reply.get("__type"):
             self.failures.append(f"{where}: {code} without __type: {reply}")
+        elif re.search(r"\bNone\b", str(reply.get("message", ""))):
+            # A Python None in a message is a missing member nobody worded.
+            self.failures.append(f"{where}: {code} message shows a Python None: {reply}")
         if events != 1:
             self.failures.append(f"{where}: {code} {reply.get('__type')} left {events} audit events")
         return code, reply

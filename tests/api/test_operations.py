@@ -398,8 +398,8 @@ def test_it_rotates_on_demand_and_keeps_old_ciphertexts_readable(kms) -> None:
     old_blob = kms.encrypt(KeyId=key_id, Plaintext=b"before", EncryptionContext={"v": "1"})["CiphertextBlob"]
     assert kms.list_key_rotations(KeyId=key_id)["Rotations"] == []
 
-    assert kms.rotate_key_on_demand(KeyId=key_id)["KeyId"] == key_id
-    assert kms.rotate_key_on_demand(KeyId=key_id)["KeyId"] == key_id
+    assert kms.rotate_key_on_demand(KeyId=key_id)["KeyId"] == meta["Arn"]
+    assert kms.rotate_key_on_demand(KeyId=key_id)["KeyId"] == meta["Arn"]
 
     rotations = kms.list_key_rotations(KeyId=key_id)
     assert rotations["Truncated"] is False

@@ -376,9 +376,9 @@ def test_it_reports_serialization_before_validation() -> None:
             id="stored-context",
         ),
         pytest.param(
-            "ListRetirableGrants",
-            {"RetiringServicePrincipal": "ec2.amazonaws.com"},
-            "1 validation error detected: Value null at 'retiringPrincipal' failed to satisfy constraint: "
+            "Decrypt",
+            {"KeyId": KEY_ID},
+            "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: "
             "Member must not be null",
             id="kmsweb-required",
         ),

@@ -207,7 +207,7 @@ def test_it_keeps_a_given_key_policy(admin: Caller) -> None:
         ({"origin": "EXTERNAL_KEY_STORE", "custom_key_store_id": "cks-1234567890abcdef0"}, CustomKeyStoreNotFound),
         ({"origin": "EXTERNAL", "rotation_period_days": 365}, UnsupportedOperation),
         ({"multi_region": True}, UnsupportedOperation),
-        ({"custom_key_store_id": "cks-1234567890abcdef0"}, UnsupportedOperation),
+        ({"custom_key_store_id": "cks-1234567890abcdef0"}, CustomKeyStoreNotFound),
     ],
 )
 def test_it_creates_nothing_when_create_key_is_refused(
@@ -579,8 +579,16 @@ def test_it_refuses_a_duplicate_alias(admin: Caller, key: Key, make_key: Callabl
     assert list(Alias.objects.values_list("name", "key_id")) == [("alias/orders", key.id)]
 
 
+@pytest.mark.parametrize("name", ["orders", "arn:aws:kms:x", "alias/a:b"])
+def test_it_refuses_an_alias_name_without_the_prefix_as_aws_does(admin: Caller, key: Key, name: str) -> None:
+    with one_event("CreateAlias", admin, keys=[key], error="ValidationException"):
+        with pytest.raises(ValidationError):
+            svc.alias_create(caller=admin, name=name, key=key)
+    assert not Alias.objects.exists()
+
+
 @pytest.mark.parametrize(
-    "name", ["orders", "alias/", "alias/has space", "alias/ünicode", "alias/aws/s3", "alias/" + "a" * 251, "alias/x\n"]
+    "name", ["alias/", "alias/has space", "alias/ünicode", "alias/aws/s3", "alias/" + "a" * 251, "alias/x\n"]
 )
 def test_it_refuses_a_bad_alias_name(admin: Caller, key: Key, name: str) -> None:
     with one_event("CreateAlias", admin, keys=[key], error="InvalidAliasNameException"):

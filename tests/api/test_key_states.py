@@ -1,0 +1,399 @@
+"""AWS's key state table, generated: every operation on a key, in every key state.
+
+The table is AWS's, encoded as data: AWS KMS Developer Guide, "Key states of
+AWS KMS keys" (docs.aws.amazon.com/kms/latest/developerguide/key-state.html),
+section "Key state table". Each cell is what AWS answers for the operation
+on a key in that state: success, or the error code its footnote names
+([1] DisabledException, [3] KMSInvalidStateException "is pending deletion",
+[4] KMSInvalidStateException "is not pending deletion", [5]
+KMSInvalidStateException "is pending import", [6]/[7]/[9]
+UnsupportedOperationException for keys with imported material or keys that
+cannot have it). Where AWS writes "[2] or [3]" for a pending deletion key
+(DisabledException or KMSInvalidStateException), kmsweb answers [3].
+
+A test is generated per operation and state: it makes a real key of the
+kind the operation needs, does in the Enabled state what the call needs
+first (a ciphertext, a signature, a grant, an alias, import parameters),
+moves the key to the state through the services (DisableKey,
+ScheduleKeyDeletion, DeleteImportedKeyMaterial), makes the call past the
+signature check (``tests.api.direct``) and compares the answer with the
+cell. PendingImport applies to keys with imported material only, so that
+column uses a symmetric key with imported material, and is N/A for the
+operations of asymmetric and HMAC keys.
+
+Adding a state (Unavailable for custom key stores, PendingReplicaDeletion,
+Creating, Updating for multi-Region keys): add it to ``STATES`` with a way
+to reach it in ``_move_to``, and give the rows a value for it through
+``row(...)``'s keyword columns; rows without a value are not generated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from keys import services as key_services
+from keys.models import Key, KeyState
+from keys.services.importing import FINGERPRINT_PURPOSE, TOKEN_PURPOSE
+from keys.services.platform import platform_key_get_or_create
+from tests.api.direct import call
+from tests.conftest import Persona
+from tests.importing import wrap
+
+pytestmark = pytest.mark.django_db
+
+OK = "OK"
+N_A = "N/A"  # the state does not apply to the kind of key the operation needs
+DIS = "DisabledException"
+INV = "KMSInvalidStateException"
+UNS = "UnsupportedOperationException"
+
+STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport")
+
+
+def row(enabled: str, disabled: str, pending_deletion: str, pending_import: str, **more: str) -> dict[str, str]:
+    """One row of the table; ``more`` holds the columns of states kmsweb adds later."""
+    cells = {"Enabled": enabled, "Disabled": disabled, "PendingDeletion": pending_deletion}
+    cells["PendingImport"] = pending_import
+    cells.update({_state_name(name): value for name, value in more.items()})
+    return cells
+
+
+def _state_name(keyword: str) -> str:
+    return "".join(part.capitalize() for part in keyword.split("_"))
+
+
+ALL_OK = row(OK, OK, OK, OK)
+CRYPTO = row(OK, DIS, INV, INV)  # Encrypt, Decrypt, GenerateDataKey*, ReEncrypt, CreateGrant
+ASYMMETRIC_CRYPTO = row(OK, DIS, INV, N_A)  # Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret
+MANAGE = row(OK, OK, INV, OK)  # tags, description, aliases, ScheduleKeyDeletion
+STATE_CHANGE = row(OK, OK, INV, INV)  # EnableKey, DisableKey
+ROTATION = row(OK, DIS, INV, UNS)  # Enable/DisableKeyRotation ([1], [3], [6])
+IMPORT = row(OK, OK, INV, OK)  # GetParametersForImport, ImportKeyMaterial ([8])
+
+KEY_STATE_TABLE: dict[str, dict[str, str]] = {
+    "CancelKeyDeletion": row(INV, INV, OK, INV),
+    "CreateAlias": MANAGE,
+    "CreateGrant": CRYPTO,
+    "Decrypt": CRYPTO,
+    "DeleteAlias": ALL_OK,
+    # Deleting the material of a key pending deletion succeeds and leaves it PendingDeletion.
+    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK),
+    "DeriveSharedSecret": ASYMMETRIC_CRYPTO,
+    "DescribeKey": ALL_OK,
+    "DisableKey": STATE_CHANGE,
+    "DisableKeyRotation": ROTATION,
+    "EnableKey": STATE_CHANGE,
+    "EnableKeyRotation": ROTATION,
+    "Encrypt": CRYPTO,
+    "GenerateDataKey": CRYPTO,
+    "GenerateDataKeyPair": CRYPTO,
+    "GenerateDataKeyPairWithoutPlaintext": CRYPTO,
+    "GenerateDataKeyWithoutPlaintext": CRYPTO,
+    "GenerateMac": ASYMMETRIC_CRYPTO,
+    "GetKeyLastUsage": ALL_OK,
+    "GetKeyPolicy": ALL_OK,
+    # Keys with imported material rotate on demand, so their rotation status and
+    # rotations can be read; only automatic rotation is refused them ([6]).
+    "GetKeyRotationStatus": ALL_OK,
+    "GetParametersForImport": IMPORT,
+    "GetPublicKey": ASYMMETRIC_CRYPTO,
+    "ImportKeyMaterial": IMPORT,
+    "ListAliases": ALL_OK,
+    "ListGrants": ALL_OK,
+    "ListKeyPolicies": ALL_OK,
+    "ListKeyRotations": ALL_OK,
+    "ListResourceTags": ALL_OK,
+    "PutKeyPolicy": ALL_OK,
+    "ReEncrypt": CRYPTO,
+    "RetireGrant": ALL_OK,
+    "RevokeGrant": ALL_OK,
+    "RotateKeyOnDemand": row(OK, DIS, INV, UNS),
+    "ScheduleKeyDeletion": MANAGE,
+    "Sign": ASYMMETRIC_CRYPTO,
+    "TagResource": MANAGE,
+    "UntagResource": MANAGE,
+    "UpdateAlias": MANAGE,  # [10]: the target key's state decides
+    "UpdateKeyDescription": MANAGE,
+    "Verify": ASYMMETRIC_CRYPTO,
+    "VerifyMac": ASYMMETRIC_CRYPTO,
+}
+
+# Operations that name no existing key, so the table leaves them out.
+WITHOUT_A_KEY = {"CreateKey", "ListKeys", "GenerateRandom", "ListRetirableGrants"}
+
+# The kind of key each operation acts on (CreateKey's arguments).
+KINDS: dict[str, dict[str, str]] = {
+    "symmetric": {},
+    "sign": {"key_spec": "ECC_NIST_P256", "key_usage": "SIGN_VERIFY"},
+    "agreement": {"key_spec": "ECC_NIST_P256", "key_usage": "KEY_AGREEMENT"},
+    "hmac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
+    "imported": {"origin": "EXTERNAL"},
+}
+
+
+@dataclass
+class World:
+    """What one generated case has at hand."""
+
+    persona: Persona
+    key: Key
+    other: Key  # an Enabled symmetric key (ReEncrypt's destination, an alias's first target)
+    made: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_id(self) -> str:
+        return str(self.key.id)
+
+    def ok(self, operation: str, **params: Any) -> Any:
+        answer = call(self.persona, operation, **params)
+        assert answer.status == 200, answer.body
+        return answer
+
+
+Prepare = Callable[[World], None]
+Params = Callable[[World], dict[str, Any]]
+
+
+def _nothing(w: World) -> None:
+    return None
+
+
+def _encrypt(w: World) -> None:
+    w.made["blob"] = w.ok("Encrypt", KeyId=w.key_id, Plaintext=b"state table").blob("CiphertextBlob")
+
+
+def _sign(w: World) -> None:
+    w.made["signature"] = w.ok("Sign", KeyId=w.key_id, Message=b"state table", SigningAlgorithm="ECDSA_SHA_256").blob(
+        "Signature"
+    )
+
+
+def _mac(w: World) -> None:
+    w.made["mac"] = w.ok("GenerateMac", KeyId=w.key_id, Message=b"state table", MacAlgorithm="HMAC_SHA_256").blob("Mac")
+
+
+def _grant(w: World) -> None:
+    answer = w.ok(
+        "CreateGrant",
+        KeyId=w.key_id,
+        GranteePrincipal=w.persona.principal.arn,
+        Operations=["Encrypt", "RetireGrant"],
+    )
+    w.made["grant_id"] = answer.out("GrantId")
+
+
+def _alias(w: World) -> None:
+    w.ok("CreateAlias", AliasName="alias/state-table", TargetKeyId=w.key_id)
+
+
+def _alias_on_other(w: World) -> None:
+    w.ok("CreateAlias", AliasName="alias/state-table", TargetKeyId=str(w.other.id))
+
+
+def _import_parameters(w: World) -> None:
+    params = w.ok(
+        "GetParametersForImport",
+        KeyId=w.key_id,
+        WrappingAlgorithm="RSAES_OAEP_SHA_256",
+        WrappingKeySpec="RSA_2048",
+    )
+    w.made["token"] = params.blob("ImportToken")
+    w.made["wrapped"] = wrap(params.blob("PublicKey"), "RSAES_OAEP_SHA_256", w.made["material"])
+
+
+def _peer_public_key() -> bytes:
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    params: Params
+    prepare: Prepare = _nothing
+
+
+def _key(w: World) -> dict[str, Any]:
+    return {"KeyId": w.key_id}
+
+
+CASES: dict[str, Case] = {
+    "CancelKeyDeletion": Case("symmetric", _key),
+    "CreateAlias": Case("symmetric", lambda w: {"AliasName": "alias/state-table", "TargetKeyId": w.key_id}),
+    "CreateGrant": Case(
+        "symmetric",
+        lambda w: {"KeyId": w.key_id, "GranteePrincipal": w.persona.principal.arn, "Operations": ["Encrypt"]},
+    ),
+    "Decrypt": Case("symmetric", lambda w: {"CiphertextBlob": w.made["blob"], "KeyId": w.key_id}, _encrypt),
+    "DeleteAlias": Case("symmetric", lambda w: {"AliasName": "alias/state-table"}, _alias),
+    "DeleteImportedKeyMaterial": Case("imported", _key),
+    "DeriveSharedSecret": Case(
+        "agreement",
+        lambda w: {"KeyId": w.key_id, "KeyAgreementAlgorithm": "ECDH", "PublicKey": _peer_public_key()},
+    ),
+    "DescribeKey": Case("symmetric", _key),
+    "DisableKey": Case("symmetric", _key),
+    "DisableKeyRotation": Case("symmetric", _key),
+    "EnableKey": Case("symmetric", _key),
+    "EnableKeyRotation": Case("symmetric", _key),
+    "Encrypt": Case("symmetric", lambda w: {"KeyId": w.key_id, "Plaintext": b"state table"}),
+    "GenerateDataKey": Case("symmetric", lambda w: {"KeyId": w.key_id, "KeySpec": "AES_256"}),
+    "GenerateDataKeyPair": Case("symmetric", lambda w: {"KeyId": w.key_id, "KeyPairSpec": "ECC_NIST_P256"}),
+    "GenerateDataKeyPairWithoutPlaintext": Case(
+        "symmetric", lambda w: {"KeyId": w.key_id, "KeyPairSpec": "ECC_NIST_P256"}
+    ),
+    "GenerateDataKeyWithoutPlaintext": Case("symmetric", lambda w: {"KeyId": w.key_id, "NumberOfBytes": 32}),
+    "GenerateMac": Case(
+        "hmac", lambda w: {"KeyId": w.key_id, "Message": b"state table", "MacAlgorithm": "HMAC_SHA_256"}
+    ),
+    "GetKeyLastUsage": Case("symmetric", _key),
+    "GetKeyPolicy": Case("symmetric", lambda w: {"KeyId": w.key_id, "PolicyName": "default"}),
+    "GetKeyRotationStatus": Case("symmetric", _key),
+    "GetParametersForImport": Case(
+        "imported",
+        lambda w: {"KeyId": w.key_id, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"},
+    ),
+    "GetPublicKey": Case("sign", _key),
+    "ImportKeyMaterial": Case(
+        "imported",
+        lambda w: {
+            "KeyId": w.key_id,
+            "ImportToken": w.made["token"],
+            "EncryptedKeyMaterial": w.made["wrapped"],
+            "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+        },
+        _import_parameters,
+    ),
+    "ListAliases": Case("symmetric", _key),
+    "ListGrants": Case("symmetric", _key),
+    "ListKeyPolicies": Case("symmetric", _key),
+    "ListKeyRotations": Case("symmetric", _key),
+    "ListResourceTags": Case("symmetric", _key),
+    "PutKeyPolicy": Case(
+        "symmetric", lambda w: {"KeyId": w.key_id, "PolicyName": "default", "Policy": w.made["policy"]}
+    ),
+    "ReEncrypt": Case(
+        "symmetric",
+        lambda w: {"CiphertextBlob": w.made["blob"], "SourceKeyId": w.key_id, "DestinationKeyId": str(w.other.id)},
+        _encrypt,
+    ),
+    "RetireGrant": Case("symmetric", lambda w: {"KeyId": w.key.arn, "GrantId": w.made["grant_id"]}, _grant),
+    "RevokeGrant": Case("symmetric", lambda w: {"KeyId": w.key_id, "GrantId": w.made["grant_id"]}, _grant),
+    "RotateKeyOnDemand": Case("symmetric", _key),
+    "ScheduleKeyDeletion": Case("symmetric", lambda w: {"KeyId": w.key_id, "PendingWindowInDays": 7}),
+    "Sign": Case("sign", lambda w: {"KeyId": w.key_id, "Message": b"state table", "SigningAlgorithm": "ECDSA_SHA_256"}),
+    "TagResource": Case("symmetric", lambda w: {"KeyId": w.key_id, "Tags": [{"TagKey": "k", "TagValue": "v"}]}),
+    "UntagResource": Case("symmetric", lambda w: {"KeyId": w.key_id, "TagKeys": ["k"]}),
+    "UpdateAlias": Case(
+        "symmetric", lambda w: {"AliasName": "alias/state-table", "TargetKeyId": w.key_id}, _alias_on_other
+    ),
+    "UpdateKeyDescription": Case("symmetric", lambda w: {"KeyId": w.key_id, "Description": "new"}),
+    "Verify": Case(
+        "sign",
+        lambda w: {
+            "KeyId": w.key_id,
+            "Message": b"state table",
+            "Signature": w.made["signature"],
+            "SigningAlgorithm": "ECDSA_SHA_256",
+        },
+        _sign,
+    ),
+    "VerifyMac": Case(
+        "hmac",
+        lambda w: {"KeyId": w.key_id, "Message": b"state table", "Mac": w.made["mac"], "MacAlgorithm": "HMAC_SHA_256"},
+        _mac,
+    ),
+}
+
+
+def _move_to(w: World, state: str) -> None:
+    """Take the key from Enabled to ``state`` the way a client would."""
+    if state == "Enabled":
+        return
+    if state == "Disabled":
+        w.ok("DisableKey", KeyId=w.key_id)
+    elif state == "PendingDeletion":
+        w.ok("ScheduleKeyDeletion", KeyId=w.key_id, PendingWindowInDays=7)
+    elif state == "PendingImport":
+        w.ok("DeleteImportedKeyMaterial", KeyId=w.key_id)
+    else:
+        raise AssertionError(f"no way to reach {state} yet: add it here")
+    w.key = Key.objects.select_related("current_material").get(pk=w.key.pk)
+    assert w.key.state == KeyState(state)
+
+
+def _kind_for(operation: str, state: str) -> str:
+    kind = CASES[operation].kind
+    # Only keys with imported material can be PendingImport.
+    return "imported" if state == "PendingImport" and kind == "symmetric" else kind
+
+
+def _generated() -> list[Any]:
+    cases = []
+    for operation, cells in sorted(KEY_STATE_TABLE.items()):
+        for state in STATES:
+            expected = cells.get(state)
+            if expected is None or expected == N_A:
+                continue
+            cases.append(pytest.param(operation, state, expected, id=f"{operation}-{state}"))
+    return cases
+
+
+@pytest.fixture(autouse=True)
+def _platform_keys(db: None) -> None:
+    for purpose in (TOKEN_PURPOSE, FINGERPRINT_PURPOSE):
+        platform_key_get_or_create(purpose=purpose)
+
+
+def _make_key(persona: Persona, kind: str) -> tuple[Key, bytes]:
+    key = key_services.key_create(caller=persona.caller(), **KINDS[kind])
+    material = os.urandom(32)
+    if kind == "imported":
+        world = World(persona, key, key)
+        world.made["material"] = material
+        _import_parameters(world)
+        world.ok(
+            "ImportKeyMaterial",
+            KeyId=str(key.id),
+            ImportToken=world.made["token"],
+            EncryptedKeyMaterial=world.made["wrapped"],
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+        key = Key.objects.select_related("current_material").get(pk=key.pk)
+    return key, material
+
+
+@pytest.mark.parametrize(("operation", "state", "expected"), _generated())
+def test_it_answers_as_the_key_state_table_says(key_admin: Persona, operation: str, state: str, expected: str) -> None:
+    key, material = _make_key(key_admin, _kind_for(operation, state))
+    other = key_services.key_create(caller=key_admin.caller())
+    w = World(key_admin, key, other, {"material": material, "policy": key.policy})
+    CASES[operation].prepare(w)
+    _move_to(w, state)
+
+    answer = call(key_admin, operation, **CASES[operation].params(w))
+
+    if expected == OK:
+        assert answer.status == 200, answer.body
+    else:
+        assert (answer.status, answer.code) == (400, expected), answer.body
+        assert answer.message
+
+
+def test_it_has_a_row_and_a_case_for_every_operation_on_an_existing_key() -> None:
+    from kmsweb.api.handlers import HANDLERS
+
+    assert set(KEY_STATE_TABLE) == set(CASES)
+    assert set(KEY_STATE_TABLE) == set(HANDLERS) - WITHOUT_A_KEY
+    for cells in KEY_STATE_TABLE.values():
+        assert set(cells) <= set(STATES)
