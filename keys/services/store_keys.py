@@ -54,6 +54,8 @@ def store_for_new_key(
     store_origins = (KeyOrigin.AWS_CLOUDHSM, KeyOrigin.EXTERNAL_KEY_STORE)
     if origin not in store_origins:
         if store_id:
+            # An unknown store is CustomKeyStoreNotFoundException whatever the Origin.
+            custom_key_store_get_for(caller=caller, store_id=store_id)
             raise UnsupportedOperation(
                 f"CustomKeyStoreId needs Origin AWS_CLOUDHSM or EXTERNAL_KEY_STORE, not {origin}."
             )
