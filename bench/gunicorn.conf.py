@@ -13,8 +13,8 @@ import os
 
 bind = os.environ.get("BENCH_BIND", "127.0.0.1:8900")
 workers = int(os.environ.get("BENCH_WORKERS", "2"))
-worker_class = os.environ.get("BENCH_WORKER_CLASS", "sync")
-threads = int(os.environ.get("BENCH_THREADS", "1"))
+worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("BENCH_THREADS", "8"))
 # Load the app once in the master before forking the workers: start-up is
 # faster and, for moto (whose state lives in process memory), the key made
 # at import time is shared by every worker.
