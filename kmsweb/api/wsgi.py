@@ -21,7 +21,6 @@ handler; the test client, which has no WSGI server, reaches the same
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -31,8 +30,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.wsgi import WSGIHandler, get_script_name
 from django.db import close_old_connections, reset_queries
 
-from kmsweb import metrics
-from kmsweb.api.views import TARGET_PREFIX, answer, error_answer, is_api_call
+from kmsweb.api.views import answer, error_answer, is_api_call
 from kmsweb.lib.caller import new_request_id
 from kmsweb.lib.errors import InternalError
 
@@ -96,7 +94,6 @@ class KmswebWSGIHandler(WSGIHandler):
             return super().__call__(environ, start_response)
         if settings.DEBUG:
             reset_queries()
-        started = time.perf_counter()
         try:
             reply = answer(ApiRequest(environ))
         except Exception:  # answer() answers every failure itself; this is a last resort
@@ -109,7 +106,5 @@ class KmswebWSGIHandler(WSGIHandler):
             # check due on first use), which is what Django's check before
             # each request would establish.
             close_old_connections()
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        metrics.api_observe(target.removeprefix(TARGET_PREFIX), reply.status, time.perf_counter() - started)
         start_response(_status_line(reply.status), reply.headers())
         return [reply.body]
