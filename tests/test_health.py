@@ -19,10 +19,10 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.services import recording
+from audit.services.sealing import audit_seal
 from audit.services.writer import AuditWriteFailed
 from keys.services.material import root_keyring_forget
 from kmsweb.health import CHECKS, readiness_cache_clear
-from audit.services.sealing import audit_seal
 from kmsweb.lib.caller import Caller
 from tests.conftest import Persona
 
@@ -177,9 +177,7 @@ def test_metrics_count_api_calls_by_operation_and_outcome(client: Client, settin
     from prometheus_client import REGISTRY
 
     def count(operation: str, outcome: str) -> float:
-        value = REGISTRY.get_sample_value(
-            "kmsweb_api_requests_total", {"operation": operation, "outcome": outcome}
-        )
+        value = REGISTRY.get_sample_value("kmsweb_api_requests_total", {"operation": operation, "outcome": outcome})
         return value or 0.0
 
     ok, bad = count("ListKeys", "success"), count("DescribeKey", "client_error")
