@@ -215,8 +215,8 @@ class DatabaseCollector:
         findings = GaugeMetricFamily(
             "kmsweb_compliance_findings_open", "Open compliance findings, by severity.", labels=["severity"]
         )
-        for row in Finding.objects.open().values("severity").annotate(n=Count("id")).order_by():
-            findings.add_metric([row["severity"]], row["n"])
+        for severity, n in Finding.objects.open().values_list("severity").annotate(n=Count("id")).order_by():
+            findings.add_metric([severity], n)
         yield findings
 
 
