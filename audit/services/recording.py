@@ -378,7 +378,7 @@ def _row_params(values: dict[str, Any], connection: BaseDatabaseWrapper) -> list
 
 
 def insert_many(rows: Sequence[dict[str, Any]], *, using: str) -> None:
-    """Insert several events (each as ``_insert`` takes it) with one statement; the caller owns the transaction.
+    """Insert several events (each as ``_insert`` takes it) with one statement (atomic on its own in autocommit).
 
     PostgreSQL: ``COPY ... FROM STDIN`` (text format: the server parses each
     value as its column's type, JSON text into jsonb included), the cheapest

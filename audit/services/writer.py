@@ -3,8 +3,8 @@
 A call that changes no state (Encrypt, Decrypt, Sign, Describe…) has one
 row to write: its audit event. Committing each alone costs a WAL flush and
 a statement per call; here the events of concurrent calls in one process
-share a transaction (one multi-row INSERT, ``COPY`` on PostgreSQL) and one
-flush. Each call still answers only after the transaction holding its event
+share a transaction (one statement in autocommit: a multi-row INSERT,
+``COPY`` on PostgreSQL) and one flush. Each call still answers only after the transaction holding its event
 has committed, so an answered call always has its durable event.
 
 The process has one writer per database. A call hands its event over and
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from audit.models import AuditEvent
 from kmsweb import metrics
@@ -127,13 +127,10 @@ class GroupWriter:
 
     def _write(self, batch: list[_Pending]) -> list[BaseException | None] | None:
         """Commit ``batch``; None when all of it committed, else each event's error (None: committed)."""
-        from audit.services.recording import insert_many  # recording hands events to this module
-
         started = time.perf_counter()
         rows = [p.values for p in batch]
         try:
-            with transaction.atomic(using=self.alias):
-                insert_many(rows, using=self.alias)
+            _write_rows(rows, self.alias)
         except Exception as exc:
             outcome = self._after_failure(exc, rows)
         else:
@@ -158,14 +155,11 @@ class GroupWriter:
         if not isinstance(exc, OperationalError | InterfaceError) and isinstance(exc, DatabaseError):
             # The database refused a row, the connection is fine: write the
             # events one by one so that only the refused one fails.
-            from audit.services.recording import insert_many
-
             logger.warning("audit batch of %d refused (%s); writing its events one by one", len(rows), exc)
             errors: list[BaseException | None] = []
             for row in rows:
                 try:
-                    with transaction.atomic(using=self.alias):
-                        insert_many([row], using=self.alias)
+                    _write_rows([row], self.alias)
                     errors.append(None)
                 except Exception as one:
                     errors.append(one)
@@ -199,6 +193,24 @@ class GroupWriter:
         if state.last_success is not None and state.last_success > state.last_failure:
             return False
         return time.monotonic() - state.last_failure < FAILING_FOR_SECONDS
+
+
+def _write_rows(rows: Sequence[dict[str, Any]], alias: str) -> None:
+    """Write ``rows`` with one statement in autocommit: atomic on its own, and durable when it returns.
+
+    One event: the prepared single-row INSERT (the cheapest for one row);
+    more: one multi-row statement (``COPY`` on PostgreSQL). No BEGIN or
+    COMMIT round trips: a single statement is its own transaction.
+    """
+    from audit.services.recording import _insert, insert_many  # recording hands its events to this module
+
+    connection = connections[alias]
+    if connection.in_atomic_block or not connection.get_autocommit():
+        raise RuntimeError("the group writer writes in autocommit only")
+    if len(rows) == 1:
+        _insert(rows[0])
+    else:
+        insert_many(rows, using=alias)
 
 
 _writers: dict[str, GroupWriter] = {}
