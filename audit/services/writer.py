@@ -111,6 +111,9 @@ class GroupWriter:
                 self._leading = True
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
+            # Until the write says otherwise, the batch failed: a leader
+            # interrupted mid-write (a worker's timeout) commits nobody's answer.
+            errors: list[BaseException | None] | None = [RuntimeError("the audit write was interrupted")] * len(batch)
             try:
                 errors = self._write(batch)
             finally:
