@@ -380,26 +380,19 @@ def _row_params(values: dict[str, Any], connection: BaseDatabaseWrapper) -> list
 def insert_many(rows: Sequence[dict[str, Any]], *, using: str) -> None:
     """Insert several events (each as ``_insert`` takes it) with one statement (atomic on its own in autocommit).
 
-    PostgreSQL: ``COPY ... FROM STDIN`` (text format: the server parses each
-    value as its column's type, JSON text into jsonb included), the cheapest
-    way in for the server. Elsewhere one multi-row INSERT. Used by the group
-    writer (``audit.services.writer``); returns no ids.
+    PostgreSQL: one INSERT of ``unnest`` over an array per column
+    (``_unnest_sql``): the same statement whatever the number of events, so
+    prepared once per connection, and one round trip (``COPY`` takes two,
+    and its statement is parsed each time). Elsewhere one multi-row INSERT.
+    Used by the group writer (``audit.services.writer``); returns no ids.
     """
     connection = connections[using]
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
     names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
     params = [_row_params(values, connection) for values in rows]
     if connection.vendor == "postgresql":
-        import psycopg  # only reached on PostgreSQL
-
-        connection.close_if_health_check_failed()
-        connection.ensure_connection()
-        with connection.wrap_database_errors:
-            with psycopg.Cursor(connection.connection) as cursor:
-                # Only the model's own quoted names are formatted in.
-                with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:  # noqa: S608
-                    for row in params:
-                        copy.write_row(row)
+        columns = [list(column) for column in zip(*params, strict=True)]
+        _insert_direct(connection, _unnest_sql(connection), columns, returning=False)
         return
     one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     with connection.cursor() as cursor:
@@ -409,7 +402,27 @@ def insert_many(rows: Sequence[dict[str, Any]], *, using: str) -> None:
         )
 
 
-def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> int:
+@lru_cache(maxsize=4)
+def _unnest_sql_for(vendor: str, table: str, names: str, types: tuple[str, ...]) -> str:
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    return f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608 - the model's own names
+
+
+def _unnest_sql(connection: BaseDatabaseWrapper) -> str:
+    """One INSERT for any number of events on PostgreSQL: a column array per parameter, unnested.
+
+    The same text whatever the batch's size, so it is prepared once per
+    connection, and one round trip.
+    """
+    return _unnest_sql_for(
+        connection.vendor,
+        connection.ops.quote_name(AuditEvent._meta.db_table),
+        ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS),
+        tuple(str(f.db_type(connection)) for f in _COLUMNS),
+    )
+
+
+def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, returning: bool = True) -> int:
     """Run the INSERT on a plain psycopg cursor, past Django's cursor wrapper.
 
     Still inside Django's connection handling — health check, connection
@@ -440,6 +453,8 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any])
         setattr(connection, "_kmsweb_audit_cursor", cursor)  # noqa: B010 - one per connection, beside Django's
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=prepare)
+        if not returning:
+            return 0
         row = cursor.fetchone()
     if row is None:
         raise InternalError("The audit INSERT returned no id.")

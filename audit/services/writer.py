@@ -3,8 +3,9 @@
 A call that changes no state (Encrypt, Decrypt, Sign, Describe…) has one
 row to write: its audit event. Committing each alone costs a WAL flush and
 a statement per call; here the events of concurrent calls in one process
-share a transaction (one statement in autocommit: a multi-row INSERT,
-``COPY`` on PostgreSQL) and one flush. Each call still answers only after the transaction holding its event
+share a transaction (one multi-row INSERT in autocommit; on PostgreSQL an
+INSERT of unnested column arrays, prepared once per connection) and one
+flush. Each call still answers only after the transaction holding its event
 has committed, so an answered call always has its durable event.
 
 The process has one writer per database. A call hands its event over and
@@ -49,6 +50,11 @@ logger = logging.getLogger(__name__)
 # Events per transaction at most: bounds one statement's size and the wait
 # of the calls queued behind a large batch.
 MAX_BATCH = 128
+# Batches committing at once. One: every event that arrives during a commit
+# waits for it and goes in the next batch (the largest batches, the least
+# database work per event); a process then commits at most
+# threads / commit latency events per second.
+MAX_IN_FLIGHT = 1
 # How long a failure keeps /readyz saying the writer is failing.
 FAILING_FOR_SECONDS = 5.0
 
@@ -64,6 +70,7 @@ class AuditWriteFailed(InternalError):
 @dataclass(slots=True)
 class _Pending:
     values: dict[str, Any]
+    taken: bool = False
     done: bool = False
     error: BaseException | None = None
 
@@ -85,12 +92,13 @@ class GroupWriter:
 
     alias: str
     max_batch: int = MAX_BATCH
+    max_in_flight: int = MAX_IN_FLIGHT
     state: WriterState = field(default_factory=WriterState)
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Pending] = []
-        self._leading = False
+        self._leading = 0
 
     def commit(self, values: dict[str, Any]) -> None:
         """Write ``values`` (one event's columns) and return once its transaction committed.
@@ -104,13 +112,15 @@ class GroupWriter:
             self._queue.append(pending)
         while True:
             with cond:
-                while not pending.done and self._leading:
+                while not pending.done and (pending.taken or self._leading >= self.max_in_flight):
                     cond.wait()
                 if pending.done:
                     break
-                self._leading = True
+                self._leading += 1
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
+                for item in batch:
+                    item.taken = True
             # Until the write says otherwise, the batch failed: a leader
             # interrupted mid-write (a worker's timeout) commits nobody's answer.
             errors: list[BaseException | None] | None = [RuntimeError("the audit write was interrupted")] * len(batch)
@@ -121,7 +131,7 @@ class GroupWriter:
                     for i, item in enumerate(batch):
                         item.done = True
                         item.error = errors[i] if errors is not None else None
-                    self._leading = False
+                    self._leading -= 1
                     cond.notify_all()
         if pending.error is not None:
             failed = AuditWriteFailed("An internal error occurred.")
@@ -202,7 +212,7 @@ def _write_rows(rows: Sequence[dict[str, Any]], alias: str) -> None:
     """Write ``rows`` with one statement in autocommit: atomic on its own, and durable when it returns.
 
     One event: the prepared single-row INSERT (the cheapest for one row);
-    more: one multi-row statement (``COPY`` on PostgreSQL). No BEGIN or
+    more: one multi-row INSERT (``insert_many``). No BEGIN or
     COMMIT round trips: a single statement is its own transaction.
     """
     from audit.services.recording import _insert, insert_many  # recording hands its events to this module

@@ -68,9 +68,21 @@ def test_it_writes_inside_the_callers_transaction_without_the_writer(key_admin: 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_it_commits_concurrent_events_together(key_admin: Persona) -> None:
+def test_it_commits_concurrent_events_together(key_admin: Persona, make_key: Callable[..., Key]) -> None:
+    """Many events per transaction, each row the one the direct INSERT writes."""
     threads, each = 16, 25
     caller = key_admin.caller()
+    key = make_key()
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "caller": caller,
+        "event_name": "GenerateRandom",
+        "request_parameters": {"KeyId": str(key.id), "EncryptionContext": {"nul": "a\x00b", "q": "{it's}"}},
+        "additional_event_data": {"keyMaterialId": "abc"},
+        "keys": [key],
+        "read_only": True,
+        "event_time": at,
+    }
     start = threading.Barrier(threads)
     errors: list[BaseException] = []
     writer = _writer()
@@ -79,10 +91,8 @@ def test_it_commits_concurrent_events_together(key_admin: Persona) -> None:
     def work(n: int) -> None:
         try:
             start.wait()
-            for i in range(each):
-                recording.audit_record(
-                    caller=caller, event_name="GenerateRandom", request_parameters={"n": f"{n}-{i}"}, grouped=True
-                )
+            for _ in range(each):
+                recording.audit_record(**fields, grouped=True)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -98,6 +108,12 @@ def test_it_commits_concurrent_events_together(key_admin: Persona) -> None:
     assert writer.state.events - events == threads * each
     # Fewer transactions than events: calls waited for one commit and shared the next.
     assert writer.state.batches - batches < threads * each
+    direct = AuditEvent.objects.get(pk=recording.audit_record(**fields))
+    columns = [f.attname for f in AuditEvent._meta.concrete_fields if f.attname not in ("id", "event_id")]
+    expected = {c: getattr(direct, c) for c in columns}
+    grouped = AuditEvent.objects.filter(event_name="GenerateRandom").exclude(pk=direct.pk)
+    assert all({c: getattr(e, c) for c in columns} == expected for e in grouped)
+    assert len(set(grouped.values_list("event_id", flat=True))) == threads * each
 
 
 @pytest.mark.django_db(transaction=True)
