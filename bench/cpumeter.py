@@ -70,11 +70,26 @@ def _is_ours_postgres(cmdline: str, dbname: str) -> bool:
         return False
     if not cmdline.startswith("postgres: "):
         return True  # the postmaster
-    words = cmdline[len("postgres: ") :].split()
+    words = _title_words(cmdline)
     # A backend's title: "postgres: USER DB HOST(PORT) STATE"; other titles are
     # background processes ("walwriter", "checkpointer", ...), shared by all.
     is_backend = len(words) >= 3 and ("(" in words[2] or words[2] == "[local]")
     return not is_backend or words[1] == dbname
+
+
+def _title_words(cmdline: str) -> list[str]:
+    """A PostgreSQL process title's words, after "postgres: " and the cluster name if set ("15/main:")."""
+    words = cmdline[len("postgres: ") :].split()
+    if words and words[0].endswith(":"):
+        words = words[1:]
+    return words
+
+
+def _is_backend_of(cmdline: str, dbname: str) -> bool:
+    if not cmdline.startswith("postgres: "):
+        return False
+    words = _title_words(cmdline)
+    return len(words) >= 3 and ("(" in words[2] or words[2] == "[local]") and words[1] == dbname
 
 
 class CpuMeter:
@@ -82,6 +97,19 @@ class CpuMeter:
         self.port = port
         self.dbname = dbname
         self.enabled = os.path.exists("/proc/stat")
+
+    def _backends(self) -> dict[str, int]:
+        """CPU ticks of the PostgreSQL backends connected to the benchmark's database."""
+        ticks = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                if _is_backend_of(_cmdline(pid), self.dbname):
+                    ticks[pid] = _proc_ticks(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        return ticks
 
     def _our_processes(self) -> dict[str, int]:
         inodes = {f"socket:[{inode}]" for inode in _listening_inodes(self.port)} if self.port else set()
@@ -115,6 +143,7 @@ class CpuMeter:
         if not self.enabled:
             return
         self._procs = self._our_processes()
+        self._pg = self._backends()
         self._children = self._children_ticks()
         self._machine = _machine_ticks()
         self._time = time.monotonic()
@@ -122,9 +151,11 @@ class CpuMeter:
     def stop(self) -> dict:
         """CPU shares of the machine over the run: {"busy", "measured", "others"} in 0..1."""
         if not self.enabled:
-            return {"busy": 0.0, "measured": 0.0, "others": 0.0, "steal": 0.0}
+            return {"busy": 0.0, "measured": 0.0, "others": 0.0, "steal": 0.0, "pg_backend_seconds": 0.0}
         total1, idle1, steal1 = _machine_ticks()  # idle here: idle, iowait, irq, softirq, steal
         procs = self._our_processes()
+        backends = self._backends()
+        pg_ticks = sum(t - self._pg.get(pid, 0) for pid, t in backends.items())
         children = self._children_ticks()
         total = total1 - self._machine[0]
         busy = total - (idle1 - self._machine[1])
@@ -137,4 +168,6 @@ class CpuMeter:
             "measured": round(min(ours, busy) / total, 3) if total else 0.0,
             "others": round(others / total, 3) if total else 0.0,
             "steal": round((steal1 - self._machine[2]) / total, 3) if total else 0.0,
+            # CPU seconds of the benchmark database's backends over the run.
+            "pg_backend_seconds": round(pg_ticks / TICKS, 3),
         }

@@ -6,7 +6,9 @@ Each setting can be overridden from the environment (BENCH_*), e.g. to
 repeat the worker sweep written down in docs/BENCHMARKS.md.
 
 Chosen for a 2-core machine from the sweep on floor (a): see
-docs/BENCHMARKS.md, "Server settings".
+docs/BENCHMARKS.md, "Server settings". The kmsweb configuration sets
+BENCH_WORKER_CLASS=gthread and BENCH_THREADS=8 (bench/serve.py), as
+``manage.py serve`` runs it.
 """
 
 import os

@@ -111,13 +111,15 @@ class Result:
             f"{self.p50_ms:.2f}",
             f"{self.p99_ms:.2f}",
             f"{self.requests:,}",
+            f"{self.cpu.get('pg_backend_ms_per_request', 0.0):.3f}",
             self.runs_text(),
         )
 
 
 TABLE_HEADER = (
-    "| Configuration | Operation | Requests/s | p50 (ms) | p99 (ms) | Requests | Runs (req/s) |\n"
-    "| --- | --- | ---: | ---: | ---: | ---: | --- |"
+    "| Configuration | Operation | Requests/s | p50 (ms) | p99 (ms) | Requests | PostgreSQL CPU (ms/req) "
+    "| Runs (req/s) |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 
 
@@ -360,7 +362,8 @@ def bench_operation(
     script = OUT_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', target.label)}-{op}.lua"
     label = f"{target.label} {op}"
     parts = urlsplit(target.url)
-    meter = CpuMeter(parts.port or (443 if parts.scheme == "https" else 80) if is_local(target.url) else None)
+    dbname = urlsplit(os.environ.get("DATABASE_URL") or "postgres:///kmsweb_bench").path.lstrip("/")
+    meter = CpuMeter(parts.port or (443 if parts.scheme == "https" else 80) if is_local(target.url) else None, dbname)
     clean, disturbed = [], []
     attempts = 0
     while len(clean) < repeat and attempts < repeat + extra_attempts:
@@ -393,7 +396,10 @@ def bench_operation(
     chosen = clean or disturbed
     stats, cmd = sorted(chosen, key=lambda run: run[0]["requests_per_s"])[(len(chosen) - 1) // 2]
     stats = dict(stats)
-    cpu = stats.pop("cpu")
+    cpu = dict(stats.pop("cpu"))
+    if stats.get("requests"):
+        # PostgreSQL backend CPU per answered request (milliseconds), for the chosen run.
+        cpu["pg_backend_ms_per_request"] = round(cpu.get("pg_backend_seconds", 0.0) * 1000 / stats["requests"], 4)
     runs = [(run, True) for run in clean] + [(run, False) for run in disturbed]
     return Result(
         config=target.label,

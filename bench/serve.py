@@ -148,6 +148,11 @@ CONFIGS: dict[str, Config] = {
             # 32 bytes, base64; the bench's own value, not a production key.
             "KMSWEB_ROOT_KEY": os.environ.get("KMSWEB_ROOT_KEY", "a21zd2ViLWJlbmNoLXJvb3Qta2V5LTMyLWJ5dGVzISE="),
             "DJANGO_DEBUG": "false",
+            # kmsweb's web workers are threaded, as `manage.py serve` runs
+            # them: the audit events of calls in flight together in a
+            # process commit together (audit/services/writer.py).
+            "BENCH_WORKER_CLASS": os.environ.get("BENCH_KMSWEB_WORKER_CLASS", "gthread"),
+            "BENCH_THREADS": os.environ.get("BENCH_KMSWEB_THREADS", "8"),
         },
         setup=[
             python_cmd("manage.py", "migrate", "--noinput"),

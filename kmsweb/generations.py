@@ -7,7 +7,8 @@ call (:mod:`kmsweb.ttlcache`). Each cached table has a counter in
 counter in the same transaction as the change (:func:`generation_bump`).
 
 Each request reads the counters once, with one small SELECT, on its first
-cache lookup (:func:`generations_scope` opens the request's scope; the read
+cache lookup (concurrent requests of a process share one read that began
+after each of them started, see ``_read_for``) (:func:`generations_scope` opens the request's scope; the read
 is lazy, so a request that never reaches a cache does not pay it). A cached
 entry remembers the counter its loader read, and only a request that read
 the same counter may use it. A request that starts after a change was
@@ -26,6 +27,7 @@ from a shell or a test) nothing is cached: each lookup reads the database.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -66,10 +68,17 @@ _last_read_lock = threading.Lock()
 class _Scope:
     """One request's view of the counters, read on first use."""
 
-    __slots__ = ("values",)
+    __slots__ = ("started", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, int] | None = None
+        self.started = time.monotonic()
+
+
+# The last shared read of the counters: (when it began, by time.monotonic(); the values).
+_shared: tuple[float, dict[str, int]] | None = None
+_shared_reading = False
+_shared_cond = threading.Condition(threading.Lock())
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("kmsweb_generation_scope", default=None)
@@ -195,7 +204,7 @@ def generation_observed(name: str) -> int | None:
     if scope is None:
         return None
     if scope.values is None:
-        scope.values = values = generations_read()
+        scope.values = values = _read_for(scope)
         if values != _last_read:
             with _last_read_lock:
                 for changed in [n for n in NAMES if _last_read.get(n) != values[n]]:
@@ -205,8 +214,48 @@ def generation_observed(name: str) -> int | None:
     return scope.values[name]
 
 
+def _read_for(scope: _Scope) -> dict[str, int]:
+    """The counters for a request: a read that began after the request did, shared by the requests waiting on it.
+
+    Concurrent requests of a process need one read, not one each: any read
+    that began after a request's scope opened sees every change answered
+    before that request started, which is all the request needs. The first
+    request to find no read in progress reads for itself and for every
+    request that started before its read began; a request that started
+    later waits for the next read. Inside a transaction the read is the
+    request's own (it would see the transaction's uncommitted bumps).
+    """
+    global _shared, _shared_reading
+    if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        return generations_read()
+    with _shared_cond:
+        while True:
+            shared = _shared
+            if shared is not None and shared[0] >= scope.started:
+                return shared[1]
+            if not _shared_reading:
+                _shared_reading = True
+                break
+            _shared_cond.wait()
+    began = time.monotonic()
+    values: dict[str, int] | None = None
+    try:
+        values = generations_read()
+    finally:
+        with _shared_cond:
+            _shared_reading = False
+            if values is not None and (_shared is None or began > _shared[0]):
+                _shared = (began, values)
+            _shared_cond.notify_all()
+    assert values is not None  # generations_read() returned
+    return values
+
+
 def generations_forget_all() -> None:
     """Drop every registered cache of this process (tests, between databases)."""
+    global _shared
+    with _shared_cond:
+        _shared = None
     with _last_read_lock:
         _last_read.clear()
     for name in NAMES:

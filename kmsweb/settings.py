@@ -131,6 +131,14 @@ KMSWEB_DB_HEALTH_CHECK_SECONDS = float(env_str("KMSWEB_DB_HEALTH_CHECK_SECONDS")
 # that cannot carry prepared statements across transactions (PgBouncer in
 # transaction mode before 1.21, or without max_prepared_statements).
 KMSWEB_DB_PREPARED_STATEMENTS = env_bool("KMSWEB_DB_PREPARED_STATEMENTS", True)
+# The audit events of concurrent read-only calls (Encrypt, Decrypt, Sign,
+# Describe…) commit in one transaction per process; each call still answers
+# after its event is durable (audit/services/writer.py). false: one INSERT each.
+KMSWEB_AUDIT_GROUP_COMMIT = env_bool("KMSWEB_AUDIT_GROUP_COMMIT", True)
+# /metrics (Prometheus): a bearer token, and/or client addresses (REMOTE_ADDR
+# only, never X-Forwarded-For) in these networks. Neither set: /metrics is off (404).
+KMSWEB_METRICS_TOKEN = env_secret("KMSWEB_METRICS_TOKEN") or ""
+KMSWEB_METRICS_ALLOW_CIDRS = env_list("KMSWEB_METRICS_ALLOW_CIDRS")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default has several writers (web workers, the Celery
     # worker's pool, beat, manage.py commands) on one file. WAL lets readers

@@ -24,6 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from audit.services.writer import group_writer
 from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InternalError, KmsError
@@ -214,10 +215,15 @@ def audit_record(
     read_only: bool | None = None,
     event_time: datetime | None = None,
     event_source: str = KMS_SOURCE,
-) -> int:
+    grouped: bool = False,
+) -> int | None:
     """Insert one audit event and return its id. One INSERT, no locks; the caller owns the transaction.
 
     ``read_only`` defaults to CloudTrail's readOnly for a KMS event name (the operations table).
+
+    ``grouped``: the event may commit together with other calls' events
+    (``audit.services.writer``) when the caller is in no transaction; it
+    has then committed on return, and no id is returned.
     """
     if read_only is None:
         read_only = event_source == KMS_SOURCE and operations.is_read_only(event_name)
@@ -227,30 +233,45 @@ def audit_record(
     else:
         resources = [{"accountId": k.account_id or "", "type": "AWS::KMS::Key", "ARN": k.arn} for k in keys]
         resources += [{"type": "AWS::KMS::Key", "ARN": arn} for arn in key_arns]
-    return _insert(
-        {
-            "event_time": event_time or timezone.now(),
-            "event_name": event_name,
-            "event_source": event_source,
-            "event_type": "AwsServiceEvent" if caller.is_system else "AwsApiCall",
-            "aws_region": caller.region,
-            "source_ip": caller.source_ip or ("kmsweb" if caller.is_system else ""),
-            "user_agent": storable((caller.user_agent or "")[:512]),
-            "user_identity": _user_identity_json(*_identity_fields(caller)),
-            "request_parameters": _storable_json(redact(request_parameters)),
-            "response_elements": _storable_json(redact(response_elements)),
-            "additional_event_data": _storable_json(dict(additional_event_data)) if additional_event_data else None,
-            "error_code": error.code if error else "",
-            "error_message": storable(error.message) if error else "",
-            "request_id": caller.request_id,
-            "read_only": read_only,
-            "resources": resources,
-            "recipient_account_id": caller.account_id,
-            "origin": caller.origin,
-            "key_id": str(keys[0].id) if keys else (key_arns[0].rsplit("/", 1)[-1] if key_arns else ""),
-            "principal_arn": caller.principal_arn,
-        }
-    )
+    values = {
+        "event_time": event_time or timezone.now(),
+        "event_name": event_name,
+        "event_source": event_source,
+        "event_type": "AwsServiceEvent" if caller.is_system else "AwsApiCall",
+        "aws_region": caller.region,
+        "source_ip": caller.source_ip or ("kmsweb" if caller.is_system else ""),
+        "user_agent": storable((caller.user_agent or "")[:512]),
+        "user_identity": _user_identity_json(*_identity_fields(caller)),
+        "request_parameters": _storable_json(redact(request_parameters)),
+        "response_elements": _storable_json(redact(response_elements)),
+        "additional_event_data": _storable_json(dict(additional_event_data)) if additional_event_data else None,
+        "error_code": error.code if error else "",
+        "error_message": storable(error.message) if error else "",
+        "request_id": caller.request_id,
+        "read_only": read_only,
+        "resources": resources,
+        "recipient_account_id": caller.account_id,
+        "origin": caller.origin,
+        "key_id": str(keys[0].id) if keys else (key_arns[0].rsplit("/", 1)[-1] if key_arns else ""),
+        "principal_arn": caller.principal_arn,
+    }
+    if grouped and _may_group():
+        group_writer(router.db_for_write(AuditEvent)).commit(values)
+        return None
+    return _insert(values)
+
+
+def _may_group() -> bool:
+    """Whether this thread may hand its event to the group writer.
+
+    Not inside a transaction (the event belongs to it), nor on a connection
+    shared between threads (a test server's in-memory SQLite), and not when
+    ``KMSWEB_AUDIT_GROUP_COMMIT`` is off.
+    """
+    if not settings.KMSWEB_AUDIT_GROUP_COMMIT:
+        return False
+    connection = connections[router.db_for_write(AuditEvent)]
+    return not connection.in_atomic_block and not connection.allow_thread_sharing
 
 
 # The model's columns, in a fixed order (the primary key is the database's).
@@ -340,10 +361,7 @@ def _insert(values: dict[str, Any]) -> int:
     """
     connection = connections[router.db_for_write(AuditEvent)]
     sql, returning = _insert_sql(connection)
-    params = []
-    for column in _plan(connection.vendor):
-        value = values[column.attname] if column.attname in values else column.default()
-        params.append(value if column.adapt is None else column.adapt(value, connection))
+    params = _row_params(values, connection)
     if connection.vendor == "postgresql":
         return _insert_direct(connection, sql, params)
     with connection.cursor() as cursor:
@@ -351,7 +369,60 @@ def _insert(values: dict[str, Any]) -> int:
         return cursor.fetchone()[0] if returning else cursor.lastrowid
 
 
-def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> int:
+def _row_params(values: dict[str, Any], connection: BaseDatabaseWrapper) -> list[Any]:
+    params = []
+    for column in _plan(connection.vendor):
+        value = values[column.attname] if column.attname in values else column.default()
+        params.append(value if column.adapt is None else column.adapt(value, connection))
+    return params
+
+
+def insert_many(rows: Sequence[dict[str, Any]], *, using: str) -> None:
+    """Insert several events (each as ``_insert`` takes it) with one statement (atomic on its own in autocommit).
+
+    PostgreSQL: one INSERT of ``unnest`` over an array per column
+    (``_unnest_sql``): the same statement whatever the number of events, so
+    prepared once per connection, and one round trip (``COPY`` takes two,
+    and its statement is parsed each time). Elsewhere one multi-row INSERT.
+    Used by the group writer (``audit.services.writer``); returns no ids.
+    """
+    connection = connections[using]
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
+    params = [_row_params(values, connection) for values in rows]
+    if connection.vendor == "postgresql":
+        columns = [list(column) for column in zip(*params, strict=True)]
+        _insert_direct(connection, _unnest_sql(connection), columns, returning=False)
+        return
+    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(params))}",  # noqa: S608
+            [p for row in params for p in row],
+        )
+
+
+@lru_cache(maxsize=4)
+def _unnest_sql_for(vendor: str, table: str, names: str, types: tuple[str, ...]) -> str:
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    return f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608 - the model's own names
+
+
+def _unnest_sql(connection: BaseDatabaseWrapper) -> str:
+    """One INSERT for any number of events on PostgreSQL: a column array per parameter, unnested.
+
+    The same text whatever the batch's size, so it is prepared once per
+    connection, and one round trip.
+    """
+    return _unnest_sql_for(
+        connection.vendor,
+        connection.ops.quote_name(AuditEvent._meta.db_table),
+        ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS),
+        tuple(str(f.db_type(connection)) for f in _COLUMNS),
+    )
+
+
+def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, returning: bool = True) -> int:
     """Run the INSERT on a plain psycopg cursor, past Django's cursor wrapper.
 
     Still inside Django's connection handling — health check, connection
@@ -382,6 +453,8 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any])
         setattr(connection, "_kmsweb_audit_cursor", cursor)  # noqa: B010 - one per connection, beside Django's
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=prepare)
+        if not returning:
+            return 0
         row = cursor.fetchone()
     if row is None:
         raise InternalError("The audit INSERT returned no id.")
@@ -402,7 +475,7 @@ class Operation:
     additional_event_data: dict[str, Any] = field(default_factory=dict)
     event_source: str = KMS_SOURCE
 
-    def record(self, error: KmsError | None) -> None:
+    def record(self, error: KmsError | None, *, grouped: bool = False) -> None:
         audit_record(
             caller=self.caller,
             event_name=self.event_name,
@@ -414,6 +487,7 @@ class Operation:
             key_arns=self.key_arns,
             read_only=self.read_only,
             event_source=self.event_source,
+            grouped=grouped,
         )
 
 
@@ -457,12 +531,15 @@ def audited(
                 yield op
                 op.record(None)
         else:
-            # A read-only call changes nothing but its event: one INSERT in
-            # autocommit is atomic on its own, and saves the API two round
-            # trips (BEGIN, COMMIT) per request.
+            # A read-only call changes nothing but its event: it commits
+            # with the events of concurrent calls (audit.services.writer),
+            # or alone in autocommit inside no transaction.
             yield op
-            op.record(None)
+            op.record(None, grouped=read_only)
     except KmsError as exc:
+        if exc.audited:
+            # The audit store refused the event (AuditWriteFailed): nothing to record.
+            raise
         if exc.decision is not None:
             op.additional_event_data["decision"] = exc.decision
         with transaction.atomic():

@@ -8,6 +8,7 @@ Every refusal on the way is audited, once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from audit.services import audit_rejected_request
+from kmsweb import metrics
 from kmsweb.api import shapes, sts
 from kmsweb.api.handlers import HANDLERS
 from kmsweb.generations import generations_scope
@@ -102,8 +104,12 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     Its cache lookups see every change answered before it started
     (``kmsweb.generations``).
     """
+    started = time.perf_counter()
     with generations_scope():
-        return _answer(request)
+        reply = _answer(request)
+    target = request.META.get("HTTP_X_AMZ_TARGET", "")
+    metrics.api_observe(target.removeprefix(TARGET_PREFIX), reply.status, time.perf_counter() - started)
+    return reply
 
 
 def _answer(request: ApiRequestLike) -> ApiAnswer:

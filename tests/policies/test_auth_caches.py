@@ -170,3 +170,35 @@ def test_it_reads_the_generations_again_after_its_statement_was_deallocated(tran
     with transaction.atomic():  # inside one: sent as text
         generation_bump(KEYS)
         assert generations_read() == {**first, GRANTS: first[GRANTS] + 1, KEYS: first[KEYS] + 1}
+
+
+def test_concurrent_requests_share_a_read_that_began_after_each_started(transactional_db: None) -> None:
+    """One read serves the requests that started before it began; a later request reads again."""
+    import threading
+
+    from kmsweb.generations import generation_observed
+
+    start = threading.Barrier(8)
+    seen: list[int] = []
+
+    def request_keys() -> None:
+        try:
+            start.wait()
+            with generations_scope():
+                seen.append(generation_observed(KEYS) or 0)
+        finally:
+            connection.close()
+
+    base = generations_read()[KEYS]
+    threads = [threading.Thread(target=request_keys) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [base] * 8
+    with generations_scope():
+        assert generation_observed(KEYS) == base
+        generation_bump(KEYS)  # answered before the next request starts
+    with generations_scope():
+        # The read shared above began before this request: it is not reused.
+        assert generation_observed(KEYS) == base + 1

@@ -65,6 +65,10 @@ OPEN_VIEWS = {
     "policies:api_grant_request",
     "policies:api_grant_request_withdraw",
     "compliance:api_findings",
+    # Probes and the Prometheus scrape (kmsweb.health): no session; /metrics has its own token or network check.
+    "ops:healthz",
+    "ops:readyz",
+    "ops:metrics",
 }
 PASSWORD_ONLY_VIEWS = {"policies:mfa_verify", "policies:mfa_enroll"}
 FULL_KMS = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]})

@@ -1,0 +1,150 @@
+"""The group writer: read-only calls' events commit together, each durable before its call returns.
+
+Service-level: events handed over from many threads at once share
+transactions, a grouped event is the same row the direct INSERT writes, and
+an event the database refuses fails its own call only, with no event and
+no result. The live-server behaviour (boto3 calls, PostgreSQL connections
+killed under load) is in tests/api/test_audit_group_commit.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+
+from audit.models import AuditEvent
+from audit.services import recording
+from audit.services.recording import audited
+from audit.services.writer import AuditWriteFailed, group_writer
+from keys.models import Key
+from kmsweb.lib.errors import InternalError
+from tests.conftest import Persona
+
+
+def _writer() -> Any:
+    return group_writer("default")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_writes_a_grouped_event_as_the_direct_insert_would(key_admin: Persona, make_key: Callable[..., Key]) -> None:
+    key = make_key()
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "caller": key_admin.caller(),
+        "event_name": "Encrypt",
+        "request_parameters": {"KeyId": str(key.id), "EncryptionContext": {"nul": "a\x00b", "q": "it's"}},
+        "additional_event_data": {"keyMaterialId": "abc"},
+        "keys": [key],
+        "read_only": True,
+        "event_time": at,
+    }
+    before = _writer().state.events
+    assert recording.audit_record(**fields, grouped=True) is None  # no id: it went through the writer
+    assert _writer().state.events == before + 1
+    grouped = AuditEvent.objects.get(request_id=fields["caller"].request_id, event_name="Encrypt")
+    direct = AuditEvent.objects.get(pk=recording.audit_record(**fields))
+
+    columns = [f.attname for f in AuditEvent._meta.concrete_fields if f.attname not in ("id", "event_id")]
+    assert {c: getattr(grouped, c) for c in columns} == {c: getattr(direct, c) for c in columns}
+    assert grouped.event_id != direct.event_id
+    assert grouped.request_parameters["encryptionContext"] == {"nul": "a\\u0000b", "q": "it's"}
+    assert grouped.resources == [{"accountId": key.account_id, "type": "AWS::KMS::Key", "ARN": key.arn}]
+
+
+@pytest.mark.django_db
+def test_it_writes_inside_the_callers_transaction_without_the_writer(key_admin: Persona) -> None:
+    """In a transaction the event belongs to it: no other thread's commit may carry it."""
+    before = _writer().state.batches
+    with transaction.atomic():
+        pk = recording.audit_record(caller=key_admin.caller(), event_name="ListKeys", read_only=True, grouped=True)
+    assert pk is not None and AuditEvent.objects.filter(pk=pk).exists()
+    assert _writer().state.batches == before
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_commits_concurrent_events_together(key_admin: Persona, make_key: Callable[..., Key]) -> None:
+    """Many events per transaction, each row the one the direct INSERT writes."""
+    threads, each = 16, 25
+    caller = key_admin.caller()
+    key = make_key()
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "caller": caller,
+        "event_name": "GenerateRandom",
+        "request_parameters": {"KeyId": str(key.id), "EncryptionContext": {"nul": "a\x00b", "q": "{it's}"}},
+        "additional_event_data": {"keyMaterialId": "abc"},
+        "keys": [key],
+        "read_only": True,
+        "event_time": at,
+    }
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+    writer = _writer()
+    batches, events = writer.state.batches, writer.state.events
+
+    def work(n: int) -> None:
+        try:
+            start.wait()
+            for _ in range(each):
+                recording.audit_record(**fields, grouped=True)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert AuditEvent.objects.filter(event_name="GenerateRandom").count() == threads * each
+    assert writer.state.events - events == threads * each
+    # Fewer transactions than events: calls waited for one commit and shared the next.
+    assert writer.state.batches - batches < threads * each
+    direct = AuditEvent.objects.get(pk=recording.audit_record(**fields))
+    columns = [f.attname for f in AuditEvent._meta.concrete_fields if f.attname not in ("id", "event_id")]
+    expected = {c: getattr(direct, c) for c in columns}
+    grouped = AuditEvent.objects.filter(event_name="GenerateRandom").exclude(pk=direct.pk)
+    assert all({c: getattr(e, c) for c in columns} == expected for e in grouped)
+    assert len(set(grouped.values_list("event_id", flat=True))) == threads * each
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_the_database_refuses_fails_its_call_alone(key_admin: Persona) -> None:
+    """A NOT NULL violation: the call fails with no event; the writer reads as failing until a commit succeeds."""
+    writer = _writer()
+    caller = key_admin.caller()
+    with pytest.raises(AuditWriteFailed) as raised:
+        recording.audit_record(caller=caller, event_name=None, read_only=True, grouped=True)  # type: ignore[arg-type]
+    assert raised.value.code == "KMSInternalException" and raised.value.status == 500
+    assert raised.value.audited  # nothing records it again
+    assert not AuditEvent.objects.filter(request_id=caller.request_id).exists()
+    assert writer.failing()
+
+    recording.audit_record(caller=caller, event_name="ListKeys", read_only=True, grouped=True)
+    assert AuditEvent.objects.filter(request_id=caller.request_id, event_name="ListKeys").count() == 1
+    assert not writer.failing()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_read_only_call_whose_event_fails_returns_nothing_and_records_nothing(key_admin: Persona) -> None:
+    """The work's result never leaves ``audited`` without its event, and no error event is made up."""
+    caller = key_admin.caller()
+    released = []
+    with pytest.raises(InternalError) as raised:
+        # 100 characters do not fit the event_name column (64) on PostgreSQL.
+        with audited(caller, "X" * 100, read_only=True) as op:
+            op.response_elements = {"result": "secret-free"}
+        released.append("answer")
+    assert isinstance(raised.value, AuditWriteFailed)
+    assert released == []
+    assert not AuditEvent.objects.filter(request_id=caller.request_id).exists()
+    assert connection.vendor == "postgresql"
