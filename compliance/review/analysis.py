@@ -248,6 +248,11 @@ class KeyAccess:
         return sorted(set(self.allowed) - set(self.used))
 
     @property
+    def unused_paths(self) -> list[tuple[str, str]]:
+        """(action, what allows it) for each unused action."""
+        return [(action, self.allowed[action]) for action in self.unused]
+
+    @property
     def used_not_allowed(self) -> list[str]:
         """Used in the window but no longer allowed (policies changed since)."""
         return sorted(set(self.used) - set(self.allowed))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from audit.services import audited
 from compliance.review import analysis, preview
 from compliance.rules.facts import GrantFact, PrincipalFact, Snapshot
 from compliance.snapshot import snapshot_load
-from keys.models import Key
+from keys.models import Key, KeyManager
 from keys.services.common import check_policy_document
 from kmsweb.lib import clock
 from kmsweb.lib.caller import Caller
@@ -189,67 +190,102 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def key_policy_change(*, caller: Caller, key_id: str, policy: str) -> preview.KeyPolicyChange:
-    """A proposed key policy for one of the caller's account's customer managed keys (validated)."""
-    key = _own_key(caller, key_id)
-    if key.manager != "CUSTOMER":
+CHANGE_TYPES = ("KeyPolicy", "IdentityPolicy", "CreateGrant", "RevokeGrant")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A change as asked for, not yet validated (``policy_preview`` validates it after authorizing).
+
+    ``KeyPolicy``: ``key_id``, ``policy``. ``IdentityPolicy``: ``policy_name``,
+    ``policy`` and ``principal_arn`` (an inline policy) or none (a managed
+    policy of the account). ``CreateGrant``: ``key_id``, ``grantee``,
+    ``operations``, ``constraints``. ``RevokeGrant``: ``key_id``, ``grant_id``.
+    """
+
+    change_type: str
+    key_id: str = ""
+    policy: str = ""
+    policy_name: str = ""
+    principal_arn: str = ""
+    grantee: str = ""
+    operations: tuple[str, ...] = ()
+    constraints: dict[str, Any] | None = None
+    grant_id: str = ""
+
+    def audit_parameters(self) -> dict[str, Any]:
+        return {
+            "ChangeType": self.change_type,
+            "KeyId": self.key_id,
+            "PolicyName": self.policy_name,
+            "PrincipalArn": self.principal_arn,
+            "GranteePrincipal": self.grantee,
+            "GrantId": self.grant_id,
+        }
+
+
+def _key_policy_change(caller: Caller, proposal: Proposal) -> preview.KeyPolicyChange:
+    key = _own_key(caller, proposal.key_id)
+    if key.manager != KeyManager.CUSTOMER:
         raise ValidationError("Only a customer managed key's policy can change.")
-    check_policy_document(policy)
-    return preview.KeyPolicyChange(str(key.id), policy)
+    check_policy_document(proposal.policy)
+    return preview.KeyPolicyChange(str(key.id), proposal.policy)
 
 
-def identity_policy_change(
-    *, caller: Caller, name: str, document: str, principal_arn: str = ""
-) -> preview.IdentityPolicyChange:
-    """A proposed inline policy of a principal of the caller's account, or a managed policy (validated)."""
+def _identity_policy_change(caller: Caller, proposal: Proposal) -> preview.IdentityPolicyChange:
+    name = proposal.policy_name
     if not name or len(name) > 128:
         raise ValidationError("PolicyName must be 1 to 128 characters long.")
-    _identity_document(document)
-    return preview.IdentityPolicyChange(name, document, principal_arn=principal_arn, account_id=caller.account_id)
+    _identity_document(proposal.policy)
+    return preview.IdentityPolicyChange(
+        name, proposal.policy, principal_arn=proposal.principal_arn, account_id=caller.account_id
+    )
 
 
-def grant_change(
-    *,
-    caller: Caller,
-    key_id: str,
-    grantee: str = "",
-    operations: list[str] | None = None,
-    constraints: dict[str, Any] | None = None,
-    revoke_grant_id: str = "",
-) -> preview.GrantChange:
-    """A grant to create on, or revoke from, one of the caller's account's keys (validated)."""
-    key = _own_key(caller, key_id)
-    if revoke_grant_id:
-        if not key.grants.live(clock.now()).filter(grant_id=revoke_grant_id).exists():
-            raise NotFound(f"Grant ID {revoke_grant_id[:128]} not found")
-        return preview.GrantChange(revoke_grant_id=revoke_grant_id)
-    ops = list(operations or [])
+def _grant_change(caller: Caller, proposal: Proposal) -> preview.GrantChange:
+    key = _own_key(caller, proposal.key_id)
+    if proposal.change_type == "RevokeGrant":
+        if not key.grants.live(clock.now()).filter(grant_id=proposal.grant_id).exists():
+            raise NotFound(f"Grant ID {proposal.grant_id[:128]} not found")
+        return preview.GrantChange(revoke_grant_id=proposal.grant_id)
     # CreateGrant's own checks: operations valid for the key, constraints, an existing grantee.
-    constraints = grant_parameters_check(key=key, grantee_principal=grantee, operations=ops, constraints=constraints)
+    constraints = grant_parameters_check(
+        key=key,
+        grantee_principal=proposal.grantee,
+        operations=list(proposal.operations),
+        constraints=proposal.constraints,
+    )
     fact = GrantFact(
         grant_id="(proposed)",
         key_id=str(key.id),
         key_account_id=key.account_id,
-        grantee_principal=grantee,
-        operations=tuple(sorted(set(ops))),
+        grantee_principal=proposal.grantee,
+        operations=tuple(sorted(set(proposal.operations))),
         created_at=clock.now(),
         constraints=constraints or None,
     )
     return preview.GrantChange(grant=fact)
 
 
-def policy_preview(*, caller: Caller, change: preview.Change) -> preview.Preview:
-    """Who gains and loses which actions on which keys, and the findings created and resolved."""
-    params: dict[str, Any] = {"ChangeType": type(change).__name__.removesuffix("Change")}
-    if isinstance(change, preview.KeyPolicyChange | preview.GrantChange):
-        key_id = change.key_id if isinstance(change, preview.KeyPolicyChange) else ""
-        if isinstance(change, preview.GrantChange) and change.grant is not None:
-            key_id = change.grant.key_id
-        params["KeyId"] = key_id
-    if isinstance(change, preview.IdentityPolicyChange):
-        params.update({"PolicyName": change.name, "PrincipalArn": change.principal_arn})
-    with _read(caller, "PreviewPolicyChange", params):
+def policy_preview(*, caller: Caller, proposal: Proposal) -> preview.Preview:
+    """Who gains and loses which actions on which keys, and the findings created and resolved.
+
+    Authorizes, then validates the proposal (``MalformedPolicyDocumentException``
+    for a policy the engine refuses, ``ValidationException``, ``NotFoundException``),
+    then runs the engine and the rules over the snapshot with the change applied.
+    Nothing is saved; the read is recorded as PreviewPolicyChange.
+    """
+    with _read(caller, "PreviewPolicyChange", proposal.audit_parameters()):
         authorize(caller=caller, action=READ_ACTION)
+        change: preview.Change
+        if proposal.change_type == "KeyPolicy":
+            change = _key_policy_change(caller, proposal)
+        elif proposal.change_type == "IdentityPolicy":
+            change = _identity_policy_change(caller, proposal)
+        elif proposal.change_type in ("CreateGrant", "RevokeGrant"):
+            change = _grant_change(caller, proposal)
+        else:
+            raise ValidationError(f"ChangeType must be one of {', '.join(CHANGE_TYPES)}.")
         snapshot = snapshot_load(now=clock.now())
         if isinstance(change, preview.IdentityPolicyChange) and change.principal_arn:
             _principal_fact(snapshot, change.principal_arn, caller.account_id)

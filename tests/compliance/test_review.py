@@ -13,7 +13,7 @@ import pytest
 
 from audit.models import AuditEvent
 from compliance.review import analysis, services
-from compliance.review.preview import KeyPolicyChange
+from compliance.review.services import Proposal
 from keys import services as key_services
 from keys.models import Key
 from kmsweb.lib.caller import Caller
@@ -166,9 +166,8 @@ def test_it_previews_a_key_policy_change_with_gains_losses_and_findings(
         },
         {"Sid": "Partner", "Effect": "Allow", "Principal": {"AWS": outsider}, "Action": "kms:Decrypt", "Resource": "*"},
     )
-    change = services.key_policy_change(caller=reader, key_id=key.arn, policy=proposed)
     before_policy = Key.objects.get(pk=key.pk).policy
-    result = services.policy_preview(caller=reader, change=change)
+    result = services.policy_preview(caller=reader, proposal=Proposal("KeyPolicy", key_id=key.arn, policy=proposed))
     gains = {(g.principal, g.key_id): g.actions for g in result.gains}
     losses = {(g.principal, g.key_id): g.actions for g in result.losses}
     assert gains[(outsider, str(key.id))] == ("kms:Decrypt",)
@@ -180,7 +179,7 @@ def test_it_previews_a_key_policy_change_with_gains_losses_and_findings(
     # Nothing saved, one audit event.
     assert Key.objects.get(pk=key.pk).policy == before_policy
     (event,) = AuditEvent.objects.filter(event_name="PreviewPolicyChange")
-    assert event.request_parameters == {"changeType": "KeyPolicy", "keyId": str(key.id)}
+    assert event.request_parameters == {"changeType": "KeyPolicy", "keyId": key.arn}
 
 
 def test_it_previews_the_findings_a_change_resolves(make_key: Callable[..., Key], reader: Caller) -> None:
@@ -190,8 +189,8 @@ def test_it_previews_the_findings_a_change_resolves(make_key: Callable[..., Key]
         {"Sid": "Everyone", "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"},
     )
     Key.objects.filter(pk=key.pk).update(policy=public)
-    change = services.key_policy_change(caller=reader, key_id=str(key.id), policy=root_policy(key.account_id))
-    result = services.policy_preview(caller=reader, change=change)
+    proposal = Proposal("KeyPolicy", key_id=str(key.id), policy=root_policy(key.account_id))
+    result = services.policy_preview(caller=reader, proposal=proposal)
     assert ("kms-key-policy-no-public-access", key.arn) in {(f.rule_id, f.resource_id) for f in result.resolved}
     losses = {g.principal: g.actions for g in result.losses}
     # Everyone loses Decrypt, and so does a principal of the account that only "*" let in.
@@ -202,10 +201,10 @@ def test_it_previews_an_identity_policy_narrowed_to_the_generated_one(world: dic
     app = world["app"]
     review = services.access_review_for(caller=reader, principal_arn=app.principal.arn)
     name = app.principal.inline_policies.get().name
-    change = services.identity_policy_change(
-        caller=reader, name=name, document=review.generated_text, principal_arn=app.principal.arn
+    proposal = Proposal(
+        "IdentityPolicy", policy_name=name, policy=review.generated_text, principal_arn=app.principal.arn
     )
-    result = services.policy_preview(caller=reader, change=change)
+    result = services.policy_preview(caller=reader, proposal=proposal)
     assert not result.gains
     losses = {g.key_id: g.actions for g in result.losses if g.principal == app.principal.arn}
     assert "kms:ScheduleKeyDeletion" in losses[str(world["payroll"].id)]
@@ -224,17 +223,17 @@ def test_it_previews_an_identity_policy_narrowed_to_the_generated_one(world: dic
 def test_it_previews_creating_and_revoking_a_grant(world: dict[str, Any], reader: Caller, make_persona: Any) -> None:
     nobody = make_persona("nobody", policy=None)
     ledger = world["ledger"]
-    change = services.grant_change(
-        caller=reader, key_id=str(ledger.id), grantee=nobody.principal.arn, operations=["Decrypt"]
-    )
-    result = services.policy_preview(caller=reader, change=change)
+    proposal = Proposal("CreateGrant", key_id=str(ledger.id), grantee=nobody.principal.arn, operations=("Decrypt",))
+    result = services.policy_preview(caller=reader, proposal=proposal)
     assert [(g.principal, g.actions) for g in result.gains] == [(nobody.principal.arn, ("kms:Decrypt",))]
-    revoke = services.grant_change(
-        caller=reader, key_id=str(world["spare"].id), revoke_grant_id=world["grant"].grant_id
-    )
-    result = services.policy_preview(caller=reader, change=revoke)
+    revoke = Proposal("RevokeGrant", key_id=str(world["spare"].id), grant_id=world["grant"].grant_id)
+    result = services.policy_preview(caller=reader, proposal=revoke)
     # The app keeps Decrypt through its identity policy: revoking the grant takes nothing away.
     assert not result.gains and not result.losses
+
+
+def preview(caller: Caller, change_type: str, **fields: Any) -> Any:
+    return services.policy_preview(caller=caller, proposal=Proposal(change_type, **fields))
 
 
 @pytest.mark.parametrize(
@@ -242,32 +241,35 @@ def test_it_previews_creating_and_revoking_a_grant(world: dict[str, Any], reader
     ["{not json", json.dumps({"Statement": [{"Effect": "Maybe", "Action": "kms:*", "Resource": "*"}]}), ""],
 )
 def test_it_refuses_a_malformed_policy_and_saves_nothing(world: dict[str, Any], reader: Caller, policy: str) -> None:
-    key = world["payroll"]
+    key, app = world["payroll"], world["app"].principal
     with pytest.raises(MalformedPolicyDocument):
-        services.key_policy_change(caller=reader, key_id=str(key.id), policy=policy)
+        preview(reader, "KeyPolicy", key_id=str(key.id), policy=policy)
     with pytest.raises(MalformedPolicyDocument):
-        services.identity_policy_change(
-            caller=reader, name="x", document=policy, principal_arn=world["app"].principal.arn
-        )
+        preview(reader, "IdentityPolicy", policy_name="x", policy=policy, principal_arn=app.arn)
     assert Key.objects.get(pk=key.pk).policy == key.policy
+    assert not app.inline_policies.filter(name="x").exists()
+    refused = AuditEvent.objects.filter(event_name="PreviewPolicyChange")
+    assert [e.error_code for e in refused] == ["MalformedPolicyDocumentException"] * 2
 
 
 def test_it_refuses_bad_references(world: dict[str, Any], reader: Caller, outsider: Persona) -> None:
+    ledger, app = str(world["ledger"].id), world["app"].principal.arn
     with pytest.raises(NotFound):
-        services.key_policy_change(caller=reader, key_id="not-a-key", policy=BROAD)
+        preview(reader, "KeyPolicy", key_id="not-a-key", policy=BROAD)
+    with pytest.raises(NotFound):
+        preview(reader, "KeyPolicy", key_id=outsider.principal.arn, policy=BROAD)
     with pytest.raises(NotFound):
         services.access_review_for(caller=reader, principal_arn=outsider.principal.arn)
+    with pytest.raises(NotFound):
+        preview(reader, "IdentityPolicy", policy_name="x", policy=BROAD, principal_arn=outsider.principal.arn)
     with pytest.raises(ValidationError):
-        services.grant_change(
-            caller=reader, key_id=str(world["ledger"].id), grantee=world["app"].principal.arn, operations=["Fly"]
-        )
+        preview(reader, "CreateGrant", key_id=ledger, grantee=app, operations=("Fly",))
     with pytest.raises(InvalidArn):
-        services.grant_change(
-            caller=reader,
-            key_id=str(world["ledger"].id),
-            grantee=f"{world['app'].principal.arn}-ghost",
-            operations=["Decrypt"],
-        )
+        preview(reader, "CreateGrant", key_id=ledger, grantee=f"{app}-ghost", operations=("Decrypt",))
+    with pytest.raises(NotFound):
+        preview(reader, "RevokeGrant", key_id=ledger, grant_id="no-such-grant")
+    with pytest.raises(ValidationError):
+        preview(reader, "Everything", key_id=ledger)
     with pytest.raises(ValidationError):
         services.check_days("0")
 
@@ -276,11 +278,12 @@ def test_it_refuses_callers_without_describe_findings(world: dict[str, Any], mak
     nobody = make_persona("nobody", policy=None).caller()
     with pytest.raises(AccessDenied):
         services.access_review_for(caller=nobody, principal_arn=world["app"].principal.arn)
-    change = KeyPolicyChange(str(world["payroll"].id), BROAD)
     with pytest.raises(AccessDenied):
-        services.policy_preview(caller=nobody, change=change)
-    refused = AuditEvent.objects.filter(event_name__in=["GetAccessReview", "PreviewPolicyChange"])
-    assert {e.error_code for e in refused} == {"AccessDeniedException"} and refused.count() == 2
+        preview(nobody, "KeyPolicy", key_id=str(world["payroll"].id), policy=BROAD)
+    with pytest.raises(AccessDenied):
+        services.external_access_for(caller=nobody)
+    refused = AuditEvent.objects.filter(event_name__in=["GetAccessReview", "PreviewPolicyChange", "ListExternalAccess"])
+    assert {e.error_code for e in refused} == {"AccessDeniedException"} and refused.count() == 3
 
 
 def test_it_lists_external_access_through_the_key_policy_and_grants(
