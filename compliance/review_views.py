@@ -104,7 +104,8 @@ def key_policy_preview(request: Any, key_id: str) -> HttpResponse:
     caller = caller_from_request(request)
     form = PolicyForm(request.POST)
     if not form.is_valid():
-        return render(request, _PREVIEW, {"error": " ".join(form.errors.get("policy", ["Enter a key policy."]))})
+        messages = [str(m) for m in form.errors.get("policy", ["Enter a key policy."])]
+        return render(request, _PREVIEW, {"error": " ".join(messages)})
     proposal = services.Proposal("KeyPolicy", key_id=key_id, policy=form.cleaned_data["policy"])
     return _preview(request, caller, proposal)
 
@@ -120,7 +121,7 @@ def identity_policy_preview(request: Any, principal_id: int) -> HttpResponse:
     principal = principal_get_for(caller=caller, principal_id=principal_id)
     form = PolicyDocumentForm(request.POST)
     if not form.is_valid():
-        errors = [f"{name}: {' '.join(msgs)}" for name, msgs in form.errors.items()]
+        errors = [f"{name}: {' '.join(str(m) for m in msgs)}" for name, msgs in form.errors.items()]
         return render(request, _PREVIEW, {"error": " ".join(errors)})
     name, document = form.cleaned_data["name"], form.cleaned_data["document"]
     proposal = services.Proposal("IdentityPolicy", policy_name=name, policy=document, principal_arn=principal.arn)

@@ -123,6 +123,12 @@ def without_conditions(document: str) -> str:
     return json.dumps({**data, "Statement": out})
 
 
+def _resource_free(policy: ev.Policy | None) -> bool:
+    return policy is None or all(st.resource_all and not st.not_resource for st in policy.statements)
+
+
+# Condition keys and variables whose value differs between principals of one account.
+_PERSONAL = ("aws:principalarn", "aws:principaltag", "aws:principaltype", "aws:username", "aws:userid", "${")
 ALLOWED = "allowed"
 CONDITIONAL = "conditional"
 
@@ -136,6 +142,10 @@ class Prober:
         for g in snapshot.grants:
             self._grants[(g.key_id, g.grantee_principal)].append(g)
         self._memo: dict[tuple[object, ...], ev.Decision] = {}
+        self._free_texts: dict[str, bool] = {}
+        self._levels: dict[tuple[object, ...], dict[str, tuple[str, ev.Decision]]] = {}
+        self._texts: dict[tuple[tuple[PolicyFact, ...], str], str] = {}
+        self._personal: dict[str, bool] = {}
 
     def grants_of(self, key_id: str, principal_arn: str) -> list[GrantFact]:
         return self._grants.get((key_id, principal_arn), [])
@@ -200,6 +210,66 @@ class Prober:
         loose = self.decide(**args, action=action, key=key, unconditioned=True)  # type: ignore[arg-type]
         return (CONDITIONAL, loose) if loose.allowed else (None, decision)
 
+    def _free(self, text: str) -> bool:
+        hit = self._free_texts.get(text)
+        if hit is None:
+            try:
+                hit = _resource_free(ev.parse_policy(text)) if text else True
+            except ev.PolicyError:
+                hit = True  # a corrupt policy allows nothing anywhere
+            self._free_texts[text] = hit
+        return hit
+
+    def _anonymous(self, principal_arn: str, policies: tuple[PolicyFact, ...], key_policy: str) -> bool:
+        """Whether no policy can tell ``principal_arn`` from another principal of its account and kind."""
+        if principal_arn.endswith(":root") or not principal_arn.startswith("arn:"):
+            return False
+        text = self._texts.get((policies, key_policy))
+        if text is None:
+            text = self._texts[(policies, key_policy)] = key_policy + "".join(p.document for p in policies)
+        personal = self._personal.get(text)
+        if personal is None:
+            personal = self._personal[text] = any(marker in text.lower() for marker in _PERSONAL)
+        return not personal and principal_arn not in text
+
+    def levels(
+        self, *, principal_arn: str, principal_account: str, policies: tuple[PolicyFact, ...], key: KeyFact
+    ) -> dict[str, tuple[str, ev.Decision]]:
+        """action -> (level, decision) for every key action the principal may do on ``key``.
+
+        Keys alike for the engine (same policy text, account, region, spec,
+        usage, origin and tags, no grant to the principal, no statement naming
+        resources) share one answer, and so do principals alike (same account,
+        kind and policies, named by no policy, no grant): an account's
+        thousands of keys under the default policy cost one round of decisions.
+        """
+        grants = tuple(g.grant_id for g in self.grants_of(key.id, principal_arn))
+        free = not grants and self._free(key.policy) and all(self._free(p.document) for p in policies)
+        where: object = (
+            (key.account_id, key.region, key.key_spec, key.key_usage, key.origin, tuple(sorted(key.tags.items())))
+            if free
+            else key.arn
+        )
+        who: object = principal_arn
+        if not grants and self._anonymous(principal_arn, policies, key.policy):
+            who = (principal_account, principal_arn.split(":", 5)[-1].split("/", 1)[0])
+        memo_key = (who, policies, key.policy, where)
+        hit = self._levels.get(memo_key)
+        if hit is None:
+            hit = {}
+            for action in KEY_ACTIONS:
+                level, decision = self.level(
+                    principal_arn=principal_arn,
+                    principal_account=principal_account,
+                    policies=policies,
+                    action=action,
+                    key=key,
+                )
+                if level is not None:
+                    hit[action] = (level, decision)
+            self._levels[memo_key] = hit
+        return hit
+
 
 def describe_path(decision: ev.Decision) -> str:
     """How an allow came about, in words: the statement or grant that decided it."""
@@ -216,19 +286,20 @@ def describe_path(decision: ev.Decision) -> str:
 def allowed_map(prober: Prober, principal: PrincipalFact) -> dict[str, dict[str, str]]:
     """key id -> action -> path, for every key of the snapshot and every key action the principal may do."""
     out: dict[str, dict[str, str]] = {}
+    paths: dict[int, dict[str, str]] = {}
     for key in prober.snapshot.keys:
-        for action in KEY_ACTIONS:
-            level, decision = prober.level(
-                principal_arn=principal.arn,
-                principal_account=principal.account_id,
-                policies=principal.policies,
-                action=action,
-                key=key,
-            )
-            if level == ALLOWED:
-                out.setdefault(key.id, {})[action] = describe_path(decision)
-            elif level == CONDITIONAL:
-                out.setdefault(key.id, {})[action] = f"under conditions: {describe_path(decision)}"
+        levels = prober.levels(
+            principal_arn=principal.arn, principal_account=principal.account_id, policies=principal.policies, key=key
+        )
+        if not levels:
+            continue
+        described = paths.get(id(levels))
+        if described is None:
+            described = paths[id(levels)] = {
+                action: describe_path(decision) if level == ALLOWED else f"under conditions: {describe_path(decision)}"
+                for action, (level, decision) in levels.items()
+            }
+        out[key.id] = described
     return out
 
 
@@ -391,10 +462,10 @@ def generate_policy(calls: Sequence[ObservedCall]) -> dict[str, Any]:
         else:
             plain[call.resource_arn].add(call.action)
     groups: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], list[str]] = defaultdict(list)
-    for arn, actions in plain.items():
-        groups[(tuple(sorted(actions)), ())].append(arn)
-    for arn, actions in bound.items():
-        groups[(tuple(sorted(actions)), tuple(_common_pairs(contexts[arn]).items()))].append(arn)
+    for arn, used in plain.items():
+        groups[(tuple(sorted(used)), ())].append(arn)
+    for arn, used in bound.items():
+        groups[(tuple(sorted(used)), tuple(_common_pairs(contexts[arn]).items()))].append(arn)
     statements: list[dict[str, Any]] = []
     for (actions, pairs), arns in sorted(groups.items(), key=lambda item: (sorted(item[1]), item[0])):
         statement: dict[str, Any] = {
@@ -531,10 +602,10 @@ def external_access(snapshot: Snapshot, keys: Iterable[KeyFact] | None = None) -
             owner = account_of(grant.grantee_principal)
             if owner is not None and owner != key.account_id:
                 kinds = grant_operations(key.key_spec if key.key_spec == "SYMMETRIC_DEFAULT" else key.key_usage)
-                actions = tuple(f"kms:{op}" for op in sorted(grant.operations) if not kinds or op in kinds)
+                ops = tuple(f"kms:{op}" for op in sorted(grant.operations) if not kinds or op in kinds)
                 out.append(
                     ExternalAccess(
-                        key.id, key.arn, grant.grantee_principal, owner, actions, "grant", f"grant {grant.grant_id}"
+                        key.id, key.arn, grant.grantee_principal, owner, ops, "grant", f"grant {grant.grant_id}"
                     )
                 )
     return out

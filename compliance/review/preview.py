@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from compliance.review.analysis import ALLOWED, ANYONE, CONDITIONAL, KEY_ACTIONS, Prober, external_candidates
+from compliance.review.analysis import ALLOWED, ANYONE, CONDITIONAL, Prober, external_candidates
 from compliance.rules import RULES, Result
 from compliance.rules.access import ALLOW_ALL
 from compliance.rules.facts import GrantFact, KeyFact, PolicyFact, PrincipalFact, Snapshot
@@ -155,12 +155,8 @@ def _affected(before: Snapshot, after: Snapshot, change: Change) -> tuple[list[A
 
 
 def _levels(prober: Prober, arn: str, account: str, policies: tuple[PolicyFact, ...], key: KeyFact) -> dict[str, str]:
-    out = {}
-    for action in KEY_ACTIONS:
-        level, _ = prober.level(principal_arn=arn, principal_account=account, policies=policies, action=action, key=key)
-        if level is not None:
-            out[action] = level
-    return out
+    levels = prober.levels(principal_arn=arn, principal_account=account, policies=policies, key=key)
+    return {action: level for action, (level, _) in levels.items()}
 
 
 def _failing(snapshot: Snapshot) -> dict[tuple[str, str], Result]:

@@ -258,7 +258,7 @@ def _grant_change(caller: Caller, proposal: Proposal) -> preview.GrantChange:
     fact = GrantFact(
         grant_id="(proposed)",
         key_id=str(key.id),
-        key_account_id=key.account_id,
+        key_account_id=key.account_id or caller.account_id,
         grantee_principal=proposal.grantee,
         operations=tuple(sorted(set(proposal.operations))),
         created_at=clock.now(),

@@ -316,3 +316,39 @@ def test_it_lists_external_access_through_the_key_policy_and_grants(
     by_grant = found[(outsider.principal.arn, "grant")]
     assert by_grant.actions == ("kms:Encrypt",) and by_grant.via == f"grant {grant.grant_id}"
     assert by_grant.key_id == str(key.id)
+
+
+def test_it_tells_apart_principals_only_a_key_policy_or_a_grant_names() -> None:
+    """Principals of one account with the same policies share answers, unless something names one of them."""
+    from datetime import UTC, datetime
+
+    from compliance.rules.facts import GrantFact, KeyFact, PrincipalFact, Snapshot
+
+    now = datetime(2026, 4, 1, tzinfo=UTC)
+    account = "111122223333"
+    named, other, granted = (f"arn:aws:iam::{account}:user/{n}" for n in ("named", "other", "granted"))
+    policy = root_policy(
+        account, {"Sid": "Named", "Effect": "Allow", "Principal": {"AWS": named}, "Action": "kms:Sign", "Resource": "*"}
+    )
+    keys = tuple(
+        KeyFact(
+            f"0000000{i}-0000-4000-8000-000000000000",
+            account,
+            "us-east-1",
+            "Enabled",
+            "RSA_2048",
+            "SIGN_VERIFY",
+            "AWS_KMS",
+            policy,
+            now,
+        )
+        for i in range(3)
+    )
+    people = tuple(PrincipalFact(arn, account, "user", arn.rsplit("/", 1)[1]) for arn in (other, named, granted))
+    grant = GrantFact("g1", keys[1].id, account, granted, ("Verify",), now)
+    snapshot = Snapshot(now=now, keys=keys, principals=people, grants=(grant,))
+    prober = analysis.Prober(snapshot)
+    seen = {p.arn: analysis.allowed_map(prober, p) for p in people}
+    assert seen[other] == {}
+    assert {k: set(v) for k, v in seen[named].items()} == {k.id: {"kms:Sign"} for k in keys}
+    assert seen[granted] == {keys[1].id: {"kms:Verify": "grant g1"}}
