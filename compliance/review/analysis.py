@@ -25,7 +25,7 @@ from typing import Any
 
 from compliance.rules.access import ALLOW_ALL, PROBE_ACCOUNT, account_of, parsed_identity, parsed_key_policy
 from compliance.rules.facts import GrantFact, KeyFact, PolicyFact, PrincipalFact, Snapshot
-from kmsweb.lib.operations import CONTEXT_BOUND, OPERATIONS, grant_operations
+from kmsweb.lib.operations import CONTEXT_BOUND, OPERATIONS, SYMMETRIC, grant_operations
 from policies import evaluation as ev
 
 # The kms actions a key is the resource of. Not here: actions on no key
@@ -47,6 +47,28 @@ _NOT_ON_A_KEY = {
     "RetireGrant",
 }
 KEY_ACTIONS: tuple[str, ...] = tuple(f"kms:{name}" for name in OPERATIONS if name not in _NOT_ON_A_KEY)
+
+
+@lru_cache(maxsize=16)
+def actions_for(kind: str) -> tuple[str, ...]:
+    """The key actions that mean something on a key of ``kind`` (``kmsweb.lib.operations.KEY_KINDS``).
+
+    A policy may allow kms:Sign on a symmetric key, but no call can use it:
+    operations tied to kinds of key (the operations table's grant kinds) are
+    left out for other kinds; administrative actions apply to every key.
+    """
+    out = []
+    for action in KEY_ACTIONS:
+        kinds = OPERATIONS[action[4:]].grant_for
+        if not kinds or kind in kinds:
+            out.append(action)
+    return tuple(out)
+
+
+def key_kind(key: KeyFact) -> str:
+    return SYMMETRIC if key.key_spec == SYMMETRIC else key.key_usage
+
+
 ANYONE = f"arn:aws:iam::{PROBE_ACCOUNT}:user/anyone"
 
 
@@ -257,7 +279,7 @@ class Prober:
         hit = self._levels.get(memo_key)
         if hit is None:
             hit = {}
-            for action in KEY_ACTIONS:
+            for action in actions_for(key_kind(key)):
                 level, decision = self.level(
                     principal_arn=principal_arn,
                     principal_account=principal_account,
@@ -584,7 +606,7 @@ def external_access(snapshot: Snapshot, keys: Iterable[KeyFact] | None = None) -
     for key in keys if keys is not None else snapshot.keys:
         for arn, account in sorted(external_candidates(key).items()):
             by_path: dict[str, list[str]] = defaultdict(list)
-            for action in KEY_ACTIONS:
+            for action in actions_for(key_kind(key)):
                 decision = prober.decide(
                     principal_arn=arn, principal_account=account, policies=(ALLOW_ALL,), action=action, key=key
                 )
@@ -601,7 +623,7 @@ def external_access(snapshot: Snapshot, keys: Iterable[KeyFact] | None = None) -
                 continue
             owner = account_of(grant.grantee_principal)
             if owner is not None and owner != key.account_id:
-                kinds = grant_operations(key.key_spec if key.key_spec == "SYMMETRIC_DEFAULT" else key.key_usage)
+                kinds = grant_operations(key_kind(key))
                 ops = tuple(f"kms:{op}" for op in sorted(grant.operations) if not kinds or op in kinds)
                 out.append(
                     ExternalAccess(

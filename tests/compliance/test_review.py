@@ -140,6 +140,8 @@ def test_it_reports_allowed_against_used_per_key_and_per_grant(world: dict[str, 
     payroll = rows[str(world["payroll"].id)]
     assert set(payroll.used) == {"kms:Encrypt", "kms:Decrypt"}
     assert "kms:ScheduleKeyDeletion" in payroll.unused and "kms:Encrypt" not in payroll.unused
+    # Only actions a symmetric key can serve: kms:* allows kms:Sign, but no call could use it.
+    assert "kms:Sign" not in payroll.allowed and "kms:GetPublicKey" not in payroll.allowed
     assert payroll.allowed["kms:Encrypt"].startswith("identity policy")
     assert not payroll.external
     (grant,) = review.grants
