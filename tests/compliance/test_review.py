@@ -20,6 +20,7 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import AccessDenied, InvalidArn, MalformedPolicyDocument, NotFound, ValidationError
 from policies import evaluation as ev
 from policies import services as policy_services
+from policies.models import IdentityPolicy
 from tests.conftest import OTHER_ACCOUNT, Persona
 
 pytestmark = pytest.mark.django_db
@@ -354,3 +355,20 @@ def test_it_tells_apart_principals_only_a_key_policy_or_a_grant_names() -> None:
     assert seen[other] == {}
     assert {k: set(v) for k, v in seen[named].items()} == {k.id: {"kms:Sign"} for k in keys}
     assert seen[granted] == {keys[1].id: {"kms:Verify": "grant g1"}}
+
+
+def test_it_previews_a_managed_policy_change_for_everyone_it_is_attached_to(
+    world: dict[str, Any], reader: Caller, make_persona: Callable[..., Persona]
+) -> None:
+    system = Caller.system("tests", account_id=world["app"].principal.account_id)
+    account = world["app"].principal.account
+    managed = policy_services.identity_policy_put(caller=system, account=account, name="Readers", document=BROAD)
+    holders = [make_persona(name, policy=None).principal for name in ("ann", "bob")]
+    for holder in holders:
+        policy_services.policy_attach(caller=system, principal=holder, policy=managed)
+    narrower = doc({"Effect": "Allow", "Action": "kms:DescribeKey", "Resource": "*"})
+    result = preview(reader, "IdentityPolicy", policy_name="Readers", policy=narrower)
+    losers = {g.principal for g in result.losses}
+    assert losers == {h.arn for h in holders}
+    assert all("kms:DescribeKey" not in g.actions and "kms:Decrypt" in g.actions for g in result.losses)
+    assert IdentityPolicy.objects.get(pk=managed.pk).document == BROAD
