@@ -145,10 +145,6 @@ def without_conditions(document: str) -> str:
     return json.dumps({**data, "Statement": out})
 
 
-def _resource_free(policy: ev.Policy | None) -> bool:
-    return policy is None or all(st.resource_all and not st.not_resource for st in policy.statements)
-
-
 # Condition keys and variables whose value differs between principals of one account.
 _PERSONAL = ("aws:principalarn", "aws:principaltag", "aws:principaltype", "aws:username", "aws:userid", "${")
 ALLOWED = "allowed"
@@ -164,7 +160,7 @@ class Prober:
         for g in snapshot.grants:
             self._grants[(g.key_id, g.grantee_principal)].append(g)
         self._memo: dict[tuple[object, ...], ev.Decision] = {}
-        self._free_texts: dict[str, bool] = {}
+        self._narrow_statements: dict[tuple[tuple[PolicyFact, ...], str], tuple[ev.Statement, ...] | None] = {}
         self._levels: dict[tuple[object, ...], dict[str, tuple[str, ev.Decision]]] = {}
         self._texts: dict[tuple[tuple[PolicyFact, ...], str], str] = {}
         self._personal: dict[str, bool] = {}
@@ -232,15 +228,26 @@ class Prober:
         loose = self.decide(**args, action=action, key=key, unconditioned=True)  # type: ignore[arg-type]
         return (CONDITIONAL, loose) if loose.allowed else (None, decision)
 
-    def _free(self, text: str) -> bool:
-        hit = self._free_texts.get(text)
-        if hit is None:
-            try:
-                hit = _resource_free(ev.parse_policy(text)) if text else True
-            except ev.PolicyError:
-                hit = True  # a corrupt policy allows nothing anywhere
-            self._free_texts[text] = hit
-        return hit
+    def _narrow(self, policies: tuple[PolicyFact, ...], key: KeyFact) -> tuple[ev.Statement, ...] | None:
+        """The statements that name resources (the only ones a key's ARN can change an answer of).
+
+        None when one of them uses a policy variable in its Resource: then
+        every key is asked on its own.
+        """
+        memo_key = (policies, key.policy)
+        if memo_key in self._narrow_statements:
+            return self._narrow_statements[memo_key]
+        parsed = [p for _, p in parsed_identity(policies)]
+        key_policy = parsed_key_policy(key)
+        if key_policy is not None:
+            parsed.append(key_policy)
+        found: tuple[ev.Statement, ...] | None = tuple(
+            st for policy in parsed for st in policy.statements if not st.resource_all or st.not_resource
+        )
+        if found and any(st.resource_templates for st in found):
+            found = None
+        self._narrow_statements[memo_key] = found
+        return found
 
     def _anonymous(self, principal_arn: str, policies: tuple[PolicyFact, ...], key_policy: str) -> bool:
         """Whether no policy can tell ``principal_arn`` from another principal of its account and kind."""
@@ -260,18 +267,26 @@ class Prober:
         """action -> (level, decision) for every key action the principal may do on ``key``.
 
         Keys alike for the engine (same policy text, account, region, spec,
-        usage, origin and tags, no grant to the principal, no statement naming
-        resources) share one answer, and so do principals alike (same account,
+        usage, origin and tags, matched by the same Resource elements, no
+        grant to the principal) share one answer, and so do principals alike (same account,
         kind and policies, named by no policy, no grant): an account's
         thousands of keys under the default policy cost one round of decisions.
         """
         grants = tuple(g.grant_id for g in self.grants_of(key.id, principal_arn))
-        free = not grants and self._free(key.policy) and all(self._free(p.document) for p in policies)
-        where: object = (
-            (key.account_id, key.region, key.key_spec, key.key_usage, key.origin, tuple(sorted(key.tags.items())))
-            if free
-            else key.arn
-        )
+        narrow = None if grants else self._narrow(policies, key)
+        where: object = key.arn
+        if narrow is not None:
+            # The key's ARN matters only through which Resource elements it matches.
+            matched = tuple(st.matches_resource(key.arn, {}) for st in narrow)
+            where = (
+                key.account_id,
+                key.region,
+                key.key_spec,
+                key.key_usage,
+                key.origin,
+                tuple(sorted(key.tags.items())),
+                matched,
+            )
         who: object = principal_arn
         if not grants and self._anonymous(principal_arn, policies, key.policy):
             who = (principal_account, principal_arn.split(":", 5)[-1].split("/", 1)[0])
@@ -376,6 +391,8 @@ class AccessReview:
     other_actions: dict[str, datetime]  # actions on no key the principal used -> last use
     generated: dict[str, Any]
     calls: list[ObservedCall]
+    # Why the generated policy is broader than the calls (the size limit), or "".
+    generated_note: str = ""
 
     @property
     def allowed_count(self) -> int:
@@ -432,14 +449,16 @@ def access_review(
         for g in snapshot.grants
         if g.grantee_principal == principal.arn
     ]
+    generated, note = generate_policy_noted(calls)
     return AccessReview(
         principal=principal,
         days=days,
         keys=rows,
         grants=grants,
         other_actions=dict(sorted(other.items())),
-        generated=generate_policy(calls),
+        generated=generated,
         calls=list(calls),
+        generated_note=note,
     )
 
 
@@ -462,15 +481,21 @@ def _common_pairs(contexts: Sequence[tuple[tuple[str, str], ...] | None]) -> dic
     return dict(sorted(common or ()))
 
 
-def generate_policy(calls: Sequence[ObservedCall]) -> dict[str, Any]:
-    """A least-privilege identity policy allowing exactly the observed calls' actions on their keys.
+GENERALIZED_KEYS = (
+    "Naming every key it used would exceed the policy size limit (32 KiB): keys are generalized to all keys "
+    "of their account and region."
+)
+GENERALIZED_CONTEXTS = (
+    "Naming every key it used would exceed the policy size limit (32 KiB): keys are generalized to all keys "
+    "of their account and region, and encryption-context conditions are left out."
+)
 
-    Per key: the actions used, as one statement; the context-bound ones in a
-    statement of their own carrying ``StringEquals`` on every encryption-context
-    pair all their calls had. Keys with the same actions and conditions share a
-    statement. Actions on no key get ``Resource: "*"``. The result is checked
-    by the engine (``confirm_policy``) before it is returned.
-    """
+
+def _all_keys_of(arn: str) -> str:
+    return arn.rsplit("/", 1)[0] + "/*"
+
+
+def _build(calls: Sequence[ObservedCall], *, wide_keys: bool, contexts_too: bool) -> dict[str, Any]:
     plain: dict[str, set[str]] = defaultdict(set)
     bound: dict[str, set[str]] = defaultdict(set)
     contexts: dict[str, list[tuple[tuple[str, str], ...] | None]] = defaultdict(list)
@@ -483,18 +508,20 @@ def generate_policy(calls: Sequence[ObservedCall]) -> dict[str, Any]:
             contexts[call.resource_arn].append(call.encryption_context)
         else:
             plain[call.resource_arn].add(call.action)
-    groups: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], list[str]] = defaultdict(list)
+    groups: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], set[str]] = defaultdict(set)
     for arn, used in plain.items():
-        groups[(tuple(sorted(used)), ())].append(arn)
+        groups[(tuple(sorted(used)), ())].add(_all_keys_of(arn) if wide_keys else arn)
     for arn, used in bound.items():
-        groups[(tuple(sorted(used)), tuple(_common_pairs(contexts[arn]).items()))].append(arn)
+        pairs = tuple(_common_pairs(contexts[arn]).items()) if contexts_too else ()
+        groups[(tuple(sorted(used)), pairs)].add(_all_keys_of(arn) if wide_keys else arn)
     statements: list[dict[str, Any]] = []
-    for (actions, pairs), arns in sorted(groups.items(), key=lambda item: (sorted(item[1]), item[0])):
+    for (actions, pairs), resources in sorted(groups.items(), key=lambda item: (sorted(item[1]), item[0])):
+        arns = sorted(resources)
         statement: dict[str, Any] = {
             "Sid": f"UsedKeys{len(statements) + 1}",
             "Effect": "Allow",
             "Action": list(actions) if len(actions) > 1 else actions[0],
-            "Resource": sorted(arns) if len(arns) > 1 else arns[0],
+            "Resource": arns if len(arns) > 1 else arns[0],
         }
         if pairs:
             statement["Condition"] = {"StringEquals": {f"kms:EncryptionContext:{k}": v for k, v in pairs}}
@@ -509,9 +536,34 @@ def generate_policy(calls: Sequence[ObservedCall]) -> dict[str, Any]:
                 "Resource": "*",
             }
         )
-    policy = {"Version": "2012-10-17", "Statement": statements}
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def generate_policy_noted(calls: Sequence[ObservedCall]) -> tuple[dict[str, Any], str]:
+    """``generate_policy``, and a note when the policy had to be generalized to fit the size limit."""
+    ways = ((False, True, ""), (True, True, GENERALIZED_KEYS), (True, False, GENERALIZED_CONTEXTS))
+    policy, note = {}, ""
+    for wide_keys, contexts_too, why in ways:
+        policy, note = _build(calls, wide_keys=wide_keys, contexts_too=contexts_too), why
+        # The dashboard and the API hand it out indented: that text must fit.
+        if len(json.dumps(policy, indent=2).encode()) <= ev.MAX_POLICY_BYTES:
+            break
     confirm_policy(policy, calls)
-    return policy
+    return policy, note
+
+
+def generate_policy(calls: Sequence[ObservedCall]) -> dict[str, Any]:
+    """A least-privilege identity policy allowing exactly the observed calls' actions on their keys.
+
+    Per key: the actions used, as one statement; the context-bound ones in a
+    statement of their own carrying ``StringEquals`` on every encryption-context
+    pair all their calls had. Keys with the same actions and conditions share a
+    statement. Actions on no key get ``Resource: "*"``. A policy that would not
+    fit the size limit names all keys of an account and region instead of each
+    key (and, if still too large, leaves the conditions out). The result is
+    checked by the engine (``confirm_policy``) before it is returned.
+    """
+    return generate_policy_noted(calls)[0]
 
 
 def call_context(call: ObservedCall, principal_arn: str, principal_account: str, now: datetime) -> ev.RequestContext:
@@ -537,19 +589,23 @@ _CONFIRM_PRINCIPAL = "arn:aws:iam::111122223333:user/least-privilege-check"
 _CONFIRM_TIME = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 
 
-def policy_allows(policy: Mapping[str, Any], call: ObservedCall) -> ev.Decision:
-    """The engine's decision on ``call`` under ``policy`` alone (no key policy: the identity policy decides)."""
-    parsed = ev.parse_policy(json.dumps(policy), kind="identity")
+def _decide_generated(parsed: ev.Policy, call: ObservedCall) -> ev.Decision:
     ctx = call_context(call, _CONFIRM_PRINCIPAL, call.resource_account, _CONFIRM_TIME)
     return ev.evaluate(ctx, None, [("generated", parsed)])
+
+
+def policy_allows(policy: Mapping[str, Any], call: ObservedCall) -> ev.Decision:
+    """The engine's decision on ``call`` under ``policy`` alone (no key policy: the identity policy decides)."""
+    return _decide_generated(ev.parse_policy(json.dumps(policy), kind="identity"), call)
 
 
 def confirm_policy(policy: Mapping[str, Any], calls: Sequence[ObservedCall]) -> None:
     """Raise ``GenerationError`` unless the engine allows every observed call under ``policy``."""
     if not calls:
         return
+    parsed = ev.parse_policy(json.dumps(policy), kind="identity")
     for call in calls:
-        decision = policy_allows(policy, call)
+        decision = _decide_generated(parsed, call)
         if not decision.allowed:
             raise GenerationError(
                 f"The generated policy does not allow an observed call ({call.action} on {call.resource_arn}): "

@@ -353,4 +353,5 @@ def review_body(review: analysis.AccessReview) -> dict[str, Any]:
         ],
         "OtherActionsUsed": [{"Action": a, "LastUsed": _iso(at)} for a, at in review.other_actions.items()],
         "GeneratedPolicy": review.generated_text,
+        "GeneratedPolicyNote": review.generated_note or None,
     }

@@ -372,3 +372,60 @@ def test_it_previews_a_managed_policy_change_for_everyone_it_is_attached_to(
     assert losers == {h.arn for h in holders}
     assert all("kms:DescribeKey" not in g.actions and "kms:Decrypt" in g.actions for g in result.losses)
     assert IdentityPolicy.objects.get(pk=managed.pk).document == BROAD
+
+
+def test_it_generalizes_a_policy_too_large_for_the_limit_and_still_confirms_it() -> None:
+    account = "111122223333"
+    calls = [
+        analysis.ObservedCall(
+            "kms:Decrypt",
+            f"arn:aws:kms:us-east-1:{account}:key/{i:08d}-0000-4000-8000-000000000000",
+            account,
+            f"{i:08d}-0000-4000-8000-000000000000",
+            (("purpose", "billing"),),
+        )
+        for i in range(600)
+    ]
+    policy, note = analysis.generate_policy_noted(calls)
+    assert note == analysis.GENERALIZED_KEYS
+    (statement,) = policy["Statement"]
+    assert statement["Resource"] == f"arn:aws:kms:us-east-1:{account}:key/*"
+    assert statement["Condition"] == {"StringEquals": {"kms:EncryptionContext:purpose": "billing"}}
+    assert len(json.dumps(policy, indent=2)) <= ev.MAX_POLICY_BYTES
+    other_region = analysis.ObservedCall(
+        "kms:Decrypt", f"arn:aws:kms:eu-west-1:{account}:key/x", account, "x", (("purpose", "billing"),)
+    )
+    assert not analysis.policy_allows(policy, other_region).allowed
+    # A handful of keys are named one by one.
+    small, note = analysis.generate_policy_noted(calls[:3])
+    assert note == "" and len(small["Statement"][0]["Resource"]) == 3
+
+
+def test_it_asks_each_key_a_resource_specific_policy_names() -> None:
+    from datetime import UTC, datetime
+
+    from compliance.rules.facts import KeyFact, PolicyFact, PrincipalFact, Snapshot
+
+    now = datetime(2026, 4, 1, tzinfo=UTC)
+    account = "111122223333"
+    keys = tuple(
+        KeyFact(
+            f"0000000{i}-0000-4000-8000-000000000000",
+            account,
+            "us-east-1",
+            "Enabled",
+            "SYMMETRIC_DEFAULT",
+            "ENCRYPT_DECRYPT",
+            "AWS_KMS",
+            root_policy(account),
+            now,
+        )
+        for i in range(4)
+    )
+    narrow = PolicyFact("one", doc({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": keys[2].arn}), "inline")
+    people = tuple(PrincipalFact(f"arn:aws:iam::{account}:user/{n}", account, "user", n, (narrow,)) for n in ("a", "b"))
+    prober = analysis.Prober(Snapshot(now=now, keys=keys, principals=people))
+    for person in people:
+        assert analysis.allowed_map(prober, person) == {
+            keys[2].id: {"kms:Decrypt": "identity policy one, statement #1"}
+        }
