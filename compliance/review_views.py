@@ -133,3 +133,17 @@ def identity_policy_preview(request: Any, principal_id: int) -> HttpResponse:
             "apply_document": document,
         }
     return _preview(request, caller, proposal, **extra)
+
+
+@require_POST
+def managed_policy_preview(request: Any) -> HttpResponse:
+    """The Principals page's Preview step for a managed policy: for every principal it is attached to."""
+    caller = caller_from_request(request)
+    form = PolicyDocumentForm(request.POST)
+    if not form.is_valid():
+        errors = [f"{name}: {' '.join(str(m) for m in msgs)}" for name, msgs in form.errors.items()]
+        return render(request, _PREVIEW, {"error": " ".join(errors)})
+    proposal = services.Proposal(
+        "IdentityPolicy", policy_name=form.cleaned_data["name"], policy=form.cleaned_data["document"]
+    )
+    return _preview(request, caller, proposal)

@@ -167,3 +167,33 @@ def test_a_user_without_a_role_is_refused(
     assert 'id="policy-preview-gains"' not in part
     refused = AuditEvent.objects.filter(event_name__in=["GetAccessReview", "PreviewPolicyChange"])
     assert [e.error_code for e in refused.order_by("id")] == ["AccessDeniedException"] * 2
+
+
+def test_it_previews_inline_and_managed_policies_from_the_principals_pages(
+    app: dict[str, Any], admin: DashboardUser, signed_in: Callable[..., Client]
+) -> None:
+    from kmsweb.lib.caller import Caller
+    from policies import services as policy_services
+
+    principal, key = app["persona"].principal, app["key"]
+    client = signed_in(admin)
+    page = html(client.get(f"/principals/{principal.pk}/"))
+    assert f'hx-post="/compliance/previews/principals/{principal.pk}/"' in page and 'id="inline-policy-preview"' in page
+    listing = html(client.get("/principals/"))
+    assert 'hx-post="/compliance/previews/policies/"' in listing and 'id="managed-policy-preview"' in listing
+    system = Caller.system("tests", account_id=principal.account_id)
+    managed = policy_services.identity_policy_put(
+        caller=system, account=principal.account, name="Readers", document=BROAD
+    )
+    policy_services.policy_attach(caller=system, principal=principal, policy=managed)
+    policy_services.identity_policy_delete(caller=system, policy=principal.inline_policies.get())
+    narrower = json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]}
+    )
+    part = html(client.post("/compliance/previews/policies/", {"name": "Readers", "document": narrower}, **HX))
+    losses = part.split('id="policy-preview-losses"')[1].split("</table>")[0]
+    assert f'data-principal="{principal.arn}"' in losses and "kms:Decrypt" in losses
+    assert IdentityPolicy.objects.get(pk=managed.pk).document == BROAD
+    bad = html(client.post("/compliance/previews/policies/", {"name": "Readers", "document": "{"}, **HX))
+    assert 'id="policy-preview-error"' in bad
+    assert key.arn in losses or str(key.id) in losses
