@@ -101,7 +101,7 @@ def observed_calls(*, principal_arn: str, now: datetime, days: int) -> list[anal
     keys = {str(k): (r, a) for k, r, a in Key.objects.filter(id__in=key_ids).values_list("id", "region", "account_id")}
     calls = []
     for name, key_id, region, account, context, n, last in rows:
-        if f"kms:{name}" not in {f"kms:{o}" for o in OPERATIONS}:
+        if name not in OPERATIONS:
             continue
         if key_id:
             key_region, key_account = keys.get(key_id, (region, account))
@@ -174,7 +174,7 @@ def _identity_document(document: str) -> str:
 
 def _own_key(caller: Caller, key_id: str) -> Key:
     ref = key_id.rsplit("/", 1)[-1].strip()
-    key = Key.objects.filter(id__in=[ref] if _is_uuid(ref) else [], account_id=caller.account_id).first()
+    key = Key.objects.filter(id=ref, account_id=caller.account_id).first() if _is_uuid(ref) else None
     if key is None or key.deleted_at is not None:
         raise NotFound(f"Key '{key_id[:256]}' does not exist")
     return key
