@@ -404,7 +404,8 @@ class AccessReview:
 
     @property
     def generated_text(self) -> str:
-        return json.dumps(self.generated, indent=2)
+        """The generated policy as the forms and the API hand it out ("" when nothing was used)."""
+        return json.dumps(self.generated, indent=2) if self.generated else ""
 
 
 def access_review(
@@ -449,7 +450,8 @@ def access_review(
         for g in snapshot.grants
         if g.grantee_principal == principal.arn
     ]
-    generated, note = generate_policy_noted(calls)
+    # A policy needs a statement: a principal that used nothing gets none (its policies can go).
+    generated, note = generate_policy_noted(calls) if calls else ({}, NO_CALLS)
     return AccessReview(
         principal=principal,
         days=days,
@@ -481,6 +483,10 @@ def _common_pairs(contexts: Sequence[tuple[tuple[str, str], ...] | None]) -> dic
     return dict(sorted(common or ()))
 
 
+NO_CALLS = (
+    "It made no successful KMS call in the window: no policy is generated. It needs none of its KMS "
+    "permissions; remove them, or review a longer window."
+)
 GENERALIZED_KEYS = (
     "Naming every key it used would exceed the policy size limit (32 KiB): keys are generalized to all keys "
     "of their account and region."

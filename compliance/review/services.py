@@ -352,6 +352,6 @@ def review_body(review: analysis.AccessReview) -> dict[str, Any]:
             for g in review.grants
         ],
         "OtherActionsUsed": [{"Action": a, "LastUsed": _iso(at)} for a, at in review.other_actions.items()],
-        "GeneratedPolicy": review.generated_text,
+        "GeneratedPolicy": review.generated_text or None,
         "GeneratedPolicyNote": review.generated_note or None,
     }

@@ -197,3 +197,12 @@ def test_it_previews_inline_and_managed_policies_from_the_principals_pages(
     bad = html(client.post("/compliance/previews/policies/", {"name": "Readers", "document": "{"}, **HX))
     assert 'id="policy-preview-error"' in bad
     assert key.arn in losses or str(key.id) in losses
+
+
+def test_it_generates_no_policy_for_a_principal_that_used_nothing(
+    make_persona: Callable[..., Persona], admin: DashboardUser, signed_in: Callable[..., Client]
+) -> None:
+    idle = make_persona("idle", policy=BROAD).principal
+    page = html(signed_in(admin).get(f"/compliance/principals/{idle.pk}/access-review/"))
+    assert 'id="access-review-note"' in page and "made no successful KMS call" in page
+    assert 'id="access-review-policy"' not in page and 'id="access-review-apply"' not in page
