@@ -27,7 +27,7 @@ from kmsweb.lib.errors import AccessDenied, InvalidState, NotFound, ValidationEr
 from kmsweb.lib.htmx import wants_partial
 from policies.authorization import authorize
 from policies.callers import caller_from_request
-from policies.selectors import principal_get_for
+from policies.selectors import principal_get_for, principal_list_for
 
 
 def _may(caller: Caller, action: str) -> bool:
@@ -59,6 +59,7 @@ def compliance_overview(request: Any) -> HttpResponse:
         return render(request, "compliance/partials/finding_table.html", context)
     context["scores"] = selectors.scores_for(caller=caller)
     context["can_export"] = _may(caller, "kmsweb:ExportComplianceReport")
+    context["principals"] = principal_list_for(caller=caller).exclude(type="service")
     return render(request, "compliance/compliance_overview.html", context)
 
 
