@@ -23,6 +23,7 @@ from kmsweb.lib.env import (
     env_int,
     env_job_intervals,
     env_list,
+    env_rate_limits,
     env_secret,
     env_secret_file,
     env_str,
@@ -339,6 +340,17 @@ else:
         # kombu's default is ./control, the current directory: keep it in var/.
         "control_folder": str(_broker_dir / "control"),
     }
+# Request quotas (ThrottlingException), requests per second by class
+# (kmsweb/ratelimit.py): per account and Region, and per principal. Shared by
+# every node through Redis when REDIS_URL is set, else counted per process.
+_RATE_CLASSES = ("symmetric", "asymmetric", "random", "management")
+KMSWEB_RATE_LIMITS = env_rate_limits(
+    "KMSWEB_RATE_LIMITS",
+    _RATE_CLASSES,
+    {"symmetric": 5500, "asymmetric": 500, "random": 5500, "management": 1000},
+)
+KMSWEB_PRINCIPAL_RATE_LIMITS = env_rate_limits("KMSWEB_PRINCIPAL_RATE_LIMITS", _RATE_CLASSES, {})
+
 # A broker outage is waited out, however long, at start and while running:
 # Celery's default gives up after 100 tries (about 50 minutes) and the
 # worker exits. `manage.py serve` also restarts a worker that exits.

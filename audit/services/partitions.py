@@ -91,11 +91,12 @@ def audit_partitions_ensure(*, now: datetime, ahead: int = MONTHS_AHEAD) -> list
     for n in range(ahead + 1):
         month = add_months(first, n)
         if month not in have:
-            created.append(_create(month))
+            created.append(audit_partition_create(month=month))
     return created
 
 
-def _create(month: datetime) -> str:
+def audit_partition_create(*, month: datetime) -> str:
+    """Create the partition of the month starting at ``month`` (moving its rows out of DEFAULT); its name."""
     name = f"{TABLE}_p{month:%Y%m}"
     end = add_months(month, 1)
     bounds = [month, end]

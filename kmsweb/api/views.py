@@ -32,6 +32,7 @@ from kmsweb.lib.errors import (
     ValidationError,
 )
 from kmsweb.lib.jsonbody import parse_body
+from kmsweb.ratelimit import rate_limit_check
 from policies.callers import ApiRequestLike, anonymous_caller, caller_from_signature
 from policies.services import grant_tokens_check
 
@@ -129,6 +130,13 @@ def _answer(request: ApiRequestLike) -> ApiAnswer:
             params = shapes.parse_input(operation, parse_body(request.body))
         except shapes.ShapeError as exc:
             raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
+        rate_limit_check(
+            account_id=caller.account_id,
+            region=caller.region,
+            principal_arn=caller.principal_arn,
+            operation=operation,
+            params=params,
+        )
         if params.get("GrantTokens"):
             grant_tokens_check(tokens=params["GrantTokens"])
         handler = HANDLERS.get(operation)
