@@ -3,9 +3,13 @@ counters (per process and shared through Redis), and what boto3 sees."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,6 +24,7 @@ from kmsweb import ratelimit
 from kmsweb.lib.env import ImproperlyConfiguredEnv, env_rate_limits
 from kmsweb.ratelimit import ASYMMETRIC, MANAGEMENT, RANDOM, SYMMETRIC, LocalCounter, RedisCounter, quota_class
 from policies.services import FULL_ACCESS_POLICY
+from tests.api.test_revocation import _database_url, _free_port, _wait_listening
 from tests.conftest import REGION, Persona
 
 
@@ -175,3 +180,59 @@ def test_without_limits_nothing_is_counted(settings: Any) -> None:
         ratelimit.rate_limit_check(
             account_id="111122223333", region=REGION, principal_arn="arn:x", operation="ListKeys", params={}
         )
+
+
+@pytest.fixture
+def two_nodes(transactional_db: None, tmp_path: Path) -> Iterator[list[str]]:
+    """Two gunicorn servers on the test's PostgreSQL database and the test's Redis, with principal quotas on."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "KMSWEB_DB_CONN_MAX_AGE": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "KMSWEB_PRINCIPAL_RATE_LIMITS": "management=1000",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    urls = []
+    try:
+        for n in range(2):
+            port = _free_port()
+            log = tmp_path / f"gunicorn-{n}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                    [sys.executable, "-m", "gunicorn", "kmsweb.wsgi:application"]
+                    + ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
+                    cwd=django_settings.BASE_DIR,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            processes.append(process)
+            _wait_listening(port, process, log)
+            urls.append(f"http://127.0.0.1:{port}/")
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_two_nodes_count_one_principal_quota_in_redis(
+    two_nodes: list[str], make_persona: Callable[..., Persona]
+) -> None:
+    import redis
+
+    caller = make_persona(f"two-nodes-{uuid.uuid4().hex[:8]}", policy=FULL_ACCESS_POLICY)
+    for url in two_nodes:
+        _client(url, caller, {"total_max_attempts": 1}).list_keys()
+    store = redis.Redis.from_url(django_settings.REDIS_URL)
+    counters = store.keys(f"kmsweb:rl:management:{REGION}:{caller.principal.arn}:*")
+    # Both nodes counted into the same windows (one or two seconds), two calls in all.
+    assert sum(int(store.get(key) or 0) for key in counters) == 2
