@@ -14,13 +14,15 @@ The classes follow AWS's shared quotas (``KMSWEB_RATE_LIMITS``,
   a quota of its own so that it can be set apart);
 - ``management``: every other operation.
 
-With ``REDIS_URL`` set, every web process of every node counts in Redis: one
-round trip per request (a Lua script checks and counts a fixed one-second
-window for the account and the principal at once; a refused request is not
-counted). Without Redis each process counts alone: a limit then holds per
-process, and N processes allow up to N times it. If Redis cannot be reached
-the request is let through (and logged): quotas protect capacity, they are
-no access control.
+With ``REDIS_URL`` set, every web process of every node counts in Redis: a
+Lua script checks and counts a fixed one-second window for the account and
+the principal at once, in one round trip, and a refused request is not
+counted. Each process leases 1% of a quota at a time and spends it from
+memory, so a request costs a Redis round trip only once per lease. Without
+Redis each process counts alone: a limit then holds per process, and N
+processes allow up to N times it. If Redis cannot be reached the request is
+let through (and logged): quotas protect capacity, they are no access
+control.
 """
 
 from __future__ import annotations
@@ -59,18 +61,33 @@ _ALGORITHM_MEMBERS = ("EncryptionAlgorithm", "SourceEncryptionAlgorithm", "Desti
 
 # Seconds a window's counters stay in Redis: past its second, plus clock skew between nodes.
 WINDOW_TTL = 3
-# KEYS: the window's counters; ARGV: the TTL, then their limits. Refuse
-# (return the index of the first full counter) without counting, or count
-# in every one.
+# A process leases this share of a quota from Redis at a time, and serves
+# the lease from memory: one round trip per 1% of a limit, not per request.
+LEASE_SHARE = 100
+# KEYS: the window's counters; ARGV: the TTL, the n limits, the n tokens
+# wanted (0: the process still holds some). Either refuse: {i}, the first
+# counter with none left, counting nothing; or lease: {0, granted...}, each
+# at most what is left of its limit.
 _SCRIPT = """
-for i, key in ipairs(KEYS) do
-    local n = tonumber(redis.call('GET', key) or '0')
-    if n >= tonumber(ARGV[i + 1]) then return i end
+local n = #KEYS
+local granted = {0}
+for i = 1, n do
+    local want = tonumber(ARGV[1 + n + i])
+    local grant = 0
+    if want > 0 then
+        local left = tonumber(ARGV[1 + i]) - tonumber(redis.call('GET', KEYS[i]) or '0')
+        if left <= 0 then return {i} end
+        grant = math.min(want, left)
+    end
+    granted[i + 1] = grant
 end
-for i, key in ipairs(KEYS) do
-    if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+for i = 1, n do
+    local grant = granted[i + 1]
+    if grant > 0 and redis.call('INCRBY', KEYS[i], grant) == grant then
+        redis.call('EXPIRE', KEYS[i], ARGV[1])
+    end
 end
-return 0
+return granted
 """
 
 
@@ -112,7 +129,13 @@ class LocalCounter:
 
 
 class RedisCounter:
-    """Fixed one-second windows counted in Redis, shared by every process that uses the same Redis."""
+    """Fixed one-second windows counted in Redis, shared by every process that uses the same Redis.
+
+    A process leases ``limit // LEASE_SHARE`` tokens (at least one) per
+    counter and window, and spends them without asking Redis again. Tokens
+    a process holds when its window ends are lost: with P processes a
+    window admits at most the limit, and at least the limit less P leases.
+    """
 
     def __init__(self, url: str) -> None:
         import redis
@@ -120,16 +143,41 @@ class RedisCounter:
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script = self._client.register_script(_SCRIPT)
         self._warned_at = 0.0
+        self._lock = threading.Lock()
+        self._window = -1
+        self._leases: dict[str, int] = {}
 
     def take(self, keys: list[str], limits: list[int], window: int) -> int:
+        with self._lock:
+            if window != self._window:
+                self._window, self._leases = window, {}
+            leases = self._leases
+            wanted = [
+                0 if leases.get(key, 0) > 0 else max(1, limit // LEASE_SHARE)
+                for key, limit in zip(keys, limits, strict=True)
+            ]
+            if any(wanted):
+                answer = self._lease([f"{key}:{window}" for key in keys], limits, wanted)
+                if answer is None:
+                    return 0
+                if answer[0]:
+                    return int(answer[0])
+                for key, grant in zip(keys, answer[1:], strict=True):
+                    leases[key] = leases.get(key, 0) + int(grant)
+            for key in keys:
+                leases[key] -= 1
+            return 0
+
+    def _lease(self, keys: list[str], limits: list[int], wanted: list[int]) -> list[int] | None:
+        """The script's answer, or None when Redis does not answer (the call is let through)."""
         try:
-            return int(self._script(keys=[f"{key}:{window}" for key in keys], args=[WINDOW_TTL, *limits]))
+            return [int(v) for v in self._script(keys=keys, args=[WINDOW_TTL, *limits, *wanted])]
         except Exception:
             now = time.monotonic()
             if now - self._warned_at > 60:
                 self._warned_at = now
                 logger.warning("rate limits not applied: Redis did not answer", exc_info=True)
-            return 0
+            return None
 
 
 _counter: LocalCounter | RedisCounter | None = None

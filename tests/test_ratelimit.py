@@ -190,7 +190,8 @@ def two_nodes(transactional_db: None, tmp_path: Path) -> Iterator[list[str]]:
         "DATABASE_URL": _database_url(),
         "KMSWEB_DB_CONN_MAX_AGE": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "KMSWEB_PRINCIPAL_RATE_LIMITS": "management=1000",
+        # Under 100 a lease is one token: Redis counts every call.
+        "KMSWEB_PRINCIPAL_RATE_LIMITS": "management=50",
     }
     processes: list[subprocess.Popen[bytes]] = []
     urls = []
@@ -236,3 +237,24 @@ def test_two_nodes_count_one_principal_quota_in_redis(
     counters = store.keys(f"kmsweb:rl:management:{REGION}:{caller.principal.arn}:*")
     # Both nodes counted into the same windows (one or two seconds), two calls in all.
     assert sum(int(store.get(key) or 0) for key in counters) == 2
+
+
+@pytest.mark.redis
+def test_processes_lease_a_share_of_a_large_quota_and_never_exceed_it() -> None:
+    nodes = [_redis_counter() for _ in range(3)]
+    account = f"acct-{uuid.uuid4()}"
+    window = 2_000
+    admitted = 0
+    for _ in range(400):
+        for node in nodes:
+            admitted += node.take([account], [1000], window) == 0
+    # 1,200 calls against 1,000: the quota admits exactly its limit (the
+    # leases add up to it), each node leasing 10 tokens at a time.
+    assert admitted == 1000
+    assert int(redis_client().get(f"{account}:{window}")) == 1000
+
+
+def redis_client() -> Any:
+    import redis
+
+    return redis.Redis.from_url(django_settings.REDIS_URL)
