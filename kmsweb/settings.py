@@ -132,6 +132,11 @@ KMSWEB_DB_HEALTH_CHECK_SECONDS = float(env_str("KMSWEB_DB_HEALTH_CHECK_SECONDS")
 # that cannot carry prepared statements across transactions (PgBouncer in
 # transaction mode before 1.21, or without max_prepared_statements).
 KMSWEB_DB_PREPARED_STATEMENTS = env_bool("KMSWEB_DB_PREPARED_STATEMENTS", True)
+# PostgreSQL behind PgBouncer in transaction mode: a server-side cursor
+# (QuerySet.iterator()) outlives the transaction a pooled connection is lent
+# for, so Django must not open one.
+if env_bool("KMSWEB_DB_DISABLE_SERVER_SIDE_CURSORS", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default has several writers (web workers, the Celery
     # worker's pool, beat, manage.py commands) on one file. WAL lets readers
