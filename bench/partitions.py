@@ -23,6 +23,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,8 +110,12 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         sys.exit("bench/partitions.py needs DATABASE_URL=postgres://... (a database it may drop)")
+    # The database's own audit anchor, begun anew with the database.
+    anchor = Path(tempfile.gettempdir()) / f"kmsweb-bench-{url.rsplit('/', 1)[1]}-anchor.log"
+    os.environ["KMSWEB_AUDIT_ANCHOR_FILE"] = str(anchor)
     if not args.reuse:
         recreate_database(url)
+        anchor.unlink(missing_ok=True)
     setup()
     from django.conf import settings
     from django.db import connection
