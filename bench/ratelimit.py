@@ -13,7 +13,9 @@ application in one process, no HTTP) in three configurations, in turn, for
 - per process: the same quotas without ``REDIS_URL`` (counted in memory).
 
 Each figure is wall time and process CPU per request of one process; the
-requests/s of that process is 1000 / wall ms.
+requests/s of that process is 1000 / wall ms. Then the limiter alone: the
+CPU and wall time of one check (an account and a principal counter) against
+Redis and in memory, over 20,000 checks far below their quotas.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ def run(env: dict[str, str], n: int, setup: bool) -> tuple[float, float]:
     if match is None:
         raise SystemExit(f"no figure in profile_api's output:\n{done.stdout}\n{done.stderr}")
     return float(match[1]), float(match[2])
+
+
+def limiter_alone(redis_url: str, checks: int = 20_000) -> dict[str, tuple[float, float]]:
+    """Microseconds of CPU and wall per check, far below the quotas: Redis (leases) and per process."""
+    import time
+
+    sys.path.insert(0, str(BENCH_DIR.parent))
+    from kmsweb.ratelimit import LocalCounter, RedisCounter
+
+    out = {}
+    for name, counter in (("Redis", RedisCounter(redis_url)), ("per process", LocalCounter())):
+        keys, limits = ["bench:acct", "bench:principal"], [1_000_000, 1_000_000]
+        for _ in range(1000):
+            counter.take(keys, limits, int(time.time()))
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(checks):
+            counter.take(keys, limits, int(time.time()))
+        out[name] = ((time.process_time() - cpu0) / checks * 1e6, (time.perf_counter() - wall0) / checks * 1e6)
+    return out
 
 
 def main() -> None:
@@ -75,6 +96,9 @@ def main() -> None:
     for name, (cpu, wall) in medians.items():
         change = off_wall / wall - 1
         print(f"{name}: {cpu:.3f} ms CPU/request, {wall:.3f} ms wall, {1000 / wall:.0f} requests/s ({change:+.1%})")
+    alone = limiter_alone(redis_url)
+    for name, (cpu_us, wall_us) in alone.items():
+        print(f"one check, {name}: {cpu_us:.1f} µs CPU, {wall_us:.1f} µs wall")
     if args.append:
         lines = [
             "",
@@ -92,6 +116,9 @@ def main() -> None:
         ]
         for name, (cpu, wall) in medians.items():
             lines.append(f"| {name} | {cpu:.3f} ms | {wall:.3f} ms | {1000 / wall:,.0f} | {off_wall / wall - 1:+.1%} |")
+        lines += ["", "| one check (account + principal counters) | CPU | wall |", "|---|---|---|"]
+        for name, (cpu_us, wall_us) in alone.items():
+            lines.append(f"| {name} | {cpu_us:.1f} µs | {wall_us:.1f} µs |")
         lines.append("")
         with Path(args.append).open("a", encoding="utf-8") as fh:
             fh.write("\n".join(lines))
