@@ -96,35 +96,40 @@ def audit_partitions_ensure(*, now: datetime, ahead: int = MONTHS_AHEAD) -> list
 
 
 def audit_partition_create(*, month: datetime) -> str:
-    """Create the partition of the month starting at ``month`` (moving its rows out of DEFAULT); its name."""
+    """Create the partition of the month starting at ``month`` (moving its rows out of DEFAULT); its name.
+
+    The table is made apart, with a CHECK of its bounds, and then attached:
+    ATTACH takes a lock on the parent that lets audit INSERTs go on (CREATE
+    TABLE ... PARTITION OF would stop them), and the CHECK spares it a scan.
+    ``lock_timeout`` keeps a busy DEFAULT partition from holding it up:
+    the next run tries again.
+    """
     name = f"{TABLE}_p{month:%Y%m}"
     end = add_months(month, 1)
     bounds = [month, end]
+    low, high = month.isoformat(), end.isoformat()
     with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL lock_timeout = '5s'")
+        cur.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS)")
+        cur.execute(
+            f"ALTER TABLE {name} ADD CONSTRAINT {name}_bounds CHECK (event_time >= '{low}' AND event_time < '{high}')"
+        )
         cur.execute(
             f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE event_time >= %s AND event_time < %s)",  # noqa: S608
             bounds,
         )
-        if not cur.fetchone()[0]:
+        if cur.fetchone()[0]:
+            # Move the month's rows out of DEFAULT (PostgreSQL refuses to attach a month DEFAULT holds rows of).
+            cur.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
             cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {TABLE} "
-                f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
+                f"INSERT INTO {name} SELECT * FROM {DEFAULT} WHERE event_time >= %s AND event_time < %s",  # noqa: S608
+                bounds,
             )
-            return name
-        # Move the month's rows out of DEFAULT, then attach the filled table.
-        cur.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
-        cur.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS)")
-        cur.execute(
-            f"INSERT INTO {name} SELECT * FROM {DEFAULT} WHERE event_time >= %s AND event_time < %s",  # noqa: S608
-            bounds,
-        )
-        cur.execute("SET LOCAL kmsweb.audit_retention = 'on'")
-        cur.execute(f"DELETE FROM {DEFAULT} WHERE event_time >= %s AND event_time < %s", bounds)  # noqa: S608
-        cur.execute("SET LOCAL kmsweb.audit_retention = 'off'")
-        cur.execute(
-            f"ALTER TABLE {TABLE} ATTACH PARTITION {name} "
-            f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
-        )
+            cur.execute("SET LOCAL kmsweb.audit_retention = 'on'")
+            cur.execute(f"DELETE FROM {DEFAULT} WHERE event_time >= %s AND event_time < %s", bounds)  # noqa: S608
+            cur.execute("SET LOCAL kmsweb.audit_retention = 'off'")
+        cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {name} FOR VALUES FROM ('{low}') TO ('{high}')")
+        cur.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_bounds")
     return name
 
 

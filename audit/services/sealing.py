@@ -250,8 +250,12 @@ def audit_seal_job(*, caller: Caller, now: datetime, budget_seconds: float = 40.
 
     Digests take their own time stamps. Each run first makes sure the
     event table's partitions for this month and the next ones exist
-    (PostgreSQL), so events seldom reach the DEFAULT partition.
+    (PostgreSQL), so events seldom reach the DEFAULT partition; a failure
+    there is logged and leaves sealing to go on (the next run tries again).
     """
-    audit_partitions_ensure(now=now)
+    try:
+        audit_partitions_ensure(now=now)
+    except Exception:
+        logger.exception("creating the audit event table's next partitions failed")
     digests = audit_seal_all(caller=caller, budget_seconds=budget_seconds)
     return {"digests": len(digests), "events": sum(d.event_count for d in digests)}

@@ -160,3 +160,14 @@ def test_retention_keeps_a_month_holding_an_event_inserted_into_the_archived_ran
     assert f"{TABLE}_p202412" in [p.name for p in audit_partitions()]
     report = audit_verify()
     assert report.problems[0].kind == "event-inserted"
+
+
+def test_sealing_goes_on_when_a_partition_cannot_be_made(db: None, activity: Any) -> None:
+    # A table in the way of November 2031's partition: creating it fails.
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE TABLE {TABLE}_p203111 (x int)")
+    activity(2)
+    with time_machine.travel(datetime(2031, 11, 20, tzinfo=UTC), tick=False):
+        counts = audit_seal_job(caller=SYSTEM, now=datetime.now(UTC))
+    assert counts["digests"] == 1
+    assert f"{TABLE}_p203111" not in [p.name for p in audit_partitions()]
