@@ -23,6 +23,7 @@ from kmsweb.lib.env import (
     env_int,
     env_job_intervals,
     env_list,
+    env_rate_limits,
     env_secret,
     env_secret_file,
     env_str,
@@ -139,6 +140,11 @@ KMSWEB_AUDIT_GROUP_COMMIT = env_bool("KMSWEB_AUDIT_GROUP_COMMIT", True)
 # only, never X-Forwarded-For) in these networks. Neither set: /metrics is off (404).
 KMSWEB_METRICS_TOKEN = env_secret("KMSWEB_METRICS_TOKEN") or ""
 KMSWEB_METRICS_ALLOW_CIDRS = env_list("KMSWEB_METRICS_ALLOW_CIDRS")
+# PostgreSQL behind PgBouncer in transaction mode: a server-side cursor
+# (QuerySet.iterator()) outlives the transaction a pooled connection is lent
+# for, so Django must not open one.
+if env_bool("KMSWEB_DB_DISABLE_SERVER_SIDE_CURSORS", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default has several writers (web workers, the Celery
     # worker's pool, beat, manage.py commands) on one file. WAL lets readers
@@ -380,6 +386,17 @@ else:
         # kombu's default is ./control, the current directory: keep it in var/.
         "control_folder": str(_broker_dir / "control"),
     }
+# Request quotas (ThrottlingException), requests per second by class
+# (kmsweb/ratelimit.py): per account and Region, and per principal. Shared by
+# every node through Redis when REDIS_URL is set, else counted per process.
+_RATE_CLASSES = ("symmetric", "asymmetric", "random", "management")
+KMSWEB_RATE_LIMITS = env_rate_limits(
+    "KMSWEB_RATE_LIMITS",
+    _RATE_CLASSES,
+    {"symmetric": 5500, "asymmetric": 500, "random": 5500, "management": 1000},
+)
+KMSWEB_PRINCIPAL_RATE_LIMITS = env_rate_limits("KMSWEB_PRINCIPAL_RATE_LIMITS", _RATE_CLASSES, {})
+
 # A broker outage is waited out, however long, at start and while running:
 # Celery's default gives up after 100 tries (about 50 minutes) and the
 # worker exits. `manage.py serve` also restarts a worker that exits.

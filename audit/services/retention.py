@@ -7,6 +7,11 @@ with the digests and a signed manifest under ``KMSWEB_AUDIT_ARCHIVE_DIR``,
 verifies that bundle against the signed digests, and only then deletes the
 events. Digest rows stay: ``verify_audit`` still walks the whole chain and
 checks the archived digests' signatures and links.
+
+On PostgreSQL the event table is partitioned by month: a month that ended
+before the retention start and holds only events of the archived range is
+dropped whole (no row-by-row DELETE, no bloat); the rest of the range is
+deleted row by row.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from django.utils import timezone
 from audit import canonical, exports
 from audit.models import AuditArchive, AuditDigest, AuditEvent
 from audit.services.exporting import bundle_signer, iter_rows, public_key_map, retention_start
+from audit.services.partitions import audit_partitions_droppable, audit_partitions_ensure, drop_partitions
 from audit.services.recording import audited
 from audit.services.signing import EVENT_SOURCE
 from kmsweb.lib.caller import Caller
@@ -32,7 +38,11 @@ MAX_EVENTS_PER_RUN = 2_000_000
 
 
 def audit_archive_job(*, caller: Caller, now: datetime) -> dict[str, int]:
-    """The retention job's entry for ``job_run``: archive what is past retention, return counts."""
+    """The retention job's entry for ``job_run``: archive what is past retention, return counts.
+
+    It also makes sure the next months' partitions exist (as the sealing job does).
+    """
+    audit_partitions_ensure(now=now)
     archive = audit_archive(caller=caller, now=now)
     return {"archives": 1 if archive else 0, "events": archive.event_count if archive else 0}
 
@@ -42,7 +52,8 @@ def audit_archive(*, caller: Caller, now: datetime | None = None) -> AuditArchiv
 
     Recorded as ``ArchiveAuditEvents``. The delete runs with the session
     setting ``kmsweb.audit_retention`` on, the one exception the
-    PostgreSQL append-only trigger allows.
+    PostgreSQL append-only trigger allows; whole months of the archived
+    range are dropped as partitions instead.
     """
     now = now or timezone.now()
     start = retention_start(now)
@@ -94,10 +105,12 @@ def audit_archive(*, caller: Caller, now: datetime | None = None) -> AuditArchiv
             # The live events no longer match their digests: keep them, as evidence.
             raise InternalError(f"The audit archive does not verify, nothing was deleted: {check.problems[0]}")
         with transaction.atomic():
+            dropped = audit_partitions_droppable(before=start, after_id=after_id, through_id=through_id)
+            deleted = drop_partitions(dropped)
             if connection.vendor == "postgresql":
                 with connection.cursor() as cur:
                     cur.execute("SET LOCAL kmsweb.audit_retention = 'on'")
-            deleted, _ = AuditEvent.objects.filter(id__gt=after_id, id__lte=through_id).delete()
+            deleted += AuditEvent.objects.filter(id__gt=after_id, id__lte=through_id).delete()[0]
             archive = AuditArchive.objects.create(
                 first_sequence=chosen[0].sequence,
                 last_sequence=chosen[-1].sequence,
@@ -109,5 +122,9 @@ def audit_archive(*, caller: Caller, now: datetime | None = None) -> AuditArchiv
                 manifest_sha256=exports.file_sha256(out_dir / exports.MANIFEST),
                 created_at=now,
             )
-        op.response_elements = {"EventCount": deleted, "Path": str(out_dir)}
+        op.response_elements = {
+            "EventCount": deleted,
+            "Path": str(out_dir),
+            "DroppedPartitions": [p.name for p in dropped],
+        }
     return archive

@@ -27,6 +27,7 @@ from audit.models import AuditDigest, AuditEvent
 from audit.rows import event_rows
 from audit.services.anchor_sink import anchor_publish
 from audit.services.anchoring import anchor_sync
+from audit.services.partitions import audit_partitions_ensure
 from audit.services.recording import audit_record
 from audit.services.signing import EVENT_SOURCE, signing_key_current, signing_key_sign
 from kmsweb.lib.caller import Caller
@@ -247,8 +248,14 @@ def audit_seal_all(*, caller: Caller, budget_seconds: float = 40.0) -> list[Audi
 def audit_seal_job(*, caller: Caller, now: datetime, budget_seconds: float = 40.0) -> dict[str, int]:
     """The sealing job's entry for ``job_run``: seal what is new, return counts.
 
-    Digests take their own time stamps; ``now`` is accepted for the job
-    interface and not otherwise used.
+    Digests take their own time stamps. Each run first makes sure the
+    event table's partitions for this month and the next ones exist
+    (PostgreSQL), so events seldom reach the DEFAULT partition; a failure
+    there is logged and leaves sealing to go on (the next run tries again).
     """
+    try:
+        audit_partitions_ensure(now=now)
+    except Exception:
+        logger.exception("creating the audit event table's next partitions failed")
     digests = audit_seal_all(caller=caller, budget_seconds=budget_seconds)
     return {"digests": len(digests), "events": sum(d.event_count for d in digests)}

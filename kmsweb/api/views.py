@@ -34,6 +34,7 @@ from kmsweb.lib.errors import (
     ValidationError,
 )
 from kmsweb.lib.jsonbody import parse_body
+from kmsweb.ratelimit import rate_limit_check
 from policies.callers import ApiRequestLike, anonymous_caller, caller_from_signature
 from policies.services import grant_tokens_check
 
@@ -155,6 +156,13 @@ def serve(caller: Caller, operation: str, body: Any, request_id: str) -> ApiAnsw
             params = shapes.parse_input(operation, body)
         except shapes.ShapeError as exc:
             raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
+        rate_limit_check(
+            account_id=caller.account_id,
+            region=caller.region,
+            principal_arn=caller.principal_arn,
+            operation=operation,
+            params=params,
+        )
         if params.get("GrantTokens"):
             grant_tokens_check(tokens=params["GrantTokens"])
         handler = HANDLERS.get(operation)

@@ -123,3 +123,25 @@ def env_group_roles(name: str, known_roles: Collection[str]) -> dict[str, tuple[
         if role not in mapping[group]:
             mapping[group].append(role)
     return {group: tuple(roles) for group, roles in mapping.items()}
+
+
+def env_rate_limits(name: str, classes: Collection[str], default: dict[str, int]) -> dict[str, int]:
+    """``NAME=CLASS=N,...``: requests per second for each quota class; ``off`` for none.
+
+    Classes not named keep ``default``'s value; N = 0 lifts that class's
+    limit. Unknown classes and negative or non-integer N fail at start-up.
+    """
+    value = os.environ.get(name)
+    if value is not None and value.strip().lower() == "off":
+        return {}
+    limits = dict(default)
+    for item in env_list(name):
+        quota, _, count = item.partition("=")
+        quota = quota.strip()
+        if quota not in classes or not count.strip().isdigit():
+            raise ImproperlyConfiguredEnv(
+                f"{name}: {item!r} is not CLASS=N with N a whole number of requests per second "
+                f"and CLASS one of {', '.join(classes)} (or write off)"
+            )
+        limits[quota] = int(count)
+    return {quota: n for quota, n in limits.items() if n > 0}

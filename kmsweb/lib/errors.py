@@ -118,6 +118,12 @@ class LimitExceeded(KmsError):
     code = "LimitExceededException"
 
 
+class Throttled(KmsError):
+    """AWS `ThrottlingException`: a request quota is exceeded (HTTP 400, as AWS answers it)."""
+
+    code = "ThrottlingException"
+
+
 class TagError(KmsError):
     """AWS `TagException`."""
 
