@@ -59,8 +59,6 @@ UNPROVOKED = {
     "KMSInternalException": "an internal failure (tests/api/test_fuzz.py checks none happens)",
     "KeyUnavailableException": "kmsweb's key material is always at hand",
     "ConflictException": "kmsweb serialises changes to a key under its row lock",
-    "CloudHsmClusterInvalidConfigurationException": "a PKCS#11 library that cannot be loaded or a token that "
-    "refuses to make a key; the tests' SoftHSM2 loads and makes keys",
     "XksProxyVpcEndpointServiceInUseException": "kmsweb reaches proxies over public endpoints only: "
     "VPC_ENDPOINT_SERVICE connectivity is XksProxyInvalidConfigurationException",
     "XksProxyVpcEndpointServiceNotFoundException": "kmsweb reaches proxies over public endpoints only",
@@ -133,6 +131,11 @@ NOT_PROVOKED: dict[tuple[str, str], str] = {
     "store's own: CloudHsmClusterNotRelatedException",
     ("UpdateCustomKeyStore", "CloudHsmClusterNotActiveException"): "kmsweb checks only that the token is the "
     "store's own: CloudHsmClusterNotRelatedException",
+    **{
+        (op, "CloudHsmClusterInvalidConfigurationException"): "a PKCS#11 library that cannot be loaded leaves the "
+        "store FAILED (ConnectCustomKeyStore) and is not asked by UpdateCustomKeyStore"
+        for op in ("ConnectCustomKeyStore", "UpdateCustomKeyStore")
+    },
     ("CreateKey", "XksKeyInvalidConfigurationException"): "the test XKS proxy makes only enabled AES-256 keys",
     **{
         (op, "XksProxyInvalidResponseException"): "the test XKS proxy answers only well-formed XKS responses"
@@ -277,6 +280,7 @@ def xks_params(name: str = "xks-store", **overrides: Any) -> dict[str, Any]:
 
 WRONG_SECRET = {"AccessKeyId": ACCESS_KEY_ID, "RawSecretAccessKey": "W" * 43}
 UNKNOWN_STORE = "cks-1234567890abcdef0"
+BROKEN_LIBRARY = (("KMSWEB_PKCS11_LIBRARY", "/nonexistent/libpkcs11.so"),)
 
 
 def _failed_store(w: World) -> str:
@@ -300,6 +304,7 @@ class Case:
     params: Callable[[World], dict[str, Any]]
     code: str
     message: str | Callable[[World], str] | None = None  # exact, when AWS's wording is known
+    settings: tuple[tuple[str, Any], ...] = ()  # Django settings in force for the call only
 
 
 def _arn(w: World, key_id: str) -> str:
@@ -416,6 +421,13 @@ CASES: list[Case] = [
         lambda w: {"Origin": "AWS_CLOUDHSM", "CustomKeyStoreId": w.store("DISCONNECTED")},
         "CustomKeyStoreInvalidStateException",
         lambda w: f"The custom key store {w.store()} is DISCONNECTED; keys are created only in a connected store.",
+    ),
+    Case(
+        "CreateKey",
+        "PKCS#11 library that cannot be loaded",
+        lambda w: {"Origin": "AWS_CLOUDHSM", "CustomKeyStoreId": w.store()},
+        "CloudHsmClusterInvalidConfigurationException",
+        settings=BROKEN_LIBRARY,
     ),
     Case(
         "CreateKey",
@@ -1088,6 +1100,13 @@ CASES: list[Case] = [
     Case("CreateCustomKeyStore", "eleventh store", _eleventh_store, "LimitExceededException"),
     Case(
         "CreateCustomKeyStore",
+        "PKCS#11 library that cannot be loaded",
+        lambda w: cloudhsm_params(w.stores.token),
+        "CloudHsmClusterInvalidConfigurationException",
+        settings=BROKEN_LIBRARY,
+    ),
+    Case(
+        "CreateCustomKeyStore",
         "proxy URI of another store",
         lambda w: w.xks_store() and xks_params("again"),
         "XksProxyUriInUseException",
@@ -1237,7 +1256,8 @@ def test_it_answers_the_documented_error(key_admin: Persona, stores: Stores, cas
     w = World(key_admin, stores)
     params = case.params(w)
 
-    answer = call(key_admin, case.operation, **params)
+    with override_settings(**dict(case.settings)):
+        answer = call(key_admin, case.operation, **params)
 
     assert (answer.status, answer.code) == (STATUS.get(case.code, 400), case.code), answer.body
     if case.code in BARE:
