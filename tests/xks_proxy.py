@@ -4,7 +4,9 @@ It serves AWS's XKS proxy API v1 (``/health`` and ``/keys/<id>/metadata``,
 ``/encrypt``, ``/decrypt`` under its URI path) over HTTPS on 127.0.0.1,
 checks every request's SigV4 signature (service ``kms-xks``) with
 ``kmsweb.lib.sigv4``, and runs AES-GCM with keys generated in its token.
-It records the ``requestMetadata`` of every call it served.
+It records the ``requestMetadata`` of every call it served. Under
+``INVALID_URI_PATH`` it answers ``/health`` with a body that is no XKS
+health answer (it names no external key manager), as a faulty proxy would.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from kmsweb.lib.sigv4 import SignedRequest, SigV4Error, parse_authorization, ver
 ACCESS_KEY_ID = "XKSPROXYTESTACCESSKEY2"  # 20-30 of [A-Z2-7]
 SECRET = "kmsweb+xks/proxy+test+secret+access+key+000000"  # 43-64 of [a-zA-Z0-9/+=]
 URI_PATH = "/kms/xks/v1"
+INVALID_URI_PATH = "/invalid" + URI_PATH
 
 
 @dataclass
@@ -111,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
             verify_signature(request, auth, state.secret)
         except SigV4Error as exc:
             self._error(401, "AuthenticationFailedException", exc.message)
+            return
+        if self.path == INVALID_URI_PATH + "/health":
+            self._answer(200, {"xksProxyVendor": "kmsweb tests"})
             return
         if not self.path.startswith(state.uri_path + "/"):
             self._error(404, "InvalidUriPathException", "not this proxy's URI path")

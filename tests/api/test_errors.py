@@ -42,7 +42,7 @@ from tests.api.direct import Answer, call
 from tests.conftest import REGION, Persona
 from tests.importing import wrap
 from tests.softhsm import LIBRARY, Token, cloudhsm_params, init_token, softhsm_dir
-from tests.xks_proxy import ACCESS_KEY_ID, SECRET, URI_PATH, XksProxy
+from tests.xks_proxy import ACCESS_KEY_ID, INVALID_URI_PATH, SECRET, URI_PATH, XksProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -137,10 +137,6 @@ NOT_PROVOKED: dict[tuple[str, str], str] = {
         for op in ("ConnectCustomKeyStore", "UpdateCustomKeyStore")
     },
     ("CreateKey", "XksKeyInvalidConfigurationException"): "the test XKS proxy makes only enabled AES-256 keys",
-    **{
-        (op, "XksProxyInvalidResponseException"): "the test XKS proxy answers only well-formed XKS responses"
-        for op in ("CreateCustomKeyStore", "UpdateCustomKeyStore")
-    },
     ("GetPublicKey", "InvalidKeyUsageException"): "a key with no public key is UnsupportedOperationException",
     ("ListRetirableGrants", "NotFoundException"): "a retiring principal is matched, not looked up",
 }
@@ -1125,6 +1121,12 @@ CASES: list[Case] = [
     ),
     Case(
         "CreateCustomKeyStore",
+        "proxy whose health answer is no XKS answer",
+        lambda w: xks_params(XksProxyUriPath=INVALID_URI_PATH),
+        "XksProxyInvalidResponseException",
+    ),
+    Case(
+        "CreateCustomKeyStore",
         "VPC endpoint service connectivity",
         lambda w: xks_params(XksProxyConnectivity="VPC_ENDPOINT_SERVICE"),
         "XksProxyInvalidConfigurationException",
@@ -1209,6 +1211,12 @@ CASES: list[Case] = [
         "proxy that does not answer",
         lambda w: {"CustomKeyStoreId": w.xks_store(connected=False), "XksProxyUriEndpoint": "https://127.0.0.2"},
         "XksProxyUriUnreachableException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "proxy whose health answer is no XKS answer",
+        lambda w: {"CustomKeyStoreId": w.xks_store(), "XksProxyUriPath": INVALID_URI_PATH},
+        "XksProxyInvalidResponseException",
     ),
     Case(
         "UpdateCustomKeyStore",
