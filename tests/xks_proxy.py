@@ -6,7 +6,8 @@ checks every request's SigV4 signature (service ``kms-xks``) with
 ``kmsweb.lib.sigv4``, and runs AES-GCM with keys generated in its token.
 It records the ``requestMetadata`` of every call it served. Under
 ``INVALID_URI_PATH`` it answers ``/health`` with a body that is no XKS
-health answer (it names no external key manager), as a faulty proxy would.
+health answer (it names no external key manager), as a faulty proxy would;
+a key whose id starts with ``disabled-`` is reported DISABLED.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "KeyNotFoundException", f"no key {key_id}")
             return
         if operation == "metadata":
-            self._answer(200, {"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": "ENABLED"})
+            status = "DISABLED" if key_id.startswith("disabled-") else "ENABLED"
+            self._answer(200, {"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": status})
             return
         aad = base64.b64decode(payload.get("additionalAuthenticatedData") or "")
         if operation == "encrypt":

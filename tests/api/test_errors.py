@@ -136,7 +136,6 @@ NOT_PROVOKED: dict[tuple[str, str], str] = {
         "store FAILED (ConnectCustomKeyStore) and is not asked by UpdateCustomKeyStore"
         for op in ("ConnectCustomKeyStore", "UpdateCustomKeyStore")
     },
-    ("CreateKey", "XksKeyInvalidConfigurationException"): "the test XKS proxy makes only enabled AES-256 keys",
     ("GetPublicKey", "InvalidKeyUsageException"): "a key with no public key is UnsupportedOperationException",
     ("ListRetirableGrants", "NotFoundException"): "a retiring principal is matched, not looked up",
 }
@@ -430,6 +429,13 @@ CASES: list[Case] = [
         "external key the proxy does not know",
         lambda w: {"Origin": "EXTERNAL_KEY_STORE", "CustomKeyStoreId": w.xks_store(), "XksKeyId": "no-such-key"},
         "XksKeyNotFoundException",
+    ),
+    Case(
+        "CreateKey",
+        "external key that is disabled",
+        lambda w: {"Origin": "EXTERNAL_KEY_STORE", "CustomKeyStoreId": w.xks_store(), "XksKeyId": "disabled-key-1"},
+        "XksKeyInvalidConfigurationException",
+        "The external key disabled-key-1 must be an enabled AES_256 key that can ENCRYPT and DECRYPT.",
     ),
     Case(
         "CreateKey",
@@ -1242,6 +1248,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
         proxy = XksProxy(token=init_token().session_token(), region=REGION)
         ca = proxy.start(directory)
         proxy.create_key("ext-key-1")
+        proxy.create_key("disabled-key-1")
         with override_settings(
             KMSWEB_PKCS11_LIBRARY=LIBRARY,
             KMSWEB_XKS_PROXY_PORT=proxy.port,
