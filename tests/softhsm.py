@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -22,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from django.test import override_settings
 
 from keys.crypto import pkcs11
 
@@ -56,6 +58,22 @@ def softhsm_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
     monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
     return tokens
+
+
+def module_token() -> Callable[..., Iterator[Token]]:
+    """A module-scoped ``token`` fixture: one SoftHSM2 token for all the module's tests.
+
+    Each test's database is rolled back, so each test makes its own store on it.
+    """
+
+    @pytest.fixture(scope="module")
+    def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
+        with pytest.MonkeyPatch.context() as monkeypatch, override_settings(KMSWEB_PKCS11_LIBRARY=LIBRARY):
+            softhsm_dir(tmp_path_factory.mktemp("softhsm"), monkeypatch)
+            yield init_token()
+        pkcs11.forget_all()
+
+    return token
 
 
 def init_token(*, label: str | None = None, pin: str | None = None) -> Token:

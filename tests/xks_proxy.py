@@ -4,7 +4,10 @@ It serves AWS's XKS proxy API v1 (``/health`` and ``/keys/<id>/metadata``,
 ``/encrypt``, ``/decrypt`` under its URI path) over HTTPS on 127.0.0.1,
 checks every request's SigV4 signature (service ``kms-xks``) with
 ``kmsweb.lib.sigv4``, and runs AES-GCM with keys generated in its token.
-It records the ``requestMetadata`` of every call it served.
+It records the ``requestMetadata`` of every call it served. Under
+``INVALID_URI_PATH`` it answers ``/health`` with a body that is no XKS
+health answer (it names no external key manager), as a faulty proxy would;
+a key whose id starts with ``disabled-`` is reported DISABLED.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from kmsweb.lib.sigv4 import SignedRequest, SigV4Error, parse_authorization, ver
 ACCESS_KEY_ID = "XKSPROXYTESTACCESSKEY2"  # 20-30 of [A-Z2-7]
 SECRET = "kmsweb+xks/proxy+test+secret+access+key+000000"  # 43-64 of [a-zA-Z0-9/+=]
 URI_PATH = "/kms/xks/v1"
+INVALID_URI_PATH = "/invalid" + URI_PATH
 
 
 @dataclass
@@ -112,6 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
         except SigV4Error as exc:
             self._error(401, "AuthenticationFailedException", exc.message)
             return
+        if self.path == INVALID_URI_PATH + "/health":
+            self._answer(200, {"xksProxyVendor": "kmsweb tests"})
+            return
         if not self.path.startswith(state.uri_path + "/"):
             self._error(404, "InvalidUriPathException", "not this proxy's URI path")
             return
@@ -143,7 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "KeyNotFoundException", f"no key {key_id}")
             return
         if operation == "metadata":
-            self._answer(200, {"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": "ENABLED"})
+            status = "DISABLED" if key_id.startswith("disabled-") else "ENABLED"
+            self._answer(200, {"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": status})
             return
         aad = base64.b64decode(payload.get("additionalAuthenticatedData") or "")
         if operation == "encrypt":
@@ -196,7 +204,10 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     ca_path, cert_path, key_path = directory / "xks-ca.pem", directory / "xks.pem", directory / "xks-key.pem"

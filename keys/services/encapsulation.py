@@ -24,10 +24,8 @@ from keys.models import Key, KeyMaterial
 from keys.services.common import require_key_usage, require_usable_for_crypto
 from keys.services.material import material_unwrap
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import DryRunOperation, InvalidCiphertext, InvalidKeyUsage, NotFound
+from kmsweb.lib.errors import DRY_RUN_MESSAGE, DryRunOperation, InvalidCiphertext, InvalidKeyUsage, NotFound
 from policies.authorization import authorize
-
-_DRY_RUN = "The request would have succeeded, but the DryRun flag is set."
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def key_encapsulate(*, caller: Caller, key: Key, algorithm: str, dry_run: bool =
         authorize(caller=caller, action="kms:Encapsulate", key=key)
         spec = _check(key, algorithm, "Encapsulate")
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation(DRY_RUN_MESSAGE)
         material = _current(key)
         secret, ciphertext = kem.encapsulate(spec.bits, bytes(material.public_key or b""))
         op.additional_event_data["keyMaterialId"] = material.material_id
@@ -85,7 +83,7 @@ def key_decapsulate(
                 f"is {kem.CIPHERTEXT_LENGTHS[spec.bits]} bytes."
             )
         if dry_run:
-            raise DryRunOperation(_DRY_RUN)
+            raise DryRunOperation(DRY_RUN_MESSAGE)
         material = _current(key)
         secret = kem.decapsulate(spec.bits, material_unwrap(material), ciphertext)
         op.additional_event_data["keyMaterialId"] = material.material_id

@@ -12,28 +12,37 @@ explains.
 
 Calls go past the signature check (``tests.api.direct``), so the hundreds
 of cases stay fast; the wire itself is covered by the live-server tests.
+The custom key store cases share one SoftHSM2 token (CloudHSM key stores)
+and one XKS proxy (``tests.xks_proxy``) made once for the module; each case
+makes its own stores on them, in its own rolled-back database.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.session import get_session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.test import override_settings
 
 from keys import services as key_services
+from keys.crypto import pkcs11
 from keys.models import Key
 from keys.services.importing import FINGERPRINT_PURPOSE, TOKEN_PURPOSE
 from keys.services.platform import platform_key_get_or_create
+from keys.services.store_backends import SECRET_PURPOSE
 from kmsweb.api.handlers import HANDLERS
 from tests.api.direct import Answer, call
 from tests.conftest import REGION, Persona
 from tests.importing import wrap
+from tests.softhsm import LIBRARY, Token, cloudhsm_params, init_token, softhsm_dir
+from tests.xks_proxy import ACCESS_KEY_ID, INVALID_URI_PATH, SECRET, URI_PATH, XksProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -50,11 +59,12 @@ UNPROVOKED = {
     "KMSInternalException": "an internal failure (tests/api/test_fuzz.py checks none happens)",
     "KeyUnavailableException": "kmsweb's key material is always at hand",
     "ConflictException": "kmsweb serialises changes to a key under its row lock",
-    "CustomKeyStoreInvalidStateException": "kmsweb has no custom key store",
-    "CloudHsmClusterInvalidConfigurationException": "kmsweb has no custom key store",
-    "XksKeyInvalidConfigurationException": "kmsweb has no external key store",
-    "XksKeyAlreadyInUseException": "kmsweb has no external key store",
-    "XksKeyNotFoundException": "kmsweb has no external key store",
+    "XksProxyVpcEndpointServiceInUseException": "kmsweb reaches proxies over public endpoints only: "
+    "VPC_ENDPOINT_SERVICE connectivity is XksProxyInvalidConfigurationException",
+    "XksProxyVpcEndpointServiceNotFoundException": "kmsweb reaches proxies over public endpoints only",
+    "XksProxyVpcEndpointServiceInvalidConfigurationException": "kmsweb reaches proxies over public endpoints only",
+    "XksProxyUriEndpointInUseException": "kmsweb checks a proxy's endpoint and path together: "
+    "XksProxyUriInUseException",
 }
 # (operation, documented error) that no case provokes, and why.
 NOT_PROVOKED: dict[tuple[str, str], str] = {
@@ -113,7 +123,19 @@ NOT_PROVOKED: dict[tuple[str, str], str] = {
     ("GetKeyRotationStatus", "UnsupportedOperationException"): "kmsweb reports rotation off for a key that cannot",
     ("PutKeyPolicy", "UnsupportedOperationException"): "AWS managed keys: tests/api/test_service_keys.py",
     ("ImportKeyMaterial", "ExpiredImportTokenException"): "needs a clock: tests/keys/test_services_import.py",
-    ("GenerateRandom", "CustomKeyStoreInvalidStateException"): "kmsweb has no custom key store",
+    ("ConnectCustomKeyStore", "CloudHsmClusterNotActiveException"): "a token that cannot be used leaves the store "
+    "FAILED with a ConnectionErrorCode, as AWS's ConnectCustomKeyStore does (tests/keys/test_key_stores.py)",
+    ("CreateCustomKeyStore", "CloudHsmClusterNotActiveException"): "a token without a user PIN: softhsm2-util "
+    "always sets one",
+    ("UpdateCustomKeyStore", "CloudHsmClusterNotFoundException"): "kmsweb checks only that the token is the "
+    "store's own: CloudHsmClusterNotRelatedException",
+    ("UpdateCustomKeyStore", "CloudHsmClusterNotActiveException"): "kmsweb checks only that the token is the "
+    "store's own: CloudHsmClusterNotRelatedException",
+    **{
+        (op, "CloudHsmClusterInvalidConfigurationException"): "a PKCS#11 library that cannot be loaded leaves the "
+        "store FAILED (ConnectCustomKeyStore) and is not asked by UpdateCustomKeyStore"
+        for op in ("ConnectCustomKeyStore", "UpdateCustomKeyStore")
+    },
     ("GetPublicKey", "InvalidKeyUsageException"): "a key with no public key is UnsupportedOperationException",
     ("ListRetirableGrants", "NotFoundException"): "a retiring principal is matched, not looked up",
 }
@@ -130,14 +152,24 @@ KINDS: dict[str, dict[str, str]] = {
     "agree": {"key_spec": "ECC_NIST_P256", "key_usage": "KEY_AGREEMENT"},
     "hmac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
     "ext": {"origin": "EXTERNAL"},
+    "kem": {"key_spec": "ML_KEM_768", "key_usage": "ENCAPSULATE_DECAPSULATE"},
 }
+
+
+@dataclass(frozen=True)
+class Stores:
+    """A SoftHSM2 token for CloudHSM key stores and an XKS proxy, made once for the module."""
+
+    token: Token
+    proxy: XksProxy
 
 
 class World:
     """Keys and artefacts made on first use, as the persona."""
 
-    def __init__(self, persona: Persona) -> None:
+    def __init__(self, persona: Persona, stores: Stores) -> None:
         self.persona = persona
+        self.stores = stores
         self._keys: dict[tuple[str, str], Key] = {}
         self.made: dict[str, Any] = {}
 
@@ -192,6 +224,26 @@ class World:
         )
         return {"token": params.blob("ImportToken"), "public": params.blob("PublicKey")}
 
+    def store(self, state: str = "CONNECTED", *, with_key: bool = False) -> str:
+        """The id of a CloudHSM key store on the module's token, in ``state``."""
+        if "store" not in self.made:
+            store_id = self.ok("CreateCustomKeyStore", **cloudhsm_params(self.stores.token)).out("CustomKeyStoreId")
+            self.made["store"] = store_id
+            if with_key or state == "CONNECTED":
+                self.ok("ConnectCustomKeyStore", CustomKeyStoreId=store_id)
+            if with_key:
+                self.ok("CreateKey", Origin="AWS_CLOUDHSM", CustomKeyStoreId=store_id)
+                if state == "DISCONNECTED":
+                    self.ok("DisconnectCustomKeyStore", CustomKeyStoreId=store_id)
+        return str(self.made["store"])
+
+    def xks_store(self, name: str = "xks-store", *, connected: bool = True, **params: Any) -> str:
+        """The id of an external key store on the module's proxy."""
+        store_id = self.ok("CreateCustomKeyStore", **xks_params(name, **params)).out("CustomKeyStoreId")
+        if connected:
+            self.ok("ConnectCustomKeyStore", CustomKeyStoreId=store_id)
+        return str(store_id)
+
     def imported(self) -> str:
         """An EXTERNAL key with 32 bytes of material imported."""
         key_id = self.key("ext")
@@ -207,6 +259,39 @@ class World:
         return key_id
 
 
+def xks_params(name: str = "xks-store", **overrides: Any) -> dict[str, Any]:
+    """CreateCustomKeyStore's parameters for the module's XKS proxy."""
+    params: dict[str, Any] = {
+        "CustomKeyStoreName": name,
+        "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
+        "XksProxyUriEndpoint": "https://127.0.0.1",
+        "XksProxyUriPath": URI_PATH,
+        "XksProxyConnectivity": "PUBLIC_ENDPOINT",
+        "XksProxyAuthenticationCredential": {"AccessKeyId": ACCESS_KEY_ID, "RawSecretAccessKey": SECRET},
+    }
+    params.update(overrides)
+    return params
+
+
+WRONG_SECRET = {"AccessKeyId": ACCESS_KEY_ID, "RawSecretAccessKey": "W" * 43}
+UNKNOWN_STORE = "cks-1234567890abcdef0"
+BROKEN_LIBRARY = (("KMSWEB_PKCS11_LIBRARY", "/nonexistent/libpkcs11.so"),)
+
+
+def _failed_store(w: World) -> str:
+    """A CloudHSM store whose connection failed (a wrong PIN): FAILED, to be disconnected first."""
+    params = cloudhsm_params(w.stores.token, KeyStorePassword="not-the-pin")
+    store_id = str(w.ok("CreateCustomKeyStore", **params).out("CustomKeyStoreId"))
+    w.ok("ConnectCustomKeyStore", CustomKeyStoreId=store_id)
+    return store_id
+
+
+def _eleventh_store(w: World) -> dict[str, Any]:
+    for i in range(10):
+        w.ok("CreateCustomKeyStore", **cloudhsm_params(init_token(), name=f"store-{i}"))
+    return cloudhsm_params(init_token(), name="eleventh")
+
+
 @dataclass(frozen=True)
 class Case:
     operation: str
@@ -214,6 +299,7 @@ class Case:
     params: Callable[[World], dict[str, Any]]
     code: str
     message: str | Callable[[World], str] | None = None  # exact, when AWS's wording is known
+    settings: tuple[tuple[str, Any], ...] = ()  # Django settings in force for the call only
 
 
 def _arn(w: World, key_id: str) -> str:
@@ -311,7 +397,56 @@ CASES: list[Case] = [
         lambda w: {"CustomKeyStoreId": "cks-1234567890abcdef0"},
         "CustomKeyStoreNotFoundException",
     ),
-    Case("CreateKey", "CloudHSM origin", lambda w: {"Origin": "AWS_CLOUDHSM"}, "UnsupportedOperationException"),
+    Case(
+        "CreateKey",
+        "CloudHSM origin without a store",
+        lambda w: {"Origin": "AWS_CLOUDHSM"},
+        "ValidationException",
+        "Origin AWS_CLOUDHSM needs a CustomKeyStoreId.",
+    ),
+    Case(
+        "CreateKey",
+        "store of another type",
+        lambda w: {"Origin": "AWS_CLOUDHSM", "CustomKeyStoreId": w.xks_store()},
+        "UnsupportedOperationException",
+    ),
+    Case(
+        "CreateKey",
+        "disconnected store",
+        lambda w: {"Origin": "AWS_CLOUDHSM", "CustomKeyStoreId": w.store("DISCONNECTED")},
+        "CustomKeyStoreInvalidStateException",
+        lambda w: f"The custom key store {w.store()} is DISCONNECTED; keys are created only in a connected store.",
+    ),
+    Case(
+        "CreateKey",
+        "PKCS#11 library that cannot be loaded",
+        lambda w: {"Origin": "AWS_CLOUDHSM", "CustomKeyStoreId": w.store()},
+        "CloudHsmClusterInvalidConfigurationException",
+        settings=BROKEN_LIBRARY,
+    ),
+    Case(
+        "CreateKey",
+        "external key the proxy does not know",
+        lambda w: {"Origin": "EXTERNAL_KEY_STORE", "CustomKeyStoreId": w.xks_store(), "XksKeyId": "no-such-key"},
+        "XksKeyNotFoundException",
+    ),
+    Case(
+        "CreateKey",
+        "external key that is disabled",
+        lambda w: {"Origin": "EXTERNAL_KEY_STORE", "CustomKeyStoreId": w.xks_store(), "XksKeyId": "disabled-key-1"},
+        "XksKeyInvalidConfigurationException",
+        "The external key disabled-key-1 must be an enabled AES_256 key that can ENCRYPT and DECRYPT.",
+    ),
+    Case(
+        "CreateKey",
+        "external key already backing a key",
+        lambda w: (
+            (store_id := w.xks_store())
+            and w.ok("CreateKey", Origin="EXTERNAL_KEY_STORE", CustomKeyStoreId=store_id, XksKeyId="ext-key-1")
+            and {"Origin": "EXTERNAL_KEY_STORE", "CustomKeyStoreId": store_id, "XksKeyId": "ext-key-1"}
+        ),
+        "XksKeyAlreadyInUseException",
+    ),
     Case(
         "CreateKey",
         "asymmetric spec without usage",
@@ -675,6 +810,20 @@ CASES: list[Case] = [
     ),
     Case(
         "GenerateRandom",
+        "disconnected store",
+        lambda w: {"NumberOfBytes": 8, "CustomKeyStoreId": w.store("DISCONNECTED")},
+        "CustomKeyStoreInvalidStateException",
+        lambda w: f"The custom key store {w.store()} is DISCONNECTED, not CONNECTED.",
+    ),
+    Case(
+        "GenerateRandom",
+        "external key store",
+        lambda w: {"NumberOfBytes": 8, "CustomKeyStoreId": w.xks_store()},
+        "UnsupportedOperationException",
+        "GenerateRandom with a CustomKeyStoreId is supported only for AWS_CLOUDHSM key stores.",
+    ),
+    Case(
+        "GenerateRandom",
         "Nitro Enclaves recipient",
         lambda w: {
             "NumberOfBytes": 8,
@@ -682,7 +831,31 @@ CASES: list[Case] = [
         },
         "UnsupportedOperationException",
     ),
-    # --- asymmetric and HMAC --------------------------------------------------------
+    # --- asymmetric, ML-KEM and HMAC ------------------------------------------------
+    *key_cases("Encapsulate", "kem", EncapsulationAlgorithm="ML_KEM"),
+    Case(
+        "Encapsulate",
+        "symmetric key",
+        lambda w: {"KeyId": w.key(), "EncapsulationAlgorithm": "ML_KEM"},
+        "InvalidKeyUsageException",
+    ),
+    *key_cases("Decapsulate", "kem", SharedSecretCiphertextBlob=b"c" * 1088, EncapsulationAlgorithm="ML_KEM"),
+    Case(
+        "Decapsulate",
+        "signing key",
+        lambda w: {
+            "KeyId": w.key("sign"),
+            "SharedSecretCiphertextBlob": b"c" * 1088,
+            "EncapsulationAlgorithm": "ML_KEM",
+        },
+        "InvalidKeyUsageException",
+    ),
+    Case(
+        "Decapsulate",
+        "ciphertext of the wrong length",
+        lambda w: {"KeyId": w.key("kem"), "SharedSecretCiphertextBlob": b"c" * 100, "EncapsulationAlgorithm": "ML_KEM"},
+        "InvalidCiphertextException",
+    ),
     *key_cases("Sign", "sign", Message=b"m", SigningAlgorithm="ECDSA_SHA_256"),
     Case(
         "Sign",
@@ -897,6 +1070,166 @@ CASES: list[Case] = [
         "KMSInvalidStateException",
         _pending("ext"),
     ),
+    # --- custom key stores ----------------------------------------------------------
+    Case(
+        "CreateCustomKeyStore",
+        "taken name",
+        lambda w: w.store() and cloudhsm_params(init_token()),
+        "CustomKeyStoreNameInUseException",
+        "A custom key store named hsm-store already exists in this account and region.",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "token backing another store",
+        lambda w: w.store() and cloudhsm_params(w.stores.token, name="again"),
+        "CloudHsmClusterInUseException",
+        lambda w: f"The token {w.stores.token.label} is already associated with a custom key store.",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "unknown token",
+        lambda w: cloudhsm_params(w.stores.token, CloudHsmClusterId="cluster-234567abcde"),
+        "CloudHsmClusterNotFoundException",
+        "No PKCS#11 token is labelled cluster-234567abcde.",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "trust anchor that is no certificate",
+        lambda w: cloudhsm_params(w.stores.token, TrustAnchorCertificate="not a certificate"),
+        "IncorrectTrustAnchorException",
+        "The TrustAnchorCertificate is not a PEM-encoded X.509 certificate.",
+    ),
+    Case("CreateCustomKeyStore", "eleventh store", _eleventh_store, "LimitExceededException"),
+    Case(
+        "CreateCustomKeyStore",
+        "PKCS#11 library that cannot be loaded",
+        lambda w: cloudhsm_params(w.stores.token),
+        "CloudHsmClusterInvalidConfigurationException",
+        settings=BROKEN_LIBRARY,
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "proxy URI of another store",
+        lambda w: w.xks_store() and xks_params("again"),
+        "XksProxyUriInUseException",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "wrong proxy secret",
+        lambda w: xks_params(XksProxyAuthenticationCredential=WRONG_SECRET),
+        "XksProxyIncorrectAuthenticationCredentialException",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "proxy that does not answer",
+        lambda w: xks_params(XksProxyUriEndpoint="https://127.0.0.2"),
+        "XksProxyUriUnreachableException",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "proxy whose health answer is no XKS answer",
+        lambda w: xks_params(XksProxyUriPath=INVALID_URI_PATH),
+        "XksProxyInvalidResponseException",
+    ),
+    Case(
+        "CreateCustomKeyStore",
+        "VPC endpoint service connectivity",
+        lambda w: xks_params(XksProxyConnectivity="VPC_ENDPOINT_SERVICE"),
+        "XksProxyInvalidConfigurationException",
+        "kmsweb reaches XKS proxies over public endpoints only (XksProxyConnectivity PUBLIC_ENDPOINT).",
+    ),
+    Case(
+        "DescribeCustomKeyStores",
+        "unknown store",
+        lambda w: {"CustomKeyStoreId": UNKNOWN_STORE},
+        "CustomKeyStoreNotFoundException",
+        f"Custom key store {UNKNOWN_STORE} does not exist.",
+    ),
+    Case("DescribeCustomKeyStores", "marker of nothing", lambda w: {"Marker": "x"}, "InvalidMarkerException"),
+    *[
+        Case(op, "unknown store", lambda w: {"CustomKeyStoreId": UNKNOWN_STORE}, "CustomKeyStoreNotFoundException")
+        for op in ("ConnectCustomKeyStore", "DisconnectCustomKeyStore", "DeleteCustomKeyStore", "UpdateCustomKeyStore")
+    ],
+    Case(
+        "ConnectCustomKeyStore",
+        "failed store",
+        lambda w: {"CustomKeyStoreId": _failed_store(w)},
+        "CustomKeyStoreInvalidStateException",
+    ),
+    Case(
+        "DisconnectCustomKeyStore",
+        "disconnected store",
+        lambda w: {"CustomKeyStoreId": w.store("DISCONNECTED")},
+        "CustomKeyStoreInvalidStateException",
+        lambda w: f"The custom key store {w.store()} is already DISCONNECTED.",
+    ),
+    Case(
+        "DeleteCustomKeyStore",
+        "connected store",
+        lambda w: {"CustomKeyStoreId": w.store()},
+        "CustomKeyStoreInvalidStateException",
+        lambda w: f"DeleteCustomKeyStore needs the custom key store {w.store()} to be DISCONNECTED; it is CONNECTED.",
+    ),
+    Case(
+        "DeleteCustomKeyStore",
+        "store with keys",
+        lambda w: {"CustomKeyStoreId": w.store("DISCONNECTED", with_key=True)},
+        "CustomKeyStoreHasCMKsException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "connected CloudHSM store",
+        lambda w: {"CustomKeyStoreId": w.store(), "KeyStorePassword": "another-pin"},
+        "CustomKeyStoreInvalidStateException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "taken name",
+        lambda w: {
+            "CustomKeyStoreId": w.store("DISCONNECTED"),
+            "NewCustomKeyStoreName": w.xks_store("taken") and "taken",
+        },
+        "CustomKeyStoreNameInUseException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "another token",
+        lambda w: {"CustomKeyStoreId": w.store("DISCONNECTED"), "CloudHsmClusterId": init_token().label},
+        "CloudHsmClusterNotRelatedException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "proxy URI of another store",
+        lambda w: (
+            w.xks_store("first", connected=False, XksProxyUriEndpoint="https://localhost")
+            and {"CustomKeyStoreId": w.xks_store(connected=False), "XksProxyUriEndpoint": "https://localhost"}
+        ),
+        "XksProxyUriInUseException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "wrong proxy secret",
+        lambda w: {"CustomKeyStoreId": w.xks_store(), "XksProxyAuthenticationCredential": WRONG_SECRET},
+        "XksProxyIncorrectAuthenticationCredentialException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "proxy that does not answer",
+        lambda w: {"CustomKeyStoreId": w.xks_store(connected=False), "XksProxyUriEndpoint": "https://127.0.0.2"},
+        "XksProxyUriUnreachableException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "proxy whose health answer is no XKS answer",
+        lambda w: {"CustomKeyStoreId": w.xks_store(), "XksProxyUriPath": INVALID_URI_PATH},
+        "XksProxyInvalidResponseException",
+    ),
+    Case(
+        "UpdateCustomKeyStore",
+        "VPC endpoint service connectivity",
+        lambda w: {"CustomKeyStoreId": w.xks_store(connected=False), "XksProxyConnectivity": "VPC_ENDPOINT_SERVICE"},
+        "XksProxyInvalidConfigurationException",
+    ),
     *management_cases("DeleteImportedKeyMaterial", pending=False),
     Case(
         "DeleteImportedKeyMaterial",
@@ -907,18 +1240,39 @@ CASES: list[Case] = [
 ]
 
 
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    directory: Path = tmp_path_factory.mktemp("stores")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        softhsm_dir(directory, monkeypatch)
+        proxy = XksProxy(token=init_token().session_token(), region=REGION)
+        ca = proxy.start(directory)
+        proxy.create_key("ext-key-1")
+        proxy.create_key("disabled-key-1")
+        with override_settings(
+            KMSWEB_PKCS11_LIBRARY=LIBRARY,
+            KMSWEB_XKS_PROXY_PORT=proxy.port,
+            KMSWEB_XKS_CA_BUNDLE=str(ca),
+            KMSWEB_XKS_ALLOW_PRIVATE=True,  # the test proxy listens on 127.0.0.1
+        ):
+            yield Stores(token=init_token(), proxy=proxy)
+        proxy.stop()
+    pkcs11.forget_all()
+
+
 @pytest.fixture(autouse=True)
 def _platform_keys(db: None) -> None:
-    for purpose in (TOKEN_PURPOSE, FINGERPRINT_PURPOSE):
+    for purpose in (TOKEN_PURPOSE, FINGERPRINT_PURPOSE, SECRET_PURPOSE):
         platform_key_get_or_create(purpose=purpose)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.operation}-{c.name.replace(' ', '_')}")
-def test_it_answers_the_documented_error(key_admin: Persona, case: Case) -> None:
-    w = World(key_admin)
+def test_it_answers_the_documented_error(key_admin: Persona, stores: Stores, case: Case) -> None:
+    w = World(key_admin, stores)
     params = case.params(w)
 
-    answer = call(key_admin, case.operation, **params)
+    with override_settings(**dict(case.settings)):
+        answer = call(key_admin, case.operation, **params)
 
     assert (answer.status, answer.code) == (STATUS.get(case.code, 400), case.code), answer.body
     if case.code in BARE:

@@ -19,10 +19,17 @@ ScheduleKeyDeletion, DeleteImportedKeyMaterial), makes the call past the
 signature check (``tests.api.direct``) and compares the answer with the
 cell. PendingImport applies to keys with imported material only, so that
 column uses a symmetric key with imported material, and is N/A for the
-operations of asymmetric and HMAC keys.
+operations of asymmetric and HMAC keys. Unavailable applies to keys in a
+custom key store only, which are symmetric encryption keys: that column
+uses a key of a CloudHSM key store (on a SoftHSM2 token made once for the
+module) whose store is then disconnected, and is N/A for the operations of
+other keys. Its cells follow the table's notes: [11] KMSInvalidStateException
+"is unavailable" for cryptographic operations and EnableKey/DisableKey, [7]
+UnsupportedOperationException for rotation (keys in custom key stores do
+not rotate), and success for what only reads or manages the key.
 
-Adding a state (Unavailable for custom key stores, PendingReplicaDeletion,
-Creating, Updating for multi-Region keys): add it to ``STATES`` with a way
+Adding a state (PendingReplicaDeletion, Creating, Updating for multi-Region
+keys): add it to ``STATES`` with a way
 to reach it in ``_move_to``, and give the rows a value for it through
 ``row(...)``'s keyword columns; rows without a value are not generated.
 """
@@ -45,6 +52,7 @@ from keys.services.platform import platform_key_get_or_create
 from tests.api.direct import call
 from tests.conftest import Persona
 from tests.importing import wrap
+from tests.softhsm import Token, cloudhsm_params, module_token
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +62,7 @@ DIS = "DisabledException"
 INV = "KMSInvalidStateException"
 UNS = "UnsupportedOperationException"
 
-STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport")
+STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport", "Unavailable")
 
 
 def row(enabled: str, disabled: str, pending_deletion: str, pending_import: str, **more: str) -> dict[str, str]:
@@ -69,28 +77,33 @@ def _state_name(keyword: str) -> str:
     return "".join(part.capitalize() for part in keyword.split("_"))
 
 
-ALL_OK = row(OK, OK, OK, OK)
-CRYPTO = row(OK, DIS, INV, INV)  # Encrypt, Decrypt, GenerateDataKey*, ReEncrypt, CreateGrant
-ASYMMETRIC_CRYPTO = row(OK, DIS, INV, N_A)  # Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret
-MANAGE = row(OK, OK, INV, OK)  # tags, description, aliases, ScheduleKeyDeletion
-STATE_CHANGE = row(OK, OK, INV, INV)  # EnableKey, DisableKey
-ROTATION = row(OK, DIS, INV, UNS)  # Enable/DisableKeyRotation ([1], [3], [6])
-IMPORT = row(OK, OK, INV, OK)  # GetParametersForImport, ImportKeyMaterial ([8])
+ALL_OK = row(OK, OK, OK, OK, unavailable=OK)
+# Encrypt, Decrypt, GenerateDataKey*, ReEncrypt ([11] when Unavailable)
+CRYPTO = row(OK, DIS, INV, INV, unavailable=INV)
+# Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret, Encapsulate, Decapsulate
+ASYMMETRIC_CRYPTO = row(OK, DIS, INV, N_A, unavailable=N_A)
+MANAGE = row(OK, OK, INV, OK, unavailable=OK)  # tags, description, aliases, ScheduleKeyDeletion
+STATE_CHANGE = row(OK, OK, INV, INV, unavailable=INV)  # EnableKey, DisableKey ([11])
+ROTATION = row(OK, DIS, INV, UNS, unavailable=UNS)  # Enable/DisableKeyRotation ([1], [3], [6], [7])
+IMPORT = row(OK, OK, INV, OK, unavailable=N_A)  # GetParametersForImport, ImportKeyMaterial ([8])
 
 KEY_STATE_TABLE: dict[str, dict[str, str]] = {
-    "CancelKeyDeletion": row(INV, INV, OK, INV),
+    "CancelKeyDeletion": row(INV, INV, OK, INV, unavailable=INV),
+    "Decapsulate": ASYMMETRIC_CRYPTO,
     "CreateAlias": MANAGE,
-    "CreateGrant": CRYPTO,
+    # A grant manages the key, which a disconnected store leaves manageable.
+    "CreateGrant": row(OK, DIS, INV, INV, unavailable=OK),
     "Decrypt": CRYPTO,
     "DeleteAlias": ALL_OK,
     # Deleting the material of a key pending deletion succeeds and leaves it PendingDeletion.
-    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK),
+    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK, unavailable=N_A),
     "DeriveSharedSecret": ASYMMETRIC_CRYPTO,
     "DescribeKey": ALL_OK,
     "DisableKey": STATE_CHANGE,
     "DisableKeyRotation": ROTATION,
     "EnableKey": STATE_CHANGE,
     "EnableKeyRotation": ROTATION,
+    "Encapsulate": ASYMMETRIC_CRYPTO,
     "Encrypt": CRYPTO,
     "GenerateDataKey": CRYPTO,
     "GenerateDataKeyPair": CRYPTO,
@@ -114,7 +127,8 @@ KEY_STATE_TABLE: dict[str, dict[str, str]] = {
     "ReEncrypt": CRYPTO,
     "RetireGrant": ALL_OK,
     "RevokeGrant": ALL_OK,
-    "RotateKeyOnDemand": row(OK, DIS, INV, UNS),
+    # Keys with imported material rotate on demand, so a PendingImport one is [5], not [6].
+    "RotateKeyOnDemand": row(OK, DIS, INV, INV, unavailable=UNS),
     "ScheduleKeyDeletion": MANAGE,
     "Sign": ASYMMETRIC_CRYPTO,
     "TagResource": MANAGE,
@@ -126,7 +140,18 @@ KEY_STATE_TABLE: dict[str, dict[str, str]] = {
 }
 
 # Operations that name no existing key, so the table leaves them out.
-WITHOUT_A_KEY = {"CreateKey", "ListKeys", "GenerateRandom", "ListRetirableGrants"}
+WITHOUT_A_KEY = {
+    "CreateKey",
+    "ListKeys",
+    "GenerateRandom",
+    "ListRetirableGrants",
+    "CreateCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "UpdateCustomKeyStore",
+    "DeleteCustomKeyStore",
+    "ConnectCustomKeyStore",
+    "DisconnectCustomKeyStore",
+}
 
 # The kind of key each operation acts on (CreateKey's arguments).
 KINDS: dict[str, dict[str, str]] = {
@@ -135,6 +160,8 @@ KINDS: dict[str, dict[str, str]] = {
     "agreement": {"key_spec": "ECC_NIST_P256", "key_usage": "KEY_AGREEMENT"},
     "hmac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
     "imported": {"origin": "EXTERNAL"},
+    "kem": {"key_spec": "ML_KEM_768", "key_usage": "ENCAPSULATE_DECAPSULATE"},
+    "store": {"origin": "AWS_CLOUDHSM"},
 }
 
 
@@ -177,6 +204,12 @@ def _sign(w: World) -> None:
 
 def _mac(w: World) -> None:
     w.made["mac"] = w.ok("GenerateMac", KeyId=w.key_id, Message=b"state table", MacAlgorithm="HMAC_SHA_256").blob("Mac")
+
+
+def _encapsulate(w: World) -> None:
+    w.made["kem_blob"] = w.ok("Encapsulate", KeyId=w.key_id, EncapsulationAlgorithm="ML_KEM").blob(
+        "SharedSecretCiphertextBlob"
+    )
 
 
 def _grant(w: World) -> None:
@@ -230,6 +263,16 @@ def _key(w: World) -> dict[str, Any]:
 CASES: dict[str, Case] = {
     "CancelKeyDeletion": Case("symmetric", _key),
     "CreateAlias": Case("symmetric", lambda w: {"AliasName": "alias/state-table", "TargetKeyId": w.key_id}),
+    "Decapsulate": Case(
+        "kem",
+        lambda w: {
+            "KeyId": w.key_id,
+            "SharedSecretCiphertextBlob": w.made["kem_blob"],
+            "EncapsulationAlgorithm": "ML_KEM",
+        },
+        _encapsulate,
+    ),
+    "Encapsulate": Case("kem", lambda w: {"KeyId": w.key_id, "EncapsulationAlgorithm": "ML_KEM"}),
     "CreateGrant": Case(
         "symmetric",
         lambda w: {"KeyId": w.key_id, "GranteePrincipal": w.persona.principal.arn, "Operations": ["Encrypt"]},
@@ -326,6 +369,8 @@ def _move_to(w: World, state: str) -> None:
         w.ok("ScheduleKeyDeletion", KeyId=w.key_id, PendingWindowInDays=7)
     elif state == "PendingImport":
         w.ok("DeleteImportedKeyMaterial", KeyId=w.key_id)
+    elif state == "Unavailable":
+        w.ok("DisconnectCustomKeyStore", CustomKeyStoreId=w.key.custom_key_store_id)
     else:
         raise AssertionError(f"no way to reach {state} yet: add it here")
     w.key = Key.objects.select_related("current_material").get(pk=w.key.pk)
@@ -334,8 +379,11 @@ def _move_to(w: World, state: str) -> None:
 
 def _kind_for(operation: str, state: str) -> str:
     kind = CASES[operation].kind
-    # Only keys with imported material can be PendingImport.
-    return "imported" if state == "PendingImport" and kind == "symmetric" else kind
+    if kind == "symmetric" and state == "PendingImport":
+        return "imported"  # only keys with imported material can be PendingImport
+    if kind == "symmetric" and state == "Unavailable":
+        return "store"  # only keys in a custom key store can be Unavailable
+    return kind
 
 
 def _generated() -> list[Any]:
@@ -355,8 +403,19 @@ def _platform_keys(db: None) -> None:
         platform_key_get_or_create(purpose=purpose)
 
 
-def _make_key(persona: Persona, kind: str) -> tuple[Key, bytes]:
-    key = key_services.key_create(caller=persona.caller(), **KINDS[kind])
+token = module_token()
+
+
+def _store(persona: Persona, token: Token) -> str:
+    """A connected CloudHSM key store on the module's token."""
+    store_id = call(persona, "CreateCustomKeyStore", **cloudhsm_params(token)).out("CustomKeyStoreId")
+    assert call(persona, "ConnectCustomKeyStore", CustomKeyStoreId=store_id).status == 200
+    return str(store_id)
+
+
+def _make_key(persona: Persona, kind: str, token: Token) -> tuple[Key, bytes]:
+    extra = {"custom_key_store_id": _store(persona, token)} if kind == "store" else {}
+    key = key_services.key_create(caller=persona.caller(), **KINDS[kind], **extra)
     material = os.urandom(32)
     if kind == "imported":
         world = World(persona, key, key)
@@ -374,8 +433,10 @@ def _make_key(persona: Persona, kind: str) -> tuple[Key, bytes]:
 
 
 @pytest.mark.parametrize(("operation", "state", "expected"), _generated())
-def test_it_answers_as_the_key_state_table_says(key_admin: Persona, operation: str, state: str, expected: str) -> None:
-    key, material = _make_key(key_admin, _kind_for(operation, state))
+def test_it_answers_as_the_key_state_table_says(
+    key_admin: Persona, token: Token, operation: str, state: str, expected: str
+) -> None:
+    key, material = _make_key(key_admin, _kind_for(operation, state), token)
     other = key_services.key_create(caller=key_admin.caller())
     w = World(key_admin, key, other, {"material": material, "policy": key.policy})
     CASES[operation].prepare(w)
