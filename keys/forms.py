@@ -282,8 +282,10 @@ class DefaultPolicyViewForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.account_id = account_id
         choices = [(arn, arn.split(":", 5)[-1]) for arn in principal_arns]
-        self.fields["administrators"].choices = choices
-        self.fields["users"].choices = choices
+        for name in ("administrators", "users"):
+            field = self.fields[name]
+            assert isinstance(field, forms.MultipleChoiceField)
+            field.choices = choices
 
     def clean_other_accounts(self) -> list[str]:
         accounts = [a for a in _ACCOUNT_SPLIT.split(self.cleaned_data["other_accounts"].strip()) if a]

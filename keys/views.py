@@ -141,7 +141,7 @@ def _detail_context(caller: Caller, key: Key, **extra: Any) -> dict[str, Any]:
         policy_text = json.dumps(json.loads(key.policy), indent=2)
     except ValueError:
         pass
-    default_view = default_view_of(key.policy, key.account_id)
+    default_view = default_view_of(key.policy, key.account_id or caller.account_id)
     context = {
         "key": key,
         "detail": detail,
@@ -181,7 +181,9 @@ def _default_view_form(
             "users": view.users,
             "other_accounts": "\n".join(view.other_accounts),
         }
-    return DefaultPolicyViewForm(data, initial=initial, principal_arns=arns, account_id=key.account_id)
+    return DefaultPolicyViewForm(
+        data, initial=initial, principal_arns=arns, account_id=key.account_id or caller.account_id
+    )
 
 
 @require_GET
@@ -419,7 +421,7 @@ def key_policy_default_view(request: Any, key_id: str) -> HttpResponse:
     """Save the key policy from AWS's default view (administrators, users, other accounts)."""
     caller = caller_from_request(request)
     key = _key(caller, key_id)
-    current = default_view_of(key.policy, key.account_id)
+    current = default_view_of(key.policy, key.account_id or caller.account_id)
     form = _default_view_form(caller, key, current, data=request.POST)
     assert form is not None
     if current is None:
@@ -433,7 +435,7 @@ def key_policy_default_view(request: Any, key_id: str) -> HttpResponse:
             users=form.cleaned_data["users"],
             other_accounts=form.cleaned_data["other_accounts"],
         )
-        policy = policy_from_default_view(view, account_id=key.account_id, key_usage=key.key_usage)
+        policy = policy_from_default_view(view, account_id=key.account_id or caller.account_id, key_usage=key.key_usage)
         try:
             services.key_put_policy(caller=caller, key=key, policy=policy)
         except MalformedPolicyDocument as exc:

@@ -90,8 +90,10 @@ def test_the_policy_editor_marks_errors_where_they_are_and_saves(
     key.refresh_from_db()
     assert app.principal.arn in key.policy
 
-    # Keyboard: Tab leaves the editor (it does not trap focus) and reaches the save button.
+    # Keyboard: Tab leaves the editor (it does not trap focus) for the form's buttons.
     page.locator("#key-policy-json .cm-content").click()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Preview"
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Save policy"
     screenshot(page, "key-policy-default-view")
