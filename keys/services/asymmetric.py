@@ -259,7 +259,7 @@ def key_generate_data_key_pair(
         material = _current(key)
         blob = crypto.encrypt(
             material_unwrap(material),
-            key_id=key.id,
+            key_id=key.blob_id,
             version=material.version,
             plaintext=pair.private_der,
             context=context,

@@ -183,7 +183,7 @@ def _unwrap(row: ImportParameters, wrapped: bytes) -> bytes:
 
 def _fingerprint(key: Key, material: bytes, version: int | None = None) -> str:
     mac_version, mac_key = platform_mac_key(purpose=FINGERPRINT_PURPOSE, version=version)
-    return f"{mac_version}:{imp.material_fingerprint(mac_key, str(key.id), material)}"
+    return f"{mac_version}:{imp.material_fingerprint(mac_key, key.key_id, material)}"
 
 
 def _matches(row: KeyMaterial, key: Key, material: bytes) -> bool:

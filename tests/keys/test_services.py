@@ -203,7 +203,6 @@ def test_it_keeps_a_given_key_policy(admin: Caller) -> None:
         ({"key_usage": "SIGN_VERIFY"}, ValidationError),
         ({"origin": "AWS_CLOUDHSM"}, UnsupportedOperation),
         ({"origin": "EXTERNAL", "rotation_period_days": 365}, UnsupportedOperation),
-        ({"multi_region": True}, UnsupportedOperation),
         ({"custom_key_store_id": "cks-1234567890abcdef0"}, UnsupportedOperation),
     ],
 )
