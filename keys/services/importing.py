@@ -186,6 +186,18 @@ def _fingerprint(key: Key, material: bytes, version: int | None = None) -> str:
     return f"{mac_version}:{imp.material_fingerprint(mac_key, key.key_id, material)}"
 
 
+def _related_material(key: Key) -> KeyMaterial | None:
+    """The first material version another related multi-Region key holds (or None)."""
+    if key.multi_region_id is None:
+        return None
+    return (
+        KeyMaterial.objects.filter(key__multi_region_id=key.multi_region_id, key__deleted_at__isnull=True, version=1)
+        .exclude(key=key)
+        .exclude(fingerprint="")
+        .first()
+    )
+
+
 def _matches(row: KeyMaterial, key: Key, material: bytes) -> bool:
     version, _, _ = row.fingerprint.partition(":")
     if not version.isdigit():
@@ -260,10 +272,23 @@ def key_import_material(
             raise IncorrectKeyMaterial(f"The key material is not valid for a {key.key_spec} key: {exc}.") from exc
         existing = list(KeyMaterial.objects.filter(key=key).order_by("version"))
         provider = root_key_provider()
+        # A multi-Region key's related keys hold one material: once any of
+        # them has some, the others take only that same material.
+        shared = _related_material(key) if not existing else None
+        if not existing and shared is not None:
+            if not _matches(shared, key, material):
+                raise IncorrectKeyMaterial(
+                    f"The key material is not the key material of the multi-Region key {key.key_id}; "
+                    "import the same key material into each of its related keys."
+                )
+            if key_material_id and key_material_id != shared.material_id:
+                raise IncorrectKeyMaterial(
+                    f"The key material does not match the KeyMaterialId {key_material_id} of {key.arn}."
+                )
         if not existing:
-            if import_type == "EXISTING_KEY_MATERIAL" or key_material_id:
+            if shared is None and (import_type == "EXISTING_KEY_MATERIAL" or key_material_id):
                 raise IncorrectKeyMaterial(f"No key material has been imported into {key.arn} yet.")
-            fingerprint = _fingerprint(key, material)
+            fingerprint = shared.fingerprint if shared is not None else _fingerprint(key, material)
             target = KeyMaterial.objects.create(
                 key=key,
                 version=1,

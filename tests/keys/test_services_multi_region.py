@@ -4,6 +4,7 @@ rotation shared with replicas, cross-region decryption and the deletion rules.""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,13 +15,16 @@ from audit.models import AuditEvent
 from keys import crypto, selectors
 from keys import services as svc
 from keys.models import Key, KeyMaterial, KeyState, RotationType, Tag
+from keys.services.importing import FINGERPRINT_PURPOSE, TOKEN_PURPOSE
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from keys.services.material import material_unwrap
+from keys.services.platform import platform_key_get_or_create
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
     AlreadyExists,
     Disabled,
+    IncorrectKeyMaterial,
     InvalidCiphertext,
     InvalidState,
     MalformedPolicyDocument,
@@ -29,6 +33,7 @@ from kmsweb.lib.errors import (
     ValidationError,
 )
 from tests.conftest import REGION, Persona
+from tests.keys.test_services_import import do_import
 
 pytestmark = pytest.mark.django_db
 
@@ -452,3 +457,24 @@ def test_a_replica_can_be_made_again_once_the_old_one_is_deleted(admin: Caller, 
     keys_delete_expired(caller=Caller.system("deletion"), now=NOW + timedelta(days=8))
     again = svc.key_replicate(caller=admin, key=primary, replica_region=EU)
     assert again.pk != replica.pk and again.key_id == primary.key_id
+
+
+# -- Imported key material ----------------------------------------------------------------
+
+
+def test_a_replica_of_an_imported_key_takes_the_same_material_only(admin: Caller, admin_eu: Caller) -> None:
+    for purpose in (TOKEN_PURPOSE, FINGERPRINT_PURPOSE):
+        platform_key_get_or_create(purpose=purpose)
+    primary = svc.key_create(caller=admin, origin="EXTERNAL", multi_region=True)
+    material = os.urandom(32)
+    do_import(admin, primary, material)
+    replica = svc.key_replicate(caller=admin, key=fresh(primary), replica_region=EU)
+    assert (replica.state, KeyMaterial.objects.filter(key=replica).count()) == (KeyState.PENDING_IMPORT, 0)
+    with pytest.raises(IncorrectKeyMaterial, match="same key material"):
+        do_import(admin_eu, replica, os.urandom(32))
+    assert fresh(replica).state == KeyState.PENDING_IMPORT
+    answer = do_import(admin_eu, replica, material)
+    assert answer["KeyMaterialId"] == fresh(primary).current_material.material_id
+    assert fresh(replica).state == KeyState.ENABLED
+    sealed = svc.key_encrypt(caller=admin, key=fresh(primary), plaintext=b"imported")
+    assert svc.key_decrypt(caller=admin_eu, ciphertext=sealed.ciphertext).plaintext == b"imported"
