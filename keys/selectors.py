@@ -363,7 +363,9 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
         "without_rotation_count": no_rotation.count(),
         "without_rotation": list(no_rotation.prefetch_related(_ALIASES_BY_NAME).order_by("created_at")[:10]),
         "pending_deletion": list(
-            qs.filter(state=KeyState.PENDING_DELETION).prefetch_related(_ALIASES_BY_NAME).order_by("deletion_date")[:10]
+            qs.filter(state__in=(KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION))
+            .prefetch_related(_ALIASES_BY_NAME)
+            .order_by("deletion_date")[:10]
         ),
     }
 
@@ -416,7 +418,7 @@ def rotation_outlook(key: Key, now: datetime) -> RotationOutlook:
         return RotationOutlook(None, "Automatic rotation is off.")
     scheduled = key.next_rotation_at
     when = f"{scheduled:%Y-%m-%d %H:%M} UTC" if scheduled else ""
-    if key.state in (KeyState.DISABLED, KeyState.PENDING_DELETION):
+    if key.state in (KeyState.DISABLED, KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
         why = "disabled" if key.state == KeyState.DISABLED else "pending deletion"
         back = "enabled again" if key.state == KeyState.DISABLED else "its deletion is cancelled and it is enabled"
         if scheduled and scheduled <= now:
@@ -450,6 +452,8 @@ class KeyDetail:
     algorithms: dict[str, list[str]]
     # The public key of an asymmetric key, PEM; None for symmetric and HMAC keys.
     public_pem: str | None
+    # A multi-Region key's related keys (itself included), primary first; empty for a single-Region key.
+    related: list[Key]
 
     @property
     def material_present(self) -> bool:
@@ -476,6 +480,7 @@ def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
         grants=list(Grant.objects.live(timezone.now()).filter(key=key).order_by("created_at", "id")),
         algorithms=SPECS[key.key_spec].algorithms_for(key.key_usage),
         public_pem=key_public_pem(key),
+        related=related_keys(key=key) if key.is_multi_region else [],
     )
 
 

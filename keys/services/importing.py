@@ -44,7 +44,7 @@ from keys.models import (
     KeyState,
 )
 from keys.services import jobs as key_jobs
-from keys.services.common import key_forget, key_lock
+from keys.services.common import PENDING_DELETION_STATES, key_forget, key_lock, require_not_pending_deletion
 from keys.services.material import material_aad, root_key_provider, root_keyring
 from keys.services.platform import platform_decrypt, platform_encrypt, platform_mac_key
 from kmsweb.lib.caller import Caller
@@ -54,7 +54,6 @@ from kmsweb.lib.errors import (
     InternalError,
     InvalidCiphertext,
     InvalidImportToken,
-    InvalidState,
     NotFound,
     UnsupportedOperation,
     ValidationError,
@@ -108,8 +107,7 @@ def key_get_parameters_for_import(
             raise UnsupportedOperation(f"{wrapping_algorithm} is not a supported wrapping algorithm.")
         if wrapping_key_spec not in imp.WRAPPING_KEY_BITS:
             raise UnsupportedOperation(f"{wrapping_key_spec} is not a supported wrapping key spec.")
-        if key.state == KeyState.PENDING_DELETION:
-            raise InvalidState(f"{key.arn} is pending deletion.")
+        require_not_pending_deletion(key)
         private_der, public_der = imp.generate_wrapping_key(wrapping_key_spec)
         now = timezone.now()
         valid_to = now + PARAMETERS_LIFETIME
@@ -262,8 +260,7 @@ def key_import_material(
         if import_type == "NEW_KEY_MATERIAL" and key_material_id:
             raise ValidationError("A KeyMaterialId cannot be specified when the ImportType is NEW_KEY_MATERIAL.")
         key = key_lock(key)
-        if key.state == KeyState.PENDING_DELETION:
-            raise InvalidState(f"{key.arn} is pending deletion.")
+        require_not_pending_deletion(key)
         row = _read_token(import_token, key, now)
         material = _unwrap(row, encrypted_key_material)
         try:
@@ -349,7 +346,7 @@ def _destroy(key: Key, materials: list[KeyMaterial], now: datetime) -> None:
     (unless it is pending deletion, which it stays, as in AWS)."""
     KeyMaterial.objects.filter(pk__in=[m.pk for m in materials]).update(wrapped=b"", root_key_id="", destroyed_at=now)
     updates: dict[str, Any] = {"expiration_model": "", "valid_to": None}
-    if key.state != KeyState.PENDING_DELETION:
+    if key.state not in PENDING_DELETION_STATES:
         updates["state"] = KeyState.PENDING_IMPORT
     Key.objects.filter(pk=key.pk).update(**updates)
 
