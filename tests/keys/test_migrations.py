@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,15 @@ def _migrate(targets: list[tuple[str, str]]):  # noqa: ANN202 (a historical app 
     executor.loader.build_graph()
     executor.migrate(targets)
     return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture(autouse=True)
+def _latest_schema_afterwards() -> Iterator[None]:
+    """Leave the test database at the latest migrations: the tests after these need every column."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)
