@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Max, Prefetch, Q, QuerySet
 
 from keys.crypto.asymmetric import public_pem
 from keys.crypto.specs import SPECS
@@ -365,7 +365,7 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
         "pending_deletion": list(
             qs.filter(state__in=(KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION))
             .prefetch_related(_ALIASES_BY_NAME)
-            .order_by("deletion_date")[:10]
+            .order_by(F("deletion_date").asc(nulls_last=True))[:10]
         ),
     }
 

@@ -71,3 +71,5 @@ def test_it_shows_a_primary_waiting_for_its_replicas(admin_client: Client, key_a
     assert "9-day waiting period begins when its last replica is deleted" in html
     assert f"/keys/{primary.id}/cancel-deletion/" in html
     assert 'id="key-deletion-form"' not in html
+    overview = admin_client.get("/").content.decode()
+    assert "after its replicas (9 days)" in overview
