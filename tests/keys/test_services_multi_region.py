@@ -3,6 +3,7 @@ rotation shared with replicas, cross-region decryption and the deletion rules.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -191,7 +192,7 @@ def test_it_decrypts_in_one_region_what_a_related_key_encrypted_in_another(
     )
     # A region with no related key cannot decrypt it.
     with pytest.raises(InvalidCiphertext):
-        svc.key_decrypt(caller=admin.__class__(**{**admin.__dict__, "region": AP}), ciphertext=sealed.ciphertext)
+        svc.key_decrypt(caller=dataclasses.replace(admin, region=AP), ciphertext=sealed.ciphertext)
 
 
 def test_it_does_not_decrypt_a_single_region_key_s_ciphertext_in_another_region(
@@ -478,3 +479,34 @@ def test_a_replica_of_an_imported_key_takes_the_same_material_only(admin: Caller
     assert fresh(replica).state == KeyState.ENABLED
     sealed = svc.key_encrypt(caller=admin, key=fresh(primary), plaintext=b"imported")
     assert svc.key_decrypt(caller=admin_eu, ciphertext=sealed.ciphertext).plaintext == b"imported"
+
+
+def test_policies_can_name_multi_region_keys_and_the_requested_region(make_persona: Any, primary: Key) -> None:
+    caller = make_persona(
+        "erin",
+        policy=_policy(
+            {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Action": "kms:Encrypt",
+                "Resource": "*",
+                "Condition": {
+                    "Bool": {"kms:MultiRegion": "true"},
+                    "StringEquals": {"kms:MultiRegionKeyType": "PRIMARY"},
+                },
+            },
+            {
+                "Effect": "Deny",
+                "Action": "kms:CreateKey",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": AP}},
+            },
+        ),
+    ).caller()
+    with pytest.raises(AccessDenied):
+        svc.key_encrypt(caller=caller, key=primary, plaintext=b"x")
+    assert svc.key_encrypt(caller=caller, key=svc.key_create(caller=caller), plaintext=b"x").ciphertext
+    replica = svc.key_replicate(caller=caller, key=primary, replica_region=EU)
+    assert svc.key_encrypt(caller=dataclasses.replace(caller, region=EU), key=replica, plaintext=b"x")
+    with pytest.raises(AccessDenied):
+        svc.key_replicate(caller=caller, key=primary, replica_region=AP)
