@@ -6,16 +6,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
 
 from audit.models import AuditEvent
 from keys import crypto, selectors
 from keys import services as svc
 from keys.models import Key, KeyMaterial, KeyState, RotationType, Tag
+from keys.services import multi_region
 from keys.services.importing import FINGERPRINT_PURPOSE, TOKEN_PURPOSE
 from keys.services.jobs import keys_delete_expired, keys_rotate_due
 from keys.services.material import material_unwrap
@@ -510,3 +513,45 @@ def test_policies_can_name_multi_region_keys_and_the_requested_region(make_perso
     assert svc.key_encrypt(caller=dataclasses.replace(caller, region=EU), key=replica, plaintext=b"x")
     with pytest.raises(AccessDenied):
         svc.key_replicate(caller=caller, key=primary, replica_region=AP)
+
+
+# -- Two replications at once (PostgreSQL) -------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_replications_into_one_region_at_once_make_one_replica(
+    key_admin: Persona, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary = svc.key_create(caller=key_admin.caller(), multi_region=True)
+    real_lock = multi_region.key_lock
+    both_checked = threading.Barrier(2)
+
+    def racing_lock(key: Key) -> Key:
+        # Both requests have passed every check made before the primary's lock.
+        both_checked.wait(10)
+        return real_lock(key)
+
+    monkeypatch.setattr(multi_region, "key_lock", racing_lock)
+    results: dict[str, Any] = {}
+
+    def worker(name: str) -> None:
+        try:
+            results[name] = svc.key_replicate(caller=key_admin.caller(), key=primary, replica_region=EU)
+        except Exception as exc:  # surfaced by the assertions below
+            results[name] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,), name=n) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(t.is_alive() for t in threads)
+    made = [r for r in results.values() if isinstance(r, Key)]
+    refused = [r for r in results.values() if isinstance(r, AlreadyExists)]
+    assert (len(made), len(refused)) == (1, 1), results
+    assert Key.objects.filter(multi_region_id=primary.multi_region_id, region=EU).count() == 1
+    outcomes = sorted(AuditEvent.objects.filter(event_name="ReplicateKey").values_list("error_code", flat=True))
+    assert outcomes == ["", "AlreadyExistsException"]
