@@ -176,6 +176,7 @@ def key_create(request: Any) -> HttpResponse:
                 key_spec=data["key_spec"] or None,
                 key_usage=data["key_usage"] or None,
                 tags=data["tags"],
+                multi_region=data["multi_region"],
                 alias=data["alias"] or None,
                 rotation_period_days=data["rotation_period_days"] if data["rotation_enabled"] else None,
             )

@@ -73,3 +73,18 @@ def test_it_shows_a_primary_waiting_for_its_replicas(admin_client: Client, key_a
     assert 'id="key-deletion-form"' not in html
     overview = admin_client.get("/").content.decode()
     assert "after its replicas (9 days)" in overview
+
+
+def test_it_creates_a_multi_region_key_from_the_form(admin_client: Client) -> None:
+    response = admin_client.post(
+        "/keys/new/",
+        {"description": "global orders", "multi_region": "on", "rotation_enabled": "on", "rotation_period_days": "365"},
+    )
+    key = Key.objects.get(description="global orders")
+    assert response.status_code == 302 and response["Location"] == f"/keys/{key.id}/"
+    assert (key.multi_region_id, key.multi_region_type, key.rotation_enabled) == (key.id, "PRIMARY", True)
+    assert 'data-field="multi-region-type">primary<' in page(admin_client, key)
+    plain = admin_client.post("/keys/new/", {"description": "local", "rotation_period_days": "365"})
+    assert plain.status_code == 302
+    assert Key.objects.get(description="local").multi_region_id is None
+    assert 'name="multi_region"' in admin_client.get("/keys/new/").content.decode()
