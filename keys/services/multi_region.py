@@ -33,6 +33,7 @@ from keys.services.common import (
     default_key_policy,
     key_lock,
     require_usable_for_crypto,
+    state_words,
 )
 from keys.services.material import material_replicate
 from kmsweb.lib.caller import Caller
@@ -72,7 +73,7 @@ def _require_enabled(key: Key, operation: str) -> None:
     if key.state == KeyState.DISABLED:
         raise Disabled(f"{key.arn} is disabled.")
     if key.state != KeyState.ENABLED:
-        raise InvalidState(f"{key.arn} is {key.state}, which is not valid for {operation}.")
+        raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
 
 
 def key_replicate(
@@ -136,7 +137,7 @@ def key_replicate(
         if key.state == KeyState.DISABLED:
             raise Disabled(f"{key.arn} is disabled.")
         if key.state in PENDING_DELETION_STATES:
-            raise InvalidState(f"{key.arn} is {key.state} and cannot be replicated.")
+            raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
         existing = related_others(key).filter(region=replica_region).first()
         if existing is not None:
             raise AlreadyExists(f"{existing.arn} already exists: {replica_region} has a replica of {key.key_id}.")
