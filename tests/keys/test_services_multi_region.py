@@ -484,6 +484,36 @@ def test_a_replica_of_an_imported_key_takes_the_same_material_only(admin: Caller
     assert svc.key_decrypt(caller=admin_eu, ciphertext=sealed.ciphertext).plaintext == b"imported"
 
 
+def test_imported_material_rotates_on_demand_in_every_related_key_at_once(admin: Caller, admin_eu: Caller) -> None:
+    for purpose in (TOKEN_PURPOSE, FINGERPRINT_PURPOSE):
+        platform_key_get_or_create(purpose=purpose)
+    primary = svc.key_create(caller=admin, origin="EXTERNAL", multi_region=True)
+    first, second = os.urandom(32), os.urandom(32)
+    do_import(admin, primary, first)
+    replica = svc.key_replicate(caller=admin, key=fresh(primary), replica_region=EU)
+    do_import(admin_eu, replica, first)
+    old = svc.key_encrypt(caller=admin, key=fresh(primary), plaintext=b"before")
+    new_id = do_import(admin, primary, second, import_type="NEW_KEY_MATERIAL")["KeyMaterialId"]
+    # The replica lacks the new material: the primary does not rotate, nothing changes.
+    with pytest.raises(InvalidState, match="replica"):
+        svc.key_rotate(caller=admin, key=fresh(primary), rotation_type=RotationType.ON_DEMAND)
+    assert fresh(primary).current_material.version == 1
+    # Other new material is refused in the replica: version 2 of the related keys is ``second``.
+    with pytest.raises(IncorrectKeyMaterial, match="same key material"):
+        do_import(admin_eu, replica, os.urandom(32), import_type="NEW_KEY_MATERIAL")
+    assert do_import(admin_eu, replica, second, import_type="NEW_KEY_MATERIAL")["KeyMaterialId"] == new_id
+
+    svc.key_rotate(caller=admin, key=fresh(primary), rotation_type=RotationType.ON_DEMAND)
+
+    for key in (primary, replica):
+        assert (fresh(key).current_material.version, fresh(key).current_material.material_id) == (2, new_id)
+    sealed = svc.key_encrypt(caller=admin_eu, key=fresh(replica), plaintext=b"after")
+    assert svc.key_decrypt(caller=admin, ciphertext=sealed.ciphertext).plaintext == b"after"
+    assert svc.key_decrypt(caller=admin_eu, ciphertext=old.ciphertext).plaintext == b"before"
+    with pytest.raises(UnsupportedOperation):
+        svc.key_rotate(caller=admin_eu, key=fresh(replica), rotation_type=RotationType.ON_DEMAND)
+
+
 def test_policies_can_name_multi_region_keys_and_the_requested_region(make_persona: Any, primary: Key) -> None:
     caller = make_persona(
         "erin",
