@@ -19,12 +19,16 @@ ScheduleKeyDeletion, DeleteImportedKeyMaterial), makes the call past the
 signature check (``tests.api.direct``) and compares the answer with the
 cell. PendingImport applies to keys with imported material only, so that
 column uses a symmetric key with imported material, and is N/A for the
-operations of asymmetric and HMAC keys.
+operations of asymmetric and HMAC keys. PendingReplicaDeletion applies to
+multi-Region primary keys only: that column uses a multi-Region primary key
+of the same kind, given a replica and then scheduled for deletion; AWS's
+table gives it the PendingDeletion column. ReplicateKey and
+UpdatePrimaryRegion act on multi-Region primary keys in every column.
 
-Adding a state (Unavailable for custom key stores, PendingReplicaDeletion,
-Creating, Updating for multi-Region keys): add it to ``STATES`` with a way
-to reach it in ``_move_to``, and give the rows a value for it through
-``row(...)``'s keyword columns; rows without a value are not generated.
+Adding a state (Unavailable for custom key stores, Creating, Updating for
+multi-Region keys): add it to ``STATES`` with a way to reach it in
+``_move_to``, and give the rows a value for it through ``row(...)``'s
+keyword columns; rows without a value are not generated.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ DIS = "DisabledException"
 INV = "KMSInvalidStateException"
 UNS = "UnsupportedOperationException"
 
-STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport")
+STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport", "PendingReplicaDeletion")
+
+# Another region, where the multi-Region keys of the table get their replica.
+REPLICA_REGION = "eu-west-1"
 
 
 def row(enabled: str, disabled: str, pending_deletion: str, pending_import: str, **more: str) -> dict[str, str]:
@@ -69,22 +76,26 @@ def _state_name(keyword: str) -> str:
     return "".join(part.capitalize() for part in keyword.split("_"))
 
 
-ALL_OK = row(OK, OK, OK, OK)
-CRYPTO = row(OK, DIS, INV, INV)  # Encrypt, Decrypt, GenerateDataKey*, ReEncrypt, CreateGrant
-ASYMMETRIC_CRYPTO = row(OK, DIS, INV, N_A)  # Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret
-MANAGE = row(OK, OK, INV, OK)  # tags, description, aliases, ScheduleKeyDeletion
-STATE_CHANGE = row(OK, OK, INV, INV)  # EnableKey, DisableKey
-ROTATION = row(OK, DIS, INV, UNS)  # Enable/DisableKeyRotation ([1], [3], [6])
-IMPORT = row(OK, OK, INV, OK)  # GetParametersForImport, ImportKeyMaterial ([8])
+ALL_OK = row(OK, OK, OK, OK, pending_replica_deletion=OK)
+CRYPTO = row(
+    OK, DIS, INV, INV, pending_replica_deletion=INV
+)  # Encrypt, Decrypt, GenerateDataKey*, ReEncrypt, CreateGrant
+ASYMMETRIC_CRYPTO = row(
+    OK, DIS, INV, N_A, pending_replica_deletion=INV
+)  # Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret
+MANAGE = row(OK, OK, INV, OK, pending_replica_deletion=INV)  # tags, description, aliases, ScheduleKeyDeletion
+STATE_CHANGE = row(OK, OK, INV, INV, pending_replica_deletion=INV)  # EnableKey, DisableKey
+ROTATION = row(OK, DIS, INV, UNS, pending_replica_deletion=INV)  # Enable/DisableKeyRotation ([1], [3], [6])
+IMPORT = row(OK, OK, INV, OK, pending_replica_deletion=INV)  # GetParametersForImport, ImportKeyMaterial ([8])
 
 KEY_STATE_TABLE: dict[str, dict[str, str]] = {
-    "CancelKeyDeletion": row(INV, INV, OK, INV),
+    "CancelKeyDeletion": row(INV, INV, OK, INV, pending_replica_deletion=OK),
     "CreateAlias": MANAGE,
     "CreateGrant": CRYPTO,
     "Decrypt": CRYPTO,
     "DeleteAlias": ALL_OK,
     # Deleting the material of a key pending deletion succeeds and leaves it PendingDeletion.
-    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK),
+    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK, pending_replica_deletion=OK),
     "DeriveSharedSecret": ASYMMETRIC_CRYPTO,
     "DescribeKey": ALL_OK,
     "DisableKey": STATE_CHANGE,
@@ -112,15 +123,20 @@ KEY_STATE_TABLE: dict[str, dict[str, str]] = {
     "ListResourceTags": ALL_OK,
     "PutKeyPolicy": ALL_OK,
     "ReEncrypt": CRYPTO,
+    # A disabled primary key cannot be replicated; one pending import can (its replica awaits the same material).
+    "ReplicateKey": row(OK, DIS, INV, OK, pending_replica_deletion=INV),
     "RetireGrant": ALL_OK,
     "RevokeGrant": ALL_OK,
-    "RotateKeyOnDemand": row(OK, DIS, INV, UNS),
+    "RotateKeyOnDemand": row(OK, DIS, INV, UNS, pending_replica_deletion=INV),
     "ScheduleKeyDeletion": MANAGE,
     "Sign": ASYMMETRIC_CRYPTO,
     "TagResource": MANAGE,
     "UntagResource": MANAGE,
     "UpdateAlias": MANAGE,  # [10]: the target key's state decides
     "UpdateKeyDescription": MANAGE,
+    # The primary key and its replica in the new primary Region must both be Enabled. A primary
+    # key with a replica scheduled for deletion is PendingReplicaDeletion, never PendingDeletion.
+    "UpdatePrimaryRegion": row(OK, DIS, N_A, INV, pending_replica_deletion=INV),
     "Verify": ASYMMETRIC_CRYPTO,
     "VerifyMac": ASYMMETRIC_CRYPTO,
 }
@@ -136,6 +152,9 @@ KINDS: dict[str, dict[str, str]] = {
     "hmac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
     "imported": {"origin": "EXTERNAL"},
 }
+# The operations of multi-Region primary keys: a symmetric one (with imported
+# material in the PendingImport column).
+MULTI_REGION = "multi-Region"
 
 
 @dataclass
@@ -149,7 +168,8 @@ class World:
 
     @property
     def key_id(self) -> str:
-        return str(self.key.id)
+        # The KeyId on the wire: mrk-<hex> for a multi-Region key.
+        return self.key.key_id
 
     def ok(self, operation: str, **params: Any) -> Any:
         answer = call(self.persona, operation, **params)
@@ -195,6 +215,10 @@ def _alias(w: World) -> None:
 
 def _alias_on_other(w: World) -> None:
     w.ok("CreateAlias", AliasName="alias/state-table", TargetKeyId=str(w.other.id))
+
+
+def _replicate(w: World) -> None:
+    w.ok("ReplicateKey", KeyId=w.key_id, ReplicaRegion=REPLICA_REGION)
 
 
 def _import_parameters(w: World) -> None:
@@ -282,6 +306,7 @@ CASES: dict[str, Case] = {
     "PutKeyPolicy": Case(
         "symmetric", lambda w: {"KeyId": w.key_id, "PolicyName": "default", "Policy": w.made["policy"]}
     ),
+    "ReplicateKey": Case(MULTI_REGION, lambda w: {"KeyId": w.key_id, "ReplicaRegion": "ap-southeast-2"}),
     "ReEncrypt": Case(
         "symmetric",
         lambda w: {"CiphertextBlob": w.made["blob"], "SourceKeyId": w.key_id, "DestinationKeyId": str(w.other.id)},
@@ -298,6 +323,9 @@ CASES: dict[str, Case] = {
         "symmetric", lambda w: {"AliasName": "alias/state-table", "TargetKeyId": w.key_id}, _alias_on_other
     ),
     "UpdateKeyDescription": Case("symmetric", lambda w: {"KeyId": w.key_id, "Description": "new"}),
+    "UpdatePrimaryRegion": Case(
+        MULTI_REGION, lambda w: {"KeyId": w.key_id, "PrimaryRegion": REPLICA_REGION}, _replicate
+    ),
     "Verify": Case(
         "sign",
         lambda w: {
@@ -326,16 +354,25 @@ def _move_to(w: World, state: str) -> None:
         w.ok("ScheduleKeyDeletion", KeyId=w.key_id, PendingWindowInDays=7)
     elif state == "PendingImport":
         w.ok("DeleteImportedKeyMaterial", KeyId=w.key_id)
+    elif state == "PendingReplicaDeletion":
+        # A multi-Region primary key scheduled for deletion while it has a replica.
+        if not Key.objects.filter(multi_region_id=w.key.multi_region_id, region=REPLICA_REGION).exists():
+            _replicate(w)
+        w.ok("ScheduleKeyDeletion", KeyId=w.key_id, PendingWindowInDays=7)
     else:
         raise AssertionError(f"no way to reach {state} yet: add it here")
     w.key = Key.objects.select_related("current_material").get(pk=w.key.pk)
     assert w.key.state == KeyState(state)
 
 
-def _kind_for(operation: str, state: str) -> str:
+def _kind_for(operation: str, state: str) -> tuple[str, bool]:
+    """The kind of key a case makes, and whether it is a multi-Region primary key."""
     kind = CASES[operation].kind
+    # Only multi-Region primary keys can be PendingReplicaDeletion.
+    multi_region = kind == MULTI_REGION or state == "PendingReplicaDeletion"
+    kind = "symmetric" if kind == MULTI_REGION else kind
     # Only keys with imported material can be PendingImport.
-    return "imported" if state == "PendingImport" and kind == "symmetric" else kind
+    return ("imported" if state == "PendingImport" and kind == "symmetric" else kind), multi_region
 
 
 def _generated() -> list[Any]:
@@ -355,8 +392,8 @@ def _platform_keys(db: None) -> None:
         platform_key_get_or_create(purpose=purpose)
 
 
-def _make_key(persona: Persona, kind: str) -> tuple[Key, bytes]:
-    key = key_services.key_create(caller=persona.caller(), **KINDS[kind])
+def _make_key(persona: Persona, kind: str, multi_region: bool) -> tuple[Key, bytes]:
+    key = key_services.key_create(caller=persona.caller(), multi_region=multi_region, **KINDS[kind])
     material = os.urandom(32)
     if kind == "imported":
         world = World(persona, key, key)
@@ -364,7 +401,7 @@ def _make_key(persona: Persona, kind: str) -> tuple[Key, bytes]:
         _import_parameters(world)
         world.ok(
             "ImportKeyMaterial",
-            KeyId=str(key.id),
+            KeyId=key.key_id,
             ImportToken=world.made["token"],
             EncryptedKeyMaterial=world.made["wrapped"],
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
@@ -375,7 +412,7 @@ def _make_key(persona: Persona, kind: str) -> tuple[Key, bytes]:
 
 @pytest.mark.parametrize(("operation", "state", "expected"), _generated())
 def test_it_answers_as_the_key_state_table_says(key_admin: Persona, operation: str, state: str, expected: str) -> None:
-    key, material = _make_key(key_admin, _kind_for(operation, state))
+    key, material = _make_key(key_admin, *_kind_for(operation, state))
     other = key_services.key_create(caller=key_admin.caller())
     w = World(key_admin, key, other, {"material": material, "policy": key.policy})
     CASES[operation].prepare(w)
