@@ -491,7 +491,7 @@ def _next_rotation(key: Key) -> str:
     """The report's "Next rotation": only a key that will rotate has one."""
     if not key.rotation_enabled or key.next_rotation_at is None:
         return ""
-    if key.state == "PendingDeletion":
+    if key.state in ("PendingDeletion", "PendingReplicaDeletion"):
         return "none (pending deletion)"
     if key.state != "Enabled":
         return f"paused ({key.state.lower()})"

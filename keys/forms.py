@@ -97,6 +97,11 @@ class KeyCreateForm(forms.Form):
     key_usage = forms.ChoiceField(choices=usage_choices(SYMMETRIC_DEFAULT), label="Key usage", required=False)
     alias = forms.CharField(required=False, max_length=256, help_text="e.g. payroll/db (alias/ is added)")
     tags = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="key=value per line")
+    multi_region = forms.BooleanField(
+        required=False,
+        label="Multi-Region key",
+        help_text="A primary key (mrk- id) that ReplicateKey can copy, with its material, into other regions.",
+    )
     rotation_enabled = forms.BooleanField(required=False, initial=True, label="Rotate automatically")
     rotation_period_days = forms.IntegerField(min_value=90, max_value=2560, initial=365, label="Rotation period (days)")
 

@@ -22,6 +22,9 @@ class KeyState(models.TextChoices):
     DISABLED = "Disabled"
     PENDING_DELETION = "PendingDeletion"
     PENDING_IMPORT = "PendingImport"
+    # A multi-Region primary key scheduled for deletion that still has replicas:
+    # its waiting period begins when the last replica is deleted.
+    PENDING_REPLICA_DELETION = "PendingReplicaDeletion"
     UNAVAILABLE = "Unavailable"
     UPDATING = "Updating"
 
@@ -64,6 +67,11 @@ class KeyOrigin(models.TextChoices):
     EXTERNAL_KEY_STORE = "EXTERNAL_KEY_STORE"
 
 
+class MultiRegionKeyType(models.TextChoices):
+    PRIMARY = "PRIMARY"
+    REPLICA = "REPLICA"
+
+
 class ExpirationModel(models.TextChoices):
     """Whether imported key material expires (AWS's ExpirationModelType)."""
 
@@ -89,7 +97,11 @@ class KeyQuerySet(models.QuerySet["Key"]):
             | models.Q(manager=KeyManager.AWS)
             | models.Q(manager=KeyManager.OWNED, rotation_enabled=True)
         )
-        return self.filter(schedule, deleted_at__isnull=True, next_rotation_at__lte=now)
+        # A multi-Region key rotates through its primary, which hands the new
+        # material to its replicas; replicas have no schedule of their own.
+        return self.filter(schedule, deleted_at__isnull=True, next_rotation_at__lte=now).exclude(
+            multi_region_type=MultiRegionKeyType.REPLICA
+        )
 
     def rotatable(self) -> KeyQuerySet:
         """Keys automatic rotation can apply to: symmetric encryption keys with
@@ -160,6 +172,11 @@ class Key(models.Model):
     # While the key's store is disconnected the key is Unavailable; this is
     # the state (Enabled or Disabled) it takes again when the store connects.
     state_when_connected = models.CharField(max_length=24, choices=KeyState.choices, blank=True)
+    # Multi-Region keys: related keys (one primary, replicas in other regions
+    # of the same account) share this id, their wire key id ``mrk-<hex>``, and
+    # their material versions (each row holds its own wrapped copy).
+    multi_region_id = models.UUIDField(null=True, blank=True)
+    multi_region_type = models.CharField(max_length=8, choices=MultiRegionKeyType.choices, blank=True)
 
     objects = KeyQuerySet.as_manager()
 
@@ -181,17 +198,45 @@ class Key(models.Model):
             models.UniqueConstraint(
                 fields=["purpose"], condition=models.Q(manager="OWNED"), name="key_one_owned_per_purpose"
             ),
+            # One live key of a multi-Region key per region.
+            models.UniqueConstraint(
+                fields=["multi_region_id", "region"],
+                condition=models.Q(multi_region_id__isnull=False, deleted_at__isnull=True),
+                name="key_one_multi_region_key_per_region",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(multi_region_id__isnull=True, multi_region_type="")
+                | models.Q(multi_region_id__isnull=False, multi_region_type__in=["PRIMARY", "REPLICA"]),
+                name="key_multi_region_type_iff_id",
+            ),
         ]
 
     def __str__(self) -> str:
         return str(self.id)
+
+    @property
+    def key_id(self) -> str:
+        """The KeyId on the wire: ``mrk-<32 hex>`` for a multi-Region key, else the row's UUID."""
+        if self.multi_region_id is not None:
+            return f"mrk-{self.multi_region_id.hex}"
+        return str(self.id)
+
+    @property
+    def blob_id(self) -> uuid.UUID:
+        """The key id a ciphertext blob carries: related multi-Region keys share it,
+        so that any of them decrypts what another encrypted."""
+        return self.multi_region_id or self.id
+
+    @property
+    def is_multi_region(self) -> bool:
+        return self.multi_region_id is not None
 
     @cached_property
     def arn(self) -> str:
         # Platform owned keys belong to no account: their ARN has an empty account field.
         # Region, account and id never change once a key exists: computed once per instance
         # (cached keys serve many requests).
-        return f"arn:aws:kms:{self.region}:{self.account_id or ''}:key/{self.id}"
+        return f"arn:aws:kms:{self.region}:{self.account_id or ''}:key/{self.key_id}"
 
     @property
     def is_deleted(self) -> bool:
@@ -229,7 +274,8 @@ class KeyMaterial(models.Model):
 
     key = models.ForeignKey(Key, on_delete=models.CASCADE, related_name="materials")
     version = models.PositiveIntegerField()
-    material_id = models.CharField(max_length=64, unique=True)
+    # Unique per key: related multi-Region keys hold the same material under the same id.
+    material_id = models.CharField(max_length=64, db_index=True)
     wrapped = models.BinaryField()
     public_key = models.BinaryField(null=True, blank=True)
     root_key_id = models.CharField(max_length=64)
@@ -249,7 +295,10 @@ class KeyMaterial(models.Model):
     rotated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["key", "version"], name="material_unique_version")]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "version"], name="material_unique_version"),
+            models.UniqueConstraint(fields=["key", "material_id"], name="material_unique_id_per_key"),
+        ]
         ordering = ["key", "version"]
 
     def __str__(self) -> str:

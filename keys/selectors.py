@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Max, Prefetch, Q, QuerySet
 
 from keys.crypto.asymmetric import public_pem
 from keys.crypto.specs import SPECS
@@ -29,7 +29,9 @@ from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InvalidMarker, NotFound
 from kmsweb.ttlcache import TTLCache
 
-_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/([0-9a-fA-F-]{36})$")
+_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key/(mrk-[0-9a-f]{32}|[0-9a-fA-F-]{36})$")
+# A multi-Region key's id: ``mrk-`` and 32 lowercase hex digits.
+_MRK_ID = re.compile(r"^mrk-([0-9a-f]{32})$")
 _ALIAS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
 # Keys are shown by alias first; templates read ``key.aliases.all`` without a query per row.
 _ALIASES_BY_NAME = Prefetch("aliases", queryset=Alias.objects.order_by("name"))
@@ -45,6 +47,11 @@ def _parse_uuid(text: str) -> uuid.UUID | None:
     except ValueError:
         return None
     return value if str(value) == text.lower() else None
+
+
+def _parse_mrk(text: str) -> uuid.UUID | None:
+    match = _MRK_ID.match(text)
+    return uuid.UUID(hex=match.group(1)) if match else None
 
 
 def _cache_seconds() -> float:
@@ -67,11 +74,32 @@ def _load_key(key_uuid: uuid.UUID) -> Key | None:
     )
 
 
+def _load_related_key(multi_region_id: uuid.UUID, region: str) -> Key | None:
+    return (
+        Key.objects.select_related("current_material")
+        .filter(multi_region_id=multi_region_id, region=region, deleted_at__isnull=True)
+        .exclude(manager=KeyManager.OWNED)
+        .first()
+    )
+
+
+def _related_key(multi_region_id: uuid.UUID, region: str) -> Key | None:
+    """The live key of multi-Region key ``multi_region_id`` in ``region`` (cached like ``KEY_CACHE``'s others)."""
+    return KEY_CACHE.get_or_load(("mrk", multi_region_id, region), lambda: _load_related_key(multi_region_id, region))
+
+
 def _get_by_id(caller: Caller, key_uuid: uuid.UUID, account_id: str, region: str) -> Key:
     key = KEY_CACHE.get_or_load(key_uuid, lambda: _load_key(key_uuid))
     # A key id alone names a key of the caller's own account and region only.
     if key is None or key.account_id != account_id or key.region != region:
         raise NotFound(f"Key '{_key_arn(caller, account_id, str(key_uuid))}' does not exist")
+    return key
+
+
+def _get_by_mrk(caller: Caller, multi_region_id: uuid.UUID, account_id: str, region: str) -> Key:
+    key = _related_key(multi_region_id, region)
+    if key is None or key.account_id != account_id:
+        raise NotFound(f"Key '{_key_arn(caller, account_id, f'mrk-{multi_region_id.hex}')}' does not exist")
     return key
 
 
@@ -98,12 +126,18 @@ def key_get_for(*, caller: Caller, key_ref: str, allow_alias: bool = True) -> Ke
     ref = key_ref.strip()
     if (match := _KEY_ARN.match(ref)) is not None:
         region, account_id, raw_id = match.groups()
+        if region != caller.region:
+            raise NotFound(f"Key '{ref}' does not exist")
+        if (mrk_uuid := _parse_mrk(raw_id)) is not None:
+            return _get_by_mrk(caller, mrk_uuid, account_id, region)
         key_uuid = _parse_uuid(raw_id)
-        if key_uuid is None or region != caller.region:
+        if key_uuid is None:
             raise NotFound(f"Key '{ref}' does not exist")
         return _get_by_id(caller, key_uuid, account_id, region)
     if (key_uuid := _parse_uuid(ref)) is not None:
         return _get_by_id(caller, key_uuid, caller.account_id, caller.region)
+    if (mrk_uuid := _parse_mrk(ref)) is not None:
+        return _get_by_mrk(caller, mrk_uuid, caller.account_id, caller.region)
     if allow_alias:
         if (match := _ALIAS_ARN.match(ref)) is not None:
             region, account_id, name = match.groups()
@@ -146,13 +180,26 @@ def key_get_by_uuid(*, key_uuid: uuid.UUID) -> Key | None:
     return Key.objects.filter(id=key_uuid).first()
 
 
-def key_get_for_ciphertext(*, key_uuid: uuid.UUID) -> Key | None:
-    """The live, non-owned key a ciphertext blob names, whatever its account, or None.
+def key_get_for_ciphertext(*, key_uuid: uuid.UUID, region: str) -> Key | None:
+    """The live, non-owned key of ``region`` a ciphertext blob names, whatever its account, or None.
 
+    A multi-Region key's blob names the id its related keys share: the
+    related key of ``region`` opens it, whichever region encrypted it.
     Read through ``KEY_CACHE`` with its current material, like ``key_get_for``:
     Decrypt of the current version then needs no query of its own.
     """
-    return KEY_CACHE.get_or_load(key_uuid, lambda: _load_key(key_uuid))
+    key = KEY_CACHE.get_or_load(key_uuid, lambda: _load_key(key_uuid))
+    if key is not None and key.region == region and key.blob_id == key_uuid:
+        return key
+    return _related_key(key_uuid, region)
+
+
+def related_keys(*, key: Key) -> list[Key]:
+    """Every live key of ``key``'s multi-Region key (``key`` included), primary first, then by region."""
+    if key.multi_region_id is None:
+        return [key]
+    keys = Key.objects.filter(multi_region_id=key.multi_region_id, deleted_at__isnull=True)
+    return sorted(keys, key=lambda k: (k.multi_region_type != "PRIMARY", k.region))
 
 
 def material_get_for(*, key: Key, version: int) -> KeyMaterial | None:
@@ -327,7 +374,9 @@ def key_overview_for(*, caller: Caller) -> dict[str, Any]:
         "without_rotation_count": no_rotation.count(),
         "without_rotation": list(no_rotation.prefetch_related(_ALIASES_BY_NAME).order_by("created_at")[:10]),
         "pending_deletion": list(
-            qs.filter(state=KeyState.PENDING_DELETION).prefetch_related(_ALIASES_BY_NAME).order_by("deletion_date")[:10]
+            qs.filter(state__in=(KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION))
+            .prefetch_related(_ALIASES_BY_NAME)
+            .order_by(F("deletion_date").asc(nulls_last=True))[:10]
         ),
     }
 
@@ -344,7 +393,7 @@ def rotation_entry(key: Key, material: KeyMaterial) -> dict[str, Any]:
         state = "PENDING_ROTATION"
     else:
         state = "NON_CURRENT"
-    entry: dict[str, Any] = {"KeyId": str(key.id), "KeyMaterialId": material.material_id, "KeyMaterialState": state}
+    entry: dict[str, Any] = {"KeyId": key.key_id, "KeyMaterialId": material.material_id, "KeyMaterialState": state}
     if material.rotation_type:
         entry["RotationDate"] = material.rotated_at or material.created_at
         entry["RotationType"] = material.rotation_type
@@ -390,7 +439,7 @@ def rotation_outlook(key: Key, now: datetime) -> RotationOutlook:
         return RotationOutlook(None, "Automatic rotation is off.")
     scheduled = key.next_rotation_at
     when = f"{scheduled:%Y-%m-%d %H:%M} UTC" if scheduled else ""
-    if key.state in (KeyState.DISABLED, KeyState.PENDING_DELETION):
+    if key.state in (KeyState.DISABLED, KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
         why = "disabled" if key.state == KeyState.DISABLED else "pending deletion"
         back = "enabled again" if key.state == KeyState.DISABLED else "its deletion is cancelled and it is enabled"
         if scheduled and scheduled <= now:
@@ -435,6 +484,8 @@ class KeyDetail:
     algorithms: dict[str, list[str]]
     # The public key of an asymmetric key, PEM; None for symmetric and HMAC keys.
     public_pem: str | None
+    # A multi-Region key's related keys (itself included), primary first; empty for a single-Region key.
+    related: list[Key]
 
     @property
     def material_present(self) -> bool:
@@ -466,6 +517,7 @@ def key_detail_for(*, caller: Caller, key: Key) -> KeyDetail:
         grants=list(Grant.objects.live(timezone.now()).filter(key=key).order_by("created_at", "id")),
         algorithms=SPECS[key.key_spec].algorithms_for(key.key_usage),
         public_pem=key_public_pem(key),
+        related=related_keys(key=key) if key.is_multi_region else [],
     )
 
 

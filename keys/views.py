@@ -214,6 +214,7 @@ def key_create(request: Any) -> HttpResponse:
                 key_spec=data["key_spec"] or None,
                 key_usage=data["key_usage"] or None,
                 tags=data["tags"],
+                multi_region=data["multi_region"],
                 alias=data["alias"] or None,
                 rotation_period_days=data["rotation_period_days"] if data["rotation_enabled"] else None,
             )
@@ -319,8 +320,11 @@ def key_schedule_deletion(request: Any, key_id: str) -> HttpResponse:
     if not form.is_valid():
         return _refresh(request, caller, key_id, "keyChanged", deletion_form=form, open_panel="deletion")
     days = form.cleaned_data["pending_window_days"]
-    services.key_schedule_deletion(caller=caller, key=key, pending_window_days=days)
-    return _refresh(request, caller, key_id, "keyChanged", done=f"Deletion scheduled in {days} days.")
+    result = services.key_schedule_deletion(caller=caller, key=key, pending_window_days=days)
+    done = f"Deletion scheduled in {days} days."
+    if result["KeyState"] == "PendingReplicaDeletion":
+        done = f"Deletion scheduled: the {days}-day waiting period begins when the last replica is deleted."
+    return _refresh(request, caller, key_id, "keyChanged", done=done)
 
 
 @require_POST

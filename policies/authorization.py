@@ -97,6 +97,7 @@ def _condition_keys(caller: Caller, key: Key | None, context: Mapping[str, Any] 
         "aws:CurrentTime": now,
         "aws:EpochTime": int(now.timestamp()),
         "kms:CallerAccount": caller.account_id,
+        "aws:RequestedRegion": caller.region,
     }
     if caller.principal_type == "user":
         keys["aws:username"] = caller.principal_name
@@ -113,6 +114,9 @@ def _condition_keys(caller: Caller, key: Key | None, context: Mapping[str, Any] 
         keys["kms:KeySpec"] = key.key_spec
         keys["kms:KeyUsage"] = key.key_usage
         keys["kms:KeyOrigin"] = key.origin
+        keys["kms:MultiRegion"] = key.multi_region_id is not None
+        if key.multi_region_type:
+            keys["kms:MultiRegionKeyType"] = key.multi_region_type
         requested_as = getattr(key, "requested_as", None)
         if requested_as and requested_as.startswith("alias/"):
             keys["kms:RequestAlias"] = requested_as

@@ -29,6 +29,8 @@ INVALID_STATE = "KMSInvalidStateException"
 # AWS's CloudTrail metric filter for "use of a key pending deletion" matches
 # this message; kmsweb words it the same way (keys/services/common.py).
 PENDING_DELETION_SUFFIX = " is pending deletion."
+# A multi-Region primary key scheduled for deletion, waiting for its replicas to go first.
+PENDING_REPLICA_DELETION_SUFFIX = " is pending replica deletion."
 CRYPTO_EVENTS = operations.CRYPTO
 # An audit event's id is taken at its INSERT, which is the last statement
 # of its transaction before COMMIT; we assume that commit follows within
@@ -40,7 +42,10 @@ DIMENSIONS = ("account_id", "key_id", "event_name", "outcome", "error_code", "pe
 
 _USAGE_WHERE = "e.event_source = 'kms.amazonaws.com' AND NOT (e.origin = 'dashboard' AND e.read_only)"
 _OUTCOME_SQL = f"CASE WHEN e.error_code = '' THEN 'ok' WHEN e.error_code = '{DENIED}' THEN 'denied' ELSE 'error' END"  # noqa: S608
-_PENDING_SQL = f"(e.error_code = '{INVALID_STATE}' AND e.error_message LIKE '%%{PENDING_DELETION_SUFFIX}')"
+_PENDING_SQL = (
+    f"(e.error_code = '{INVALID_STATE}' AND (e.error_message LIKE '%%{PENDING_DELETION_SUFFIX}'"
+    f" OR e.error_message LIKE '%%{PENDING_REPLICA_DELETION_SUFFIX}'))"
+)
 _COLS = "account_id, key_id, event_name, outcome, error_code, pending_deletion, principal_arn"
 _CONFLICT = (
     "ON CONFLICT (account_id, resolution, bucket, key_id, event_name, outcome, error_code, pending_deletion,"
@@ -258,7 +263,12 @@ def usage_rows(
                 ),
                 pending_deletion=Case(
                     When(
-                        Q(error_code=INVALID_STATE, error_message__endswith=PENDING_DELETION_SUFFIX), then=Value(True)
+                        Q(error_code=INVALID_STATE)
+                        & (
+                            Q(error_message__endswith=PENDING_DELETION_SUFFIX)
+                            | Q(error_message__endswith=PENDING_REPLICA_DELETION_SUFFIX)
+                        ),
+                        then=Value(True),
                     ),
                     default=Value(False),
                 ),

@@ -140,7 +140,7 @@ def rotation_cryptoperiod(snapshot: Snapshot) -> Iterator[Result]:
 def not_pending_deletion(snapshot: Snapshot) -> Iterator[Result]:
     recent = snapshot.now - timedelta(days=RECENT_USE_DAYS)
     for key in snapshot.keys:
-        pending = key.state == PENDING_DELETION
+        pending = key.state in (PENDING_DELETION, "PendingReplicaDeletion")
         last_used = snapshot.key_last_used.get(key.id)
         used = last_used is not None and last_used >= recent
         result = _key_result(

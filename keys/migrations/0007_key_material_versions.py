@@ -16,7 +16,7 @@ def copy_expiration_to_current_material(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("keys", "0005_owned_keys_rotate_yearly"),
+        ("keys", "0006_multi_region"),
     ]
 
     operations = [

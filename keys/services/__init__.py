@@ -48,6 +48,7 @@ from keys.services.lifecycle import (
     key_schedule_deletion,
     key_update_description,
 )
+from keys.services.multi_region import key_replicate, key_update_primary_region
 from keys.services.rotation import (
     key_disable_rotation,
     key_enable_rotation,
@@ -104,6 +105,7 @@ __all__ = [
     "key_list_rotations",
     "key_list_tags",
     "key_reencrypt",
+    "key_replicate",
     "key_rotate",
     "key_rotation_status",
     "key_schedule_deletion",
@@ -111,6 +113,7 @@ __all__ = [
     "key_untag",
     "service_key_get_or_create",
     "key_update_description",
+    "key_update_primary_region",
     "keys_delete_expired",
     "keys_expire_imported_material",
     "keys_rotate_due",

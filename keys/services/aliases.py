@@ -142,11 +142,11 @@ def alias_list(
             {
                 "AliasName": a.name,
                 "AliasArn": a.arn,
-                "TargetKeyId": str(a.key_id),
+                "TargetKeyId": a.key.key_id,
                 "CreationDate": a.created_at,
                 "LastUpdatedDate": a.updated_at,
             }
-            for a in qs[: limit + 1]
+            for a in qs.select_related("key")[: limit + 1]
         ]
         if key is None:
             # AWS lists the predefined alias of each service not yet used, without a TargetKeyId.

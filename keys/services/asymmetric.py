@@ -267,7 +267,7 @@ def key_generate_data_key_pair(
         else:
             blob = crypto.encrypt(
                 material_unwrap(material),
-                key_id=key.id,
+                key_id=key.blob_id,
                 version=material.version,
                 plaintext=pair.private_der,
                 context=context,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keys.crypto.specs import SPECS, SYMMETRIC_DEFAULT
-from keys.models import ExpirationModel, Key, KeyManager, KeyOrigin, KeyState
+from keys.models import ExpirationModel, Key, KeyManager, KeyOrigin, KeyState, MultiRegionKeyType
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import (
     AccessDenied,
@@ -58,8 +58,13 @@ def require_symmetric_for_rotation(key: Key, operation: str) -> None:
 
 
 def require_not_pending_deletion(key: Key) -> None:
-    if key.state == KeyState.PENDING_DELETION:
-        raise InvalidState(f"{key.arn} is pending deletion.")
+    if key.state in PENDING_DELETION_STATES:
+        raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
+
+
+# A key scheduled for deletion: its waiting period running, or (a multi-Region
+# primary key) waiting for its replicas to be deleted first.
+PENDING_DELETION_STATES = (KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION)
 
 
 def require_customer_managed(key: Key, action: str) -> None:
@@ -80,6 +85,7 @@ def state_words(state: str) -> str:
     """A key state as AWS's messages say it ("pending deletion")."""
     return {
         KeyState.PENDING_DELETION: "pending deletion",
+        KeyState.PENDING_REPLICA_DELETION: "pending replica deletion",
         KeyState.PENDING_IMPORT: "pending import",
         KeyState.UNAVAILABLE: "unavailable",
         KeyState.CREATING: "being created",
@@ -208,7 +214,7 @@ def key_metadata(key: Key) -> dict[str, Any]:
     """DescribeKey's KeyMetadata for ``key``."""
     meta: dict[str, Any] = {
         "AWSAccountId": key.account_id,
-        "KeyId": str(key.id),
+        "KeyId": key.key_id,
         "Arn": key.arn,
         "CreationDate": key.created_at,
         "Enabled": key.state == KeyState.ENABLED,
@@ -220,10 +226,14 @@ def key_metadata(key: Key) -> dict[str, Any]:
         "CustomerMasterKeySpec": key.key_spec,
         "KeySpec": key.key_spec,
         **SPECS[key.key_spec].algorithms_for(key.key_usage),
-        "MultiRegion": False,
+        "MultiRegion": key.is_multi_region,
     }
     if key.state == KeyState.PENDING_DELETION:
         meta["DeletionDate"] = key.deletion_date
+    if key.state == KeyState.PENDING_REPLICA_DELETION:
+        meta["PendingDeletionWindowInDays"] = key.pending_window_days
+    if key.is_multi_region:
+        meta["MultiRegionConfiguration"] = multi_region_configuration(key)
     # AWS shows a material id only for symmetric encryption keys, the ones
     # that rotate and can have several.
     if key.current_material is not None and key.key_spec == SYMMETRIC_DEFAULT:
@@ -239,6 +249,23 @@ def key_metadata(key: Key) -> dict[str, Any]:
         if key.expiration_model == ExpirationModel.EXPIRES and key.valid_to is not None:
             meta["ValidTo"] = key.valid_to
     return meta
+
+
+def multi_region_configuration(key: Key) -> dict[str, Any]:
+    """DescribeKey's MultiRegionConfiguration: this key's type, its primary and every replica."""
+    from keys.selectors import related_keys
+
+    related = related_keys(key=key)
+    primary = next((k for k in related if k.multi_region_type == MultiRegionKeyType.PRIMARY), None)
+    config: dict[str, Any] = {
+        "MultiRegionKeyType": key.multi_region_type,
+        "ReplicaKeys": [
+            {"Arn": k.arn, "Region": k.region} for k in related if k.multi_region_type == MultiRegionKeyType.REPLICA
+        ],
+    }
+    if primary is not None:
+        config["PrimaryKey"] = {"Arn": primary.arn, "Region": primary.region}
+    return config
 
 
 def key_forget(key: Key) -> None:

@@ -104,7 +104,7 @@ def _seal(
         )
         return blob, material.material_id
     blob = crypto.encrypt(
-        material_unwrap(material), key_id=key.id, version=material.version, plaintext=plaintext, context=context
+        material_unwrap(material), key_id=key.blob_id, version=material.version, plaintext=plaintext, context=context
     )
     return blob, material.material_id
 
@@ -208,12 +208,12 @@ def _open(
         header = crypto.parse_header(blob)
     except CryptoError as exc:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT) from exc
-    if key_ref_key is not None and key_ref_key.id != header.key_id:
+    if key_ref_key is not None and key_ref_key.blob_id != header.key_id:
         op.keys.append(key_ref_key)
         raise IncorrectKey(_INCORRECT_KEY)
     # A deleted, platform owned or unknown key, or a version that no longer
     # exists, all look the same: the blob cannot be decrypted here.
-    key = selectors.key_get_for_ciphertext(key_uuid=header.key_id)
+    key = selectors.key_get_for_ciphertext(key_uuid=header.key_id, region=caller.region)
     if key is None or key.region != caller.region:
         raise InvalidCiphertext(_INVALID_CIPHERTEXT)
     material = selectors.material_get_for(key=key, version=header.version)

@@ -51,7 +51,7 @@ from keys.models import (
     KeyState,
 )
 from keys.services import jobs as key_jobs
-from keys.services.common import key_forget, key_lock
+from keys.services.common import PENDING_DELETION_STATES, key_forget, key_lock, require_not_pending_deletion
 from keys.services.material import material_aad, root_key_provider, root_keyring
 from keys.services.platform import platform_decrypt, platform_encrypt, platform_mac_key
 from kmsweb.lib.caller import Caller
@@ -115,8 +115,7 @@ def key_get_parameters_for_import(
             raise UnsupportedOperation(f"{wrapping_algorithm} is not a supported wrapping algorithm.")
         if wrapping_key_spec not in imp.WRAPPING_KEY_BITS:
             raise UnsupportedOperation(f"{wrapping_key_spec} is not a supported wrapping key spec.")
-        if key.state == KeyState.PENDING_DELETION:
-            raise InvalidState(f"{key.arn} is pending deletion.")
+        require_not_pending_deletion(key)
         private_der, public_der = imp.generate_wrapping_key(wrapping_key_spec)
         now = timezone.now()
         valid_to = now + PARAMETERS_LIFETIME
@@ -190,7 +189,21 @@ def _unwrap(row: ImportParameters, wrapped: bytes) -> bytes:
 
 def _fingerprint(key: Key, material: bytes, version: int | None = None) -> str:
     mac_version, mac_key = platform_mac_key(purpose=FINGERPRINT_PURPOSE, version=version)
-    return f"{mac_version}:{imp.material_fingerprint(mac_key, str(key.id), material)}"
+    return f"{mac_version}:{imp.material_fingerprint(mac_key, key.key_id, material)}"
+
+
+def _related_material(key: Key, version: int = 1) -> KeyMaterial | None:
+    """The material ``version`` another related multi-Region key holds (or None)."""
+    if key.multi_region_id is None:
+        return None
+    return (
+        KeyMaterial.objects.filter(
+            key__multi_region_id=key.multi_region_id, key__deleted_at__isnull=True, version=version
+        )
+        .exclude(key=key)
+        .exclude(fingerprint="")
+        .first()
+    )
 
 
 def _matches(row: KeyMaterial, key: Key, material: bytes) -> bool:
@@ -259,8 +272,7 @@ def key_import_material(
         if import_type == "NEW_KEY_MATERIAL" and key_material_id:
             raise ValidationError("A KeyMaterialId cannot be specified when the ImportType is NEW_KEY_MATERIAL.")
         key = key_lock(key)
-        if key.state == KeyState.PENDING_DELETION:
-            raise InvalidState(f"{key.arn} is pending deletion.")
+        require_not_pending_deletion(key)
         row = _read_token(import_token, key, now)
         material = _unwrap(row, encrypted_key_material)
         try:
@@ -281,10 +293,23 @@ def key_import_material(
                     f"{key.arn} already has key material pending rotation. Rotate the key or delete that "
                     "key material first."
                 )
-            if not existing and (import_type == "EXISTING_KEY_MATERIAL" or key_material_id):
-                raise IncorrectKeyMaterial(f"No key material has been imported into {key.arn} yet.")
             version = existing[-1].version + 1 if existing else 1
-            fingerprint = _fingerprint(key, material)
+            # A multi-Region key's related keys hold one material per version:
+            # once any of them has this version, the others take only that same material.
+            shared = _related_material(key, version)
+            if shared is not None:
+                if not _matches(shared, key, material):
+                    raise IncorrectKeyMaterial(
+                        f"The key material is not the key material of the multi-Region key {key.key_id}; "
+                        "import the same key material into each of its related keys."
+                    )
+                if key_material_id and key_material_id != shared.material_id:
+                    raise IncorrectKeyMaterial(
+                        f"The key material does not match the KeyMaterialId {key_material_id} of {key.arn}."
+                    )
+            elif not existing and (import_type == "EXISTING_KEY_MATERIAL" or key_material_id):
+                raise IncorrectKeyMaterial(f"No key material has been imported into {key.arn} yet.")
+            fingerprint = shared.fingerprint if shared is not None else _fingerprint(key, material)
             target = KeyMaterial.objects.create(
                 key=key,
                 version=version,
@@ -350,7 +375,7 @@ def _destroy(key: Key, materials: list[KeyMaterial], now: datetime) -> None:
     updates: dict[str, Any] = {}
     if key.current_material_id in {m.pk for m in materials}:
         updates.update(expiration_model="", valid_to=None)
-    if key.state != KeyState.PENDING_DELETION:
+    if key.state not in PENDING_DELETION_STATES:
         updates["state"] = KeyState.PENDING_IMPORT
     Key.objects.filter(pk=key.pk).update(**updates)
 

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 
 from audit.services import audited
-from keys.models import Alias, ImportParameters, Key, KeyMaterial, KeyQuerySet, RotationType
+from keys.models import (
+    Alias,
+    ImportParameters,
+    Key,
+    KeyMaterial,
+    KeyQuerySet,
+    KeyState,
+    MultiRegionKeyType,
+    RotationType,
+)
 from keys.services.rotation import key_rotate
 from kmsweb.generations import GRANTS, KEYS, generation_bump
 from kmsweb.lib.caller import Caller
@@ -104,6 +113,8 @@ def keys_delete_expired(*, caller: Caller, now: datetime) -> dict[str, int]:
     tombstone, hidden by ``Key.objects.visible()``, state PendingDeletion),
     its aliases are deleted and its live grants retired (``key-deleted``).
     A cancelled deletion is no longer PendingDeletion and is not touched.
+    Deleting the last replica of a multi-Region key starts the waiting
+    period of a primary key that waits in PendingReplicaDeletion.
     Returns counts: deleted, skipped (held by another worker or no longer due).
     """
     counts = {"deleted": 0, "skipped": 0}
@@ -138,3 +149,26 @@ def _delete(caller: Caller, key: Key, now: datetime) -> None:
         op.additional_event_data.update(
             {"deletedAliases": aliases, "retiredGrants": grants, "destroyedMaterialVersions": materials}
         )
+        if key.multi_region_type == MultiRegionKeyType.REPLICA:
+            primary = _start_primary_window(key, now)
+            if primary is not None:
+                op.additional_event_data["primaryKeyDeletionDate"] = primary.isoformat()
+
+
+def _start_primary_window(replica: Key, now: datetime) -> datetime | None:
+    """Once the last replica of a multi-Region key is deleted, a primary waiting in
+    PendingReplicaDeletion becomes PendingDeletion: its waiting period begins now.
+    Returns its deletion date, or None when it is not waiting or replicas remain."""
+    related = Key.objects.filter(multi_region_id=replica.multi_region_id, deleted_at__isnull=True)
+    if related.filter(multi_region_type=MultiRegionKeyType.REPLICA).exists():
+        return None
+    primary = (
+        related.select_for_update(of=("self",))
+        .filter(multi_region_type=MultiRegionKeyType.PRIMARY, state=KeyState.PENDING_REPLICA_DELETION)
+        .first()
+    )
+    if primary is None:
+        return None
+    deletion_date = now + timedelta(days=primary.pending_window_days or 30)
+    Key.objects.filter(pk=primary.pk).update(state=KeyState.PENDING_DELETION, deletion_date=deletion_date)
+    return deletion_date

@@ -12,10 +12,11 @@ from django.utils import timezone
 from audit.services import audit_record, audited
 from compliance.triggers import compliance_evaluation_request
 from keys.crypto.specs import SPECS
-from keys.models import Key, KeyManager, KeyOrigin, KeySpec, KeyState, KeyUsage, Tag
+from keys.models import Key, KeyManager, KeyOrigin, KeySpec, KeyState, KeyUsage, MultiRegionKeyType, Tag
 from keys.selectors import decode_marker, encode_marker, key_list_for
 from keys.services.aliases import alias_insert
 from keys.services.common import (
+    PENDING_DELETION_STATES,
     check_policy_document,
     check_policy_lockout,
     check_storable_text,
@@ -29,6 +30,7 @@ from keys.services.common import (
     state_words,
 )
 from keys.services.material import material_create
+from keys.services.multi_region import live_replicas
 from keys.services.rotation import MAX_ROTATION_DAYS, MIN_ROTATION_DAYS, rotation_schedule
 from keys.services.store_keys import store_connected, store_for_new_key, store_key_material
 from kmsweb.lib.caller import Caller
@@ -85,8 +87,9 @@ def key_create(
             raise UnsupportedOperation(f"Origin {origin} is not supported.")
         if origin != KeyOrigin.AWS_KMS and rotation_period_days is not None:
             raise UnsupportedOperation(f"Automatic rotation is not supported on keys with Origin {origin}.")
-        if multi_region:
-            raise UnsupportedOperation("Multi-Region keys are not supported.")
+        if multi_region and (custom_key_store_id or origin in (KeyOrigin.AWS_CLOUDHSM, KeyOrigin.EXTERNAL_KEY_STORE)):
+            # As in AWS: a multi-Region key cannot live in a custom key store.
+            raise UnsupportedOperation("Multi-Region keys cannot be created in a custom key store.")
         store = store_for_new_key(
             caller=caller,
             store_id=custom_key_store_id,
@@ -100,7 +103,13 @@ def key_create(
             check_policy_document(policy)
         pairs = check_tags(tags)
         now = timezone.now()
+        key_uuid = uuid.uuid4()
         key = Key.objects.create(
+            # A multi-Region primary key's row id is its multi-Region key id
+            # (mrk-<hex>); its replicas get ids of their own.
+            id=key_uuid,
+            multi_region_id=key_uuid if multi_region else None,
+            multi_region_type=MultiRegionKeyType.PRIMARY if multi_region else "",
             account_id=caller.account_id,
             region=caller.region,
             description=description,
@@ -148,7 +157,7 @@ def key_create(
                 request_parameters={"KeyId": str(key.id), "RotationPeriodInDays": rotation_period_days},
             )
         op.keys.append(key)
-        op.response_elements = {"KeyMetadata": {"KeyId": str(key.id), "Arn": key.arn}}
+        op.response_elements = {"KeyMetadata": {"KeyId": key.key_id, "Arn": key.arn}}
         if key.current_material is not None:
             op.additional_event_data["keyMaterialId"] = key.current_material.material_id
     return key
@@ -222,19 +231,21 @@ def key_list(
             if created.tzinfo is None:
                 raise InvalidMarker("The marker is not valid.")
             qs = qs.filter(created_at__gte=created).exclude(created_at=created, id__lte=last_id)
-        page = list(qs.values("id", "region", "account_id", "created_at")[: limit + 1])
+        page = list(qs.values("id", "region", "account_id", "created_at", "multi_region_id")[: limit + 1])
         truncated = len(page) > limit
         page = page[:limit]
         result: dict[str, Any] = {
-            "Keys": [
-                {"KeyId": str(k["id"]), "KeyArn": f"arn:aws:kms:{k['region']}:{k['account_id']}:key/{k['id']}"}
-                for k in page
-            ],
+            "Keys": [_list_entry(k) for k in page],
             "Truncated": truncated,
         }
         if truncated:
             result["NextMarker"] = encode_marker([page[-1]["created_at"].isoformat(), str(page[-1]["id"])])
         return result
+
+
+def _list_entry(row: Mapping[str, Any]) -> dict[str, str]:
+    wire_id = f"mrk-{row['multi_region_id'].hex}" if row["multi_region_id"] else str(row["id"])
+    return {"KeyId": wire_id, "KeyArn": f"arn:aws:kms:{row['region']}:{row['account_id']}:key/{wire_id}"}
 
 
 def _change(caller: Caller, key: Key, event_name: str, **params: Any) -> Any:
@@ -282,7 +293,9 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
     """ScheduleKeyDeletion: the key becomes PendingDeletion for 7-30 days (default 30).
 
     It is unusable at once; the deletion job destroys its material when the
-    window ends, unless CancelKeyDeletion comes first.
+    window ends, unless CancelKeyDeletion comes first. A multi-Region primary
+    key with live replicas becomes PendingReplicaDeletion instead, with no
+    date: its window begins when its last replica is deleted.
     """
     days = 30 if pending_window_days is None else pending_window_days
     with _change(caller, key, "ScheduleKeyDeletion", PendingWindowInDays=days) as op:
@@ -305,8 +318,17 @@ def key_schedule_deletion(*, caller: Caller, key: Key, pending_window_days: int 
             )
         require_customer_managed(key, "ScheduleKeyDeletion")
         key = key_lock(key)
-        if key.state == KeyState.PENDING_DELETION:
-            raise InvalidState(f"{key.arn} is pending deletion.")
+        if key.state in PENDING_DELETION_STATES:
+            raise InvalidState(f"{key.arn} is {state_words(key.state)}.")
+        if key.multi_region_type == MultiRegionKeyType.PRIMARY and live_replicas(key).exists():
+            # A primary key outlives its replicas: its waiting period begins
+            # when the last of them is deleted (keys.services.jobs).
+            Key.objects.filter(pk=key.pk).update(
+                state=KeyState.PENDING_REPLICA_DELETION, deletion_date=None, pending_window_days=days
+            )
+            compliance_evaluation_request()
+            op.response_elements = {"KeyId": key.arn, "KeyState": KeyState.PENDING_REPLICA_DELETION.value}
+            return {"KeyId": key.arn, "KeyState": KeyState.PENDING_REPLICA_DELETION.value, "PendingWindowInDays": days}
         deletion_date = timezone.now() + timedelta(days=days)
         Key.objects.filter(pk=key.pk).update(
             state=KeyState.PENDING_DELETION, deletion_date=deletion_date, pending_window_days=days
@@ -330,7 +352,7 @@ def key_cancel_deletion(*, caller: Caller, key: Key) -> dict[str, Any]:
         op.keys.append(key)
         authorize(caller=caller, action="kms:CancelKeyDeletion", key=key)
         key = key_lock(key)
-        if key.state != KeyState.PENDING_DELETION:
+        if key.state not in PENDING_DELETION_STATES:
             raise InvalidState(f"{key.arn} is not pending deletion.")
         material = key.current_material
         usable = material is not None and material.destroyed_at is None

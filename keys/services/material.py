@@ -201,3 +201,25 @@ def material_rewrap(material: KeyMaterial, keyring: RootKeyring) -> bool:
     material.wrapped = keyring.wrap(raw, aad)
     material.root_key_id = keyring.key_id
     return True
+
+
+def material_replicate(*, source: KeyMaterial, key: Key) -> KeyMaterial:
+    """Copy one material version of a multi-Region key to a related key (no commit of its own).
+
+    The copy has the same version, KeyMaterialId and material, wrapped anew
+    for ``key``'s row (the wrapping binds the row's id and version).
+    """
+    provider = root_key_provider()
+    raw = material_unwrap(source)
+    return KeyMaterial.objects.create(
+        key=key,
+        version=source.version,
+        material_id=source.material_id,
+        wrapped=provider.wrap(raw, material_aad(key.id, source.version)),
+        public_key=source.public_key,
+        root_key_id=provider.key_id,
+        created_at=source.created_at,
+        rotation_type=source.rotation_type,
+        fingerprint=source.fingerprint,
+        description=source.description,
+    )

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.services import audited
 from compliance.triggers import compliance_evaluation_request
-from keys.models import Key, KeyMaterial, KeyOrigin, RotationType
+from keys.models import Key, KeyMaterial, KeyOrigin, MultiRegionKeyType, RotationType
 from keys.selectors import decode_marker, encode_marker, rotation_entry
 from keys.services.common import (
     key_forget,
@@ -25,9 +25,9 @@ from keys.services.common import (
     require_symmetric_for_rotation,
     require_usable_for_crypto,
 )
-from keys.services.material import material_create
+from keys.services.material import material_create, material_replicate
 from kmsweb.lib.caller import Caller
-from kmsweb.lib.errors import InvalidMarker, InvalidState, LimitExceeded, ValidationError
+from kmsweb.lib.errors import InvalidMarker, InvalidState, LimitExceeded, UnsupportedOperation, ValidationError
 from policies.authorization import authorize
 
 DEFAULT_ROTATION_DAYS = 365
@@ -57,9 +57,11 @@ def key_enable_rotation(*, caller: Caller, key: Key, period_days: int | None = N
         require_customer_managed(key, "EnableKeyRotation")
         require_symmetric_for_rotation(key, "EnableKeyRotation")
         require_generated_material(key, "EnableKeyRotation")
+        require_not_replica(key, "EnableKeyRotation")
         key = key_lock(key)
         require_usable_for_crypto(key)
         rotation_schedule(key=key, days=days, now=timezone.now())
+        _share_rotation_settings(key)
         compliance_evaluation_request()
 
 
@@ -78,6 +80,71 @@ def rotation_schedule(*, key: Key, days: int, now: datetime) -> None:
     key.rotation_enabled, key.rotation_period_days, key.next_rotation_at = True, days, next_at
 
 
+def require_not_replica(key: Key, operation: str) -> None:
+    """Rotation is a shared property of multi-Region keys: it is managed on the primary key only."""
+    if key.multi_region_type == MultiRegionKeyType.REPLICA:
+        raise UnsupportedOperation(
+            f"{operation} is not supported on the multi-Region replica key {key.arn}: "
+            "rotation is managed on its primary key."
+        )
+
+
+def _share_rotation_settings(key: Key) -> None:
+    """Hand a multi-Region primary key's rotation settings to its replicas."""
+    if key.multi_region_type != MultiRegionKeyType.PRIMARY:
+        return
+    Key.objects.filter(multi_region_id=key.multi_region_id, deleted_at__isnull=True).exclude(pk=key.pk).update(
+        rotation_enabled=key.rotation_enabled,
+        rotation_period_days=key.rotation_period_days,
+        next_rotation_at=key.next_rotation_at,
+    )
+
+
+def _rotate_replicas(key: Key, material: KeyMaterial, updates: dict[str, Any]) -> None:
+    """Give the new version of a multi-Region primary key to each of its live replicas."""
+    if key.multi_region_type != MultiRegionKeyType.PRIMARY:
+        return
+    replicas = Key.objects.filter(multi_region_id=key.multi_region_id, deleted_at__isnull=True).exclude(pk=key.pk)
+    for replica in replicas.select_for_update(of=("self",)).order_by("pk"):
+        if key.origin == KeyOrigin.EXTERNAL:
+            # Imported material: each replica holds its own import of the same
+            # material, made current by ``_replicas_pending_rotation``'s check.
+            copy = KeyMaterial.objects.get(key=replica, material_id=material.material_id)
+        else:
+            copy = material_replicate(source=material, key=replica)
+        Key.objects.filter(pk=replica.pk).update(**{**updates, "current_material": copy})
+
+
+def _replicas_pending_rotation(key: Key) -> list[Key]:
+    """A multi-Region primary key with imported material rotates only when each live
+    replica holds the same material pending rotation (imported into each related key, as in AWS)."""
+    if key.multi_region_type != MultiRegionKeyType.PRIMARY:
+        return []
+    pending = next((m for m in KeyMaterial.objects.filter(key=key, version__gt=1, rotation_type="")), None)
+    replicas = list(
+        Key.objects.filter(multi_region_id=key.multi_region_id, deleted_at__isnull=True)
+        .exclude(pk=key.pk)
+        .select_for_update(of=("self",))
+        .order_by("pk")
+    )
+    for replica in replicas:
+        if (
+            pending is None
+            or not KeyMaterial.objects.filter(
+                key=replica,
+                material_id=pending.material_id,
+                version=pending.version,
+                rotation_type="",
+                destroyed_at__isnull=True,
+            ).exists()
+        ):
+            raise InvalidState(
+                f"No available key material pending rotation for the key: {key.arn}. Import the same new key "
+                f"material into each replica key first ({replica.arn} has none)."
+            )
+    return replicas
+
+
 def key_disable_rotation(*, caller: Caller, key: Key) -> None:
     """DisableKeyRotation."""
     with audited(caller, "DisableKeyRotation", request_parameters={"KeyId": str(key.id)}) as op:
@@ -86,9 +153,12 @@ def key_disable_rotation(*, caller: Caller, key: Key) -> None:
         require_customer_managed(key, "DisableKeyRotation")
         require_symmetric_for_rotation(key, "DisableKeyRotation")
         require_generated_material(key, "DisableKeyRotation")
+        require_not_replica(key, "DisableKeyRotation")
         key = key_lock(key)
         require_usable_for_crypto(key)
         Key.objects.filter(pk=key.pk).update(rotation_enabled=False, next_rotation_at=None)
+        key.rotation_enabled, key.next_rotation_at = False, None
+        _share_rotation_settings(key)
         compliance_evaluation_request()
 
 
@@ -111,6 +181,8 @@ def key_rotate(
 
     Used by RotateKeyOnDemand and by the automatic-rotation job; an automatic
     rotation also moves the next rotation date one period on from ``now``.
+    A multi-Region primary key's new version goes to its replicas in the
+    same transaction; replicas are rotated only through their primary.
     ``locked=True`` says the caller already holds ``key``'s row lock in this
     transaction and read it with its current material (the job's claim), so
     it is not read again.
@@ -124,6 +196,7 @@ def key_rotate(
         require_symmetric_for_rotation(key, event)
         if rotation_type != RotationType.ON_DEMAND or key.origin != KeyOrigin.EXTERNAL:
             require_generated_material(key, event)
+        require_not_replica(key, event)
         if locked:
             key_forget(key)
         else:
@@ -138,7 +211,10 @@ def key_rotate(
         now = now or timezone.now()
         updates: dict[str, Any] = {}
         if key.origin == KeyOrigin.EXTERNAL:
+            replicas = _replicas_pending_rotation(key)
             material = _promote_pending(key, now)
+            for replica in replicas:
+                _promote_pending(replica, now)
             updates.update(expiration_model=material.expiration_model, valid_to=material.valid_to)
         else:
             current = key.current_material.version if key.current_material else 0
@@ -149,6 +225,7 @@ def key_rotate(
             if key.rotation_period_days:
                 updates["next_rotation_at"] = now + timedelta(days=key.rotation_period_days)
         Key.objects.filter(pk=key.pk).update(**updates)
+        _rotate_replicas(key, material, updates)
         op.additional_event_data["keyMaterialId"] = material.material_id
         op.response_elements = {"KeyId": key.arn}
         return material

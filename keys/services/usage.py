@@ -53,7 +53,7 @@ def key_last_usage(*, caller: Caller, key: Key) -> dict[str, Any]:
                 "KmsRequestId": event["request_id"],
             }
         return {
-            "KeyId": str(key.id),
+            "KeyId": key.key_id,
             "KeyLastUsage": usage,
             "TrackingStartDate": _tracking_start(key),
             "KeyCreationDate": key.created_at,

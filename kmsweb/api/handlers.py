@@ -72,6 +72,28 @@ def create_key(caller: Caller, p: Params) -> dict[str, Any]:
     return {"KeyMetadata": services.key_describe_metadata(key)}
 
 
+def replicate_key(caller: Caller, p: Params) -> dict[str, Any]:
+    replica = services.key_replicate(
+        caller=caller,
+        key=_key(caller, p),
+        replica_region=p["ReplicaRegion"],
+        policy=p.get("Policy"),
+        description=p.get("Description", ""),
+        tags=p.get("Tags", []),
+        bypass_policy_lockout_check=bool(p.get("BypassPolicyLockoutSafetyCheck")),
+    )
+    return {
+        "ReplicaKeyMetadata": services.key_describe_metadata(replica),
+        "ReplicaPolicy": replica.policy,
+        "ReplicaTags": [{"TagKey": t.tag_key, "TagValue": t.tag_value} for t in replica.tags.all()],
+    }
+
+
+def update_primary_region(caller: Caller, p: Params) -> dict[str, Any]:
+    services.key_update_primary_region(caller=caller, key=_key(caller, p), primary_region=p["PrimaryRegion"])
+    return {}
+
+
 def describe_key(caller: Caller, p: Params) -> dict[str, Any]:
     return {"KeyMetadata": services.key_describe(caller=caller, key=_key_or_service_key(caller, p))}
 
@@ -544,6 +566,8 @@ def disconnect_custom_key_store(caller: Caller, p: Params) -> dict[str, Any]:
 HANDLERS: dict[str, Handler] = {
     "CreateKey": create_key,
     "DescribeKey": describe_key,
+    "ReplicateKey": replicate_key,
+    "UpdatePrimaryRegion": update_primary_region,
     "ListKeys": list_keys,
     "UpdateKeyDescription": update_key_description,
     "EnableKey": enable_key,

@@ -242,6 +242,8 @@ def _require_grantable(key: Key) -> None:
         raise Disabled(f"{key.arn} is disabled.")
     if key.state == KeyState.PENDING_DELETION:
         raise InvalidState(f"{key.arn} is pending deletion.")
+    if key.state == KeyState.PENDING_REPLICA_DELETION:
+        raise InvalidState(f"{key.arn} is pending replica deletion.")
     if key.state == KeyState.PENDING_IMPORT:
         raise InvalidState(f"{key.arn} is pending import.")
 

@@ -70,7 +70,16 @@ UNPROVOKED = {
 NOT_PROVOKED: dict[tuple[str, str], str] = {
     **{
         (op, "LimitExceededException"): "kmsweb sets no quota on keys, aliases, grants or policies"
-        for op in ("CreateAlias", "CreateGrant", "CreateKey", "EnableKey", "PutKeyPolicy", "TagResource", "UpdateAlias")
+        for op in (
+            "CreateAlias",
+            "CreateGrant",
+            "CreateKey",
+            "EnableKey",
+            "PutKeyPolicy",
+            "ReplicateKey",
+            "TagResource",
+            "UpdateAlias",
+        )
     },
     **{
         (op, "InvalidArnException"): "a malformed key ARN names no key: NotFoundException, as for any unknown key"
@@ -94,6 +103,7 @@ NOT_PROVOKED: dict[tuple[str, str], str] = {
             "ListKeyRotations",
             "ListResourceTags",
             "PutKeyPolicy",
+            "ReplicateKey",
             "RetireGrant",
             "RevokeGrant",
             "RotateKeyOnDemand",
@@ -101,6 +111,7 @@ NOT_PROVOKED: dict[tuple[str, str], str] = {
             "TagResource",
             "UntagResource",
             "UpdateKeyDescription",
+            "UpdatePrimaryRegion",
         )
     },
     ("CreateKey", "InvalidArnException"): "CreateKey names no existing resource by ARN in kmsweb",
@@ -145,7 +156,9 @@ PEER = (
     .public_key()
     .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 )
-KINDS: dict[str, dict[str, str]] = {
+# The other region of the multi-Region keys' replicas.
+EU = "eu-west-1"
+KINDS: dict[str, dict[str, Any]] = {
     "sym": {},
     "rsa": {"key_spec": "RSA_2048", "key_usage": "ENCRYPT_DECRYPT"},
     "sign": {"key_spec": "ECC_NIST_P256", "key_usage": "SIGN_VERIFY"},
@@ -153,6 +166,7 @@ KINDS: dict[str, dict[str, str]] = {
     "hmac": {"key_spec": "HMAC_256", "key_usage": "GENERATE_VERIFY_MAC"},
     "ext": {"origin": "EXTERNAL"},
     "kem": {"key_spec": "ML_KEM_768", "key_usage": "ENCAPSULATE_DECAPSULATE"},
+    "mrk": {"multi_region": True},  # a multi-Region primary key (no replica)
 }
 
 
@@ -185,9 +199,9 @@ class World:
     def key(self, kind: str = "sym", state: str = "Enabled", *, before: Callable[[str], None] | None = None) -> str:
         """The id of a key of ``kind`` in ``state``; ``before`` runs while it is still Enabled."""
         if (kind, state) in self._keys and before is None:
-            return str(self._keys[(kind, state)].id)
+            return self._keys[(kind, state)].key_id
         key = key_services.key_create(caller=self.persona.caller(), **KINDS[kind])
-        key_id = str(key.id)
+        key_id = key.key_id
         if before is not None:
             before(key_id)
         if state == "Disabled":
@@ -198,6 +212,19 @@ class World:
             # A key made for one artefact (a ciphertext) is that artefact's own.
             self._keys[(kind, state)] = key
         return key_id
+
+    def replicated(self, state: str = "Enabled") -> str:
+        """A multi-Region primary key with a replica in ``EU``, then put in ``state``
+        (PendingDeletion gives PendingReplicaDeletion: the replica is still there)."""
+        if ("mrk+replica", state) not in self._keys:
+            key = key_services.key_create(caller=self.persona.caller(), **KINDS["mrk"])
+            self.ok("ReplicateKey", KeyId=key.key_id, ReplicaRegion=EU)
+            if state == "Disabled":
+                self.ok("DisableKey", KeyId=key.key_id)
+            elif state == "PendingDeletion":
+                self.ok("ScheduleKeyDeletion", KeyId=key.key_id, PendingWindowInDays=7)
+            self._keys[("mrk+replica", state)] = key
+        return self._keys[("mrk+replica", state)].key_id
 
     def blob(self, state: str = "Enabled") -> bytes:
         """A ciphertext under a symmetric key that is then put in ``state``."""
@@ -617,6 +644,82 @@ CASES: list[Case] = [
         "eleventh rotation",
         lambda w: [w.ok("RotateKeyOnDemand", KeyId=w.key()) for _ in range(10)] and {"KeyId": w.key()},
         "LimitExceededException",
+    ),
+    # --- multi-Region keys ----------------------------------------------------------
+    Case("ReplicateKey", "unknown key", lambda w: {"KeyId": w.missing, "ReplicaRegion": EU}, "NotFoundException"),
+    Case(
+        "ReplicateKey",
+        "disabled key",
+        lambda w: {"KeyId": w.key("mrk", "Disabled"), "ReplicaRegion": EU},
+        "DisabledException",
+        _disabled("mrk"),
+    ),
+    Case(
+        "ReplicateKey",
+        "key pending deletion",
+        lambda w: {"KeyId": w.key("mrk", "PendingDeletion"), "ReplicaRegion": EU},
+        "KMSInvalidStateException",
+        _pending("mrk"),
+    ),
+    Case(
+        "ReplicateKey",
+        "key pending replica deletion",
+        lambda w: {"KeyId": w.replicated("PendingDeletion"), "ReplicaRegion": "ap-southeast-2"},
+        "KMSInvalidStateException",
+        lambda w: f"{_arn(w, w.replicated('PendingDeletion'))} is pending replica deletion.",
+    ),
+    Case(
+        "ReplicateKey",
+        "region that has a replica",
+        lambda w: {"KeyId": w.replicated(), "ReplicaRegion": EU},
+        "AlreadyExistsException",
+    ),
+    Case(
+        "ReplicateKey",
+        "single-Region key",
+        lambda w: {"KeyId": w.key(), "ReplicaRegion": EU},
+        "UnsupportedOperationException",
+    ),
+    Case(
+        "ReplicateKey",
+        "policy that is not JSON",
+        lambda w: {"KeyId": w.key("mrk"), "ReplicaRegion": EU, "Policy": "{"},
+        "MalformedPolicyDocumentException",
+    ),
+    Case(
+        "ReplicateKey",
+        "reserved tag",
+        lambda w: {"KeyId": w.key("mrk"), "ReplicaRegion": EU, "Tags": [{"TagKey": "aws:x", "TagValue": "v"}]},
+        "TagException",
+    ),
+    Case(
+        "UpdatePrimaryRegion", "unknown key", lambda w: {"KeyId": w.missing, "PrimaryRegion": EU}, "NotFoundException"
+    ),
+    Case(
+        "UpdatePrimaryRegion",
+        "region without a replica",
+        lambda w: {"KeyId": w.key("mrk"), "PrimaryRegion": EU},
+        "NotFoundException",
+    ),
+    Case(
+        "UpdatePrimaryRegion",
+        "disabled key",
+        lambda w: {"KeyId": w.replicated("Disabled"), "PrimaryRegion": EU},
+        "DisabledException",
+        lambda w: f"{_arn(w, w.replicated('Disabled'))} is disabled.",
+    ),
+    Case(
+        "UpdatePrimaryRegion",
+        "key pending replica deletion",
+        lambda w: {"KeyId": w.replicated("PendingDeletion"), "PrimaryRegion": EU},
+        "KMSInvalidStateException",
+        lambda w: f"{_arn(w, w.replicated('PendingDeletion'))} is pending replica deletion.",
+    ),
+    Case(
+        "UpdatePrimaryRegion",
+        "single-Region key",
+        lambda w: {"KeyId": w.key(), "PrimaryRegion": EU},
+        "UnsupportedOperationException",
     ),
     # --- symmetric cryptography -----------------------------------------------------
     *key_cases("Encrypt", Plaintext=b"p"),

@@ -28,9 +28,14 @@ other keys. Its cells follow the table's notes: [11] KMSInvalidStateException
 UnsupportedOperationException for rotation (keys in custom key stores do
 not rotate), and success for what only reads or manages the key.
 
-Adding a state (PendingReplicaDeletion, Creating, Updating for multi-Region
-keys): add it to ``STATES`` with a way
-to reach it in ``_move_to``, and give the rows a value for it through
+PendingReplicaDeletion applies to
+multi-Region primary keys only: that column uses a multi-Region primary key
+of the same kind, given a replica and then scheduled for deletion; AWS's
+table gives it the PendingDeletion column. ReplicateKey and
+UpdatePrimaryRegion act on multi-Region primary keys in every column.
+
+Adding a state (Creating, Updating for multi-Region keys): add it to
+``STATES`` with a way to reach it in ``_move_to``, and give the rows a value for it through
 ``row(...)``'s keyword columns; rows without a value are not generated.
 """
 
@@ -62,7 +67,10 @@ DIS = "DisabledException"
 INV = "KMSInvalidStateException"
 UNS = "UnsupportedOperationException"
 
-STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport", "Unavailable")
+STATES = ("Enabled", "Disabled", "PendingDeletion", "PendingImport", "Unavailable", "PendingReplicaDeletion")
+
+# Another region, where the multi-Region keys of the table get their replica.
+REPLICA_REGION = "eu-west-1"
 
 
 def row(enabled: str, disabled: str, pending_deletion: str, pending_import: str, **more: str) -> dict[str, str]:
@@ -77,33 +85,38 @@ def _state_name(keyword: str) -> str:
     return "".join(part.capitalize() for part in keyword.split("_"))
 
 
-ALL_OK = row(OK, OK, OK, OK, unavailable=OK)
+ALL_OK = row(OK, OK, OK, OK, unavailable=OK, pending_replica_deletion=OK)
 # Encrypt, Decrypt, GenerateDataKey*, ReEncrypt ([11] when Unavailable)
-CRYPTO = row(OK, DIS, INV, INV, unavailable=INV)
-# Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret, Encapsulate, Decapsulate
-ASYMMETRIC_CRYPTO = row(OK, DIS, INV, N_A, unavailable=N_A)
-MANAGE = row(OK, OK, INV, OK, unavailable=OK)  # tags, description, aliases, ScheduleKeyDeletion
-STATE_CHANGE = row(OK, OK, INV, INV, unavailable=INV)  # EnableKey, DisableKey ([11])
-ROTATION = row(OK, DIS, INV, UNS, unavailable=UNS)  # Enable/DisableKeyRotation ([1], [3], [6], [7])
-IMPORT = row(OK, OK, INV, OK, unavailable=N_A)  # GetParametersForImport, ImportKeyMaterial ([8])
+CRYPTO = row(OK, DIS, INV, INV, unavailable=INV, pending_replica_deletion=INV)
+# Sign, Verify, GetPublicKey, *Mac, DeriveSharedSecret
+ASYMMETRIC_CRYPTO = row(OK, DIS, INV, N_A, unavailable=N_A, pending_replica_deletion=INV)
+# Encapsulate, Decapsulate (ML-KEM keys are single-Region here)
+KEM_CRYPTO = row(OK, DIS, INV, N_A, unavailable=N_A)
+# tags, description, aliases, ScheduleKeyDeletion
+MANAGE = row(OK, OK, INV, OK, unavailable=OK, pending_replica_deletion=INV)
+STATE_CHANGE = row(OK, OK, INV, INV, unavailable=INV, pending_replica_deletion=INV)  # EnableKey, DisableKey ([11])
+# Enable/DisableKeyRotation ([1], [3], [6], [7])
+ROTATION = row(OK, DIS, INV, UNS, unavailable=UNS, pending_replica_deletion=INV)
+# GetParametersForImport, ImportKeyMaterial ([8])
+IMPORT = row(OK, OK, INV, OK, unavailable=N_A, pending_replica_deletion=INV)
 
 KEY_STATE_TABLE: dict[str, dict[str, str]] = {
-    "CancelKeyDeletion": row(INV, INV, OK, INV, unavailable=INV),
-    "Decapsulate": ASYMMETRIC_CRYPTO,
+    "CancelKeyDeletion": row(INV, INV, OK, INV, unavailable=INV, pending_replica_deletion=OK),
+    "Decapsulate": KEM_CRYPTO,
     "CreateAlias": MANAGE,
     # A grant manages the key, which a disconnected store leaves manageable.
     "CreateGrant": row(OK, DIS, INV, INV, unavailable=OK),
     "Decrypt": CRYPTO,
     "DeleteAlias": ALL_OK,
     # Deleting the material of a key pending deletion succeeds and leaves it PendingDeletion.
-    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK, unavailable=N_A),
+    "DeleteImportedKeyMaterial": row(OK, OK, OK, OK, unavailable=N_A, pending_replica_deletion=OK),
     "DeriveSharedSecret": ASYMMETRIC_CRYPTO,
     "DescribeKey": ALL_OK,
     "DisableKey": STATE_CHANGE,
     "DisableKeyRotation": ROTATION,
     "EnableKey": STATE_CHANGE,
     "EnableKeyRotation": ROTATION,
-    "Encapsulate": ASYMMETRIC_CRYPTO,
+    "Encapsulate": KEM_CRYPTO,
     "Encrypt": CRYPTO,
     "GenerateDataKey": CRYPTO,
     "GenerateDataKeyPair": CRYPTO,
@@ -125,16 +138,21 @@ KEY_STATE_TABLE: dict[str, dict[str, str]] = {
     "ListResourceTags": ALL_OK,
     "PutKeyPolicy": ALL_OK,
     "ReEncrypt": CRYPTO,
+    # A disabled primary key cannot be replicated; one pending import can (its replica awaits the same material).
+    "ReplicateKey": row(OK, DIS, INV, OK, pending_replica_deletion=INV),
     "RetireGrant": ALL_OK,
     "RevokeGrant": ALL_OK,
     # Keys with imported material rotate on demand, so a PendingImport one is [5], not [6].
-    "RotateKeyOnDemand": row(OK, DIS, INV, INV, unavailable=UNS),
+    "RotateKeyOnDemand": row(OK, DIS, INV, INV, unavailable=UNS, pending_replica_deletion=INV),
     "ScheduleKeyDeletion": MANAGE,
     "Sign": ASYMMETRIC_CRYPTO,
     "TagResource": MANAGE,
     "UntagResource": MANAGE,
     "UpdateAlias": MANAGE,  # [10]: the target key's state decides
     "UpdateKeyDescription": MANAGE,
+    # The primary key and its replica in the new primary Region must both be Enabled. A primary
+    # key with a replica scheduled for deletion is PendingReplicaDeletion, never PendingDeletion.
+    "UpdatePrimaryRegion": row(OK, DIS, N_A, INV, pending_replica_deletion=INV),
     "Verify": ASYMMETRIC_CRYPTO,
     "VerifyMac": ASYMMETRIC_CRYPTO,
 }
@@ -163,6 +181,9 @@ KINDS: dict[str, dict[str, str]] = {
     "kem": {"key_spec": "ML_KEM_768", "key_usage": "ENCAPSULATE_DECAPSULATE"},
     "store": {"origin": "AWS_CLOUDHSM"},
 }
+# The operations of multi-Region primary keys: a symmetric one (with imported
+# material in the PendingImport column).
+MULTI_REGION = "multi-Region"
 
 
 @dataclass
@@ -176,7 +197,8 @@ class World:
 
     @property
     def key_id(self) -> str:
-        return str(self.key.id)
+        # The KeyId on the wire: mrk-<hex> for a multi-Region key.
+        return self.key.key_id
 
     def ok(self, operation: str, **params: Any) -> Any:
         answer = call(self.persona, operation, **params)
@@ -228,6 +250,10 @@ def _alias(w: World) -> None:
 
 def _alias_on_other(w: World) -> None:
     w.ok("CreateAlias", AliasName="alias/state-table", TargetKeyId=str(w.other.id))
+
+
+def _replicate(w: World) -> None:
+    w.ok("ReplicateKey", KeyId=w.key_id, ReplicaRegion=REPLICA_REGION)
 
 
 def _import_parameters(w: World) -> None:
@@ -325,6 +351,7 @@ CASES: dict[str, Case] = {
     "PutKeyPolicy": Case(
         "symmetric", lambda w: {"KeyId": w.key_id, "PolicyName": "default", "Policy": w.made["policy"]}
     ),
+    "ReplicateKey": Case(MULTI_REGION, lambda w: {"KeyId": w.key_id, "ReplicaRegion": "ap-southeast-2"}),
     "ReEncrypt": Case(
         "symmetric",
         lambda w: {"CiphertextBlob": w.made["blob"], "SourceKeyId": w.key_id, "DestinationKeyId": str(w.other.id)},
@@ -341,6 +368,9 @@ CASES: dict[str, Case] = {
         "symmetric", lambda w: {"AliasName": "alias/state-table", "TargetKeyId": w.key_id}, _alias_on_other
     ),
     "UpdateKeyDescription": Case("symmetric", lambda w: {"KeyId": w.key_id, "Description": "new"}),
+    "UpdatePrimaryRegion": Case(
+        MULTI_REGION, lambda w: {"KeyId": w.key_id, "PrimaryRegion": REPLICA_REGION}, _replicate
+    ),
     "Verify": Case(
         "sign",
         lambda w: {
@@ -371,19 +401,28 @@ def _move_to(w: World, state: str) -> None:
         w.ok("DeleteImportedKeyMaterial", KeyId=w.key_id)
     elif state == "Unavailable":
         w.ok("DisconnectCustomKeyStore", CustomKeyStoreId=w.key.custom_key_store_id)
+    elif state == "PendingReplicaDeletion":
+        # A multi-Region primary key scheduled for deletion while it has a replica.
+        if not Key.objects.filter(multi_region_id=w.key.multi_region_id, region=REPLICA_REGION).exists():
+            _replicate(w)
+        w.ok("ScheduleKeyDeletion", KeyId=w.key_id, PendingWindowInDays=7)
     else:
         raise AssertionError(f"no way to reach {state} yet: add it here")
     w.key = Key.objects.select_related("current_material").get(pk=w.key.pk)
     assert w.key.state == KeyState(state)
 
 
-def _kind_for(operation: str, state: str) -> str:
+def _kind_for(operation: str, state: str) -> tuple[str, bool]:
+    """The kind of key a case makes, and whether it is a multi-Region primary key."""
     kind = CASES[operation].kind
+    # Only multi-Region primary keys can be PendingReplicaDeletion.
+    multi_region = kind == MULTI_REGION or state == "PendingReplicaDeletion"
+    kind = "symmetric" if kind == MULTI_REGION else kind
     if kind == "symmetric" and state == "PendingImport":
-        return "imported"  # only keys with imported material can be PendingImport
+        return "imported", multi_region  # only keys with imported material can be PendingImport
     if kind == "symmetric" and state == "Unavailable":
-        return "store"  # only keys in a custom key store can be Unavailable
-    return kind
+        return "store", multi_region  # only keys in a custom key store can be Unavailable
+    return kind, multi_region
 
 
 def _generated() -> list[Any]:
@@ -413,8 +452,10 @@ def _store(persona: Persona, token: Token) -> str:
     return str(store_id)
 
 
-def _make_key(persona: Persona, kind: str, token: Token) -> tuple[Key, bytes]:
-    extra = {"custom_key_store_id": _store(persona, token)} if kind == "store" else {}
+def _make_key(persona: Persona, kind: str, multi_region: bool, token: Token) -> tuple[Key, bytes]:
+    extra: dict[str, Any] = {"custom_key_store_id": _store(persona, token)} if kind == "store" else {}
+    if multi_region:
+        extra["multi_region"] = True
     key = key_services.key_create(caller=persona.caller(), **KINDS[kind], **extra)
     material = os.urandom(32)
     if kind == "imported":
@@ -423,7 +464,7 @@ def _make_key(persona: Persona, kind: str, token: Token) -> tuple[Key, bytes]:
         _import_parameters(world)
         world.ok(
             "ImportKeyMaterial",
-            KeyId=str(key.id),
+            KeyId=key.key_id,
             ImportToken=world.made["token"],
             EncryptedKeyMaterial=world.made["wrapped"],
             ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
@@ -436,7 +477,7 @@ def _make_key(persona: Persona, kind: str, token: Token) -> tuple[Key, bytes]:
 def test_it_answers_as_the_key_state_table_says(
     key_admin: Persona, token: Token, operation: str, state: str, expected: str
 ) -> None:
-    key, material = _make_key(key_admin, _kind_for(operation, state), token)
+    key, material = _make_key(key_admin, *_kind_for(operation, state), token)
     other = key_services.key_create(caller=key_admin.caller())
     w = World(key_admin, key, other, {"material": material, "policy": key.policy})
     CASES[operation].prepare(w)

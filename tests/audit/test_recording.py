@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,21 @@ State = dict[str, Any]
 CALLS: list[tuple[str, Callable[[Any, State], dict[str, Any]]]] = [
     ("CreateKey", lambda kms, s: s.update(key=kms.create_key(Description="t")["KeyMetadata"]["KeyId"]) or s["last"]),
     ("DescribeKey", lambda kms, s: kms.describe_key(KeyId=s["key"])),
+    (
+        "ReplicateKey",
+        lambda kms, s: (
+            # Extra events: the CreateKey of the primary here, and the replica's CreateKey in its region.
+            s.update(extra_events=2, mrk=kms.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"])
+            # Events name a key by its row: a primary's is its mrk- id's UUID.
+            or s.update(mrk_row=str(uuid.UUID(hex=s["mrk"].removeprefix("mrk-"))))
+            or kms.replicate_key(KeyId=s["mrk"], ReplicaRegion="eu-west-1")
+        ),
+    ),
+    (
+        "UpdatePrimaryRegion",
+        # Extra event: the same call recorded in the new primary's region.
+        lambda kms, s: s.update(extra_events=1) or kms.update_primary_region(KeyId=s["mrk"], PrimaryRegion="eu-west-1"),
+    ),
     ("ListKeys", lambda kms, s: kms.list_keys()),
     ("UpdateKeyDescription", lambda kms, s: kms.update_key_description(KeyId=s["key"], Description="u")),
     ("DisableKey", lambda kms, s: kms.disable_key(KeyId=s["key"])),
@@ -292,6 +308,8 @@ def _import_key_material(kms: Any, s: State) -> dict[str, Any]:
 # until it is fixed; then remove this entry.
 # The operations that act on a key of their own spec, and the state entry naming it.
 KEY_OF = {
+    "ReplicateKey": "mrk_row",
+    "UpdatePrimaryRegion": "mrk_row",
     "Sign": "sign_key",
     "Verify": "sign_key",
     "GetPublicKey": "sign_key",

@@ -65,6 +65,8 @@ def traffic(key_admin: Persona, make_persona: Any, make_key: Any, clock: Any) ->
     record(them, "Decrypt", at=t2, key=key, error=AccessDenied("no"))
     record(them, "Decrypt", at=t2, key=key, error=AccessDenied("no"))
     record(admin, "Encrypt", at=t2, key=key, error=InvalidState(f"{key.arn} is pending deletion."))
+    # A multi-Region primary key waiting for its replicas' deletion counts as pending deletion too.
+    record(admin, "Encrypt", at=t2, key=key, error=InvalidState(f"{key.arn} is pending replica deletion."))
     record(admin, "DescribeKey", at=t2, error=NotFound("gone"))
     # Not usage: a job's own event and a dashboard page read.
     record(Caller.system("x"), "RunJob", at=t2, event_source="kmsweb.jobs")
@@ -87,7 +89,7 @@ def test_it_counts_events_per_bucket_and_dimension_exactly(traffic: dict[str, An
         (_min(t1), k, "Encrypt", "ok", "", False, admin): 4,
         (_min(t2), k, "Decrypt", "ok", "", False, admin): 1,
         (_min(t2), k, "Decrypt", "denied", "AccessDeniedException", False, other): 2,
-        (_min(t2), k, "Encrypt", "error", "KMSInvalidStateException", True, admin): 1,
+        (_min(t2), k, "Encrypt", "error", "KMSInvalidStateException", True, admin): 2,
         (_min(t2), "", "DescribeKey", "error", "NotFoundException", False, admin): 1,
     }
     hours = counts(HOUR)

@@ -206,8 +206,9 @@ def test_it_keeps_a_given_key_policy(admin: Caller) -> None:
         ({"origin": "AWS_CLOUDHSM"}, ValidationError),
         ({"origin": "EXTERNAL_KEY_STORE", "custom_key_store_id": "cks-1234567890abcdef0"}, CustomKeyStoreNotFound),
         ({"origin": "EXTERNAL", "rotation_period_days": 365}, UnsupportedOperation),
-        ({"multi_region": True}, UnsupportedOperation),
         ({"custom_key_store_id": "cks-1234567890abcdef0"}, CustomKeyStoreNotFound),
+        # A multi-Region key cannot live in a custom key store.
+        ({"multi_region": True, "custom_key_store_id": "cks-1234567890abcdef0"}, UnsupportedOperation),
     ],
 )
 def test_it_creates_nothing_when_create_key_is_refused(
