@@ -25,7 +25,7 @@ from kmsweb.lib.errors import InvalidArn, MalformedPolicyDocument, NotFound, Val
 from policies.callers import caller_from_request
 from policies.forms import PolicyDocumentForm
 from policies.roles import role_allows
-from policies.selectors import principal_get_for
+from policies.selectors import grant_request_get_for, principal_get_for
 
 APPLY_NAME = "least-privilege"
 _PREVIEW = "compliance/partials/policy_preview.html"
@@ -145,5 +145,20 @@ def managed_policy_preview(request: Any) -> HttpResponse:
         return render(request, _PREVIEW, {"error": " ".join(errors)})
     proposal = services.Proposal(
         "IdentityPolicy", policy_name=form.cleaned_data["name"], policy=form.cleaned_data["document"]
+    )
+    return _preview(request, caller, proposal)
+
+
+@require_POST
+def grant_request_preview(request: Any, request_id: int) -> HttpResponse:
+    """A grant request's Preview step for its approvers: what approving it would give; nothing is saved."""
+    caller = caller_from_request(request)
+    grant_request = grant_request_get_for(caller=caller, request_id=request_id)
+    proposal = services.Proposal(
+        "CreateGrant",
+        key_id=str(grant_request.key_id),
+        grantee=grant_request.grantee_principal,
+        operations=tuple(grant_request.operations),
+        constraints=grant_request.constraints or None,
     )
     return _preview(request, caller, proposal)

@@ -36,6 +36,11 @@ urlpatterns = [
         name="identity_policy_preview",
     ),
     path("compliance/previews/policies/", review_views.managed_policy_preview, name="managed_policy_preview"),
+    path(
+        "compliance/previews/grant-requests/<int:request_id>/",
+        review_views.grant_request_preview,
+        name="grant_request_preview",
+    ),
     path("api/v1/findings", api.findings, name="api_findings"),
     path("api/v1/principals/<path:arn>/access-review", api.access_review, name="api_access_review"),
     path("api/v1/policy-previews", api.policy_previews, name="api_policy_previews"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,10 +17,13 @@ from django.utils.html import escape
 from audit.models import AuditEvent
 from keys import services as key_services
 from keys.models import Key
-from policies.models import IdentityPolicy
+from policies.models import Grant, IdentityPolicy
+from policies.services.grant_requests import grant_request_create
 from tests import dashboard_fixtures
 from tests.conftest import OTHER_ACCOUNT, Persona
 from tests.dashboard_fixtures import DashboardUser
+from tests.factories import PrincipalFactory
+from tests.policies.test_grant_requests_views import caller_of
 
 make_dashboard_user = dashboard_fixtures.make_dashboard_user
 signed_in = dashboard_fixtures.signed_in
@@ -206,3 +210,37 @@ def test_it_generates_no_policy_for_a_principal_that_used_nothing(
     page = html(signed_in(admin).get(f"/compliance/principals/{idle.pk}/access-review/"))
     assert 'id="access-review-note"' in page and "made no successful KMS call" in page
     assert 'id="access-review-policy"' not in page and 'id="access-review-apply"' not in page
+
+
+def test_an_approver_previews_a_grant_request_before_deciding(
+    make_key: Callable[..., Key],
+    key_admin_user: DashboardUser,
+    make_dashboard_user: Callable[..., DashboardUser],
+    signed_in: Callable[..., Client],
+) -> None:
+    key = make_key(description="invoices")
+    grantee = PrincipalFactory(account=key_admin_user.principal.account, name="billing-app", type="role")
+    request = grant_request_create(
+        caller=caller_of(key_admin_user, "key-admin"),
+        key=key,
+        grantee_principal=grantee.arn,
+        operations=["Decrypt"],
+        constraints={"EncryptionContextSubset": {"app": "billing"}},
+        justification="The billing application decrypts invoices.",
+        duration=timedelta(days=30),
+    )
+    approver = signed_in(make_dashboard_user("april", "approver"))
+    page = html(approver.get(f"/grant-requests/{request.pk}/"))
+    assert f'hx-post="/compliance/previews/grant-requests/{request.pk}/"' in page
+
+    part = html(approver.post(f"/compliance/previews/grant-requests/{request.pk}/", **HX))
+    gains = part.split('id="policy-preview-gains"')[1].split("</table>")[0]
+    assert f'data-principal="{grantee.arn}"' in gains and "kms:Decrypt" in gains
+    assert not Grant.objects.filter(key=key).exists()
+    event = AuditEvent.objects.filter(event_name="PreviewPolicyChange").latest("id")
+    assert event.request_parameters["changeType"] == "CreateGrant" and event.error_code == ""
+
+    # A request the caller may not see (a viewer is neither its requester nor an approver) is not previewed.
+    viewer = signed_in(make_dashboard_user("vic", "viewer"))
+    part = viewer.post(f"/compliance/previews/grant-requests/{request.pk}/", **HX).content.decode()
+    assert 'id="policy-preview-gains"' not in part and "billing-app" not in part
