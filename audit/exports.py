@@ -290,17 +290,27 @@ def write_bundle(
             "signatureAlgorithm": canonical.SIGNATURE_ALGORITHM,
             "signatureFile": SIGNATURE,
         }
-        body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
-        (out_dir / MANIFEST).write_bytes(body)
-        (out_dir / SIGNATURE).write_bytes(signer.sign(body))
+        _write_signed_manifest(out_dir, manifest, signer)
     except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            for child in out_dir.iterdir():
-                child.unlink()
+        _discard(out_dir, created=created)
         raise
     return Bundle(path=out_dir, manifest=manifest, stats=stats)
+
+
+def _write_signed_manifest(out_dir: Path, manifest: dict[str, Any], signer: Signer) -> None:
+    """manifest.json (sorted, indented, UTF-8) and manifest.sig, its signature."""
+    body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+    (out_dir / MANIFEST).write_bytes(body)
+    (out_dir / SIGNATURE).write_bytes(signer.sign(body))
+
+
+def _discard(out_dir: Path, *, created: bool) -> None:
+    """Undo a bundle that failed half-way: remove the directory it made, or empty the one it was given."""
+    if created:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        for child in out_dir.iterdir():
+            child.unlink()
 
 
 def write_signed_files(
@@ -339,15 +349,9 @@ def write_signed_files(
             "signatureAlgorithm": canonical.SIGNATURE_ALGORITHM,
             "signatureFile": SIGNATURE,
         }
-        body = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
-        (out_dir / MANIFEST).write_bytes(body)
-        (out_dir / SIGNATURE).write_bytes(signer.sign(body))
+        _write_signed_manifest(out_dir, manifest, signer)
     except BaseException:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            for child in out_dir.iterdir():
-                child.unlink()
+        _discard(out_dir, created=created)
         raise
     return manifest
 
