@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from kmsweb.lib import operations
 from kmsweb.lib.errors import Throttled
@@ -195,6 +196,22 @@ def counter() -> LocalCounter | RedisCounter:
                 _counter = RedisCounter(url) if url else LocalCounter()
                 _counter_url = url
     return _counter
+
+
+def counter_forget() -> None:
+    """Drop this process's counter and its leases: the next request starts from Redis (or anew)."""
+    global _counter, _counter_url
+    with _counter_lock:
+        _counter, _counter_url = None, None
+
+
+def _limits_changed(*, setting: str, **_: Any) -> None:
+    # Tokens leased under the old limits must not be spent under the new ones.
+    if setting in ("KMSWEB_RATE_LIMITS", "KMSWEB_PRINCIPAL_RATE_LIMITS", "REDIS_URL"):
+        counter_forget()
+
+
+setting_changed.connect(_limits_changed)
 
 
 def rate_limit_check(
