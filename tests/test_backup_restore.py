@@ -18,8 +18,8 @@ from django.db import connection
 from audit.services.sealing import audit_seal
 from keys import services as key_services
 from kmsweb.lib.caller import Caller
-from tests.api.test_revocation import _database_url
 from tests.conftest import Persona
+from tests.gunicorn_nodes import database_url as _database_url
 from tests.secret_files import secret_files_env
 
 pytestmark = pytest.mark.postgres

@@ -3,9 +3,6 @@ counters (per process and shared through Redis), and what boto3 sees."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,8 +21,8 @@ from kmsweb import ratelimit
 from kmsweb.lib.env import ImproperlyConfiguredEnv, env_rate_limits
 from kmsweb.ratelimit import ASYMMETRIC, MANAGEMENT, RANDOM, SYMMETRIC, LocalCounter, RedisCounter, quota_class
 from policies.services import FULL_ACCESS_POLICY
-from tests.api.test_revocation import _database_url, _free_port, _wait_listening
 from tests.conftest import REGION, Persona
+from tests.gunicorn_nodes import gunicorn_nodes
 
 
 @pytest.mark.parametrize(
@@ -185,42 +182,9 @@ def test_without_limits_nothing_is_counted(settings: Any) -> None:
 @pytest.fixture
 def two_nodes(transactional_db: None, tmp_path: Path) -> Iterator[list[str]]:
     """Two gunicorn servers on the test's PostgreSQL database and the test's Redis, with principal quotas on."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "KMSWEB_DB_CONN_MAX_AGE": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        # Under 100 a lease is one token: Redis counts every call.
-        "KMSWEB_PRINCIPAL_RATE_LIMITS": "management=50",
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-    urls = []
-    try:
-        for n in range(2):
-            port = _free_port()
-            log = tmp_path / f"gunicorn-{n}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                    [sys.executable, "-m", "gunicorn", "kmsweb.wsgi:application"]
-                    + ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-                    cwd=django_settings.BASE_DIR,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            processes.append(process)
-            _wait_listening(port, process, log)
-            urls.append(f"http://127.0.0.1:{port}/")
+    # Under 100 a lease is one token: Redis counts every call.
+    with gunicorn_nodes(2, {"KMSWEB_PRINCIPAL_RATE_LIMITS": "management=50"}, tmp_path) as urls:
         yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.mark.postgres

@@ -15,23 +15,15 @@ each request see every change answered before it started. Two kinds of test:
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from django.conf import settings
-from django.db import connection
 
 from keys.selectors import KEY_CACHE
 from kmsweb.lib.caller import Caller
@@ -40,6 +32,7 @@ from policies.models import AccessKey
 from policies.services import access_key_set_status
 from policies.services.principals import ACCESS_KEY_CACHE
 from tests.conftest import REGION, Persona
+from tests.gunicorn_nodes import gunicorn_nodes
 
 DATA = b"attack at dawn"
 CACHES = (KEY_CACHE, ACCESS_KEY_CACHE, IDENTITY_POLICY_CACHE, GRANT_CACHE)
@@ -76,70 +69,12 @@ def deactivate(persona: Persona) -> None:
 # --- Two gunicorn servers on PostgreSQL ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    return f"postgres://{quote(db['USER'])}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {log.read_text()[-2000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)  # polling a process's start, not waiting for a clock
-    raise AssertionError(f"gunicorn did not listen on {port}: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture
 def two_servers(transactional_db: None, tmp_path: Path) -> Iterator[list[str]]:
     """Two gunicorn servers (one worker each: two processes with their own caches) on the test database."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        # A minute: only the generations can make a change apply sooner.
-        "KMSWEB_AUTH_CACHE_SECONDS": "60",
-        # No connection outlives a request, so the test database can be flushed and dropped.
-        "KMSWEB_DB_CONN_MAX_AGE": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-    urls = []
-    try:
-        for n in range(2):
-            port = _free_port()
-            log = tmp_path / f"gunicorn-{n}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                    [sys.executable, "-m", "gunicorn", "kmsweb.wsgi:application"]
-                    + ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-                    cwd=settings.BASE_DIR,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            processes.append(process)
-            _wait_listening(port, process, log)
-            urls.append(f"http://127.0.0.1:{port}/")
+    # A minute: only the generations can make a change apply sooner.
+    with gunicorn_nodes(2, {"KMSWEB_AUTH_CACHE_SECONDS": "60"}, tmp_path) as urls:
         yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.mark.postgres
