@@ -21,7 +21,8 @@ _WORDS = (
     ("Unterminated string", "a string is not closed: a double quote is missing"),
     ("Invalid control character", "a string contains a line break or a tab; write \\n or \\t instead"),
     ("Invalid \\escape", "a backslash starts an escape JSON does not know; write \\\\ for a backslash"),
-    ("Invalid \\uXXXX escape", "a \\u escape needs four hexadecimal digits"),
+    # Python says "Invalid \\u" followed by four placeholder letters and "escape".
+    ("Invalid \\u", "a \\u escape needs four hexadecimal digits"),
     ("Extra data", "there is more text after the end of the document"),
 )
 
