@@ -20,6 +20,19 @@ PostgreSQL's LISTEN/NOTIFY would save the read but not give this
 guarantee: a notification reaches the other processes some time after the
 commit, and a request may start in between.
 
+A read-only API call on PostgreSQL skips the read (``optimistic`` scope):
+it assumes the counters this process saw last, and the statement that
+commits its audit event checks them (:func:`generations_check_sql`). The
+event is written only if the counters are still those the call assumed;
+if one moved, the event is not written and the call raises
+:class:`StaleGenerations`, and the API answers it again from a scope that
+reads the counters. The check runs after the call started and after every
+lookup it made, and counters only grow, so a call whose check passes used
+no entry older than a change answered before it started; one whose check
+fails leaves no event and no answer. The read-only calls, the API's hot
+path, then cost the database one statement each (shared by the calls
+committing together) instead of two.
+
 Outside a request scope (Celery jobs, management commands, a service called
 from a shell or a test) nothing is cached: each lookup reads the database.
 """
@@ -65,14 +78,28 @@ _last_read: dict[str, int] = {}
 _last_read_lock = threading.Lock()
 
 
+class StaleGenerations(BaseException):  # noqa: N818 - a signal to answer again, not an error
+    """A call's assumed counters had moved when its event was to commit: nothing was written.
+
+    A ``BaseException``, so that no ``except Exception`` on the way (a
+    service's audit of an unexpected failure, the API's last-resort answer)
+    turns it into an answer: it unwinds to the API, which serves the call
+    again from a scope that reads the counters.
+    """
+
+
 class _Scope:
-    """One request's view of the counters, read on first use."""
+    """One request's view of the counters, read on first use (or assumed, when optimistic)."""
 
-    __slots__ = ("started", "values")
+    __slots__ = ("assumed", "optimistic", "started", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, optimistic: bool = False) -> None:
         self.values: dict[str, int] | None = None
         self.started = time.monotonic()
+        self.optimistic = optimistic
+        # Whether ``values`` were taken from this process's last read, unread:
+        # they must then be checked where the request's event commits.
+        self.assumed = False
 
 
 # The last shared read of the counters: (when it began, by time.monotonic(); the values).
@@ -179,16 +206,18 @@ def _check(result: Any, expected: Any) -> None:
 
 
 @contextmanager
-def generations_scope() -> Iterator[None]:
+def generations_scope(*, optimistic: bool = False) -> Iterator[None]:
     """One request: its cache lookups use the counters read on the first of them.
 
-    Nested scopes share the outer one (the test client's API calls pass
-    through the middleware and the API's own scope).
+    ``optimistic``: the lookups use the counters this process read last,
+    unread, and the request's audit event checks them as it commits (see
+    the module's docstring); a request that cannot have its event checked
+    that way must not ask for it. A nested scope shares the outer one.
     """
     if _scope.get() is not None:
         yield
         return
-    token = _scope.set(_Scope())
+    token = _scope.set(_Scope(optimistic))
     try:
         yield
     finally:
@@ -203,14 +232,14 @@ def generation_observed(name: str) -> int | None:
     scope = _scope.get()
     if scope is None:
         return None
+    if scope.values is None and scope.optimistic:
+        with _last_read_lock:
+            if len(_last_read) == len(NAMES):
+                scope.values = dict(_last_read)
+                scope.assumed = True
     if scope.values is None:
         scope.values = values = _read_for(scope)
-        if values != _last_read:
-            with _last_read_lock:
-                for changed in [n for n in NAMES if _last_read.get(n) != values[n]]:
-                    _forget(changed)
-                _last_read.clear()
-                _last_read.update(values)
+        generations_seen(values)
     return scope.values[name]
 
 
@@ -249,6 +278,62 @@ def _read_for(scope: _Scope) -> dict[str, int]:
             _shared_cond.notify_all()
     assert values is not None  # generations_read() returned
     return values
+
+
+def generations_unverified() -> str | None:
+    """The counters the current request assumed without reading them, as the check compares them.
+
+    None when there is nothing to check: no optimistic scope, no lookup
+    made yet, or counters that were read.
+    """
+    scope = _scope.get()
+    if scope is None or not scope.assumed or scope.values is None:
+        return None
+    return vector_text(scope.values)
+
+
+def vector_text(values: dict[str, int]) -> str:
+    """The counters as :func:`generations_check_sql` writes them: values in ``NAMES`` order, comma-separated."""
+    return ",".join(str(values.get(name, 0)) for name in NAMES)
+
+
+def generations_check_sql() -> str:
+    """A scalar SQL subquery: the counters now, written as :func:`vector_text` writes them.
+
+    A statement compares it with a request's :func:`generations_unverified`
+    (a missing row reads as 0, as in :func:`generations_read`).
+    """
+    parts = ", ".join(f"coalesce(max(value) FILTER (WHERE name = '{name}'), 0)::text" for name in NAMES)
+    return f"(SELECT concat_ws(',', {parts}) FROM {_TABLE})"  # noqa: S608 - constant names
+
+
+def generations_verify(unverified: str) -> None:
+    """Raise :class:`StaleGenerations` unless the counters now are ``unverified``.
+
+    For an event written outside the group writer (an error recorded in a
+    transaction of its own): the read is in the caller's transaction.
+    """
+    now = generations_read()
+    generations_seen(now)
+    if vector_text(now) != unverified:
+        raise StaleGenerations
+
+
+def generations_seen(values: dict[str, int] | str) -> None:
+    """Take counters read by a statement (a dict, or :func:`vector_text`'s form) as this process's last read.
+
+    Drops the caches whose counter moved, as a request's own read does.
+    """
+    if isinstance(values, str):
+        numbers = [int(v) for v in values.split(",")]
+        values = dict(zip(NAMES, numbers, strict=True))
+    with _last_read_lock:
+        if values == _last_read:
+            return
+        for changed in [n for n in NAMES if _last_read.get(n) != values[n]]:
+            _forget(changed)
+        _last_read.clear()
+        _last_read.update(values)
 
 
 def generations_forget_all() -> None:

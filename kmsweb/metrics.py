@@ -42,6 +42,11 @@ AUDIT_WRITER_FAILURES = Counter(
     "kmsweb_audit_writer_failures_total",
     "Batches of audit events the group writer could not commit (their calls failed).",
 )
+GENERATION_RETRIES = Counter(
+    "kmsweb_api_generation_retries_total",
+    "Read-only KMS calls served again because a cached table changed while they ran on the cache "
+    "generations they assumed (their first attempt left no event and no answer).",
+)
 
 # Label values are bounded: an operation kmsweb does not know is "Unknown".
 _OPERATIONS = frozenset(operations.OPERATIONS)

@@ -60,10 +60,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the SigV4 API needs none of the dashboard's middleware below
+    # (it opens its own scope of kmsweb.generations).
+    "kmsweb.api.middleware.AwsApiMiddleware",
     # Before anything reads a cache: each request sees every change answered before it.
     "policies.middleware.CacheGenerationMiddleware",
-    # First: the SigV4 API needs none of the dashboard's middleware below.
-    "kmsweb.api.middleware.AwsApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "kmsweb.lib.public_url.PublicUrlMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

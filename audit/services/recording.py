@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services.writer import group_writer
+from kmsweb.generations import generations_check_sql, generations_unverified, generations_verify
 from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller
 from kmsweb.lib.errors import InternalError, KmsError
@@ -255,9 +256,14 @@ def audit_record(
         "key_id": str(keys[0].id) if keys else (key_arns[0].rsplit("/", 1)[-1] if key_arns else ""),
         "principal_arn": caller.principal_arn,
     }
+    unverified = generations_unverified()
     if grouped and _may_group():
-        group_writer(router.db_for_write(AuditEvent)).commit(values)
+        group_writer(router.db_for_write(AuditEvent)).commit(values, verify=unverified)
         return None
+    if unverified is not None:
+        # The call assumed the cache generations: check them before its event
+        # is written (in its transaction, when it has one).
+        generations_verify(unverified)
     return _insert(values)
 
 
@@ -377,7 +383,9 @@ def _row_params(values: dict[str, Any], connection: BaseDatabaseWrapper) -> list
     return params
 
 
-def insert_many(rows: Sequence[dict[str, Any]], *, using: str) -> None:
+def insert_many(
+    rows: Sequence[dict[str, Any]], *, using: str, checks: Sequence[str | None] | None = None
+) -> tuple[str, set[Any]] | None:
     """Insert several events (each as ``_insert`` takes it) with one statement (atomic on its own in autocommit).
 
     PostgreSQL: one INSERT of ``unnest`` over an array per column
@@ -385,21 +393,35 @@ def insert_many(rows: Sequence[dict[str, Any]], *, using: str) -> None:
     prepared once per connection, and one round trip (``COPY`` takes two,
     and its statement is parsed each time). Elsewhere one multi-row INSERT.
     Used by the group writer (``audit.services.writer``); returns no ids.
+
+    ``checks`` (PostgreSQL only): per event, the cache generations its call
+    assumed (``kmsweb.generations.vector_text``), or None. When any is
+    given, an event is written only if its generations are those of the
+    table when the statement runs, and the answer is those generations and
+    the ``event_id`` of every event written.
     """
     connection = connections[using]
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
     names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
     params = [_row_params(values, connection) for values in rows]
+    checked = checks is not None and any(c is not None for c in checks)
     if connection.vendor == "postgresql":
         columns = [list(column) for column in zip(*params, strict=True)]
+        if checked:
+            assert checks is not None  # checked says so
+            now, written = _insert_direct_row(connection, _checked_unnest_sql(connection), [*columns, list(checks)])
+            return str(now), set(written or ())
         _insert_direct(connection, _unnest_sql(connection), columns, returning=False)
-        return
+        return None
+    if checked:
+        raise RuntimeError("only PostgreSQL checks the cache generations of a batch")
     one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(params))}",  # noqa: S608
             [p for row in params for p in row],
         )
+    return None
 
 
 @lru_cache(maxsize=4)
@@ -414,12 +436,57 @@ def _unnest_sql(connection: BaseDatabaseWrapper) -> str:
     The same text whatever the batch's size, so it is prepared once per
     connection, and one round trip.
     """
-    return _unnest_sql_for(
+    return _unnest_sql_for(*_unnest_parts(connection))
+
+
+def _unnest_parts(connection: BaseDatabaseWrapper) -> tuple[str, str, str, tuple[str, ...]]:
+    return (
         connection.vendor,
         connection.ops.quote_name(AuditEvent._meta.db_table),
         ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS),
         tuple(str(f.db_type(connection)) for f in _COLUMNS),
     )
+
+
+@lru_cache(maxsize=4)
+def _checked_unnest_sql_for(vendor: str, table: str, names: str, types: tuple[str, ...]) -> str:
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    columns = ", ".join(f"c{i}" for i in range(len(types)))
+    # The generations are read once, in the statement's snapshot, which is
+    # taken after every call of the batch started and made its lookups.
+    return (
+        f"WITH now AS (SELECT {generations_check_sql()} AS generations), "  # noqa: S608 - the model's own names
+        f"written AS (INSERT INTO {table} ({names}) SELECT {columns} "
+        f"FROM unnest({arrays}, %s::text[]) AS e({columns}, assumed), now "
+        "WHERE e.assumed IS NULL OR e.assumed = now.generations "
+        "RETURNING event_id) "
+        "SELECT now.generations, (SELECT array_agg(event_id) FROM written) FROM now"
+    )
+
+
+def _checked_unnest_sql(connection: BaseDatabaseWrapper) -> str:
+    """``_unnest_sql`` writing only the events whose assumed generations hold, and telling which it wrote."""
+    return _checked_unnest_sql_for(*_unnest_parts(connection))
+
+
+def _direct_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """The connection's plain psycopg cursor for the audit INSERTs (see ``_insert_direct``)."""
+    import psycopg  # only reached on PostgreSQL
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    pg = connection.connection
+    if settings.KMSWEB_DB_PREPARED_STATEMENTS and pg.prepare_threshold is None:
+        # Django turns psycopg's preparation off (None): allow it for queries
+        # that ask (prepare=True), without ever preparing the ORM's on its own.
+        pg.prepare_threshold = _PREPARE_WHEN_ASKED
+    # One plain cursor per driver connection, kept on Django's wrapper and
+    # reused by every INSERT until the connection is replaced.
+    cursor = getattr(connection, "_kmsweb_audit_cursor", None)
+    if cursor is None or cursor.connection is not pg or cursor.closed:
+        cursor = psycopg.Cursor(pg)
+        setattr(connection, "_kmsweb_audit_cursor", cursor)  # noqa: B010 - one per connection, beside Django's
+    return cursor
 
 
 def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, returning: bool = True) -> int:
@@ -435,22 +502,8 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any],
     then skips parsing and planning the 23-column INSERT on every call.
     Query logging (``connection.queries``) does not list it.
     """
-    import psycopg  # only reached on PostgreSQL
-
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    pg = connection.connection
+    cursor = _direct_cursor(connection)
     prepare = settings.KMSWEB_DB_PREPARED_STATEMENTS
-    if prepare and pg.prepare_threshold is None:
-        # Django turns psycopg's preparation off (None): allow it for queries
-        # that ask (prepare=True), without ever preparing the ORM's on its own.
-        pg.prepare_threshold = _PREPARE_WHEN_ASKED
-    # One plain cursor per driver connection, kept on Django's wrapper and
-    # reused by every INSERT until the connection is replaced.
-    cursor = getattr(connection, "_kmsweb_audit_cursor", None)
-    if cursor is None or cursor.connection is not pg or cursor.closed:
-        cursor = psycopg.Cursor(pg)
-        setattr(connection, "_kmsweb_audit_cursor", cursor)  # noqa: B010 - one per connection, beside Django's
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=prepare)
         if not returning:
@@ -459,6 +512,17 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any],
     if row is None:
         raise InternalError("The audit INSERT returned no id.")
     return int(row[0])
+
+
+def _insert_direct_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """``_insert_direct`` for a statement answering one row: that row."""
+    cursor = _direct_cursor(connection)
+    with connection.wrap_database_errors:
+        cursor.execute(sql, params, prepare=settings.KMSWEB_DB_PREPARED_STATEMENTS)
+        row = cursor.fetchone()
+    if row is None:
+        raise InternalError("The audit INSERT answered no row.")
+    return tuple(row)
 
 
 @dataclass

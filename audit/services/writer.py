@@ -19,6 +19,11 @@ The order in which events commit is not their id order across processes;
 the sealer waits for every transaction writing audit rows before it seals
 (``audit.services.sealing``), so a batch is sealed like any other writer.
 
+A call that assumed the cache generations instead of reading them hands
+them over with its event (``verify``): the batch's statement writes its
+event only if they still hold (``kmsweb.generations``), and the call whose
+event was left out raises ``StaleGenerations`` and is answered again.
+
 When the commit fails, every call of the batch fails with
 ``AuditWriteFailed`` (``KMSInternalException``, HTTP 500) and no result:
 its work is discarded, no plaintext leaves. A lost connection can fail the
@@ -43,6 +48,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from audit.models import AuditEvent
 from kmsweb import metrics
+from kmsweb.generations import StaleGenerations, generations_seen
 from kmsweb.lib.errors import InternalError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +76,8 @@ class AuditWriteFailed(InternalError):
 @dataclass(slots=True)
 class _Pending:
     values: dict[str, Any]
+    # The generations the call assumed, to be checked by the statement (None: nothing to check).
+    verify: str | None = None
     taken: bool = False
     done: bool = False
     error: BaseException | None = None
@@ -100,13 +108,16 @@ class GroupWriter:
         self._queue: list[_Pending] = []
         self._leading = 0
 
-    def commit(self, values: dict[str, Any]) -> None:
+    def commit(self, values: dict[str, Any], verify: str | None = None) -> None:
         """Write ``values`` (one event's columns) and return once its transaction committed.
 
-        Raises ``AuditWriteFailed`` when it did not.
+        ``verify``: the cache generations the call assumed (``vector_text``);
+        the event is written only if they still hold. Raises
+        ``StaleGenerations`` when they did not (nothing written), and
+        ``AuditWriteFailed`` when the commit failed.
         """
         values.setdefault("event_id", uuid.uuid4())
-        pending = _Pending(values)
+        pending = _Pending(values, verify)
         cond = self._cond
         with cond:
             self._queue.append(pending)
@@ -134,6 +145,8 @@ class GroupWriter:
                     self._leading -= 1
                     cond.notify_all()
         if pending.error is not None:
+            if isinstance(pending.error, StaleGenerations):
+                raise StaleGenerations
             failed = AuditWriteFailed("An internal error occurred.")
             failed.audited = True
             raise failed from pending.error
@@ -141,62 +154,66 @@ class GroupWriter:
     def _write(self, batch: list[_Pending]) -> list[BaseException | None] | None:
         """Commit ``batch``; None when all of it committed, else each event's error (None: committed)."""
         started = time.perf_counter()
-        rows = [p.values for p in batch]
         try:
-            _write_rows(rows, self.alias)
+            outcome = _write_batch(batch, self.alias)
         except Exception as exc:
-            outcome = self._after_failure(exc, rows)
-        else:
-            outcome = None
+            outcome = self._after_failure(exc, batch)
         elapsed = time.perf_counter() - started
-        failed = 0 if outcome is None else sum(1 for e in outcome if e is not None)
+        failed = stale = 0
+        if outcome is not None:
+            stale = sum(1 for e in outcome if isinstance(e, StaleGenerations))
+            failed = sum(1 for e in outcome if e is not None) - stale
         now = time.monotonic()
         self.state.batches += 1
-        self.state.events += len(batch) - failed
+        self.state.events += len(batch) - failed - stale
         if failed:
             self.state.failures += 1
             self.state.last_failure = now
             metrics.AUDIT_WRITER_FAILURES.inc()
         else:
             self.state.last_success = now
-        metrics.AUDIT_WRITER_BATCH.observe(len(batch))
+        metrics.AUDIT_WRITER_BATCH.observe(len(batch) - failed - stale)
         metrics.AUDIT_WRITER_COMMIT.observe(elapsed)
         return outcome
 
-    def _after_failure(self, exc: Exception, rows: Sequence[dict[str, Any]]) -> list[BaseException | None] | None:
+    def _after_failure(self, exc: Exception, batch: Sequence[_Pending]) -> list[BaseException | None] | None:
         connection = connections[self.alias]
         if not isinstance(exc, OperationalError | InterfaceError) and isinstance(exc, DatabaseError):
             # The database refused a row, the connection is fine: write the
             # events one by one so that only the refused one fails.
-            logger.warning("audit batch of %d refused (%s); writing its events one by one", len(rows), exc)
+            logger.warning("audit batch of %d refused (%s); writing its events one by one", len(batch), exc)
             errors: list[BaseException | None] = []
-            for row in rows:
+            for pending in batch:
                 try:
-                    _write_rows([row], self.alias)
-                    errors.append(None)
-                except Exception as one:
-                    errors.append(one)
+                    one = _write_batch([pending], self.alias)
+                    errors.append(None if one is None else one[0])
+                except Exception as error:
+                    errors.append(error)
             return errors
-        logger.error("audit batch of %d failed to commit: %s", len(rows), exc)
+        logger.error("audit batch of %d failed to commit: %s", len(batch), exc)
         # The connection is broken or its COMMIT's outcome unknown: a new
-        # connection tells whether the batch is durable.
+        # connection tells which of the batch's events are durable.
         try:
             connection.close()
         except Exception:  # closing a broken connection may raise; it is closed either way
             logger.debug("closing the audit writer's broken connection", exc_info=True)
+        ids = [p.values["event_id"] for p in batch]
         try:
-            found = AuditEvent.objects.using(self.alias).filter(event_id__in=[r["event_id"] for r in rows]).count()
+            there = AuditEvent.objects.using(self.alias).filter(event_id__in=ids)
+            found = set(there.values_list("event_id", flat=True))
         except Exception:
             logger.exception("audit batch outcome unknown: the database cannot be reached")
             try:
                 connection.close()
             except Exception:
                 logger.debug("closing the audit writer's connection", exc_info=True)
-            return [exc] * len(rows)
-        if found == len(rows):
-            logger.warning("audit batch of %d committed although its COMMIT reported an error", len(rows))
+            return [exc] * len(batch)
+        if len(found) == len(batch):
+            logger.warning("audit batch of %d committed although its COMMIT reported an error", len(batch))
             return None
-        return [exc] * len(rows)
+        # An event that is not there failed, whether its check would have
+        # passed or not: its call fails, unanswered.
+        return [None if event_id in found else exc for event_id in ids]
 
     def failing(self) -> bool:
         """Whether the last commit failed within ``FAILING_FOR_SECONDS``, with no success since."""
@@ -208,22 +225,33 @@ class GroupWriter:
         return time.monotonic() - state.last_failure < FAILING_FOR_SECONDS
 
 
-def _write_rows(rows: Sequence[dict[str, Any]], alias: str) -> None:
-    """Write ``rows`` with one statement in autocommit: atomic on its own, and durable when it returns.
+def _write_batch(batch: Sequence[_Pending], alias: str) -> list[BaseException | None] | None:
+    """Write ``batch`` with one statement in autocommit: atomic on its own, and durable when it returns.
 
-    One event: the prepared single-row INSERT (the cheapest for one row);
-    more: one multi-row INSERT (``insert_many``). No BEGIN or
-    COMMIT round trips: a single statement is its own transaction.
+    None when every event was written; else, per event, ``StaleGenerations``
+    for an event left out by its check (None: written). One event with
+    nothing to check: the prepared single-row INSERT (the cheapest for one
+    row); otherwise one multi-row INSERT (``insert_many``), which checks the
+    events' generations. No BEGIN or COMMIT round trips: a single statement
+    is its own transaction.
     """
     from audit.services.recording import _insert, insert_many  # recording hands its events to this module
 
     connection = connections[alias]
     if connection.in_atomic_block or not connection.get_autocommit():
         raise RuntimeError("the group writer writes in autocommit only")
-    if len(rows) == 1:
-        _insert(rows[0])
-    else:
-        insert_many(rows, using=alias)
+    checks = [p.verify for p in batch]
+    if len(batch) == 1 and checks[0] is None:
+        _insert(batch[0].values)
+        return None
+    checked = insert_many([p.values for p in batch], using=alias, checks=checks)
+    if checked is None:
+        return None
+    now, written = checked
+    generations_seen(now)
+    if len(written) == len(batch):
+        return None
+    return [None if p.values["event_id"] in written else StaleGenerations() for p in batch]
 
 
 _writers: dict[str, GroupWriter] = {}

@@ -181,3 +181,39 @@ def test_it_refuses_the_next_request_after_a_change_whatever_the_cache_holds(
     with caches_left_as_they_were():
         deactivate(key_admin)
     assert error_code(admin.list_keys) == "UnrecognizedClientException"
+
+
+@pytest.mark.postgres
+def test_a_call_on_assumed_generations_after_a_revocation_is_served_again_and_audited_once(
+    kms_client: Callable[..., Any], key_admin: Persona, make_persona: Callable[..., Persona]
+) -> None:
+    """A read-only call on PostgreSQL assumes the generations this process saw last (no read).
+
+    After a revocation whose bump this process has not read, the next
+    Encrypt assumes the old generations and finds the revoked grant in the
+    cache; its event's statement sees the bump, writes nothing, and the
+    call is served again on the generations read: refused, with one event,
+    the refusal.
+    """
+    from audit.models import AuditEvent
+    from kmsweb import metrics
+
+    app = make_persona("app", policy=None)
+    admin, as_app = kms_client(key_admin), kms_client(app)
+    key_id = admin.create_key()["KeyMetadata"]["KeyId"]
+    made = admin.create_grant(KeyId=key_id, GranteePrincipal=app.principal.arn, Operations=["Encrypt"])
+    as_app.encrypt(KeyId=key_id, Plaintext=DATA, GrantTokens=[made["GrantToken"]])
+    as_app.encrypt(KeyId=key_id, Plaintext=DATA)  # assumed generations, the grant cached
+    with caches_left_as_they_were():
+        admin.revoke_grant(KeyId=key_id, GrantId=made["GrantId"])
+    retries = metrics.GENERATION_RETRIES._value.get()
+    last_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+
+    assert error_code(as_app.encrypt, KeyId=key_id, Plaintext=DATA) == "AccessDeniedException"
+
+    assert metrics.GENERATION_RETRIES._value.get() == retries + 1
+    events = list(AuditEvent.objects.filter(id__gt=last_event).values_list("event_name", "error_code"))
+    assert events == [("Encrypt", "AccessDeniedException")]
+    # The call after it reads nothing again: it assumes the generations its predecessor read.
+    assert error_code(as_app.encrypt, KeyId=key_id, Plaintext=DATA) == "AccessDeniedException"
+    assert metrics.GENERATION_RETRIES._value.get() == retries + 1

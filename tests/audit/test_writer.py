@@ -10,6 +10,7 @@ killed under load) is in tests/api/test_audit_group_commit.py.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +21,9 @@ from django.db import connection, connections, transaction
 from audit.models import AuditEvent
 from audit.services import recording
 from audit.services.recording import audited
-from audit.services.writer import AuditWriteFailed, group_writer
+from audit.services.writer import AuditWriteFailed, _Pending, _write_batch, group_writer
 from keys.models import Key
+from kmsweb import generations
 from kmsweb.lib.errors import InternalError
 from tests.conftest import Persona
 
@@ -156,3 +158,82 @@ def test_a_read_only_call_whose_event_fails_returns_nothing_and_records_nothing(
     assert released == []
     assert not AuditEvent.objects.filter(request_id=caller.request_id).exists()
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_writes_only_the_events_whose_assumed_generations_still_hold(key_admin: Persona) -> None:
+    """A call that assumed the cache generations gets its event only if they hold when the batch commits.
+
+    Three calls commit together: one assumed today's generations, one
+    yesterday's (a grant was revoked since), one read them (nothing to
+    check). The stale one is left out and raises ``StaleGenerations``; the
+    others are written, and the process takes the generations the
+    statement saw as its last read.
+    """
+    now = generations.generations_read()
+    stale = {**now, generations.GRANTS: now[generations.GRANTS] - 1}
+    calls = [
+        ("fresh", generations.vector_text(now)),
+        ("stale", generations.vector_text(stale)),
+        ("unchecked", None),
+    ]
+    values = {
+        name: {
+            "event_name": "Encrypt",
+            "event_time": datetime.now(UTC),
+            "request_id": f"{name}-{key_admin.access_key_id}",
+            "read_only": True,
+            "user_identity": {"type": "IAMUser"},
+            "resources": [],
+            "recipient_account_id": key_admin.account_id,
+        }
+        for name, _ in calls
+    }
+    # Written as one batch, with the writer's own statement.
+    generations.generations_seen(stale)  # the process last saw yesterday's
+    batch = [_Pending(values[name], check) for name, check in calls]
+    for pending in batch:
+        pending.values["event_id"] = uuid.uuid4()
+    outcome = _write_batch(batch, "default")
+
+    assert outcome is not None
+    assert [type(e).__name__ if e else None for e in outcome] == [None, "StaleGenerations", None]
+    written = set(AuditEvent.objects.filter(event_name="Encrypt").values_list("request_id", flat=True))
+    assert written == {f"fresh-{key_admin.access_key_id}", f"unchecked-{key_admin.access_key_id}"}
+    assert generations._last_read == now  # learnt from the statement
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_call_on_stale_generations_raises_and_leaves_no_event(key_admin: Persona) -> None:
+    """Through the writer's front door, and through the direct INSERT of a call in a transaction."""
+    now = generations.generations_read()
+    stale = generations.vector_text({**now, generations.KEYS: now[generations.KEYS] - 1})
+    with pytest.raises(generations.StaleGenerations):
+        _writer().commit(
+            {
+                "event_name": "Decrypt",
+                "event_time": datetime.now(UTC),
+                "request_id": "stale-grouped",
+                "user_identity": {},
+                "resources": [],
+            },
+            verify=stale,
+        )
+    with pytest.raises(generations.StaleGenerations), transaction.atomic():
+        generations.generations_verify(stale)
+    assert not AuditEvent.objects.filter(request_id="stale-grouped").exists()
+    # Today's generations pass both ways.
+    _writer().commit(
+        {
+            "event_name": "Decrypt",
+            "event_time": datetime.now(UTC),
+            "request_id": "fresh-grouped",
+            "user_identity": {},
+            "resources": [],
+        },
+        verify=generations.vector_text(now),
+    )
+    generations.generations_verify(generations.vector_text(now))
+    assert AuditEvent.objects.filter(request_id="fresh-grouped").count() == 1
