@@ -385,11 +385,11 @@ def _row_params(values: dict[str, Any], connection: BaseDatabaseWrapper) -> list
 
 def insert_many(
     rows: Sequence[dict[str, Any]], *, using: str, checks: Sequence[str | None] | None = None
-) -> tuple[str, set[Any]] | None:
+) -> set[Any] | None:
     """Insert several events (each as ``_insert`` takes it) with one statement (atomic on its own in autocommit).
 
     PostgreSQL: one INSERT of ``unnest`` over an array per column
-    (``_unnest_sql``): the same statement whatever the number of events, so
+    (``_statement``): the same statement whatever the number of events, so
     prepared once per connection, and one round trip (``COPY`` takes two,
     and its statement is parsed each time). Elsewhere one multi-row INSERT.
     Used by the group writer (``audit.services.writer``); returns no ids.
@@ -397,8 +397,8 @@ def insert_many(
     ``checks`` (PostgreSQL only): per event, the cache generations its call
     assumed (``kmsweb.generations.vector_text``), or None. When any is
     given, an event is written only if its generations are those of the
-    table when the statement runs, and the answer is those generations and
-    the ``event_id`` of every event written.
+    table when the statement runs, and the answer is the ``event_id`` of
+    every event written.
     """
     connection = connections[using]
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
@@ -409,9 +409,9 @@ def insert_many(
         columns = [list(column) for column in zip(*params, strict=True)]
         if checked:
             assert checks is not None  # checked says so
-            now, written = _insert_direct_row(connection, _checked_unnest_sql(connection), [*columns, list(checks)])
-            return str(now), set(written or ())
-        _insert_direct(connection, _unnest_sql(connection), columns, returning=False)
+            sql = _statement(connection, "checked_unnest")
+            return set(_insert_direct_rows(connection, sql, [*columns, list(checks)]))
+        _insert_direct(connection, _statement(connection, "unnest"), columns, returning=False)
         return None
     if checked:
         raise RuntimeError("only PostgreSQL checks the cache generations of a batch")
@@ -424,49 +424,59 @@ def insert_many(
     return None
 
 
-@lru_cache(maxsize=4)
-def _unnest_sql_for(vendor: str, table: str, names: str, types: tuple[str, ...]) -> str:
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
-    return f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608 - the model's own names
+# The PostgreSQL statements of the group writer, built once per database vendor.
+_STATEMENTS: dict[tuple[str, str], str] = {}
 
 
-def _unnest_sql(connection: BaseDatabaseWrapper) -> str:
-    """One INSERT for any number of events on PostgreSQL: a column array per parameter, unnested.
+def _statement(connection: BaseDatabaseWrapper, kind: str) -> str:
+    """One of the writer's statements (``unnest``, ``checked_unnest``, ``checked_one``) for this database.
 
-    The same text whatever the batch's size, so it is prepared once per
-    connection, and one round trip.
+    ``unnest``: one INSERT for any number of events, a column array per
+    parameter, unnested: the same text whatever the batch's size, so
+    prepared once per connection, and one round trip. ``checked_unnest``:
+    the same, writing only the events whose assumed generations hold (a
+    ``text[]`` of them last, NULL: nothing to check), and returning the
+    ``event_id`` of every event it wrote. ``checked_one``: that for a single
+    event, with plain parameters (no arrays to build), its assumed
+    generations last. The generations are read once per statement, in its
+    snapshot, which is taken after every call of the batch started and
+    made its lookups.
     """
-    return _unnest_sql_for(*_unnest_parts(connection))
+    key = (connection.vendor, kind)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(AuditEvent._meta.db_table)
+        names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
+        types = [str(f.db_type(connection)) for f in _COLUMNS]
+        columns = ", ".join(f"c{i}" for i in range(len(types)))
+        now = generations_check_sql()
+        if kind == "unnest":
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608 - the model's own names
+        elif kind == "checked_unnest":
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            sql = (
+                f"INSERT INTO {table} ({names}) SELECT {columns} "  # noqa: S608 - the model's own names
+                f"FROM unnest({arrays}, %s::text[]) AS e({columns}, assumed) "
+                f"WHERE e.assumed IS NULL OR e.assumed = {now} RETURNING event_id"
+            )
+        elif kind == "checked_one":
+            values = ", ".join(f"%s::{t}" for t in types)
+            sql = f"INSERT INTO {table} ({names}) SELECT {values} WHERE %s::text = {now} RETURNING event_id"  # noqa: S608
+        else:
+            raise ValueError(f"unknown statement {kind!r}")
+        _STATEMENTS[key] = sql
+    return sql
 
 
-def _unnest_parts(connection: BaseDatabaseWrapper) -> tuple[str, str, str, tuple[str, ...]]:
-    return (
-        connection.vendor,
-        connection.ops.quote_name(AuditEvent._meta.db_table),
-        ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS),
-        tuple(str(f.db_type(connection)) for f in _COLUMNS),
-    )
+def insert_checked(values: dict[str, Any], assumed: str) -> bool:
+    """Insert one event (as ``_insert`` takes it) only if the cache generations are ``assumed`` (PostgreSQL).
 
-
-@lru_cache(maxsize=4)
-def _checked_unnest_sql_for(vendor: str, table: str, names: str, types: tuple[str, ...]) -> str:
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
-    columns = ", ".join(f"c{i}" for i in range(len(types)))
-    # The generations are read once, in the statement's snapshot, which is
-    # taken after every call of the batch started and made its lookups.
-    return (
-        f"WITH now AS (SELECT {generations_check_sql()} AS generations), "  # noqa: S608 - the model's own names
-        f"written AS (INSERT INTO {table} ({names}) SELECT {columns} "
-        f"FROM unnest({arrays}, %s::text[]) AS e({columns}, assumed), now "
-        "WHERE e.assumed IS NULL OR e.assumed = now.generations "
-        "RETURNING event_id) "
-        "SELECT now.generations, (SELECT array_agg(event_id) FROM written) FROM now"
-    )
-
-
-def _checked_unnest_sql(connection: BaseDatabaseWrapper) -> str:
-    """``_unnest_sql`` writing only the events whose assumed generations hold, and telling which it wrote."""
-    return _checked_unnest_sql_for(*_unnest_parts(connection))
+    Answers whether it wrote the event.
+    """
+    connection = connections[router.db_for_write(AuditEvent)]
+    sql = _statement(connection, "checked_one")
+    return bool(_insert_direct_rows(connection, sql, [*_row_params(values, connection), assumed]))
 
 
 def _direct_cursor(connection: BaseDatabaseWrapper) -> Any:
@@ -514,15 +524,12 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any],
     return int(row[0])
 
 
-def _insert_direct_row(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> tuple[Any, ...]:
-    """``_insert_direct`` for a statement answering one row: that row."""
+def _insert_direct_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[Any]:
+    """``_insert_direct`` for a statement returning a column of any number of rows: their values."""
     cursor = _direct_cursor(connection)
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=settings.KMSWEB_DB_PREPARED_STATEMENTS)
-        row = cursor.fetchone()
-    if row is None:
-        raise InternalError("The audit INSERT answered no row.")
-    return tuple(row)
+        return [row[0] for row in cursor.fetchall()]
 
 
 @dataclass

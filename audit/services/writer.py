@@ -48,7 +48,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from audit.models import AuditEvent
 from kmsweb import metrics
-from kmsweb.generations import StaleGenerations, generations_seen
+from kmsweb.generations import StaleGenerations
 from kmsweb.lib.errors import InternalError
 
 logger = logging.getLogger(__name__)
@@ -229,27 +229,25 @@ def _write_batch(batch: Sequence[_Pending], alias: str) -> list[BaseException | 
     """Write ``batch`` with one statement in autocommit: atomic on its own, and durable when it returns.
 
     None when every event was written; else, per event, ``StaleGenerations``
-    for an event left out by its check (None: written). One event with
-    nothing to check: the prepared single-row INSERT (the cheapest for one
-    row); otherwise one multi-row INSERT (``insert_many``), which checks the
-    events' generations. No BEGIN or COMMIT round trips: a single statement
+    for an event left out by its check (None: written). One event: the
+    prepared single-row INSERT (the cheapest for one row), checked or not;
+    more: one multi-row INSERT (``insert_many``), which checks the events'
+    generations. No BEGIN or COMMIT round trips: a single statement
     is its own transaction.
     """
-    from audit.services.recording import _insert, insert_many  # recording hands its events to this module
+    from audit.services.recording import _insert, insert_checked, insert_many  # recording hands its events here
 
     connection = connections[alias]
     if connection.in_atomic_block or not connection.get_autocommit():
         raise RuntimeError("the group writer writes in autocommit only")
     checks = [p.verify for p in batch]
-    if len(batch) == 1 and checks[0] is None:
-        _insert(batch[0].values)
-        return None
-    checked = insert_many([p.values for p in batch], using=alias, checks=checks)
-    if checked is None:
-        return None
-    now, written = checked
-    generations_seen(now)
-    if len(written) == len(batch):
+    if len(batch) == 1:
+        if checks[0] is None:
+            _insert(batch[0].values)
+            return None
+        return None if insert_checked(batch[0].values, checks[0]) else [StaleGenerations()]
+    written = insert_many([p.values for p in batch], using=alias, checks=checks)
+    if written is None or len(written) == len(batch):
         return None
     return [None if p.values["event_id"] in written else StaleGenerations() for p in batch]
 
