@@ -10,6 +10,7 @@ killed under load) is in tests/api/test_audit_group_commit.py.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -234,3 +235,40 @@ def test_a_call_on_stale_generations_raises_and_leaves_no_event(key_admin: Perso
     )
     generations.generations_verify(generations.vector_text(now))
     assert AuditEvent.objects.filter(request_id="fresh-grouped").count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_leader_waits_for_calls_arriving_together_when_asked(key_admin: Persona, settings: Any) -> None:
+    """``KMSWEB_AUDIT_GROUP_WAIT_US``: after a batch of several, the next leader waits for the calls on their way.
+
+    Eight calls arriving 40 ms apart, the previous batch having held
+    several events, and a wait longer than they all take to arrive: they
+    share one or two commits (without the wait, each would have its own).
+    """
+    settings.KMSWEB_AUDIT_GROUP_WAIT_US = 1_000_000
+    writer = _writer()
+    writer._last_batch = 2  # the previous batch held several events
+    threads = 8
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+    batches = writer.state.batches
+
+    def work(n: int) -> None:
+        try:
+            start.wait()
+            time.sleep(0.04 * n)
+            recording.audit_record(caller=key_admin.caller(), event_name="GenerateRandom", grouped=True)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert AuditEvent.objects.filter(event_name="GenerateRandom").count() == threads
+    assert writer.state.batches - batches <= 2
