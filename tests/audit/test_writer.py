@@ -33,6 +33,28 @@ def _writer() -> Any:
     return group_writer("default")
 
 
+def _in_threads(threads: int, work: Callable[[int], None]) -> list[BaseException]:
+    """Run ``work(n)`` in ``threads`` threads released together; the errors they raised."""
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            start.wait()
+            work(n)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return errors
+
+
 @pytest.fixture(autouse=True)
 def _groupable() -> None:
     """A live server started earlier in the run shares the in-memory SQLite
@@ -94,27 +116,14 @@ def test_it_commits_concurrent_events_together(key_admin: Persona, make_key: Cal
         "read_only": True,
         "event_time": at,
     }
-    start = threading.Barrier(threads)
-    errors: list[BaseException] = []
     writer = _writer()
     batches, events = writer.state.batches, writer.state.events
 
     def work(n: int) -> None:
-        try:
-            start.wait()
-            for _ in range(each):
-                recording.audit_record(**fields, grouped=True)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for _ in range(each):
+            recording.audit_record(**fields, grouped=True)
 
-    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
+    assert _in_threads(threads, work) == []
     assert AuditEvent.objects.filter(event_name="GenerateRandom").count() == threads * each
     assert writer.state.events - events == threads * each
     # Fewer transactions than events: calls waited for one commit and shared the next.
@@ -250,25 +259,12 @@ def test_a_leader_waits_for_calls_arriving_together_when_asked(key_admin: Person
     writer = _writer()
     writer._last_batch = 2  # the previous batch held several events
     threads = 8
-    start = threading.Barrier(threads)
-    errors: list[BaseException] = []
     batches = writer.state.batches
 
     def work(n: int) -> None:
-        try:
-            start.wait()
-            time.sleep(0.04 * n)
-            recording.audit_record(caller=key_admin.caller(), event_name="GenerateRandom", grouped=True)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        time.sleep(0.04 * n)
+        recording.audit_record(caller=key_admin.caller(), event_name="GenerateRandom", grouped=True)
 
-    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
+    assert _in_threads(threads, work) == []
     assert AuditEvent.objects.filter(event_name="GenerateRandom").count() == threads
     assert writer.state.batches - batches <= 2
