@@ -8,7 +8,6 @@ neither is configured.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from keys.services.material import root_keyring_forget
 from kmsweb.health import CHECKS, readiness_cache_clear
 from kmsweb.lib.caller import Caller
 from tests.conftest import Persona
+from tests.gunicorn_nodes import free_port
 
 TOKEN = "metrics-token-0123456789abcdef"
 
@@ -44,12 +44,6 @@ def _fresh_readiness(settings: Any, tmp_path: Path) -> Iterator[None]:
     yield
     readiness_cache_clear()
     root_keyring_forget()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ready(client: Client) -> tuple[int, dict[str, Any]]:
@@ -72,7 +66,7 @@ def test_it_is_ready_when_every_component_is(client: Client) -> None:
 
 @pytest.mark.django_db
 def test_it_is_not_ready_when_the_broker_is_unreachable(client: Client, settings: Any) -> None:
-    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{_free_port()}/0"
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
     status, body = _ready(client)
     assert (status, body) == (503, {"status": "failing", "failing": ["broker"]})
 
@@ -109,7 +103,7 @@ def test_it_is_not_ready_while_the_audit_writer_fails(client: Client, key_admin:
 
 @pytest.mark.django_db
 def test_its_answer_names_components_only(client: Client, settings: Any, tmp_path: Path) -> None:
-    settings.CELERY_BROKER_URL = f"redis://user:hunter2@127.0.0.1:{_free_port()}/0"
+    settings.CELERY_BROKER_URL = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
     settings.KMSWEB_ROOT_KEY_FILE = str(tmp_path / "missing-root-key")
     settings.KMSWEB_ROOT_KEY = None
     root_keyring_forget()

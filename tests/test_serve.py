@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,13 +26,9 @@ import pytest
 from botocore.config import Config
 from django.conf import settings
 
+from tests.gunicorn_nodes import free_port
+
 START_SECONDS = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _clean_env(var: Path, **extra: str) -> dict[str, str]:
@@ -95,7 +90,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, 
         [sys.executable, manage, "create_access_key", "admin"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     key_id, secret = made.stdout.split()
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603
@@ -185,7 +180,7 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
         pytest.skip("needs redis-server")
     from celery import Celery
 
-    port = _free_port()
+    port = free_port()
     redis_url = f"redis://127.0.0.1:{port}/0"
 
     def start_redis() -> subprocess.Popen[bytes]:

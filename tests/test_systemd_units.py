@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+from tests.gunicorn_nodes import free_port
 
 UNITS = Path(settings.BASE_DIR) / "deploy" / "systemd"
 INSTALL = "/opt/kmsweb"
@@ -92,12 +93,6 @@ def expand(command: str, env: dict[str, str]) -> list[str]:
     return argv
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait(condition: Callable[[], bool], what: str, log: Path, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + START_SECONDS
     while not condition():
@@ -132,7 +127,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # The embedded broker's folders (production sets REDIS_URL; `manage.py serve` makes these too).
     for folder in ("queue", "processed", "control"):
         (var / "broker" / folder).mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     (base / "web.env").write_text(f"KMSWEB_BIND=127.0.0.1:{port}\nKMSWEB_WEB_WORKERS=1\n", encoding="utf-8")
     (base / "worker.env").write_text("KMSWEB_WORKER_CONCURRENCY=1\n", encoding="utf-8")
     return {
