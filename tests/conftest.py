@@ -93,12 +93,13 @@ def _live_servers_run_kmswebs_handler() -> Iterator[None]:
     """
     import django.test.testcases as testcases
 
-    from tests.live_server import CountingHandler  # KmswebWSGIHandler, counting requests in flight
+    from tests.live_server import CountingHandler, CountingServer  # counting requests in flight
 
-    original = testcases.WSGIHandler
+    original = testcases.WSGIHandler, testcases.LiveServerThread.server_class
     testcases.WSGIHandler = CountingHandler
+    testcases.LiveServerThread.server_class = CountingServer
     yield
-    testcases.WSGIHandler = original
+    testcases.WSGIHandler, testcases.LiveServerThread.server_class = original
 
 
 @pytest.fixture(autouse=True)
