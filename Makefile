@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 VAR ?= var
 PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (0: none). Each has its own test
+# database and Redis database (tests/conftest.py); two fit CI's two cores.
+PYTEST_WORKERS ?= 2
 
 # Settings find the secrets and the database under KMSWEB_VAR_DIR (var/ by
 # default), so manage.py run by hand beside `make run` needs no exports.
@@ -37,7 +40,7 @@ run: secrets
 # the end of the run, and the test database could not be dropped.
 test: export KMSWEB_DB_CONN_MAX_AGE = 0
 test: secrets
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # mypy's Django plugin loads the settings, which need the secrets.
 lint: secrets

@@ -210,6 +210,7 @@ _FIELDS = [
 
 def _lock_run() -> None:
     # Two runs (beat and a trigger) write one after the other; each diffs against what the other wrote.
+    # The lock is this database's (PostgreSQL scopes advisory locks by database).
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('kmsweb.compliance.evaluate'))")

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 import pytest
@@ -27,6 +28,39 @@ OTHER_ACCOUNT = "444455556666"
 # Fixtures shared across the test folders, defined outside a conftest; pytest
 # honours pytest_plugins only in the root conftest.
 pytest_plugins = ["tests.dashboard_fixtures"]
+
+REDIS_DATABASES = 16  # Redis's default `databases`
+
+
+def worker_redis_url(url: str, worker: str) -> str:
+    """REDIS_URL for the pytest-xdist worker ``worker`` ("gw0", "gw1", ...).
+
+    Each worker counts down from the URL's database (CI's /15 gives 15, 14),
+    so workers never share rate-limit windows, Celery queues or pidbox
+    replies, and the default database 0 is reached last.
+    """
+    index = int(worker.removeprefix("gw"))
+    if index >= REDIS_DATABASES:
+        raise pytest.UsageError(f"{REDIS_DATABASES} Redis databases are not enough for xdist worker {worker}")
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(base - index) % REDIS_DATABASES}"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-django loaded the settings before this conftest: change them, and
+    # the environment that child processes (gunicorn nodes, Celery) inherit.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not settings.REDIS_URL:
+        return
+    url = worker_redis_url(settings.REDIS_URL, worker)
+    os.environ["REDIS_URL"] = url
+    settings.REDIS_URL = url
+    settings.CELERY_BROKER_URL = url
+    from kmsweb import celery_app
+
+    if celery_app.configured:
+        celery_app.conf.broker_url = url
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -59,12 +93,13 @@ def _live_servers_run_kmswebs_handler() -> Iterator[None]:
     """
     import django.test.testcases as testcases
 
-    from tests.live_server import CountingHandler  # KmswebWSGIHandler, counting requests in flight
+    from tests.live_server import CountingHandler, CountingServer  # counting requests in flight
 
-    original = testcases.WSGIHandler
+    original = testcases.WSGIHandler, testcases.LiveServerThread.server_class
     testcases.WSGIHandler = CountingHandler
+    testcases.LiveServerThread.server_class = CountingServer
     yield
-    testcases.WSGIHandler = original
+    testcases.WSGIHandler, testcases.LiveServerThread.server_class = original
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,11 @@ broker) or on its own redis-server, from a clean environment.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +31,26 @@ from django.conf import settings
 from tests.gunicorn_nodes import free_port
 
 START_SECONDS = 90
+
+
+def _port_outside_the_ephemeral_range() -> int:
+    """A free port that no bind(0) and no outgoing connection of any process can be given.
+
+    For a server that stops and must come back on the same port: while it is
+    down, a port from the ephemeral range can be taken by another process's
+    bind(0) or outgoing connection (busy under pytest-xdist), or by a client
+    reconnecting to it (TCP self-connect), and the restart then fails.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10_000, low)  # noqa: S311 - a port, not a secret
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port between 10000 and {low}")
 
 
 def _clean_env(var: Path, **extra: str) -> dict[str, str]:
@@ -180,15 +202,17 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
         pytest.skip("needs redis-server")
     from celery import Celery
 
-    port = free_port()
+    port = _port_outside_the_ephemeral_range()
     redis_url = f"redis://127.0.0.1:{port}/0"
+    redis_log = tmp_path / "redis.log"
 
     def start_redis() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(  # noqa: S603
-            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with redis_log.open("ab") as out:
+            return subprocess.Popen(  # noqa: S603
+                [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     redis = start_redis()
     var = tmp_path / "var"
@@ -207,13 +231,18 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    probe = Celery("probe", broker=redis_url)
+    # Not this process's current app: later tests' tasks must not go to this Redis.
+    probe = Celery("probe", broker=redis_url, set_as_current=False)
+
+    def text() -> str:
+        return log_path.read_text(errors="replace")
 
     def log() -> str:
-        return log_path.read_text(errors="replace")[-6000:]
+        return text()[-6000:] + f"\n--- redis-server\n{redis_log.read_text(errors='replace')[-2000:]}"
 
     def pong() -> bool:
         assert worker.poll() is None, f"the worker exited:\n{log()}"
+        assert redis.poll() is None, f"redis-server exited:\n{log()}"
         try:
             replies = probe.control.ping(timeout=1.0) or []
         except Exception:
@@ -222,13 +251,16 @@ def test_a_worker_rides_out_a_redis_outage(tmp_path: Path) -> None:
 
     try:
         _wait(pong, "a pong from the worker", log)
+        # Each wait reads the log from the step it waits on (a slow start has its own retries).
+        outage = len(text())
         redis.terminate()
         redis.wait(timeout=30)
-        _wait(lambda: "Trying again in" in log(), "the worker noticed the outage", log)
+        _wait(lambda: "Trying again in" in text()[outage:], "the worker noticed the outage", log)
         # No retry limit: Celery's default (100 tries, about 50 minutes) ends with the worker exiting.
-        assert re.search(r"Trying again in [\d.]+ seconds\.\.\. \(1/None\)", log()), log()
+        assert re.search(r"Trying again in [\d.]+ seconds\.\.\. \(1/None\)", text()[outage:]), log()
+        back = len(text())
         redis = start_redis()
-        _wait(lambda: log().count("Connected to redis://") >= 2, "the worker reconnected", log)
+        _wait(lambda: "Connected to redis://" in text()[back:], "the worker reconnected", log)
         _wait(pong, "a pong after the outage", log)
         assert worker.poll() is None
         assert "Traceback" not in log_path.read_text(errors="replace"), log()

@@ -58,6 +58,9 @@ def _settled_cutoff(timeout: float = SETTLE_SECONDS) -> int | None:
         cur.execute(
             "SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks "
             "WHERE locktype = 'relation' AND relation = %s::regclass AND mode = 'RowExclusiveLock' "
+            # pg_locks shows the whole cluster, and a database made from another as
+            # its template has the same relation oids: only this database's writers.
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND pid <> pg_backend_pid()",
             [table],
         )
@@ -84,6 +87,8 @@ def _claim() -> bool:
     if connection.vendor != "postgresql":
         return True
     with connection.cursor() as cur:
+        # Advisory locks are scoped to the current database: kmsweb databases
+        # sharing a cluster (or pytest-xdist's test databases) never contend.
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [_LOCK_ID])
         return bool(cur.fetchone()[0])
 

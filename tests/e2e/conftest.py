@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.live_server import wait_idle
+from tests.live_server import wait_idle_after
 
 CHROMIUM = os.environ.get("KMSWEB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -65,7 +65,7 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
     context.close()
     # A request the page had started may still be served; the database is
     # flushed after this test, and must not be while it is.
-    assert wait_idle(), "the live server was still serving a request 10 s after the test"
+    assert wait_idle_after(live_server.url), "the live server was still serving a request 10 s after the test"
     # 4xx answers the test asked for (a refused forged POST) are not page errors.
     # 503: the error page of a test that takes a service (the identity provider) down.
     unexpected = [e for e in errors if "status of 4" not in e and "status of 503" not in e]

@@ -27,9 +27,9 @@ from kmsweb.lib.errors import AccessDenied
 from policies.services.grant_requests import grant_request_create
 from tests.conftest import Persona
 from tests.dashboard_fixtures import DashboardUser
-from tests.e2e.conftest import wait_idle
 from tests.e2e.test_dashboard import inventory, screenshot, sign_in  # noqa: F401  (inventory is a fixture)
 from tests.factories import PrincipalFactory
+from tests.live_server import wait_idle_after
 from tests.policies.test_grant_requests_views import caller_of
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -154,7 +154,7 @@ def sized_page(request: Any, browser: Any, live_server: Any) -> Iterator[Any]:
     tab.width_name = request.param
     yield tab
     context.close()
-    assert wait_idle()
+    assert wait_idle_after(live_server.url)
 
 
 def test_it_fits_every_page_in_the_window_at_desktop_and_phone_widths(
@@ -206,4 +206,4 @@ def test_it_folds_the_sidebar_into_a_menu_on_a_phone(
         expect(page.locator("#sidebar-nav")).to_be_hidden()
     finally:
         context.close()
-        assert wait_idle()
+        assert wait_idle_after(live_server.url)
