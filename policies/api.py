@@ -13,7 +13,6 @@ the dashboard, where approvers pass MFA.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,17 +22,15 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from audit.services import audit_rejected_request
+from audit.services import audit_internal_error, audit_rejected_request
 from keys.selectors import key_get_for
 from kmsweb.lib.caller import Caller, new_request_id
-from kmsweb.lib.errors import InternalError, KmsError, SerializationError, UnknownOperation, ValidationError
+from kmsweb.lib.errors import KmsError, SerializationError, UnknownOperation, ValidationError
 from kmsweb.lib.jsonbody import parse_body
 from kmsweb.lib.public_url import public_url
 from policies import selectors, services
 from policies.callers import anonymous_caller, caller_from_signature
 from policies.models import GrantRequest, GrantRequestState
-
-logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
 _STATUS = {
@@ -127,12 +124,7 @@ def serve_signed(
 
 def _internal_error(caller: Caller, event_name: str, request_id: str) -> HttpResponse:
     """A JSON 500 for what went wrong inside kmsweb, logged and audited when the audit trail can take it."""
-    logger.exception("internal error serving %s (request %s)", event_name, request_id)
-    error = InternalError("An internal error occurred.")
-    try:
-        audit_rejected_request(caller=caller, event_name=event_name, error=error)
-    except Exception:
-        logger.exception("could not audit internal error (request %s)", request_id)
+    error = audit_internal_error(caller=caller, event_name=event_name, request_id=request_id)
     return _json({"__type": error.code, "message": error.message}, 500, request_id)
 
 

@@ -4,6 +4,7 @@ sealing, verification, retention and exports."""
 from audit.services.recording import (
     REDACTED_MEMBERS,
     Operation,
+    audit_internal_error,
     audit_record,
     audit_rejected_request,
     audited,
@@ -15,6 +16,7 @@ from audit.services.recording import (
 __all__ = [
     "REDACTED_MEMBERS",
     "Operation",
+    "audit_internal_error",
     "audit_record",
     "audit_rejected_request",
     "audited",

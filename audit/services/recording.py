@@ -626,6 +626,22 @@ def audited(
         raise internal from exc
 
 
+def audit_internal_error(*, caller: Caller, event_name: str, request_id: str) -> InternalError:
+    """The ``InternalError`` to answer for the exception being handled: logged, and audited if the trail can take it.
+
+    For an entry point's last resort (the KMS API, the REST API): what went
+    wrong inside kmsweb is logged with its traceback; its event is recorded
+    unless the audit store is what failed.
+    """
+    logger.exception("internal error serving %s (request %s)", event_name, request_id)
+    error = InternalError("An internal error occurred.")
+    try:
+        audit_rejected_request(caller=caller, event_name=event_name, error=error)
+    except Exception:
+        logger.exception("could not audit internal error (request %s)", request_id)
+    return error
+
+
 def audit_rejected_request(
     *,
     caller: Caller,

@@ -7,7 +7,6 @@ Every refusal on the way is audited, once.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from audit.services import audit_rejected_request
+from audit.services import audit_internal_error, audit_rejected_request
 from kmsweb import metrics
 from kmsweb.api import shapes, sts
 from kmsweb.api.handlers import HANDLERS
@@ -27,7 +26,6 @@ from kmsweb.generations import StaleGenerations, generations_scope
 from kmsweb.lib import operations
 from kmsweb.lib.caller import Caller, new_request_id
 from kmsweb.lib.errors import (
-    InternalError,
     KmsError,
     RequestTooLarge,
     SerializationError,
@@ -39,8 +37,6 @@ from kmsweb.lib.jsonbody import parse_body
 from kmsweb.ratelimit import rate_limit_check
 from policies.callers import ApiRequestLike, anonymous_caller, caller_from_signature
 from policies.services import grant_tokens_check
-
-logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
@@ -203,10 +199,4 @@ def serve(caller: Caller, operation: str, body: Any, request_id: str) -> ApiAnsw
 
 
 def _internal_error(caller: Caller, event_name: str, request_id: str) -> ApiAnswer:
-    logger.exception("internal error serving %s (request %s)", event_name, request_id)
-    error = InternalError("An internal error occurred.")
-    try:
-        audit_rejected_request(caller=caller, event_name=event_name, error=error)
-    except Exception:
-        logger.exception("could not audit internal error (request %s)", request_id)
-    return error_answer(error, request_id)
+    return error_answer(audit_internal_error(caller=caller, event_name=event_name, request_id=request_id), request_id)
