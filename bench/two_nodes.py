@@ -30,6 +30,7 @@ sys.path[:0] = [str(BENCH_DIR.parent), str(BENCH_DIR)]
 import run  # noqa: E402
 import serve  # noqa: E402
 import sign  # noqa: E402
+from floor.setup_db import ensure_database  # noqa: E402
 
 
 def backends() -> list[int]:
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--append")
     args = parser.parse_args()
     os.environ["WEB_CONCURRENCY"] = str(args.workers)
+    ensure_database(serve.DATABASE_URL)  # the setup commands need it to exist
     config = serve.CONFIGS["kmsweb"]
     config.command = lambda port: [  # type: ignore[method-assign]
         sys.executable,

@@ -15,6 +15,7 @@ import time_machine
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from django.conf import settings as django_settings
+from django.db import transaction
 
 from audit.models import AuditEvent
 from kmsweb import ratelimit
@@ -146,6 +147,32 @@ def test_boto3_sees_throttling_over_a_principal_quota_and_retries(
     # Another principal has its own quota; another class has its own quota.
     assert _client(live_server.url, key_admin, {"total_max_attempts": 1}).list_keys()["Keys"] is not None
     assert len(once.generate_random(NumberOfBytes=8)["Plaintext"]) == 8
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_call_served_again_on_fresh_generations_counts_once(
+    live_server: Any, make_persona: Callable[..., Persona], settings: Any, frozen: None
+) -> None:
+    """A read-only call whose assumed cache generations moved is served again (PostgreSQL):
+    its first attempt was counted against the quota, the second is not."""
+    from kmsweb import metrics
+    from kmsweb.generations import IDENTITY, generation_bump
+
+    settings.KMSWEB_PRINCIPAL_RATE_LIMITS = {"management": 2}
+    caller = make_persona(f"again-{uuid.uuid4().hex[:8]}", policy=FULL_ACCESS_POLICY)
+    once = _client(live_server.url, caller, {"total_max_attempts": 1})
+    once.list_keys()  # 1 of 2; the live server's process now knows the generations
+    with transaction.atomic():
+        generation_bump(IDENTITY)  # a change the process has not read yet
+    retries = metrics.GENERATION_RETRIES._value.get()
+
+    once.list_aliases()  # 2 of 2, served twice
+
+    assert metrics.GENERATION_RETRIES._value.get() == retries + 1
+    with pytest.raises(ClientError) as caught:
+        once.list_keys()
+    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
 
 
 @pytest.mark.redis

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,18 +107,33 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     started = time.perf_counter()
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     operation = target.removeprefix(TARGET_PREFIX)
+    token = _call.set(_Call())
     try:
         with generations_scope(optimistic=_may_assume_generations(operation)):
             reply = _answer(request)
     except StaleGenerations:
         # A change to a cached table committed while the call ran on the
         # counters it assumed: it left no event and no answer. Served again,
-        # reading the counters.
+        # reading the counters (and not counted against its quotas again).
         metrics.GENERATION_RETRIES.inc()
         with generations_scope():
             reply = _answer(request)
+    finally:
+        _call.reset(token)
     metrics.api_observe(operation, reply.status, time.perf_counter() - started)
     return reply
+
+
+class _Call:
+    """What one call's first attempt did that the call served again must not do twice."""
+
+    __slots__ = ("quota_counted",)
+
+    def __init__(self) -> None:
+        self.quota_counted = False
+
+
+_call: ContextVar[_Call | None] = ContextVar("kmsweb_api_call", default=None)
 
 
 def _may_assume_generations(operation: str) -> bool:
@@ -177,13 +193,20 @@ def serve(caller: Caller, operation: str, body: Any, request_id: str) -> ApiAnsw
             params = shapes.parse_input(operation, body)
         except shapes.ShapeError as exc:
             raise (ValidationError if exc.code == "ValidationException" else SerializationError)(exc.message) from exc
-        rate_limit_check(
-            account_id=caller.account_id,
-            region=caller.region,
-            principal_arn=caller.principal_arn,
-            operation=operation,
-            params=params,
-        )
+        call = _call.get()
+        if call is None or not call.quota_counted:
+            # Counted once per call: a call served again (StaleGenerations) was
+            # counted by its first attempt, unless that attempt was throttled
+            # (a throttled call is not counted).
+            rate_limit_check(
+                account_id=caller.account_id,
+                region=caller.region,
+                principal_arn=caller.principal_arn,
+                operation=operation,
+                params=params,
+            )
+            if call is not None:
+                call.quota_counted = True
         if params.get("GrantTokens"):
             grant_tokens_check(tokens=params["GrantTokens"])
         handler = HANDLERS.get(operation)
