@@ -70,6 +70,19 @@ def _key_result(key: KeyFact, compliant: bool, **evidence: object) -> Result:
     )
 
 
+def _key_finding(key: KeyFact, found: dict[str, object] | None) -> Result:
+    """A key's result for a rule that looks for an offending principal: non-compliant when one was ``found``
+    (its evidence, with the principal in ``principal``)."""
+    return Result(
+        resource_id=key.arn,
+        account_id=key.account_id,
+        compliant=found is None,
+        evidence=found or {},
+        key_id=key.id,
+        principal_arn=str(found["principal"]) if found else "",
+    )
+
+
 def _access(snapshot: Snapshot) -> Access:
     # One memo per snapshot, shared by the rules of a run.
     memo = snapshot.__dict__.get("_access")
@@ -326,14 +339,7 @@ def admin_only(snapshot: Snapshot) -> Iterator[Result]:
             if decision.allowed and decision.reason == "key-policy":
                 found = {"principal": arn, "action": "kms:PutKeyPolicy", **statement_evidence(decision, key)}
                 break
-        yield Result(
-            resource_id=key.arn,
-            account_id=key.account_id,
-            compliant=found is None,
-            evidence=found or {},
-            key_id=key.id,
-            principal_arn=str(found["principal"]) if found else "",
-        )
+        yield _key_finding(key, found)
 
 
 @rule(
@@ -368,14 +374,7 @@ def separation_of_duties(snapshot: Snapshot) -> Iterator[Result]:
                     break
             if found:
                 break
-        yield Result(
-            resource_id=key.arn,
-            account_id=key.account_id,
-            compliant=found is None,
-            evidence=found or {},
-            key_id=key.id,
-            principal_arn=str(found["principal"]) if found else "",
-        )
+        yield _key_finding(key, found)
 
 
 @rule(
