@@ -23,7 +23,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from compliance.rules.access import ALLOW_ALL, PROBE_ACCOUNT, account_of, parsed_identity, parsed_key_policy
+from compliance.rules.access import (
+    ALLOW_ALL,
+    ANYONE,
+    account_of,
+    external_candidates,
+    parsed_identity,
+    parsed_key_policy,
+)
 from compliance.rules.facts import GrantFact, KeyFact, PolicyFact, PrincipalFact, Snapshot
 from kmsweb.lib.operations import CONTEXT_BOUND, OPERATIONS, SYMMETRIC, grant_operations
 from policies import evaluation as ev
@@ -67,9 +74,6 @@ def actions_for(kind: str) -> tuple[str, ...]:
 
 def key_kind(key: KeyFact) -> str:
     return SYMMETRIC if key.key_spec == SYMMETRIC else key.key_usage
-
-
-ANYONE = f"arn:aws:iam::{PROBE_ACCOUNT}:user/anyone"
 
 
 class GenerationError(RuntimeError):
@@ -633,26 +637,6 @@ class ExternalAccess:
     actions: tuple[str, ...]
     path: str  # "key-policy" | "grant"
     via: str  # the statement or grant, in words
-
-
-def external_candidates(key: KeyFact) -> dict[str, str]:
-    """Principals of other accounts (and everyone) the key policy's Allow statements name."""
-    policy = parsed_key_policy(key)
-    out: dict[str, str] = {}
-    for st in policy.statements if policy is not None else ():
-        spec = st.principal
-        if st.deny or spec is None:
-            continue
-        if spec.everyone or st.not_principal:
-            out[ANYONE] = PROBE_ACCOUNT
-        for account in spec.accounts:
-            if account != key.account_id:
-                out[f"arn:aws:iam::{account}:root"] = account
-        for arn in spec.arns:
-            owner = account_of(arn)
-            if owner is not None and owner != key.account_id:
-                out[arn] = owner
-    return out
 
 
 def external_access(snapshot: Snapshot, keys: Iterable[KeyFact] | None = None) -> list[ExternalAccess]:

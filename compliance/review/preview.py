@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from compliance.review.analysis import ALLOWED, ANYONE, CONDITIONAL, Prober, external_candidates
+from compliance.review.analysis import ALLOWED, CONDITIONAL, Prober
 from compliance.rules import RULES, Result
-from compliance.rules.access import ALLOW_ALL
+from compliance.rules.access import ALLOW_ALL, ANYONE, external_candidates
 from compliance.rules.facts import GrantFact, KeyFact, PolicyFact, PrincipalFact, Snapshot
 
 

@@ -58,6 +58,30 @@ def parsed_key_policy(key: KeyFact) -> ev.Policy | None:
         return ev.parse_policy({"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*"}]})
 
 
+# Anyone at all (a "*" principal), probed as a user of an account no key belongs to.
+ANYONE = f"arn:aws:iam::{PROBE_ACCOUNT}:user/anyone"
+
+
+def external_candidates(key: KeyFact) -> dict[str, str]:
+    """Principals of other accounts (and everyone) the key policy's Allow statements name."""
+    policy = parsed_key_policy(key)
+    out: dict[str, str] = {}
+    for st in policy.statements if policy is not None else ():
+        spec = st.principal
+        if st.deny or spec is None:
+            continue
+        if spec.everyone or st.not_principal:
+            out[ANYONE] = PROBE_ACCOUNT
+        for account in spec.accounts:
+            if account != key.account_id:
+                out[f"arn:aws:iam::{account}:root"] = account
+        for arn in spec.arns:
+            owner = account_of(arn)
+            if owner is not None and owner != key.account_id:
+                out[arn] = owner
+    return out
+
+
 def _resource_free(policies: Sequence[ev.Policy | None]) -> bool:
     return all(p is None or all(st.resource_all and not st.not_resource for st in p.statements) for p in policies)
 

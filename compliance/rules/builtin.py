@@ -13,9 +13,10 @@ from datetime import timedelta
 
 from compliance.rules.access import (
     ALLOW_ALL,
-    PROBE_ACCOUNT,
+    ANYONE,
     Access,
     account_of,
+    external_candidates,
     parsed_identity,
     parsed_key_policy,
     statement_evidence,
@@ -180,26 +181,10 @@ def not_pending_deletion(snapshot: Snapshot) -> Iterator[Result]:
 )
 def no_public_access(snapshot: Snapshot) -> Iterator[Result]:
     access = _access(snapshot)
-    anyone = f"arn:aws:iam::{PROBE_ACCOUNT}:user/anyone"
     everything = parsed_identity((ALLOW_ALL,))
     for key in snapshot.keys:
-        policy = parsed_key_policy(key)
-        candidates: dict[str, str] = {}
-        for st in policy.statements if policy is not None else ():
-            spec = st.principal
-            if st.deny or spec is None:
-                continue
-            if spec.everyone or st.not_principal:
-                candidates[anyone] = PROBE_ACCOUNT
-            for account in spec.accounts:
-                if account != key.account_id:
-                    candidates[f"arn:aws:iam::{account}:root"] = account
-            for arn in spec.arns:
-                owner = account_of(arn)
-                if owner is not None and owner != key.account_id:
-                    candidates[arn] = owner
         found: dict[str, object] | None = None
-        for arn, account in candidates.items():
+        for arn, account in external_candidates(key).items():
             for action in PUBLIC_PROBE_ACTIONS:
                 # The outside principal's own account lets it do anything: only
                 # the key policy stands between it and the key.
@@ -207,7 +192,7 @@ def no_public_access(snapshot: Snapshot) -> Iterator[Result]:
                     principal_arn=arn, principal_account=account, identity=everything, action=action, key=key
                 )
                 if decision.allowed and decision.reason == "key-policy":
-                    found = {"principal": "*" if arn == anyone else arn, "action": action}
+                    found = {"principal": "*" if arn == ANYONE else arn, "action": action}
                     found.update(statement_evidence(decision, key))
                     break
             if found:
