@@ -35,6 +35,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +45,9 @@ os.environ.setdefault("KMSWEB_ROOT_KEY_FILE", str(ROOT / "var" / "root_key"))
 os.environ.setdefault("KMSWEB_DB_CONN_MAX_AGE", "0")
 
 from audit.canonical import EVENT_COLUMNS  # noqa: E402  (needs the repo on sys.path)
+
+if TYPE_CHECKING:
+    from kmsweb.lib.caller import Caller
 
 # The columns the seeder COPYs: every stored column but the primary key.
 COLUMNS = EVENT_COLUMNS[1:]
@@ -236,20 +240,14 @@ def export_child() -> None:
     )
 
 
-def recording_ab(calls: int = 3000) -> None:
-    """``--phase recording-ab``: key_encrypt calls/s with this issue's audit indexes and
-    trigger, without them (dropped), and with them again (re-migrated). Use a scratch database."""
-    setup()
-    from django.core.management import call_command
-    from django.db import connection
-
-    from keys import services
+def api_caller(name: str) -> Caller:
+    """An API caller for a user ``name`` of account 111122223333 with a ``kms:*`` identity policy (made once)."""
     from kmsweb.lib.caller import Caller
     from policies.models import Account, Principal
     from policies.services import FULL_ACCESS_POLICY, identity_policy_put
 
     account, _ = Account.objects.get_or_create(id="111122223333")
-    principal, created = Principal.objects.get_or_create(account=account, name="bench-ab", type="user")
+    principal, created = Principal.objects.get_or_create(account=account, name=name, type="user")
     if created:
         identity_policy_put(
             caller=Caller.system("bench", account_id=account.id),
@@ -258,7 +256,7 @@ def recording_ab(calls: int = 3000) -> None:
             document=FULL_ACCESS_POLICY,
             principal=principal,
         )
-    caller = Caller(
+    return Caller(
         principal_arn=principal.arn,
         account_id=account.id,
         region="us-east-1",
@@ -268,6 +266,18 @@ def recording_ab(calls: int = 3000) -> None:
         source_ip="127.0.0.1",
         user_agent="bench",
     )
+
+
+def recording_ab(calls: int = 3000) -> None:
+    """``--phase recording-ab``: key_encrypt calls/s with this issue's audit indexes and
+    trigger, without them (dropped), and with them again (re-migrated). Use a scratch database."""
+    setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from keys import services
+
+    caller = api_caller("bench-ab")
     key = services.key_create(caller=caller, description="bench-ab")
 
     def rate() -> float:

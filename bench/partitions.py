@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.audit import page_timings, seed, setup  # noqa: E402  (needs the repo on sys.path)
+from bench.audit import api_caller, page_timings, seed, setup  # noqa: E402  (needs the repo on sys.path)
 
 BATCH = 250_000
 MONTHS = 12
@@ -63,30 +63,8 @@ def _backend_cpu() -> float:
 def encrypt_rate(calls: int) -> tuple[float, float, float]:
     """key_encrypt calls/s, and CPU ms per call in this process and in its PostgreSQL backend (medians of 3)."""
     from keys import services
-    from kmsweb.lib.caller import Caller
-    from policies.models import Account, Principal
-    from policies.services import FULL_ACCESS_POLICY, identity_policy_put
 
-    account, _ = Account.objects.get_or_create(id="111122223333")
-    principal, created = Principal.objects.get_or_create(account=account, name="bench-partitions", type="user")
-    if created:
-        identity_policy_put(
-            caller=Caller.system("bench", account_id=account.id),
-            account=account,
-            name="FullKmsAccess",
-            document=FULL_ACCESS_POLICY,
-            principal=principal,
-        )
-    caller = Caller(
-        principal_arn=principal.arn,
-        account_id=account.id,
-        region="us-east-1",
-        origin="api",
-        principal_name=principal.name,
-        principal_pk=principal.pk,
-        source_ip="127.0.0.1",
-        user_agent="bench",
-    )
+    caller = api_caller("bench-partitions")
     key = services.key_create(caller=caller, description="bench-partitions")
     rates, cpus, pgs = [], [], []
     for _ in range(3):
