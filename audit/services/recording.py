@@ -388,11 +388,11 @@ def insert_many(
 ) -> set[Any] | None:
     """Insert several events (each as ``_insert`` takes it) with one statement (atomic on its own in autocommit).
 
-    PostgreSQL: one INSERT of ``unnest`` over an array per column
-    (``_statement``): the same statement whatever the number of events, so
-    prepared once per connection, and one round trip (``COPY`` takes two,
-    and its statement is parsed each time). Elsewhere one multi-row INSERT.
-    Used by the group writer (``audit.services.writer``); returns no ids.
+    PostgreSQL: one multi-row INSERT with PostgreSQL's own ``$n``
+    placeholders (``_rows_statement``), prepared once per connection and
+    batch size, and one round trip (``COPY`` takes two, and its statement
+    is parsed each time). Elsewhere one multi-row INSERT. Used by the group
+    writer (``audit.services.writer``); returns no ids.
 
     ``checks`` (PostgreSQL only): per event, the cache generations its call
     assumed (``kmsweb.generations.vector_text``), or None. When any is
@@ -406,12 +406,12 @@ def insert_many(
     params = [_row_params(values, connection) for values in rows]
     checked = checks is not None and any(c is not None for c in checks)
     if connection.vendor == "postgresql":
-        columns = [list(column) for column in zip(*params, strict=True)]
+        sql = _rows_statement(connection, len(params), checked=checked)
         if checked:
             assert checks is not None  # checked says so
-            sql = _statement(connection, "checked_unnest")
-            return set(_insert_direct_rows(connection, sql, [*columns, list(checks)]))
-        _insert_direct(connection, _statement(connection, "unnest"), columns, returning=False)
+            flat = [p for row, check in zip(params, checks, strict=True) for p in (*row, check)]
+            return set(_insert_direct_rows(connection, sql, flat, raw=True))
+        _insert_direct(connection, sql, [p for row in params for p in row], returning=False, raw=True)
         return None
     if checked:
         raise RuntimeError("only PostgreSQL checks the cache generations of a batch")
@@ -424,47 +424,64 @@ def insert_many(
     return None
 
 
-# The PostgreSQL statements of the group writer, built once per database vendor.
-_STATEMENTS: dict[tuple[str, str], str] = {}
+# The PostgreSQL statements of the audit writers, built once per database vendor (and batch size).
+_STATEMENTS: dict[tuple[str, str, int], str] = {}
 
 
 def _statement(connection: BaseDatabaseWrapper, kind: str) -> str:
-    """One of the writer's statements (``unnest``, ``checked_unnest``, ``checked_one``) for this database.
-
-    ``unnest``: one INSERT for any number of events, a column array per
-    parameter, unnested: the same text whatever the batch's size, so
-    prepared once per connection, and one round trip. ``checked_unnest``:
-    the same, writing only the events whose assumed generations hold (a
-    ``text[]`` of them last, NULL: nothing to check), and returning the
-    ``event_id`` of every event it wrote. ``checked_one``: that for a single
-    event, with plain parameters (no arrays to build), its assumed
-    generations last. The generations are read once per statement, in its
-    snapshot, which is taken after every call of the batch started and
-    made its lookups.
-    """
-    key = (connection.vendor, kind)
+    """``checked_one``: the INSERT of a single event, with plain ``%s``
+    parameters, its assumed cache generations last, written only if they
+    hold, returning its ``event_id``."""
+    if kind != "checked_one":
+        raise ValueError(f"unknown statement {kind!r}")
+    key = (connection.vendor, kind, 1)
     sql = _STATEMENTS.get(key)
     if sql is None:
         table = connection.ops.quote_name(AuditEvent._meta.db_table)
         names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
-        types = [str(f.db_type(connection)) for f in _COLUMNS]
-        columns = ", ".join(f"c{i}" for i in range(len(types)))
+        values = ", ".join(f"%s::{f.db_type(connection)}" for f in _COLUMNS)
         now = generations_check_sql()
-        if kind == "unnest":
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
-            sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608 - the model's own names
-        elif kind == "checked_unnest":
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
+        sql = f"INSERT INTO {table} ({names}) SELECT {values} WHERE %s::text = {now} RETURNING event_id"  # noqa: S608
+        _STATEMENTS[key] = sql
+    return sql
+
+
+def _rows_statement(connection: BaseDatabaseWrapper, rows: int, *, checked: bool) -> str:
+    """The INSERT of ``rows`` events, one ``VALUES`` row each, with PostgreSQL's ``$n`` placeholders.
+
+    Each event's parameters are its columns in ``_COLUMNS`` order, and when
+    ``checked`` the cache generations its call assumed (NULL: nothing to
+    check): the statement then writes only the events whose generations
+    hold, read once in its snapshot (taken after every call of the batch
+    started and made its lookups), and returns the ``event_id`` of every
+    event it wrote.
+
+    ``$n`` placeholders and a raw cursor (``_direct_cursor(raw=True)``)
+    because psycopg parses a ``%s`` query of more than 50 parameters anew
+    at every call; and one parameter per value, not one array per column,
+    because psycopg builds text arrays in Python, escaping each JSON value
+    with a regular expression: for a batch of four events that was a
+    quarter of the process's CPU per call.
+    """
+    key = (connection.vendor, "checked_rows" if checked else "rows", rows)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(AuditEvent._meta.db_table)
+        names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
+        types = [*(str(f.db_type(connection)) for f in _COLUMNS), *(["text"] if checked else [])]
+        width = len(types)
+        values = ", ".join(
+            "(" + ", ".join(f"${row * width + i + 1}::{t}" for i, t in enumerate(types)) + ")" for row in range(rows)
+        )
+        if checked:
+            columns = ", ".join(f"c{i}" for i in range(len(_COLUMNS)))
             sql = (
                 f"INSERT INTO {table} ({names}) SELECT {columns} "  # noqa: S608 - the model's own names
-                f"FROM unnest({arrays}, %s::text[]) AS e({columns}, assumed) "
-                f"WHERE e.assumed IS NULL OR e.assumed = {now} RETURNING event_id"
+                f"FROM (VALUES {values}) AS e({columns}, assumed) "
+                f"WHERE e.assumed IS NULL OR e.assumed = {generations_check_sql()} RETURNING event_id"
             )
-        elif kind == "checked_one":
-            values = ", ".join(f"%s::{t}" for t in types)
-            sql = f"INSERT INTO {table} ({names}) SELECT {values} WHERE %s::text = {now} RETURNING event_id"  # noqa: S608
         else:
-            raise ValueError(f"unknown statement {kind!r}")
+            sql = f"INSERT INTO {table} ({names}) VALUES {values}"  # noqa: S608 - the model's own names
         _STATEMENTS[key] = sql
     return sql
 
@@ -479,8 +496,11 @@ def insert_checked(values: dict[str, Any], assumed: str) -> bool:
     return bool(_insert_direct_rows(connection, sql, [*_row_params(values, connection), assumed]))
 
 
-def _direct_cursor(connection: BaseDatabaseWrapper) -> Any:
-    """The connection's plain psycopg cursor for the audit INSERTs (see ``_insert_direct``)."""
+def _direct_cursor(connection: BaseDatabaseWrapper, *, raw: bool = False) -> Any:
+    """The connection's plain psycopg cursor for the audit INSERTs (see ``_insert_direct``).
+
+    ``raw``: a ``psycopg.RawCursor``, for statements with ``$n`` placeholders.
+    """
     import psycopg  # only reached on PostgreSQL
 
     connection.close_if_health_check_failed()
@@ -492,14 +512,17 @@ def _direct_cursor(connection: BaseDatabaseWrapper) -> Any:
         pg.prepare_threshold = _PREPARE_WHEN_ASKED
     # One plain cursor per driver connection, kept on Django's wrapper and
     # reused by every INSERT until the connection is replaced.
-    cursor = getattr(connection, "_kmsweb_audit_cursor", None)
+    attribute = "_kmsweb_audit_raw_cursor" if raw else "_kmsweb_audit_cursor"
+    cursor = getattr(connection, attribute, None)
     if cursor is None or cursor.connection is not pg or cursor.closed:
-        cursor = psycopg.Cursor(pg)
-        setattr(connection, "_kmsweb_audit_cursor", cursor)  # noqa: B010 - one per connection, beside Django's
+        cursor = psycopg.RawCursor(pg) if raw else psycopg.Cursor(pg)
+        setattr(connection, attribute, cursor)  # one per connection, beside Django's
     return cursor
 
 
-def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, returning: bool = True) -> int:
+def _insert_direct(
+    connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, returning: bool = True, raw: bool = False
+) -> int:
     """Run the INSERT on a plain psycopg cursor, past Django's cursor wrapper.
 
     Still inside Django's connection handling — health check, connection
@@ -512,7 +535,7 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any],
     then skips parsing and planning the 23-column INSERT on every call.
     Query logging (``connection.queries``) does not list it.
     """
-    cursor = _direct_cursor(connection)
+    cursor = _direct_cursor(connection, raw=raw)
     prepare = settings.KMSWEB_DB_PREPARED_STATEMENTS
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=prepare)
@@ -524,9 +547,11 @@ def _insert_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any],
     return int(row[0])
 
 
-def _insert_direct_rows(connection: BaseDatabaseWrapper, sql: str, params: list[Any]) -> list[Any]:
+def _insert_direct_rows(
+    connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, raw: bool = False
+) -> list[Any]:
     """``_insert_direct`` for a statement returning a column of any number of rows: their values."""
-    cursor = _direct_cursor(connection)
+    cursor = _direct_cursor(connection, raw=raw)
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=settings.KMSWEB_DB_PREPARED_STATEMENTS)
         return [row[0] for row in cursor.fetchall()]

@@ -3,10 +3,10 @@
 A call that changes no state (Encrypt, Decrypt, Sign, Describe…) has one
 row to write: its audit event. Committing each alone costs a WAL flush and
 a statement per call; here the events of concurrent calls in one process
-share a transaction (one multi-row INSERT in autocommit; on PostgreSQL an
-INSERT of unnested column arrays, prepared once per connection) and one
-flush. Each call still answers only after the transaction holding its event
-has committed, so an answered call always has its durable event.
+share a transaction (one multi-row INSERT in autocommit, on PostgreSQL
+prepared once per connection and batch size) and one flush. Each call
+still answers only after the transaction holding its event has committed,
+so an answered call always has its durable event.
 
 ``KMSWEB_AUDIT_GROUP_WAIT_US`` (microseconds; default 0: off) makes a leader whose
 previous batch held more than one event wait that long before it takes the

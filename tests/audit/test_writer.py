@@ -137,6 +137,46 @@ def test_it_commits_concurrent_events_together(key_admin: Persona, make_key: Cal
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("checked", [False, pytest.param(True, marks=pytest.mark.postgres)])
+def test_a_batch_of_different_events_writes_each_as_the_direct_insert_would(key_admin: Persona, checked: bool) -> None:
+    """One multi-row statement, each row its own values: quotes, backslashes, braces, commas,
+    non-ASCII text, an escaped NUL, SQL NULLs, booleans and times, in order."""
+    now = generations.vector_text(generations.generations_read()) if checked else None
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    tricky = ["plain", 'it\'s "quoted" {a,b}', "back\\slash\\", "naïve ☃ 鍵", "a\\u0000b", "NULL", ""]
+    rows = [
+        {
+            "event_name": "Decrypt" if n % 2 else "Encrypt",
+            "event_time": at.replace(microsecond=n),
+            "request_id": f"batch-{n}-{text}",
+            "user_agent": text,
+            "read_only": bool(n % 2),
+            "user_identity": {"type": "IAMUser", "userName": text},
+            "request_parameters": {"encryptionContext": {text: text}} if n % 3 else None,
+            "additional_event_data": None,
+            "resources": [{"ARN": text}],
+            "error_message": text,
+            "recipient_account_id": key_admin.account_id,
+        }
+        for n, text in enumerate(tricky)
+    ]
+    written = recording.insert_many(
+        [dict(r) for r in rows], using="default", checks=[now] * len(rows) if checked else None
+    )
+    assert (written is not None) == checked
+    direct = [
+        AuditEvent.objects.get(pk=recording._insert({**r, "request_id": f"direct-{n}"})) for n, r in enumerate(rows)
+    ]
+    columns = [f.attname for f in AuditEvent._meta.concrete_fields if f.attname not in ("id", "event_id", "request_id")]
+    for row, expected in zip(rows, direct, strict=True):
+        grouped = AuditEvent.objects.get(request_id=row["request_id"])
+        assert {c: getattr(grouped, c) for c in columns} == {c: getattr(expected, c) for c in columns}
+        assert grouped.user_agent == row["user_agent"]
+        if checked:
+            assert written is not None and grouped.event_id in written
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_event_the_database_refuses_fails_its_call_alone(key_admin: Persona) -> None:
     """A NOT NULL violation: the call fails with no event; the writer reads as failing until a commit succeeds."""
     writer = _writer()
