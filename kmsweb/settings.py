@@ -137,9 +137,10 @@ KMSWEB_DB_PREPARED_STATEMENTS = env_bool("KMSWEB_DB_PREPARED_STATEMENTS", True)
 # Describe…) commit in one transaction per process; each call still answers
 # after its event is durable (audit/services/writer.py). false: one INSERT each.
 KMSWEB_AUDIT_GROUP_COMMIT = env_bool("KMSWEB_AUDIT_GROUP_COMMIT", True)
-# How long a group writer's leader waits for more events when calls arrive
-# together (audit/services/writer.py); 0: it writes at once.
-KMSWEB_AUDIT_GROUP_WAIT_US = env_int("KMSWEB_AUDIT_GROUP_WAIT_US", 0)
+# How long at most a group writer's leader waits for the read-only calls
+# already on their way in its process (audit/services/writer.py), in
+# microseconds; 0: it writes at once.
+KMSWEB_AUDIT_GROUP_WAIT_US = env_int("KMSWEB_AUDIT_GROUP_WAIT_US", 5000)
 # /metrics (Prometheus): a bearer token, and/or client addresses (REMOTE_ADDR
 # only, never X-Forwarded-For) in these networks. Neither set: /metrics is off (404).
 KMSWEB_METRICS_TOKEN = env_secret("KMSWEB_METRICS_TOKEN") or ""

@@ -8,10 +8,16 @@ prepared once per connection and batch size) and one flush. Each call
 still answers only after the transaction holding its event has committed,
 so an answered call always has its durable event.
 
-``KMSWEB_AUDIT_GROUP_WAIT_US`` (microseconds; default 0: off) makes a leader whose
-previous batch held more than one event wait that long before it takes the
-queue, so that more calls share the commit: fewer statements per event for
-the database, that much more latency per call.
+A leader waits for the calls of its process that are already on their way
+(``arrive``: a read-only API call, from its start until its event is queued
+or the call ends) before it takes the queue, at most
+``KMSWEB_AUDIT_GROUP_WAIT_US`` microseconds (default 5,000; 0: never). Calls
+that share a process's CPU finish at about the same time anyway, so their
+events share one statement and one flush instead of two or three, at little
+cost in latency: the database's work per event falls with the batch's size.
+A lone call has nobody on the way and leads at once. Calls that arrive
+after the leader started waiting are not waited for (the next batch takes
+them), so a steady stream cannot keep a batch open.
 
 The process has one writer per database. A call hands its event over and
 waits; the first waiting call to find no commit in progress leads: it takes
@@ -45,12 +51,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, router
 
 from audit.models import AuditEvent
 from kmsweb import metrics
@@ -110,10 +117,53 @@ class GroupWriter:
     state: WriterState = field(default_factory=WriterState)
 
     def __post_init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # A waiting leader's own condition: woken when a call it waits for
+        # queues its event or ends, not when batches finish.
+        self._joined = threading.Condition(lock)
         self._queue: list[_Pending] = []
         self._leading = 0
-        self._last_batch = 0
+        # The calls on their way (thread id -> arrival number), and the last number given.
+        self._on_the_way: dict[int, int] = {}
+        self._arrivals = 0
+        self._leader_waiting = False
+
+    def arrive(self) -> None:
+        """This thread's call will hand over an event soon: a leader may wait for it."""
+        with self._cond:
+            self._arrivals += 1
+            self._on_the_way[threading.get_ident()] = self._arrivals
+
+    def depart(self) -> None:
+        """This thread's call is over (its event queued, or none to come)."""
+        with self._cond:
+            self._gone(threading.get_ident())
+
+    def _gone(self, ident: int) -> None:
+        # Called with the lock held.
+        if self._on_the_way.pop(ident, None) is not None and self._leader_waiting:
+            self._joined.notify()
+
+    def _wait_for_calls_on_the_way(self) -> None:
+        """As leader (the lock held): wait until the calls that arrived before now queued their events or ended.
+
+        At most ``KMSWEB_AUDIT_GROUP_WAIT_US``, and not once the queue holds a full batch.
+        """
+        wait = settings.KMSWEB_AUDIT_GROUP_WAIT_US
+        if wait <= 0 or not self._on_the_way:
+            return
+        horizon = self._arrivals
+        deadline = time.monotonic() + wait / 1_000_000
+        self._leader_waiting = True
+        try:
+            while len(self._queue) < self.max_batch and any(n <= horizon for n in self._on_the_way.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._joined.wait(remaining)
+        finally:
+            self._leader_waiting = False
 
     def commit(self, values: dict[str, Any], verify: str | None = None) -> None:
         """Write ``values`` (one event's columns) and return once its transaction committed.
@@ -128,6 +178,7 @@ class GroupWriter:
         cond = self._cond
         with cond:
             self._queue.append(pending)
+            self._gone(threading.get_ident())
         while True:
             with cond:
                 while not pending.done and (pending.taken or self._leading >= self.max_in_flight):
@@ -135,13 +186,7 @@ class GroupWriter:
                 if pending.done:
                     break
                 self._leading += 1
-                wait = settings.KMSWEB_AUDIT_GROUP_WAIT_US
-                if wait > 0 and self._last_batch > 1 and len(self._queue) < self.max_batch:
-                    # Calls are arriving together: give the ones on their
-                    # way a moment to join this batch (the lock is released
-                    # meanwhile). A lone call, whose last batch was itself,
-                    # never waits.
-                    cond.wait(wait / 1_000_000)
+                self._wait_for_calls_on_the_way()
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 for item in batch:
@@ -178,7 +223,6 @@ class GroupWriter:
             stale = sum(1 for e in outcome if isinstance(e, StaleGenerations))
             failed = sum(1 for e in outcome if e is not None) - stale
         now = time.monotonic()
-        self._last_batch = len(batch)
         self.state.batches += 1
         self.state.events += len(batch) - failed - stale
         if failed:
@@ -278,6 +322,17 @@ def group_writer(alias: str) -> GroupWriter:
         with _writers_lock:
             writer = _writers.setdefault(alias, GroupWriter(alias))
     return writer
+
+
+@contextmanager
+def on_the_way() -> Iterator[None]:
+    """A read-only call in progress: the audit events' writer's leader may wait for its event."""
+    writer = group_writer(router.db_for_write(AuditEvent))
+    writer.arrive()
+    try:
+        yield
+    finally:
+        writer.depart()
 
 
 def group_writers() -> list[GroupWriter]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from audit.services import audit_internal_error, audit_rejected_request
+from audit.services.writer import on_the_way
 from kmsweb import metrics
 from kmsweb.api import shapes, sts
 from kmsweb.api.handlers import HANDLERS
@@ -108,8 +110,10 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     target = request.META.get("HTTP_X_AMZ_TARGET", "")
     operation = target.removeprefix(TARGET_PREFIX)
     token = _call.set(_Call())
+    grouped = operations.is_read_only(operation) and settings.KMSWEB_AUDIT_GROUP_COMMIT
+    optimistic = _may_assume_generations(operation)
     try:
-        with generations_scope(optimistic=_may_assume_generations(operation)):
+        with on_the_way() if grouped else nullcontext(), generations_scope(optimistic=optimistic):
             reply = _answer(request)
     except StaleGenerations:
         # A change to a cached table committed while the call ran on the

@@ -65,6 +65,12 @@ def test_concurrent_encrypts_commit_their_events_together(
     assert writer.state.events - events == 120
     # Fewer transactions than calls: calls in flight together shared a commit.
     assert writer.state.batches - batches < 120
+    # Refused read-only calls end their time on the way too: no leader waits for them later.
+    with pytest.raises(ClientError, match="NotFoundException"):
+        clients[0].encrypt(KeyId="11111111-2222-3333-4444-555555555555", Plaintext=b"x")
+    with pytest.raises(ClientError, match="ValidationException"):
+        clients[0].encrypt(KeyId=key_id, Plaintext=b"")
+    assert writer._on_the_way == {}
 
 
 def _kill_server_connections() -> int:

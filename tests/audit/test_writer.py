@@ -22,7 +22,7 @@ from django.db import connection, connections, transaction
 from audit.models import AuditEvent
 from audit.services import recording
 from audit.services.recording import audited
-from audit.services.writer import AuditWriteFailed, _Pending, _write_batch, group_writer
+from audit.services.writer import AuditWriteFailed, _Pending, _write_batch, group_writer, on_the_way
 from keys.models import Key
 from kmsweb import generations
 from kmsweb.lib.errors import InternalError
@@ -288,23 +288,103 @@ def test_a_call_on_stale_generations_raises_and_leaves_no_event(key_admin: Perso
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_leader_waits_for_calls_arriving_together_when_asked(key_admin: Persona, settings: Any) -> None:
-    """``KMSWEB_AUDIT_GROUP_WAIT_US``: after a batch of several, the next leader waits for the calls on their way.
+def test_a_leader_waits_for_the_calls_already_on_their_way(key_admin: Persona, settings: Any) -> None:
+    """Eight calls on their way together, queueing their events 40 ms apart: one commit for all.
 
-    Eight calls arriving 40 ms apart, the previous batch having held
-    several events, and a wait longer than they all take to arrive: they
-    share one or two commits (without the wait, each would have its own).
+    The first to queue leads and waits for the seven others (``on_the_way``),
+    within ``KMSWEB_AUDIT_GROUP_WAIT_US``. Without that wait each would
+    commit alone (eight batches).
     """
-    settings.KMSWEB_AUDIT_GROUP_WAIT_US = 1_000_000
+    settings.KMSWEB_AUDIT_GROUP_WAIT_US = 10_000_000
     writer = _writer()
-    writer._last_batch = 2  # the previous batch held several events
     threads = 8
     batches = writer.state.batches
+    arrived = threading.Barrier(threads)
+    errors: list[BaseException] = []
 
-    def work(n: int) -> None:
-        time.sleep(0.04 * n)
-        recording.audit_record(caller=key_admin.caller(), event_name="GenerateRandom", grouped=True)
+    def call(n: int) -> None:
+        try:
+            with on_the_way():
+                arrived.wait()
+                time.sleep(0.04 * n)
+                recording.audit_record(caller=key_admin.caller(), event_name="GenerateRandom", grouped=True)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
 
-    assert _in_threads(threads, work) == []
+    workers = [threading.Thread(target=call, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
     assert AuditEvent.objects.filter(event_name="GenerateRandom").count() == threads
-    assert writer.state.batches - batches <= 2
+    assert writer.state.batches - batches == 1
+    assert writer._on_the_way == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_leader_waits_neither_for_later_calls_nor_for_calls_that_end_without_an_event(
+    key_admin: Persona, settings: Any
+) -> None:
+    """The leader waits for a call on its way (C); a call arriving after it began waiting (B) is not waited
+    for, and C ending without an event frees the leader at once, long before the wait's limit."""
+    settings.KMSWEB_AUDIT_GROUP_WAIT_US = 60_000_000
+    writer = _writer()
+    c_on_the_way, c_may_end = threading.Event(), threading.Event()
+    b_on_the_way, b_may_queue = threading.Event(), threading.Event()
+    a_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        return run
+
+    def c() -> None:
+        with on_the_way():
+            c_on_the_way.set()
+            c_may_end.wait(10)  # then ends with no event (a refused call, say)
+
+    def a() -> None:
+        with on_the_way():
+            recording.audit_record(caller=key_admin.caller(), event_name="GenerateRandom", grouped=True)
+        a_done.set()
+
+    def b() -> None:
+        with on_the_way():
+            b_on_the_way.set()
+            b_may_queue.wait(10)
+            recording.audit_record(caller=key_admin.caller(), event_name="Decrypt", grouped=True)
+
+    threads = [threading.Thread(target=guarded(c))]
+    threads[0].start()
+    assert c_on_the_way.wait(5)
+    threads.append(threading.Thread(target=guarded(a)))
+    threads[1].start()
+    deadline = time.monotonic() + 5
+    while not writer._leader_waiting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert writer._leader_waiting, "A leads and waits for C"
+    threads.append(threading.Thread(target=guarded(b)))
+    threads[2].start()
+    assert b_on_the_way.wait(5)
+    c_may_end.set()
+    # A commits once C has ended, although B is still on its way.
+    assert a_done.wait(5)
+    assert not b_may_queue.is_set()
+    b_may_queue.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert AuditEvent.objects.filter(event_name="GenerateRandom").count() == 1
+    assert AuditEvent.objects.filter(event_name="Decrypt").count() == 1
+    assert writer._on_the_way == {}
