@@ -189,6 +189,9 @@ def test_the_web_unit_serves_and_stops_cleanly(node: dict[str, Path]) -> None:
         _wait(lambda: _answers(url), "the web server answering /", log, process)
     finally:
         _stop(process, unit, log)
+    # Threaded workers, as `manage.py serve` runs them: a process's read-only
+    # calls in flight together share their audit commit.
+    assert "Using worker: gthread" in log.read_text(), log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize(
