@@ -97,6 +97,8 @@ class CpuMeter:
         self.port = port
         self.dbname = dbname
         self.enabled = os.path.exists("/proc/stat")
+        # PostgreSQL's processes among those measured (not the server's).
+        self._postgres: set[str] = set()
 
     def _backends(self) -> dict[str, int]:
         """CPU ticks of the PostgreSQL backends connected to the benchmark's database."""
@@ -118,7 +120,8 @@ class CpuMeter:
             if not pid.isdigit():
                 continue
             try:
-                ours = _is_ours_postgres(_cmdline(pid), self.dbname)
+                cmdline = _cmdline(pid)
+                ours = _is_ours_postgres(cmdline, self.dbname)
                 if not ours and inodes:
                     fd_dir = f"/proc/{pid}/fd"
                     for fd in os.listdir(fd_dir):
@@ -130,6 +133,8 @@ class CpuMeter:
                             continue
                 if ours:
                     ticks[pid] = _proc_ticks(pid)
+                    if cmdline.startswith("postgres"):
+                        self._postgres.add(pid)
             except (OSError, ValueError, IndexError):
                 continue
         return ticks
@@ -151,7 +156,14 @@ class CpuMeter:
     def stop(self) -> dict:
         """CPU shares of the machine over the run: {"busy", "measured", "others"} in 0..1."""
         if not self.enabled:
-            return {"busy": 0.0, "measured": 0.0, "others": 0.0, "steal": 0.0, "pg_backend_seconds": 0.0}
+            return {
+                "busy": 0.0,
+                "measured": 0.0,
+                "others": 0.0,
+                "steal": 0.0,
+                "pg_backend_seconds": 0.0,
+                "server_seconds": 0.0,
+            }
         total1, idle1, steal1 = _machine_ticks()  # idle here: idle, iowait, irq, softirq, steal
         procs = self._our_processes()
         backends = self._backends()
@@ -160,8 +172,11 @@ class CpuMeter:
         total = total1 - self._machine[0]
         busy = total - (idle1 - self._machine[1])
         ours = children - self._children
+        server = 0
         for pid, ticks in procs.items():
             ours += ticks - self._procs.get(pid, 0)
+            if pid not in self._postgres:
+                server += ticks - self._procs.get(pid, 0)
         others = max(0.0, busy - ours)
         return {
             "busy": round(busy / total, 3) if total else 0.0,
@@ -170,4 +185,6 @@ class CpuMeter:
             "steal": round((steal1 - self._machine[2]) / total, 3) if total else 0.0,
             # CPU seconds of the benchmark database's backends over the run.
             "pg_backend_seconds": round(pg_ticks / TICKS, 3),
+            # CPU seconds of the server's processes (those holding its listening socket).
+            "server_seconds": round(server / TICKS, 3),
         }

@@ -111,15 +111,16 @@ class Result:
             f"{self.p50_ms:.2f}",
             f"{self.p99_ms:.2f}",
             f"{self.requests:,}",
+            f"{self.cpu.get('server_ms_per_request', 0.0):.3f}",
             f"{self.cpu.get('pg_backend_ms_per_request', 0.0):.3f}",
             self.runs_text(),
         )
 
 
 TABLE_HEADER = (
-    "| Configuration | Operation | Requests/s | p50 (ms) | p99 (ms) | Requests | PostgreSQL CPU (ms/req) "
-    "| Runs (req/s) |\n"
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    "| Configuration | Operation | Requests/s | p50 (ms) | p99 (ms) | Requests | Server CPU (ms/req) "
+    "| PostgreSQL CPU (ms/req) | Runs (req/s) |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 
 
@@ -400,6 +401,8 @@ def bench_operation(
     if stats.get("requests"):
         # PostgreSQL backend CPU per answered request (milliseconds), for the chosen run.
         cpu["pg_backend_ms_per_request"] = round(cpu.get("pg_backend_seconds", 0.0) * 1000 / stats["requests"], 4)
+        # The server's own CPU per answered request (all its processes), milliseconds.
+        cpu["server_ms_per_request"] = round(cpu.get("server_seconds", 0.0) * 1000 / stats["requests"], 4)
     runs = [(run, True) for run in clean] + [(run, False) for run in disturbed]
     return Result(
         config=target.label,

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         ok, reason = config.available()
         if not ok:
             for op in ops:
-                row = run.markdown_row(name, op, "pending", "", "", "", "", "")
+                row = run.markdown_row(name, op, "pending", "", "", "", "", "", "")
                 table.append(row)
                 print(row, flush=True)
             print(f"#   {name}: {reason}", file=sys.stderr)
@@ -258,13 +258,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(result.row(), flush=True)
         except (run.BenchFailure, RuntimeError, OSError, subprocess.SubprocessError) as exc:
             failed = True
-            row = run.markdown_row(name, "-", "FAILED", "", "", "", "", "")
+            row = run.markdown_row(name, "-", "FAILED", "", "", "", "", "", "")
             table.append(row)
             print(row, flush=True)
             print(f"\nBENCHMARK FAILED: {name}: {exc}\n(server log: {log_path})", file=sys.stderr)
         except Exception as exc:  # botocore errors while preparing the key, etc.
             failed = True
-            row = run.markdown_row(name, "-", "FAILED", "", "", "", "", "")
+            row = run.markdown_row(name, "-", "FAILED", "", "", "", "", "", "")
             table.append(row)
             print(row, flush=True)
             print(
