@@ -51,8 +51,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,15 +323,25 @@ def group_writer(alias: str) -> GroupWriter:
     return writer
 
 
-@contextmanager
-def on_the_way() -> Iterator[None]:
-    """A read-only call in progress: the audit events' writer's leader may wait for its event."""
-    writer = group_writer(router.db_for_write(AuditEvent))
-    writer.arrive()
-    try:
-        yield
-    finally:
-        writer.depart()
+class on_the_way:  # noqa: N801 - used as a function: ``with on_the_way():``
+    """A read-only call in progress: the audit events' writer's leader may wait for its event.
+
+    ``active`` False: nothing (a call that hands no event to the writer).
+    A class, not a generator: it wraps every API call.
+    """
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, active: bool = True) -> None:
+        self._writer = group_writer(router.db_for_write(AuditEvent)) if active else None
+
+    def __enter__(self) -> None:
+        if self._writer is not None:
+            self._writer.arrive()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.depart()
 
 
 def group_writers() -> list[GroupWriter]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +112,7 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     grouped = operations.is_read_only(operation) and settings.KMSWEB_AUDIT_GROUP_COMMIT
     optimistic = _may_assume_generations(operation)
     try:
-        with on_the_way() if grouped else nullcontext(), generations_scope(optimistic=optimistic):
+        with on_the_way(grouped), generations_scope(optimistic=optimistic):
             reply = _answer(request)
     except StaleGenerations:
         # A change to a cached table committed while the call ran on the
