@@ -8,6 +8,13 @@ fixture waits for :func:`wait_idle_after` after closing its browser context.
 A request counts from the moment the server accepts its connection: on a
 busy machine a connection the browser made before it closed can still wait
 for its thread to start, and would otherwise be served after the wait.
+
+On SQLite the server's threads share the test's in-memory database
+connection, and two requests using it at once fail ("database table is
+locked": a page's HTMX panels load side by side). There the server
+answers one request at a time, from its start to the close of its
+response (where Django's request_finished does the request's last
+database work).
 """
 
 from __future__ import annotations
@@ -25,6 +32,16 @@ from kmsweb.api.wsgi import KmswebWSGIHandler
 
 _lock = threading.Condition()
 _in_flight = 0
+# Held by the request being served, on SQLite only (see the module's docstring).
+_one_at_a_time = threading.RLock()
+
+
+def _shares_sqlite() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "sqlite" and connection.allow_thread_sharing
+
+
 # Set in a connection's thread while the count its accept took is not yet its first request's.
 _connection = threading.local()
 
@@ -45,8 +62,9 @@ def _done() -> None:
 class _Tracked:
     """A WSGI response that counts as in flight until the server closes it."""
 
-    def __init__(self, response: Iterable[bytes]) -> None:
+    def __init__(self, response: Iterable[bytes], serialized: bool) -> None:
         self._response = response
+        self._serialized = serialized
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._response)
@@ -57,6 +75,8 @@ class _Tracked:
             if close is not None:
                 close()  # Django's request_finished: the request's last database work
         finally:
+            if self._serialized:
+                _one_at_a_time.release()
             _done()
 
 
@@ -87,12 +107,17 @@ class CountingHandler(KmswebWSGIHandler):
             _connection.uncounted_accept = False  # the accept's count is this request's
         else:
             _begin()  # a later request on a kept-alive connection
+        serialized = _shares_sqlite()
+        if serialized:
+            _one_at_a_time.acquire()
         try:
             response = super().__call__(environ, start_response)
         except BaseException:
+            if serialized:
+                _one_at_a_time.release()
             _done()
             raise
-        return _Tracked(response)
+        return _Tracked(response, serialized)
 
 
 def wait_idle_after(url: str, timeout: float = 10.0) -> bool:
