@@ -138,9 +138,14 @@ def test_it_commits_concurrent_events_together(key_admin: Persona, make_key: Cal
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("checked", [False, pytest.param(True, marks=pytest.mark.postgres)])
-def test_a_batch_of_different_events_writes_each_as_the_direct_insert_would(key_admin: Persona, checked: bool) -> None:
+@pytest.mark.parametrize("prepared", [True, False])
+def test_a_batch_of_different_events_writes_each_as_the_direct_insert_would(
+    key_admin: Persona, settings: Any, checked: bool, prepared: bool
+) -> None:
     """One multi-row statement, each row its own values: quotes, backslashes, braces, commas,
-    non-ASCII text, an escaped NUL, SQL NULLs, booleans and times, in order."""
+    non-ASCII text, an escaped NUL, SQL NULLs, booleans and times, in order; prepared or not
+    (``KMSWEB_DB_PREPARED_STATEMENTS``, off behind an older PgBouncer)."""
+    settings.KMSWEB_DB_PREPARED_STATEMENTS = prepared
     now = generations.vector_text(generations.generations_read()) if checked else None
     at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
     tricky = ["plain", 'it\'s "quoted" {a,b}', "back\\slash\\", "naïve ☃ 鍵", "a\\u0000b", "NULL", ""]
