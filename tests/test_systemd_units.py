@@ -18,7 +18,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.gunicorn_nodes import free_port
 UNITS = Path(settings.BASE_DIR) / "deploy" / "systemd"
 INSTALL = "/opt/kmsweb"
 START_SECONDS = 120
+METRICS_TOKEN = "systemd-unit-test-metrics-token"  # noqa: S105 - the test node's own
 
 
 def parse_unit(path: Path) -> dict[str, list[str]]:
@@ -117,7 +120,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     plain = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env_file = base / "kmsweb.env"
     env_file.write_text(
-        f"KMSWEB_VAR_DIR={var}\nDJANGO_ALLOWED_HOSTS=127.0.0.1,localhost\nKMSWEB_LOG_LEVEL=INFO\n", encoding="utf-8"
+        f"KMSWEB_VAR_DIR={var}\nDJANGO_ALLOWED_HOSTS=127.0.0.1,localhost\nKMSWEB_LOG_LEVEL=INFO\n"
+        f"KMSWEB_METRICS_TOKEN={METRICS_TOKEN}\n",
+        encoding="utf-8",
     )
     first = {**plain, **read_env_file(env_file)}
     manage = str(settings.BASE_DIR / "manage.py")
@@ -128,7 +133,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for folder in ("queue", "processed", "control"):
         (var / "broker" / folder).mkdir(parents=True, exist_ok=True)
     port = free_port()
-    (base / "web.env").write_text(f"KMSWEB_BIND=127.0.0.1:{port}\nKMSWEB_WEB_WORKERS=1\n", encoding="utf-8")
+    (base / "web.env").write_text(f"KMSWEB_BIND=127.0.0.1:{port}\nKMSWEB_WEB_WORKERS=2\n", encoding="utf-8")
     (base / "worker.env").write_text("KMSWEB_WORKER_CONCURRENCY=1\n", encoding="utf-8")
     return {
         "/etc/kmsweb/kmsweb.env": env_file,
@@ -144,6 +149,10 @@ def _start(
     unit = parse_unit(UNITS / name)
     assert unit["Service.WorkingDirectory"] == [INSTALL]
     env = unit_environment(unit, node)
+    for name in unit.get("Service.RuntimeDirectory", []):
+        # systemd makes /run/NAME, empty, at each start: a new folder stands in for it.
+        fresh = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=node["base"]))
+        env = {key: value.replace(f"/run/{name}", str(fresh)) for key, value in env.items()}
     [command] = unit["Service.ExecStart"]
     argv = expand(command, env)
     assert argv[0] == f"{INSTALL}/.venv/bin/python"
@@ -182,11 +191,34 @@ def test_the_units_are_the_three_processes() -> None:
         assert "/etc/kmsweb/kmsweb.env" in unit["Service.EnvironmentFile"], path.name
 
 
+def _calls_counted(base: str) -> float:
+    """``kmsweb_api_requests_total`` for unsigned ListKeys calls, as one scrape of /metrics reports it."""
+    scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(scrape, timeout=10) as response:  # noqa: S310 - a loopback URL of ours
+        text = response.read().decode()
+    pattern = r'^kmsweb_api_requests_total\{operation="ListKeys",outcome="client_error"\} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
 def test_the_web_unit_serves_and_stops_cleanly(node: dict[str, Path]) -> None:
     process, log, env, unit = _start("kmsweb-web.service", node)
     try:
-        url = f"http://{env['KMSWEB_BIND']}/"
-        _wait(lambda: _answers(url), "the web server answering /", log, process)
+        base = f"http://{env['KMSWEB_BIND']}"
+        _wait(lambda: _answers(f"{base}/"), "the web server answering /", log, process)
+        # Unsigned KMS calls, each on a new connection, spread over the unit's
+        # two workers: every scrape, whichever worker answers it, counts them all.
+        calls = 24
+        for _ in range(calls):
+            call = urllib.request.Request(
+                f"{base}/", data=b"{}", headers={"X-Amz-Target": "TrentService.ListKeys"}, method="POST"
+            )
+            try:
+                urllib.request.urlopen(call, timeout=10).close()  # noqa: S310 - a loopback URL of ours
+            except urllib.error.HTTPError as refused:
+                assert refused.code == 403
+                assert b"MissingAuthenticationToken" in refused.read()
+        assert [_calls_counted(base) for _ in range(6)] == [calls] * 6
     finally:
         _stop(process, unit, log)
     # Threaded workers, as `manage.py serve` runs them: a process's read-only
