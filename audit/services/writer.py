@@ -126,7 +126,7 @@ class GroupWriter:
         # The calls on their way (thread id -> arrival number), and the last number given.
         self._on_the_way: dict[int, int] = {}
         self._arrivals = 0
-        self._leader_waiting = False
+        self._leaders_waiting = 0
 
     def arrive(self) -> None:
         """This thread's call will hand over an event soon: a leader may wait for it."""
@@ -141,8 +141,8 @@ class GroupWriter:
 
     def _gone(self, ident: int) -> None:
         # Called with the lock held.
-        if self._on_the_way.pop(ident, None) is not None and self._leader_waiting:
-            self._joined.notify()
+        if self._on_the_way.pop(ident, None) is not None and self._leaders_waiting:
+            self._joined.notify_all()
 
     def _wait_for_calls_on_the_way(self) -> None:
         """As leader (the lock held): wait until the calls that arrived before now queued their events or ended.
@@ -154,7 +154,7 @@ class GroupWriter:
             return
         horizon = self._arrivals
         deadline = time.monotonic() + wait / 1_000_000
-        self._leader_waiting = True
+        self._leaders_waiting += 1
         try:
             while len(self._queue) < self.max_batch and any(n <= horizon for n in self._on_the_way.values()):
                 remaining = deadline - time.monotonic()
@@ -162,7 +162,7 @@ class GroupWriter:
                     break
                 self._joined.wait(remaining)
         finally:
-            self._leader_waiting = False
+            self._leaders_waiting -= 1
 
     def commit(self, values: dict[str, Any], verify: str | None = None) -> None:
         """Write ``values`` (one event's columns) and return once its transaction committed.

@@ -365,9 +365,9 @@ def test_a_leader_waits_neither_for_later_calls_nor_for_calls_that_end_without_a
     threads.append(threading.Thread(target=guarded(a)))
     threads[1].start()
     deadline = time.monotonic() + 5
-    while not writer._leader_waiting and time.monotonic() < deadline:
+    while not writer._leaders_waiting and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert writer._leader_waiting, "A leads and waits for C"
+    assert writer._leaders_waiting, "A leads and waits for C"
     threads.append(threading.Thread(target=guarded(b)))
     threads[2].start()
     assert b_on_the_way.wait(5)
