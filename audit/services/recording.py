@@ -335,19 +335,28 @@ def _plan(vendor: str) -> tuple[_Column, ...]:
     return tuple(plan)
 
 
+def _insert_into(connection: BaseDatabaseWrapper) -> str:
+    """``INSERT INTO <table> (<the columns of _COLUMNS>)``, quoted for this database.
+
+    Only the model's own quoted names are formatted into the audit
+    statements; values are always parameters.
+    """
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(str(f.column)) for f in _COLUMNS)
+    return f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({names})"
+
+
 def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
     """The INSERT for one event on this database, built once per vendor, and
     whether it returns the new id."""
     cached = _INSERT_SQL.get(connection.vendor)
     if cached is None:
-        quote = connection.ops.quote_name
         returning = connection.features.can_return_columns_from_insert
-        # Only the model's own quoted names are formatted in; values are parameters.
-        sql = "INSERT INTO {} ({}) VALUES ({}){}".format(  # noqa: S608
-            quote(AuditEvent._meta.db_table),
-            ", ".join(quote(str(f.column)) for f in _COLUMNS),
+        pk = connection.ops.quote_name(str(AuditEvent._meta.pk.column))
+        sql = "{} VALUES ({}){}".format(  # noqa: S608 - the model's own names
+            _insert_into(connection),
             ", ".join(["%s"] * len(_COLUMNS)),
-            f" RETURNING {quote(str(AuditEvent._meta.pk.column))}" if returning else "",
+            f" RETURNING {pk}" if returning else "",
         )
         cached = _INSERT_SQL[connection.vendor] = (sql, returning)
     return cached
@@ -369,7 +378,10 @@ def _insert(values: dict[str, Any]) -> int:
     sql, returning = _insert_sql(connection)
     params = _row_params(values, connection)
     if connection.vendor == "postgresql":
-        return _insert_direct(connection, sql, params)
+        ids = _execute_direct(connection, sql, params)
+        if not ids:
+            raise InternalError("The audit INSERT returned no id.")
+        return int(ids[0])
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()[0] if returning else cursor.lastrowid
@@ -401,8 +413,6 @@ def insert_many(
     every event written.
     """
     connection = connections[using]
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
     params = [_row_params(values, connection) for values in rows]
     checked = checks is not None and any(c is not None for c in checks)
     if connection.vendor == "postgresql":
@@ -410,15 +420,15 @@ def insert_many(
         if checked:
             assert checks is not None  # checked says so
             flat = [p for row, check in zip(params, checks, strict=True) for p in (*row, check)]
-            return set(_insert_direct_rows(connection, sql, flat, raw=True))
-        _insert_direct(connection, sql, [p for row in params for p in row], returning=False, raw=True)
+            return set(_execute_direct(connection, sql, flat, raw=True))
+        _execute_direct(connection, sql, [p for row in params for p in row], raw=True)
         return None
     if checked:
         raise RuntimeError("only PostgreSQL checks the cache generations of a batch")
     one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} ({names}) VALUES {', '.join([one] * len(params))}",  # noqa: S608
+            f"{_insert_into(connection)} VALUES {', '.join([one] * len(params))}",  # noqa: S608
             [p for row in params for p in row],
         )
     return None
@@ -428,20 +438,16 @@ def insert_many(
 _STATEMENTS: dict[tuple[str, str, int], str] = {}
 
 
-def _statement(connection: BaseDatabaseWrapper, kind: str) -> str:
-    """``checked_one``: the INSERT of a single event, with plain ``%s``
-    parameters, its assumed cache generations last, written only if they
-    hold, returning its ``event_id``."""
-    if kind != "checked_one":
-        raise ValueError(f"unknown statement {kind!r}")
-    key = (connection.vendor, kind, 1)
+def _checked_one_statement(connection: BaseDatabaseWrapper) -> str:
+    """The INSERT of a single event, with plain ``%s`` parameters, its
+    assumed cache generations last, written only if they hold, returning
+    its ``event_id``."""
+    key = (connection.vendor, "checked_one", 1)
     sql = _STATEMENTS.get(key)
     if sql is None:
-        table = connection.ops.quote_name(AuditEvent._meta.db_table)
-        names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
         values = ", ".join(f"%s::{f.db_type(connection)}" for f in _COLUMNS)
         now = generations_check_sql()
-        sql = f"INSERT INTO {table} ({names}) SELECT {values} WHERE %s::text = {now} RETURNING event_id"  # noqa: S608
+        sql = f"{_insert_into(connection)} SELECT {values} WHERE %s::text = {now} RETURNING event_id"  # noqa: S608
         _STATEMENTS[key] = sql
     return sql
 
@@ -466,8 +472,6 @@ def _rows_statement(connection: BaseDatabaseWrapper, rows: int, *, checked: bool
     key = (connection.vendor, "checked_rows" if checked else "rows", rows)
     sql = _STATEMENTS.get(key)
     if sql is None:
-        table = connection.ops.quote_name(AuditEvent._meta.db_table)
-        names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
         types = [*(str(f.db_type(connection)) for f in _COLUMNS), *(["text"] if checked else [])]
         width = len(types)
         values = ", ".join(
@@ -476,12 +480,12 @@ def _rows_statement(connection: BaseDatabaseWrapper, rows: int, *, checked: bool
         if checked:
             columns = ", ".join(f"c{i}" for i in range(len(_COLUMNS)))
             sql = (
-                f"INSERT INTO {table} ({names}) SELECT {columns} "  # noqa: S608 - the model's own names
+                f"{_insert_into(connection)} SELECT {columns} "  # noqa: S608 - the model's own names
                 f"FROM (VALUES {values}) AS e({columns}, assumed) "
                 f"WHERE e.assumed IS NULL OR e.assumed = {generations_check_sql()} RETURNING event_id"
             )
         else:
-            sql = f"INSERT INTO {table} ({names}) VALUES {values}"  # noqa: S608 - the model's own names
+            sql = f"{_insert_into(connection)} VALUES {values}"  # noqa: S608 - the model's own names
         _STATEMENTS[key] = sql
     return sql
 
@@ -492,12 +496,12 @@ def insert_checked(values: dict[str, Any], assumed: str) -> bool:
     Answers whether it wrote the event.
     """
     connection = connections[router.db_for_write(AuditEvent)]
-    sql = _statement(connection, "checked_one")
-    return bool(_insert_direct_rows(connection, sql, [*_row_params(values, connection), assumed]))
+    sql = _checked_one_statement(connection)
+    return bool(_execute_direct(connection, sql, [*_row_params(values, connection), assumed]))
 
 
 def _direct_cursor(connection: BaseDatabaseWrapper, *, raw: bool = False) -> Any:
-    """The connection's plain psycopg cursor for the audit INSERTs (see ``_insert_direct``).
+    """The connection's plain psycopg cursor for the audit INSERTs (see ``_execute_direct``).
 
     ``raw``: a ``psycopg.RawCursor``, for statements with ``$n`` placeholders.
     """
@@ -520,10 +524,9 @@ def _direct_cursor(connection: BaseDatabaseWrapper, *, raw: bool = False) -> Any
     return cursor
 
 
-def _insert_direct(
-    connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, returning: bool = True, raw: bool = False
-) -> int:
-    """Run the INSERT on a plain psycopg cursor, past Django's cursor wrapper.
+def _execute_direct(connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, raw: bool = False) -> list[Any]:
+    """Run an audit INSERT on a plain psycopg cursor, past Django's cursor wrapper; the first
+    column of the rows it returns (none without ``RETURNING``).
 
     Still inside Django's connection handling — health check, connection
     setup, database error wrapping and the open transaction — but without
@@ -536,25 +539,9 @@ def _insert_direct(
     Query logging (``connection.queries``) does not list it.
     """
     cursor = _direct_cursor(connection, raw=raw)
-    prepare = settings.KMSWEB_DB_PREPARED_STATEMENTS
-    with connection.wrap_database_errors:
-        cursor.execute(sql, params, prepare=prepare)
-        if not returning:
-            return 0
-        row = cursor.fetchone()
-    if row is None:
-        raise InternalError("The audit INSERT returned no id.")
-    return int(row[0])
-
-
-def _insert_direct_rows(
-    connection: BaseDatabaseWrapper, sql: str, params: list[Any], *, raw: bool = False
-) -> list[Any]:
-    """``_insert_direct`` for a statement returning a column of any number of rows: their values."""
-    cursor = _direct_cursor(connection, raw=raw)
     with connection.wrap_database_errors:
         cursor.execute(sql, params, prepare=settings.KMSWEB_DB_PREPARED_STATEMENTS)
-        return [row[0] for row in cursor.fetchall()]
+        return [row[0] for row in cursor.fetchall()] if cursor.description is not None else []
 
 
 @dataclass
