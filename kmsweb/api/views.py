@@ -110,9 +110,8 @@ def answer(request: ApiRequestLike) -> ApiAnswer:
     operation = target.removeprefix(TARGET_PREFIX)
     token = _call.set(_Call())
     grouped = operations.is_read_only(operation) and settings.KMSWEB_AUDIT_GROUP_COMMIT
-    optimistic = _may_assume_generations(operation)
     try:
-        with on_the_way(grouped), generations_scope(optimistic=optimistic):
+        with on_the_way(grouped), generations_scope(optimistic=_may_assume_generations(grouped)):
             reply = _answer(request)
     except StaleGenerations:
         # A change to a cached table committed while the call ran on the
@@ -139,18 +138,14 @@ class _Call:
 _call: ContextVar[_Call | None] = ContextVar("kmsweb_api_call", default=None)
 
 
-def _may_assume_generations(operation: str) -> bool:
-    """Whether a call of ``operation`` may assume the cache generations, its audit event checking them.
+def _may_assume_generations(grouped: bool) -> bool:
+    """Whether a call may assume the cache generations, its audit event checking them.
 
-    Read-only calls only, whose one write is their event, and on
-    PostgreSQL, where the group writer's statement checks them
-    (``kmsweb.generations``). Every other call reads them.
+    ``grouped``: a read-only call, whose one write is its event, handed to
+    the group writer. On PostgreSQL, where the writer's statement checks
+    them (``kmsweb.generations``). Every other call reads them.
     """
-    return (
-        operations.is_read_only(operation)
-        and settings.KMSWEB_AUDIT_GROUP_COMMIT
-        and connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
-    )
+    return grouped and connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
 def _answer(request: ApiRequestLike) -> ApiAnswer:
