@@ -319,14 +319,11 @@ def generations_verify(unverified: str) -> None:
         raise StaleGenerations
 
 
-def generations_seen(values: dict[str, int] | str) -> None:
-    """Take counters read by a statement (a dict, or :func:`vector_text`'s form) as this process's last read.
+def generations_seen(values: dict[str, int]) -> None:
+    """Take counters just read as this process's last read.
 
-    Drops the caches whose counter moved, as a request's own read does.
+    Drops the caches whose counter moved.
     """
-    if isinstance(values, str):
-        numbers = [int(v) for v in values.split(",")]
-        values = dict(zip(NAMES, numbers, strict=True))
     with _last_read_lock:
         if values == _last_read:
             return
