@@ -32,6 +32,8 @@ from kmsweb.api.wsgi import KmswebWSGIHandler
 
 _lock = threading.Condition()
 _in_flight = 0
+# Set in a connection's thread while the count its accept took is not yet its first request's.
+_connection = threading.local()
 # Held by the request being served, on SQLite only (see the module's docstring).
 _one_at_a_time = threading.RLock()
 
@@ -40,10 +42,6 @@ def _shares_sqlite() -> bool:
     from django.db import connection
 
     return connection.vendor == "sqlite" and connection.allow_thread_sharing
-
-
-# Set in a connection's thread while the count its accept took is not yet its first request's.
-_connection = threading.local()
 
 
 def _begin() -> None:
